@@ -1,0 +1,461 @@
+/*
+ * paraspinal.h — the one public header of the paraspinal library.
+ *
+ * Contracts that hold for every function below unless its comment says
+ * otherwise:
+ *  - Functions that can fail take `psp_error **err` as their last argument and
+ *    return NULL / false on failure. On failure *err (when err is not NULL)
+ *    receives a new error the caller frees with psp_error_free(). An error
+ *    already present in *err is never overwritten.
+ *  - The library never prints, never exits and never aborts. Warnings and
+ *    progress go to the psp_context (collected, and passed to an optional log
+ *    callback).
+ *  - psp_x_create / psp_x_free pairs: the caller owns what a create returns;
+ *    every free accepts NULL. Pointers documented as "borrowed" stay valid
+ *    until their owner is freed and must not be freed by the caller.
+ *  - Geometry: a volume is float32 voxels on a grid reordered (never
+ *    resampled) so that axis i runs towards patient Left, j towards
+ *    Posterior, k towards Superior (LPS voxel order: slice 0 is the inferior
+ *    end), plus the exact 4x4 voxel-to-world affine in NIfTI RAS+ mm. The
+ *    file's own axis order is remembered so outputs are written back on the
+ *    input's voxel grid.
+ */
+#ifndef PARASPINAL_H
+#define PARASPINAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Status codes double as the CLI's exit codes (documented in the README). */
+typedef enum psp_status {
+  PSP_OK = 0,
+  PSP_ERR_INTERNAL = 1,    /* a bug: please report */
+  PSP_ERR_USAGE = 2,       /* bad command line or option value */
+  PSP_ERR_IO = 3,          /* cannot open, read or write a file/folder */
+  PSP_ERR_FORMAT = 4,      /* not a valid or not a supported file */
+  PSP_ERR_GEOMETRY = 5,    /* grids differ, bad spacing/affine/orientation */
+  PSP_ERR_DATA = 6,        /* voxel values unusable: NaN/Inf, unknown labels */
+  PSP_ERR_LIMIT = 7,       /* input larger than the configured limits */
+  PSP_ERR_NOMEM = 8,       /* out of memory */
+  PSP_ERR_UNSUPPORTED = 9, /* a capability this version does not have */
+} psp_status;
+
+typedef struct psp_error psp_error;
+
+psp_status psp_error_code(const psp_error *e);
+/* Borrowed; names the file (when there is one) and the reason. */
+const char *psp_error_message(const psp_error *e);
+void psp_error_free(psp_error *e);
+/* Short name of a status ("io", "format", ...). */
+const char *psp_status_name(psp_status s);
+
+/* ------------------------------------------------------------------------ */
+/* Context: threads, logging, collected warnings (no mutable globals)        */
+/* ------------------------------------------------------------------------ */
+
+typedef enum psp_log_level {
+  PSP_LOG_ERROR = 0,
+  PSP_LOG_WARN = 1,
+  PSP_LOG_INFO = 2,
+  PSP_LOG_DEBUG = 3,
+} psp_log_level;
+
+typedef void (*psp_log_fn)(void *user, psp_log_level level, const char *message);
+
+typedef struct psp_context psp_context;
+
+psp_context *psp_context_create(void);
+void psp_context_free(psp_context *ctx);
+/* n <= 0 means "all cores" (OpenMP default). */
+void psp_context_set_threads(psp_context *ctx, int n);
+int psp_context_threads(const psp_context *ctx);
+/* Messages at or below `max_level` are passed to fn (may be NULL). */
+void psp_context_set_log(psp_context *ctx, psp_log_fn fn, void *user, psp_log_level max_level);
+/* Records a warning (kept for report.json) and logs it at PSP_LOG_WARN. */
+void psp_warn(psp_context *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Logs an informational message (not kept). */
+void psp_info(psp_context *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+size_t psp_context_warning_count(const psp_context *ctx);
+/* Borrowed. */
+const char *psp_context_warning(const psp_context *ctx, size_t i);
+/* Largest number of voxels a loader accepts (default 2^31). */
+void psp_context_set_max_voxels(psp_context *ctx, int64_t max_voxels);
+int64_t psp_context_max_voxels(const psp_context *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Volumes                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct psp_volume psp_volume;
+
+/* Zero-filled volume on the given grid (already in LPS voxel order). */
+psp_volume *psp_volume_create(const int64_t dims[3], const double affine[4][4], psp_error **err);
+/* Zero-filled volume on the same grid, with the same file orientation. */
+psp_volume *psp_volume_create_like(const psp_volume *like, psp_error **err);
+psp_volume *psp_volume_clone(const psp_volume *v, psp_error **err);
+void psp_volume_free(psp_volume *v);
+
+void psp_volume_dims(const psp_volume *v, int64_t dims[3]);
+int64_t psp_volume_voxel_count(const psp_volume *v);
+void psp_volume_affine(const psp_volume *v, double affine[4][4]);
+/* Voxel spacing (mm) along i, j, k: the norms of the affine's columns. */
+void psp_volume_spacing(const psp_volume *v, double spacing[3]);
+/* Area (mm^2) of one voxel in an axial slice: |col_i x col_j|. */
+double psp_volume_pixel_area(const psp_volume *v);
+/* Volume (mm^3) of one voxel: |det| of the affine's 3x3 part. */
+double psp_volume_voxel_volume(const psp_volume *v);
+/* World z (mm, RAS+) of the centre of axial slice k. */
+double psp_volume_slice_z(const psp_volume *v, int64_t k);
+const float *psp_volume_data(const psp_volume *v);
+float *psp_volume_data_mut(psp_volume *v);
+/* Index along the input file's own slice axis of internal slice k (the file
+ * axis that became k; reversed if it was flipped). */
+int64_t psp_volume_file_slice(const psp_volume *v, int64_t k);
+
+/* How the internal LPS grid maps onto a file's voxel axes: internal axis a
+ * is file axis file_axis[a], reversed when flip[a]. Identity = {0,1,2} and
+ * no flips. */
+typedef struct psp_orientation {
+  int file_axis[3];
+  bool flip[3];
+} psp_orientation;
+
+psp_orientation psp_volume_orientation(const psp_volume *v);
+/* Sets the file orientation used when writing (e.g. phantom variants). */
+bool psp_volume_set_orientation(psp_volume *v, const psp_orientation *o, psp_error **err);
+/* Three letters naming where the file's i, j, k axes point ("LPS", "RAI"…). */
+void psp_orientation_code(const psp_volume *v, char code[4]);
+
+typedef enum psp_grid_relation {
+  PSP_GRID_SAME = 0,
+  PSP_GRID_ORIGIN_DIFFERS = 1, /* dims, spacing and directions agree */
+  PSP_GRID_DIFFERENT = 2,
+} psp_grid_relation;
+
+/* Compares two grids (dims, spacing, direction cosines, origin) with small
+ * tolerances for header rounding. Writes a human-readable description of
+ * what differs into why (may be NULL). */
+psp_grid_relation psp_grid_compare(const psp_volume *a, const psp_volume *b, char *why,
+                                   size_t why_len);
+/* Copies b's affine (and file orientation) onto a; grids must not be
+ * PSP_GRID_DIFFERENT. */
+bool psp_volume_adopt_geometry(psp_volume *a, const psp_volume *from, psp_error **err);
+
+/* ------------------------------------------------------------------------ */
+/* NIfTI input/output (src/io)                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct psp_load_options {
+  /* For 4-D files: which volume (0-based) to take; -1 = refuse 4-D input. */
+  int64_t volume_index;
+  /* Accept NaN voxels (a precomputed FF map marks "no signal" with NaN).
+   * Infinite values are always an error. */
+  bool allow_nan;
+} psp_load_options;
+
+/* Loads a NIfTI-1/NIfTI-2 file (.nii or .nii.gz): uint8, int16, uint16,
+ * int32, float32, float64; scl_slope/scl_inter applied; affine from the
+ * sform when sform_code > 0, else the qform when qform_code > 0, else the
+ * pixdim diagonal (with a warning). Dimensions are checked against the
+ * context's voxel limit before any voxel buffer is allocated. NaN/Inf voxels
+ * are an error (PSP_ERR_DATA). opt may be NULL. */
+psp_volume *psp_nifti_load(const char *path, const psp_load_options *opt, psp_context *ctx,
+                           psp_error **err);
+/* Same from a memory buffer holding the whole file (gzip or not); `name` is
+ * used in messages. */
+psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
+                                  const psp_load_options *opt, psp_context *ctx,
+                                  psp_error **err);
+
+typedef enum psp_dtype {
+  PSP_DT_FLOAT32 = 0,
+  PSP_DT_UINT8 = 1,
+  PSP_DT_INT16 = 2,
+  PSP_DT_UINT16 = 3,
+} psp_dtype;
+
+/* Writes v as NIfTI-1 (gzip when path ends in .gz) on the file grid it was
+ * loaded from (its orientation), with sform and qform set to the exact
+ * affine. Atomic: written to a temporary name in the same folder and renamed;
+ * on failure no file is left. Integer types round to nearest. */
+bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype,
+                    const char *description, psp_error **err);
+
+/* Writes a buffer to path atomically (temporary file + rename). */
+bool psp_write_file_atomic(const char *path, const void *data, size_t len, psp_error **err);
+/* Reads a whole file; *len receives the size. Caller frees. */
+void *psp_read_file(const char *path, size_t *len, int64_t max_bytes, psp_error **err);
+/* SHA-256 of a file as 64 lowercase hex digits + NUL. */
+bool psp_sha256_file(const char *path, char hex[65], psp_error **err);
+
+/* ------------------------------------------------------------------------ */
+/* Fat fraction (src/dixon)                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct psp_ffmap psp_ffmap;
+
+typedef struct psp_dixon_options {
+  /* Rician noise-bias correction of water/fat magnitudes (default true);
+   * applied only when the noise level could be estimated. */
+  bool noise_bias_correction;
+  /* Multiplier of the noise level that defines the "no signal" floor of
+   * F+W (default 3). */
+  double noise_floor_factor;
+} psp_dixon_options;
+
+void psp_dixon_options_default(psp_dixon_options *o);
+
+typedef enum psp_ff_unit {
+  PSP_FF_FRACTION = 0, /* 0..1 */
+  PSP_FF_PERCENT = 1,  /* 0..100 */
+} psp_ff_unit;
+
+/* FF = F/(F+W) from water and fat magnitude images on the same grid. */
+psp_ffmap *psp_ffmap_from_water_fat(const psp_volume *water, const psp_volume *fat,
+                                    const psp_dixon_options *opt, psp_context *ctx,
+                                    psp_error **err);
+/* Two-point magnitude Dixon: water/fat from in-phase and opposed-phase with
+ * the fat-dominant ambiguity resolved per voxel. */
+psp_ffmap *psp_ffmap_from_ipop(const psp_volume *inphase, const psp_volume *outphase,
+                               const psp_dixon_options *opt, psp_context *ctx, psp_error **err);
+/* A precomputed FF / PDFF map, used as is (converted to a fraction). */
+psp_ffmap *psp_ffmap_from_ff(const psp_volume *ff, psp_ff_unit unit, psp_context *ctx,
+                             psp_error **err);
+void psp_ffmap_free(psp_ffmap *m);
+
+/* Borrowed. Fat fraction 0..1 per voxel; NaN where there is no signal. */
+const psp_volume *psp_ffmap_ff(const psp_ffmap *m);
+/* Borrowed; NULL for a precomputed FF map. The (corrected) magnitudes the
+ * FF map and the ratio statistics are computed from. */
+const psp_volume *psp_ffmap_water(const psp_ffmap *m);
+const psp_volume *psp_ffmap_fat(const psp_ffmap *m);
+/* Noise level (standard deviation of one component) estimated from the
+ * background, 0 when it could not be estimated; and the F+W floor used. */
+double psp_ffmap_noise_sigma(const psp_ffmap *m);
+double psp_ffmap_signal_floor(const psp_ffmap *m);
+/* "water+fat", "inphase+opposed-phase" or "ff-map". */
+const char *psp_ffmap_source(const psp_ffmap *m);
+/* Fraction of voxels (0..1) the IP/OP resolution called fat-dominant. */
+double psp_ffmap_fat_dominant_share(const psp_ffmap *m);
+
+typedef struct psp_plausibility {
+  bool checked;           /* false when no subcutaneous fat could be found */
+  bool ok;                /* subcutaneous fat FF high, as it must be */
+  double subcut_ff_median; /* 0..1 */
+  int64_t subcut_voxels;
+  char message[256];
+} psp_plausibility;
+
+/* Water-fat swap check: finds the subcutaneous fat ring (outer layer of the
+ * body) and requires its median FF to be high. */
+psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Label maps (src/measure/labels.c)                                         */
+/* ------------------------------------------------------------------------ */
+
+/* The project's label scheme. */
+enum {
+  PSP_LABEL_NONE = 0,
+  PSP_LABEL_MF_LEFT = 1,
+  PSP_LABEL_MF_RIGHT = 2,
+  PSP_LABEL_ES_LEFT = 3,
+  PSP_LABEL_ES_RIGHT = 4,
+  PSP_LABEL_COUNT = 5,
+};
+/* "multifidus" / "erector_spinae" and "left" / "right" for labels 1..4. */
+const char *psp_label_muscle(int label);
+const char *psp_label_side(int label);
+/* BIDS-style name ("left multifidus") and abbreviation ("MF_L"). */
+const char *psp_label_name(int label);
+const char *psp_label_abbrev(int label);
+
+typedef struct psp_scheme psp_scheme;
+
+/* Built-in schemes: "paraspinal" (1..4 as above), "musclemap"
+ * (5101/5102 multifidus, 5111/5112 erector spinae, other MuscleMap values
+ * ignored), "lpm" (1 right ES, 2 right MF, 3 left MF, 4 left ES). */
+psp_scheme *psp_scheme_builtin(const char *name, psp_error **err);
+/* A BIDS-style TSV with columns index and name (abbreviation optional).
+ * Names mentioning multifidus / erector spinae (or MF / ES) and left/right
+ * map onto the project's labels; all other rows are known-but-ignored. */
+psp_scheme *psp_scheme_load_tsv(const char *path, psp_error **err);
+psp_scheme *psp_scheme_parse_tsv(const char *text, size_t len, const char *name, psp_error **err);
+void psp_scheme_free(psp_scheme *s);
+const char *psp_scheme_name(const psp_scheme *s);
+
+/* Maps a raw label volume onto the project's labels 0..4 (a new volume on
+ * the same grid). Values that are not integers or not in the scheme are an
+ * error (PSP_ERR_DATA) listing them. `path` is used in messages. */
+psp_volume *psp_labels_map(const psp_volume *raw, const psp_scheme *s, const char *path,
+                           psp_context *ctx, psp_error **err);
+/* The dseg.tsv text for the project's labels. Caller frees. */
+char *psp_labels_dseg_tsv(void);
+
+/* ------------------------------------------------------------------------ */
+/* Measurement (src/measure)                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Metrics of one region (one label on one slice, or one label over the
+ * volume). FF values are fractions 0..1 (reports print percent); NaN when
+ * the region has no voxel with signal. */
+typedef struct psp_region_metrics {
+  int label;            /* 1..4 */
+  int64_t slice;        /* internal slice k; -1 for whole-volume rows */
+  int64_t file_slice;   /* index along the input file's slice axis; -1 */
+  double z_mm;          /* world z of the slice centre; NaN for volume rows */
+  int64_t n_voxels;     /* voxels in the label */
+  int64_t n_no_signal;  /* of those, voxels below the noise floor */
+  double area_mm2;      /* slice rows: n_voxels x pixel area */
+  double volume_mm3;    /* n_voxels x voxel volume */
+  double ff_mean;       /* mean of voxel FF (voxels with signal) */
+  double ff_ratio;      /* sum F / sum (F+W); NaN for an FF-map input */
+  double ff_median;
+  double ff_q1, ff_q3;  /* interquartile range */
+  double fcsa_mm2;      /* area x (1 - ff_mean) (slice rows) */
+  double fat_infiltration; /* share of voxels with FF > 0.5 */
+} psp_region_metrics;
+
+typedef struct psp_measurements psp_measurements;
+
+/* Per slice x label and per label over the volume. labels holds 0..4 on the
+ * FF map's grid (PSP_GRID_DIFFERENT is an error). Slices where a label is
+ * absent produce no row. */
+psp_measurements *psp_measure(const psp_volume *labels, const psp_ffmap *ff, psp_context *ctx,
+                              psp_error **err);
+void psp_measurements_free(psp_measurements *m);
+size_t psp_measurements_slice_count(const psp_measurements *m);
+/* Borrowed rows, ordered by slice then label. */
+const psp_region_metrics *psp_measurements_slice_row(const psp_measurements *m, size_t i);
+/* Whole-volume row of label 1..4 (borrowed; n_voxels 0 when absent). */
+const psp_region_metrics *psp_measurements_volume_row(const psp_measurements *m, int label);
+
+/* ------------------------------------------------------------------------ */
+/* Comparison of two label maps (src/measure/compare.c)                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct psp_compare_row {
+  int label;          /* 1..4, or 0 for "all muscles together" */
+  int64_t slice;      /* internal slice; -1 for whole-volume rows */
+  int64_t file_slice; /* -1 for whole-volume rows */
+  int64_t n_pred, n_truth, n_both;
+  double dice;        /* NaN when both are empty */
+  double hd95_mm;     /* NaN when either is empty */
+  double size_diff_pct; /* (pred - truth) / truth x 100 (area or volume) */
+  double ff_pred_pct, ff_truth_pct, ff_diff_pp; /* NaN without an FF map */
+} psp_compare_row;
+
+typedef struct psp_comparison psp_comparison;
+
+/* pred and truth hold project labels 0..4 on grids that are not
+ * PSP_GRID_DIFFERENT. ff may be NULL. */
+psp_comparison *psp_compare(const psp_volume *pred, const psp_volume *truth, const psp_ffmap *ff,
+                            bool per_slice, psp_context *ctx, psp_error **err);
+void psp_comparison_free(psp_comparison *c);
+size_t psp_comparison_row_count(const psp_comparison *c);
+const psp_compare_row *psp_comparison_row(const psp_comparison *c, size_t i);
+/* CSV text of all rows (header included). Caller frees. */
+char *psp_comparison_csv(const psp_comparison *c);
+
+/* ------------------------------------------------------------------------ */
+/* Analysis pipeline (src/pipeline.c) and its outputs (src/report)           */
+/* ------------------------------------------------------------------------ */
+
+typedef enum psp_geometry_source {
+  PSP_GEOM_AUTO = 0, /* the origin shared by most inputs; tie: first image */
+  PSP_GEOM_WATER,
+  PSP_GEOM_FAT,
+  PSP_GEOM_INPHASE,
+  PSP_GEOM_OUTPHASE,
+  PSP_GEOM_FF,
+  PSP_GEOM_LABELS,
+} psp_geometry_source;
+
+typedef struct psp_analysis_options {
+  /* Exactly one input kind: water+fat, inphase+outphase, or ff. */
+  const char *water_path, *fat_path;
+  const char *inphase_path, *outphase_path;
+  const char *ff_path;
+  psp_ff_unit ff_unit;
+  const char *labels_path;   /* NULL: automatic segmentation */
+  const char *label_scheme;  /* builtin name or TSV path; NULL = paraspinal */
+  psp_geometry_source geometry_from;
+  psp_load_options load;
+  psp_dixon_options dixon;
+  /* Stop after the fat-fraction map (paraspinal ffmap): no labels needed. */
+  bool ffmap_only;
+} psp_analysis_options;
+
+void psp_analysis_options_default(psp_analysis_options *o);
+
+typedef struct psp_result psp_result;
+
+/* Loads the inputs, checks their grids, builds the FF map, obtains the label
+ * map and measures. */
+psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_error **err);
+void psp_result_free(psp_result *r);
+/* Borrowed parts. */
+const psp_ffmap *psp_result_ffmap(const psp_result *r);
+const psp_volume *psp_result_labels(const psp_result *r);
+const psp_measurements *psp_result_measurements(const psp_result *r);
+/* The water-fat plausibility check of the run. */
+psp_plausibility psp_result_plausibility(const psp_result *r);
+/* Name of the input whose geometry (affine) the outputs carry. */
+const char *psp_result_geometry_source(const psp_result *r);
+
+/* Writes fatfraction.nii.gz, dseg.nii.gz, dseg.tsv, slices.csv and
+ * report.json into outdir (created if missing). All files are written into a
+ * temporary folder inside outdir and moved into place only when all of them
+ * succeeded. `argv_line` (may be NULL) is recorded in the provenance. */
+bool psp_result_write(const psp_result *r, const char *outdir, const char *argv_line,
+                      psp_context *ctx, psp_error **err);
+
+/* ------------------------------------------------------------------------ */
+/* Synthetic lumbar phantom (src/phantom)                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct psp_phantom_options {
+  uint64_t seed;
+  int64_t dims[3];        /* internal LPS grid */
+  double spacing[3];      /* mm */
+  double snr;             /* muscle in-phase signal / noise sigma; 0 = no noise */
+  double ff_multifidus[2];   /* left, right: 0..1 */
+  double ff_erector[2];      /* left, right */
+  double streak_ff;       /* FF of the fatty streaks inside the muscles */
+  double streak_share;    /* share of muscle voxels in streaks (0..1) */
+  double bias_amplitude;  /* smooth multiplicative bias field, e.g. 0.2 */
+  psp_orientation orientation; /* how the files are written */
+  double oblique_deg;     /* rotation of the affine about the k axis */
+} psp_phantom_options;
+
+void psp_phantom_options_default(psp_phantom_options *o);
+
+typedef struct psp_phantom psp_phantom;
+
+psp_phantom *psp_phantom_create(const psp_phantom_options *o, psp_context *ctx, psp_error **err);
+void psp_phantom_free(psp_phantom *p);
+/* Borrowed: "water", "fat", "inphase", "outphase", "labels", "ff_truth". */
+const psp_volume *psp_phantom_volume(const psp_phantom *p, const char *which);
+/* Writes <prefix>_water.nii.gz, _fat, _inphase, _outphase, _dseg (+ .tsv),
+ * _fftruth and _truth.csv (per slice and muscle: area and FF, and the disc
+ * and vertebra slices) into outdir. */
+bool psp_phantom_write(const psp_phantom *p, const char *outdir, const char *prefix,
+                       psp_error **err);
+
+/* Library version string. */
+const char *psp_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PARASPINAL_H */

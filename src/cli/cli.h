@@ -1,0 +1,28 @@
+/*
+ * cli.h — the command-line front end. Only src/cli knows argv, exit codes and
+ * the terminal: each subcommand parses its options, calls the library, prints
+ * errors as "paraspinal <cmd>: error: <message>" and returns the exit code
+ * (the psp_status of the error, 0 on success; see README "Exit codes").
+ */
+#ifndef PSP_CLI_H
+#define PSP_CLI_H
+
+#include "paraspinal.h"
+
+int psp_cmd_analyze(int argc, char **argv);
+int psp_cmd_ffmap(int argc, char **argv);
+int psp_cmd_phantom(int argc, char **argv);
+int psp_cmd_compare(int argc, char **argv);
+
+/* Prints the error to stderr prefixed with the command name, frees it and
+ * returns its exit code. */
+int psp_cli_fail(const char *cmd, psp_error *err);
+/* Prints a usage error and returns PSP_ERR_USAGE. */
+int psp_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Context with a stderr logger: warnings always, info when verbose. */
+psp_context *psp_cli_context(const char *cmd, bool verbose, int threads);
+/* Parses a non-negative integer / a double; false on garbage. */
+bool psp_cli_parse_int(const char *s, long long *out);
+bool psp_cli_parse_double(const char *s, double *out);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * DESIGN: the context replaces mutable globals: thread count, log callback
+ * and level, the voxel limit, and the warnings collected during a run (they
+ * end up in report.json). It is not shared between concurrent analyses; one
+ * context per subject in flight.
+ */
+#include "core/internal.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct psp_context {
+  int threads;
+  psp_log_fn log_fn;
+  void *log_user;
+  psp_log_level log_level;
+  char **warnings;
+  size_t n_warnings, cap_warnings;
+  int64_t max_voxels;
+};
+
+psp_context *psp_context_create(void) {
+  psp_context *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->threads = 0;
+  c->log_level = PSP_LOG_WARN;
+  c->max_voxels = (int64_t)1 << 31;
+  return c;
+}
+
+void psp_context_free(psp_context *ctx) {
+  if (!ctx) return;
+  for (size_t i = 0; i < ctx->n_warnings; i++) free(ctx->warnings[i]);
+  free(ctx->warnings);
+  free(ctx);
+}
+
+void psp_context_set_threads(psp_context *ctx, int n) {
+  ctx->threads = n;
+  if (n > 0) omp_set_num_threads(n);
+}
+
+int psp_context_threads(const psp_context *ctx) {
+  return (ctx && ctx->threads > 0) ? ctx->threads : omp_get_max_threads();
+}
+
+void psp_context_set_log(psp_context *ctx, psp_log_fn fn, void *user, psp_log_level max_level) {
+  ctx->log_fn = fn;
+  ctx->log_user = user;
+  ctx->log_level = max_level;
+}
+
+static void vlog(psp_context *ctx, psp_log_level level, const char *fmt, va_list ap, bool keep) {
+  if (!ctx) return;
+  char buf[2048];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  if (keep) {
+    if (ctx->n_warnings == ctx->cap_warnings) {
+      size_t cap = ctx->cap_warnings ? ctx->cap_warnings * 2 : 8;
+      char **w = realloc(ctx->warnings, cap * sizeof *w);
+      if (w) {
+        ctx->warnings = w;
+        ctx->cap_warnings = cap;
+      }
+    }
+    if (ctx->n_warnings < ctx->cap_warnings) {
+      char *copy = strdup(buf);
+      if (copy) ctx->warnings[ctx->n_warnings++] = copy;
+    }
+  }
+  if (ctx->log_fn && level <= ctx->log_level) ctx->log_fn(ctx->log_user, level, buf);
+}
+
+void psp_warn(psp_context *ctx, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(ctx, PSP_LOG_WARN, fmt, ap, true);
+  va_end(ap);
+}
+
+void psp_info(psp_context *ctx, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(ctx, PSP_LOG_INFO, fmt, ap, false);
+  va_end(ap);
+}
+
+void psp_log(psp_context *ctx, psp_log_level level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(ctx, level, fmt, ap, false);
+  va_end(ap);
+}
+
+size_t psp_context_warning_count(const psp_context *ctx) { return ctx ? ctx->n_warnings : 0; }
+
+const char *psp_context_warning(const psp_context *ctx, size_t i) {
+  return (ctx && i < ctx->n_warnings) ? ctx->warnings[i] : NULL;
+}
+
+void psp_context_set_max_voxels(psp_context *ctx, int64_t max_voxels) {
+  ctx->max_voxels = max_voxels;
+}
+
+int64_t psp_context_max_voxels(const psp_context *ctx) {
+  return ctx ? ctx->max_voxels : ((int64_t)1 << 31);
+}
+
+const char *psp_version(void) { return PSP_VERSION_STRING; }

@@ -1,0 +1,94 @@
+/*
+ * internal.h — definitions shared by the library's stages, not installed.
+ * The public contracts live in include/paraspinal.h.
+ */
+#ifndef PSP_INTERNAL_H
+#define PSP_INTERNAL_H
+
+#include "paraspinal.h"
+
+#include <stdarg.h>
+
+struct psp_volume {
+  int64_t dims[3];      /* internal LPS grid */
+  double affine[4][4];  /* internal voxel -> world (RAS+ mm) */
+  psp_orientation orient;
+  float *data;          /* dims[0]*dims[1]*dims[2], i fastest */
+};
+
+/* Sets *err (if err != NULL and *err == NULL). Always returns false so that
+ * `return psp_error_set(...)` works in bool functions. */
+bool psp_error_set(psp_error **err, psp_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prefixes an existing error's message ("while loading X: ..."). */
+void psp_error_prefix(psp_error **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Logs at a level without recording. */
+void psp_log(psp_context *ctx, psp_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Checked allocation helpers: set PSP_ERR_NOMEM on failure. */
+void *psp_malloc(size_t n, psp_error **err);
+void *psp_calloc(size_t count, size_t size, psp_error **err);
+
+/* Voxel index of (i,j,k) on an internal grid. */
+static inline int64_t psp_idx(const int64_t dims[3], int64_t i, int64_t j, int64_t k) {
+  return (k * dims[1] + j) * dims[0] + i;
+}
+
+/* Creates a volume with an uninitialised-then-zeroed buffer and identity
+ * orientation. */
+psp_volume *psp_volume_alloc(const int64_t dims[3], const double affine[4][4], psp_error **err);
+
+/* Builds an internal (LPS) volume from voxels in a file's own order and the
+ * file's voxel-to-world affine: axes are permuted/flipped, never resampled;
+ * the affine stays exact. Fails (PSP_ERR_GEOMETRY) for a singular affine.
+ * `name` is used in messages. The file order data is only read. */
+psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t file_dims[3],
+                                       const double file_affine[4][4], const char *name,
+                                       psp_error **err);
+/* The inverse: file dims, file affine and voxels in the file's order for the
+ * volume's remembered orientation. out must hold voxel_count floats. */
+void psp_volume_to_file_order(const psp_volume *v, float *out, int64_t file_dims[3],
+                              double file_affine[4][4]);
+
+/* Growable string buffer for CSV/JSON/TSV text. */
+typedef struct psp_strbuf {
+  char *data;
+  size_t len, cap;
+  bool failed;
+} psp_strbuf;
+void psp_strbuf_init(psp_strbuf *b);
+void psp_strbuf_printf(psp_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void psp_strbuf_append(psp_strbuf *b, const char *s);
+/* Returns the string (caller frees) or NULL (and sets err) if any append
+ * failed. */
+char *psp_strbuf_take(psp_strbuf *b, psp_error **err);
+void psp_strbuf_free(psp_strbuf *b);
+
+/* Formats a double for CSV: "%.*f", or "" for NaN. */
+void psp_fmt_num(char *out, size_t n, double v, int decimals);
+
+/* Sorting helper: sorts floats ascending (deterministic). */
+void psp_sort_floats(float *v, size_t n);
+/* Quantile (0..1) of sorted values, linear interpolation. */
+double psp_quantile_sorted(const float *sorted, size_t n, double q);
+
+/* dir + "/" + name into out; false (PSP_ERR_IO) when it does not fit. */
+bool psp_path_join(char *out, size_t n, const char *dir, const char *name, psp_error **err);
+/* Portable mkdir -p; true if the folder exists afterwards. */
+bool psp_mkdir_p(const char *path, psp_error **err);
+/* Removes a folder and the plain files directly inside it. */
+void psp_remove_tree_shallow(const char *path);
+
+/* Pipeline <-> report: read-only views of a result (src/pipeline.c) and the
+ * writer of all analysis outputs (src/report/report.c). */
+int psp_result_input_count(const psp_result *r);
+void psp_result_input(const psp_result *r, int i, const char **role, const char **path,
+                      const char **sha256, const psp_volume **vol);
+const char *psp_result_scheme_name(const psp_result *r);
+const psp_analysis_options *psp_result_options(const psp_result *r);
+bool psp_report_write_outputs(const psp_result *r, const char *outdir, const char *argv_line,
+                              psp_context *ctx, psp_error **err);
+
+#endif

@@ -1,0 +1,258 @@
+/*
+ * DESIGN: small shared helpers — text buffers for the CSV/JSON/TSV writers,
+ * deterministic sorting and quantiles for the statistics, and the file
+ * primitives every output goes through (whole-file read with a size limit,
+ * atomic write = temporary file in the same folder + fsync + rename, so a
+ * crash never leaves a half-written file under the final name).
+ */
+#include "core/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <nettle/sha2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <unistd.h>
+
+void psp_strbuf_init(psp_strbuf *b) { memset(b, 0, sizeof *b); }
+
+static bool strbuf_reserve(psp_strbuf *b, size_t extra) {
+  if (b->failed) return false;
+  if (b->len + extra + 1 <= b->cap) return true;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + extra + 1) cap *= 2;
+  char *d = realloc(b->data, cap);
+  if (!d) {
+    b->failed = true;
+    return false;
+  }
+  b->data = d;
+  b->cap = cap;
+  return true;
+}
+
+void psp_strbuf_printf(psp_strbuf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n >= 0 && strbuf_reserve(b, (size_t)n)) {
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    b->len += (size_t)n;
+  } else {
+    b->failed = true;
+  }
+  va_end(ap);
+}
+
+void psp_strbuf_append(psp_strbuf *b, const char *s) {
+  size_t n = strlen(s);
+  if (!strbuf_reserve(b, n)) return;
+  memcpy(b->data + b->len, s, n + 1);
+  b->len += n;
+}
+
+char *psp_strbuf_take(psp_strbuf *b, psp_error **err) {
+  if (b->failed || !strbuf_reserve(b, 0)) {
+    psp_strbuf_free(b);
+    psp_error_set(err, PSP_ERR_NOMEM, "out of memory building text output");
+    return NULL;
+  }
+  b->data[b->len] = '\0';
+  char *s = b->data;
+  memset(b, 0, sizeof *b);
+  return s;
+}
+
+void psp_strbuf_free(psp_strbuf *b) {
+  free(b->data);
+  memset(b, 0, sizeof *b);
+}
+
+void psp_fmt_num(char *out, size_t n, double v, int decimals) {
+  if (isnan(v) || isinf(v)) {
+    out[0] = '\0';
+    return;
+  }
+  snprintf(out, n, "%.*f", decimals, v);
+  /* avoid "-0.000" so that outputs compare equal */
+  if (out[0] == '-') {
+    bool zero = true;
+    for (const char *p = out + 1; *p; p++)
+      if (*p != '0' && *p != '.') zero = false;
+    if (zero) memmove(out, out + 1, strlen(out));
+  }
+}
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+void psp_sort_floats(float *v, size_t n) { qsort(v, n, sizeof *v, cmp_float); }
+
+double psp_quantile_sorted(const float *s, size_t n, double q) {
+  if (n == 0) return NAN;
+  double pos = q * (double)(n - 1);
+  size_t lo = (size_t)floor(pos);
+  size_t hi = lo + 1 < n ? lo + 1 : lo;
+  double t = pos - (double)lo;
+  return (double)s[lo] * (1.0 - t) + (double)s[hi] * t;
+}
+
+bool psp_mkdir_p(const char *path, psp_error **err) {
+  char buf[4096];
+  if (strlen(path) >= sizeof buf)
+    return psp_error_set(err, PSP_ERR_IO, "%s: path too long", path);
+  strcpy(buf, path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+      return psp_error_set(err, PSP_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
+    *p = '/';
+  }
+  if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+    return psp_error_set(err, PSP_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
+  struct stat st;
+  if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
+    return psp_error_set(err, PSP_ERR_IO, "%s: exists and is not a folder", buf);
+  return true;
+}
+
+void psp_remove_tree_shallow(const char *path) {
+  DIR *d = opendir(path);
+  if (!d) return;
+  struct dirent *e;
+  char buf[4096];
+  while ((e = readdir(d)) != NULL) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    snprintf(buf, sizeof buf, "%s/%s", path, e->d_name);
+    unlink(buf);
+  }
+  closedir(d);
+  rmdir(path);
+}
+
+void *psp_read_file(const char *path, size_t *len, int64_t max_bytes, psp_error **err) {
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    psp_error_set(err, PSP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    return NULL;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    psp_error_set(err, PSP_ERR_IO, "%s: is a folder, expected a file", path);
+    return NULL;
+  }
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    psp_error_set(err, PSP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    return NULL;
+  }
+  if (max_bytes > 0 && (int64_t)st.st_size > max_bytes) {
+    fclose(f);
+    psp_error_set(err, PSP_ERR_LIMIT, "%s: file is %lld bytes, more than the limit of %lld", path,
+                  (long long)st.st_size, (long long)max_bytes);
+    return NULL;
+  }
+  size_t n = (size_t)st.st_size;
+  unsigned char *buf = psp_malloc(n + 1, err);
+  if (!buf) {
+    fclose(f);
+    return NULL;
+  }
+  size_t got = fread(buf, 1, n, f);
+  bool bad = ferror(f);
+  fclose(f);
+  if (bad || got != n) {
+    free(buf);
+    psp_error_set(err, PSP_ERR_IO, "%s: read error", path);
+    return NULL;
+  }
+  buf[n] = 0;
+  *len = n;
+  return buf;
+}
+
+bool psp_write_file_atomic(const char *path, const void *data, size_t len, psp_error **err) {
+  size_t n = strlen(path) + 32;
+  char *tmp = psp_malloc(n, err);
+  if (!tmp) return false;
+  /* same folder, hidden, unique per process */
+  const char *slash = strrchr(path, '/');
+  if (slash)
+    snprintf(tmp, n, "%.*s/.%s.%ld.tmp", (int)(slash - path), path, slash + 1, (long)getpid());
+  else
+    snprintf(tmp, n, ".%s.%ld.tmp", path, (long)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) {
+    psp_error_set(err, PSP_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    free(tmp);
+    return false;
+  }
+  const unsigned char *p = data;
+  size_t left = len;
+  while (left > 0) {
+    ssize_t w = write(fd, p, left);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      psp_error_set(err, PSP_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+      close(fd);
+      unlink(tmp);
+      free(tmp);
+      return false;
+    }
+    p += w;
+    left -= (size_t)w;
+  }
+  if (fsync(fd) != 0 && errno != EINVAL) {
+    psp_error_set(err, PSP_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    close(fd);
+    unlink(tmp);
+    free(tmp);
+    return false;
+  }
+  if (close(fd) != 0) {
+    psp_error_set(err, PSP_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    unlink(tmp);
+    free(tmp);
+    return false;
+  }
+  if (rename(tmp, path) != 0) {
+    psp_error_set(err, PSP_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+    unlink(tmp);
+    free(tmp);
+    return false;
+  }
+  free(tmp);
+  return true;
+}
+
+bool psp_sha256_file(const char *path, char hex[65], psp_error **err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return psp_error_set(err, PSP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  struct sha256_ctx c;
+  sha256_init(&c);
+  unsigned char buf[1 << 16];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) sha256_update(&c, n, buf);
+  bool bad = ferror(f);
+  fclose(f);
+  if (bad) return psp_error_set(err, PSP_ERR_IO, "%s: read error", path);
+  unsigned char d[SHA256_DIGEST_SIZE];
+  sha256_digest(&c, sizeof d, d);
+  for (int i = 0; i < SHA256_DIGEST_SIZE; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  return true;
+}
+
+bool psp_path_join(char *out, size_t n, const char *dir, const char *name, psp_error **err) {
+  int w = snprintf(out, n, "%s/%s", dir, name);
+  if (w < 0 || (size_t)w >= n) return psp_error_set(err, PSP_ERR_IO, "%s/%s: path too long", dir, name);
+  return true;
+}

@@ -1,0 +1,301 @@
+/*
+ * DESIGN: the volume is the one image type of the pipeline: float32 voxels
+ * on a grid reordered (never resampled) to LPS voxel order — i towards
+ * patient Left, j towards Posterior, k towards Superior — with the exact
+ * voxel-to-world affine (NIfTI RAS+, mm). Which file axis became which
+ * internal axis, and whether it was reversed, is kept so outputs go back on
+ * the input's own voxel grid and slice indices can be reported in the
+ * file's numbering. Areas and volumes come from the affine (cross product /
+ * determinant), so oblique and sheared grids measure correctly.
+ */
+#include "core/internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+psp_volume *psp_volume_alloc(const int64_t dims[3], const double affine[4][4], psp_error **err) {
+  for (int a = 0; a < 3; a++) {
+    if (dims[a] <= 0) {
+      psp_error_set(err, PSP_ERR_GEOMETRY, "invalid grid dimensions %lld x %lld x %lld",
+                    (long long)dims[0], (long long)dims[1], (long long)dims[2]);
+      return NULL;
+    }
+  }
+  int64_t n = dims[0] * dims[1] * dims[2];
+  if (n / dims[0] / dims[1] != dims[2] || n > ((int64_t)1 << 40)) {
+    psp_error_set(err, PSP_ERR_LIMIT, "grid %lld x %lld x %lld is too large", (long long)dims[0],
+                  (long long)dims[1], (long long)dims[2]);
+    return NULL;
+  }
+  psp_volume *v = psp_calloc(1, sizeof *v, err);
+  if (!v) return NULL;
+  v->data = psp_calloc((size_t)n, sizeof(float), err);
+  if (!v->data) {
+    free(v);
+    return NULL;
+  }
+  memcpy(v->dims, dims, sizeof v->dims);
+  memcpy(v->affine, affine, sizeof v->affine);
+  for (int a = 0; a < 3; a++) {
+    v->orient.file_axis[a] = a;
+    v->orient.flip[a] = false;
+  }
+  return v;
+}
+
+psp_volume *psp_volume_create(const int64_t dims[3], const double affine[4][4], psp_error **err) {
+  return psp_volume_alloc(dims, affine, err);
+}
+
+psp_volume *psp_volume_create_like(const psp_volume *like, psp_error **err) {
+  psp_volume *v = psp_volume_alloc(like->dims, like->affine, err);
+  if (v) v->orient = like->orient;
+  return v;
+}
+
+psp_volume *psp_volume_clone(const psp_volume *src, psp_error **err) {
+  psp_volume *v = psp_volume_create_like(src, err);
+  if (v) memcpy(v->data, src->data, (size_t)psp_volume_voxel_count(src) * sizeof(float));
+  return v;
+}
+
+void psp_volume_free(psp_volume *v) {
+  if (!v) return;
+  free(v->data);
+  free(v);
+}
+
+void psp_volume_dims(const psp_volume *v, int64_t dims[3]) { memcpy(dims, v->dims, sizeof v->dims); }
+
+int64_t psp_volume_voxel_count(const psp_volume *v) { return v->dims[0] * v->dims[1] * v->dims[2]; }
+
+void psp_volume_affine(const psp_volume *v, double affine[4][4]) {
+  memcpy(affine, v->affine, sizeof v->affine);
+}
+
+static double col_norm(const double a[4][4], int c) {
+  return sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
+}
+
+void psp_volume_spacing(const psp_volume *v, double spacing[3]) {
+  for (int c = 0; c < 3; c++) spacing[c] = col_norm(v->affine, c);
+}
+
+double psp_volume_pixel_area(const psp_volume *v) {
+  const double(*a)[4] = v->affine;
+  double cx = a[1][0] * a[2][1] - a[2][0] * a[1][1];
+  double cy = a[2][0] * a[0][1] - a[0][0] * a[2][1];
+  double cz = a[0][0] * a[1][1] - a[1][0] * a[0][1];
+  return sqrt(cx * cx + cy * cy + cz * cz);
+}
+
+static double det3(const double a[4][4]) {
+  return a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) -
+         a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0]) +
+         a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
+}
+
+double psp_volume_voxel_volume(const psp_volume *v) { return fabs(det3(v->affine)); }
+
+double psp_volume_slice_z(const psp_volume *v, int64_t k) {
+  const double(*a)[4] = v->affine;
+  double ci = 0.5 * (double)(v->dims[0] - 1), cj = 0.5 * (double)(v->dims[1] - 1);
+  return a[2][0] * ci + a[2][1] * cj + a[2][2] * (double)k + a[2][3];
+}
+
+const float *psp_volume_data(const psp_volume *v) { return v->data; }
+
+float *psp_volume_data_mut(psp_volume *v) { return v->data; }
+
+int64_t psp_volume_file_slice(const psp_volume *v, int64_t k) {
+  return v->orient.flip[2] ? v->dims[2] - 1 - k : k;
+}
+
+psp_orientation psp_volume_orientation(const psp_volume *v) { return v->orient; }
+
+bool psp_volume_set_orientation(psp_volume *v, const psp_orientation *o, psp_error **err) {
+  bool seen[3] = {false, false, false};
+  for (int a = 0; a < 3; a++) {
+    if (o->file_axis[a] < 0 || o->file_axis[a] > 2 || seen[o->file_axis[a]])
+      return psp_error_set(err, PSP_ERR_USAGE, "orientation is not a permutation of the axes");
+    seen[o->file_axis[a]] = true;
+  }
+  v->orient = *o;
+  return true;
+}
+
+void psp_orientation_code(const psp_volume *v, char code[4]) {
+  /* internal axis a points L, P, S; reversed it points R, A, I */
+  static const char pos[3] = {'L', 'P', 'S'}, neg[3] = {'R', 'A', 'I'};
+  for (int a = 0; a < 3; a++)
+    code[v->orient.file_axis[a]] = v->orient.flip[a] ? neg[a] : pos[a];
+  code[3] = '\0';
+}
+
+/* Index in file order of internal voxel (i,j,k) under orientation o. */
+static void file_strides(const psp_orientation *o, const int64_t file_dims[3], int64_t stride[3],
+                         int64_t *offset, const int64_t dims[3]) {
+  int64_t fstride[3] = {1, file_dims[0], file_dims[0] * file_dims[1]};
+  *offset = 0;
+  for (int a = 0; a < 3; a++) {
+    int f = o->file_axis[a];
+    if (o->flip[a]) {
+      stride[a] = -fstride[f];
+      *offset += (dims[a] - 1) * fstride[f];
+    } else {
+      stride[a] = fstride[f];
+    }
+  }
+}
+
+psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t file_dims[3],
+                                       const double fa[4][4], const char *name,
+                                       psp_error **err) {
+  double det = det3(fa);
+  if (!(fabs(det) > 1e-12) || isnan(det)) {
+    psp_error_set(err, PSP_ERR_GEOMETRY,
+                  "%s: the voxel-to-world matrix is singular (zero or invalid spacing or "
+                  "direction); cannot place the image in space",
+                  name);
+    return NULL;
+  }
+  /* Assign each file axis to the world axis it is most aligned with, largest
+   * components first, so that the assignment is a permutation. */
+  double w[3][3]; /* w[f][x] = |direction cosine| */
+  for (int f = 0; f < 3; f++) {
+    double nrm = col_norm(fa, f);
+    for (int x = 0; x < 3; x++) w[f][x] = fabs(fa[x][f]) / nrm;
+  }
+  int world_of_file[3] = {-1, -1, -1};
+  bool used_world[3] = {false, false, false};
+  for (int step = 0; step < 3; step++) {
+    double best = -1;
+    int bf = -1, bx = -1;
+    for (int f = 0; f < 3; f++) {
+      if (world_of_file[f] >= 0) continue;
+      for (int x = 0; x < 3; x++)
+        if (!used_world[x] && w[f][x] > best) {
+          best = w[f][x];
+          bf = f;
+          bx = x;
+        }
+    }
+    world_of_file[bf] = bx;
+    used_world[bx] = true;
+  }
+  psp_orientation o;
+  int64_t dims[3];
+  for (int f = 0; f < 3; f++) {
+    int a = world_of_file[f];
+    o.file_axis[a] = f;
+    dims[a] = file_dims[f];
+    double comp = fa[a][f];
+    /* RAS world: Left is -x, Posterior is -y, Superior is +z */
+    o.flip[a] = (a == 2) ? (comp < 0) : (comp > 0);
+  }
+  double affine[4][4] = {{0}};
+  for (int r = 0; r < 4; r++) affine[r][3] = fa[r][3];
+  affine[3][3] = 1;
+  for (int a = 0; a < 3; a++) {
+    int f = o.file_axis[a];
+    double s = o.flip[a] ? -1.0 : 1.0;
+    for (int r = 0; r < 3; r++) {
+      affine[r][a] = s * fa[r][f];
+      if (o.flip[a]) affine[r][3] += fa[r][f] * (double)(file_dims[f] - 1);
+    }
+  }
+  psp_volume *v = psp_volume_alloc(dims, affine, err);
+  if (!v) return NULL;
+  v->orient = o;
+  int64_t stride[3], offset;
+  file_strides(&o, file_dims, stride, &offset, dims);
+  for (int64_t k = 0; k < dims[2]; k++)
+    for (int64_t j = 0; j < dims[1]; j++) {
+      float *dst = v->data + psp_idx(dims, 0, j, k);
+      int64_t src = offset + j * stride[1] + k * stride[2];
+      for (int64_t i = 0; i < dims[0]; i++) dst[i] = file_data[src + i * stride[0]];
+    }
+  return v;
+}
+
+void psp_volume_to_file_order(const psp_volume *v, float *out, int64_t file_dims[3],
+                              double fa[4][4]) {
+  const psp_orientation *o = &v->orient;
+  for (int a = 0; a < 3; a++) file_dims[o->file_axis[a]] = v->dims[a];
+  memset(fa, 0, sizeof(double) * 16);
+  for (int r = 0; r < 4; r++) fa[r][3] = v->affine[r][3];
+  fa[3][3] = 1;
+  for (int a = 0; a < 3; a++) {
+    int f = o->file_axis[a];
+    double s = o->flip[a] ? -1.0 : 1.0;
+    for (int r = 0; r < 3; r++) {
+      fa[r][f] = s * v->affine[r][a];
+      if (o->flip[a]) fa[r][3] += v->affine[r][a] * (double)(v->dims[a] - 1);
+    }
+  }
+  int64_t stride[3], offset;
+  file_strides(o, file_dims, stride, &offset, v->dims);
+  for (int64_t k = 0; k < v->dims[2]; k++)
+    for (int64_t j = 0; j < v->dims[1]; j++) {
+      const float *src = v->data + psp_idx(v->dims, 0, j, k);
+      int64_t dst = offset + j * stride[1] + k * stride[2];
+      for (int64_t i = 0; i < v->dims[0]; i++) out[dst + i * stride[0]] = src[i];
+    }
+}
+
+psp_grid_relation psp_grid_compare(const psp_volume *a, const psp_volume *b, char *why,
+                                   size_t why_len) {
+  char tmp[512];
+  if (!why) {
+    why = tmp;
+    why_len = sizeof tmp;
+  }
+  why[0] = '\0';
+  if (memcmp(a->dims, b->dims, sizeof a->dims) != 0) {
+    snprintf(why, why_len, "dimensions differ: %lld x %lld x %lld vs %lld x %lld x %lld",
+             (long long)a->dims[0], (long long)a->dims[1], (long long)a->dims[2],
+             (long long)b->dims[0], (long long)b->dims[1], (long long)b->dims[2]);
+    return PSP_GRID_DIFFERENT;
+  }
+  double sa[3], sb[3];
+  psp_volume_spacing(a, sa);
+  psp_volume_spacing(b, sb);
+  for (int c = 0; c < 3; c++) {
+    if (fabs(sa[c] - sb[c]) > 1e-3 * fmax(sa[c], sb[c])) {
+      snprintf(why, why_len, "voxel spacing differs: %.5g x %.5g x %.5g mm vs %.5g x %.5g x %.5g mm",
+               sa[0], sa[1], sa[2], sb[0], sb[1], sb[2]);
+      return PSP_GRID_DIFFERENT;
+    }
+  }
+  for (int c = 0; c < 3; c++)
+    for (int r = 0; r < 3; r++) {
+      if (fabs(a->affine[r][c] / sa[c] - b->affine[r][c] / sb[c]) > 1e-3) {
+        snprintf(why, why_len, "axis directions differ (voxel axis %d: %.4f %.4f %.4f vs %.4f %.4f %.4f)",
+                 c, a->affine[0][c] / sa[c], a->affine[1][c] / sa[c], a->affine[2][c] / sa[c],
+                 b->affine[0][c] / sb[c], b->affine[1][c] / sb[c], b->affine[2][c] / sb[c]);
+        return PSP_GRID_DIFFERENT;
+      }
+    }
+  double d2 = 0;
+  for (int r = 0; r < 3; r++) d2 += (a->affine[r][3] - b->affine[r][3]) * (a->affine[r][3] - b->affine[r][3]);
+  if (sqrt(d2) > 0.01) {
+    snprintf(why, why_len,
+             "origins differ by %.2f mm: (%.3f, %.3f, %.3f) vs (%.3f, %.3f, %.3f) mm (RAS, first voxel "
+             "in LPS order)",
+             sqrt(d2), a->affine[0][3], a->affine[1][3], a->affine[2][3], b->affine[0][3],
+             b->affine[1][3], b->affine[2][3]);
+    return PSP_GRID_ORIGIN_DIFFERS;
+  }
+  return PSP_GRID_SAME;
+}
+
+bool psp_volume_adopt_geometry(psp_volume *a, const psp_volume *from, psp_error **err) {
+  char why[512];
+  if (psp_grid_compare(a, from, why, sizeof why) == PSP_GRID_DIFFERENT)
+    return psp_error_set(err, PSP_ERR_GEOMETRY, "cannot adopt geometry: %s", why);
+  memcpy(a->affine, from->affine, sizeof a->affine);
+  a->orient = from->orient;
+  return true;
+}

@@ -1,0 +1,271 @@
+/*
+ * DESIGN: the analysis outputs, written all-or-nothing. Every file goes into
+ * a hidden temporary folder inside OUTDIR; only when all succeeded are they
+ * renamed into place (same file system, so each rename is atomic), and a
+ * failure removes the temporary folder: a failed run leaves no partial
+ * report. Files: fatfraction.nii.gz (float32 fraction, NaN = no signal),
+ * dseg.nii.gz + dseg.tsv (project labels, BIDS style), slices.csv (tidy, one
+ * row per slice x muscle x side), volumes.csv (whole-volume rows) and
+ * report.json (the same numbers plus provenance: version, command, inputs
+ * with SHA-256, options, geometry decision, noise estimate, plausibility,
+ * warnings). NIfTI outputs are on the input's own voxel grid. Numbers are
+ * printed with fixed decimals so outputs are byte-identical across runs and
+ * thread counts; the only time stamp is report.json's provenance.created.
+ */
+#include "core/internal.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *SLICE_COLUMNS =
+    "slice,file_slice,z_mm,muscle,side,label,area_mm2,ff_mean_pct,ff_ratio_pct,ff_median_pct,"
+    "ff_q1_pct,ff_q3_pct,fcsa_mm2,fat_infiltration_pct,n_voxels,n_no_signal\n";
+static const char *VOLUME_COLUMNS =
+    "muscle,side,label,volume_mm3,ff_mean_pct,ff_ratio_pct,ff_median_pct,ff_q1_pct,ff_q3_pct,"
+    "fat_infiltration_pct,n_voxels,n_no_signal\n";
+
+static void csv_num(psp_strbuf *b, double v, int dec, bool comma) {
+  char s[64];
+  psp_fmt_num(s, sizeof s, v, dec);
+  psp_strbuf_append(b, s);
+  if (comma) psp_strbuf_append(b, ",");
+}
+
+static char *slices_csv(const psp_measurements *m, psp_error **err) {
+  psp_strbuf b;
+  psp_strbuf_init(&b);
+  psp_strbuf_append(&b, SLICE_COLUMNS);
+  for (size_t i = 0; i < psp_measurements_slice_count(m); i++) {
+    const psp_region_metrics *r = psp_measurements_slice_row(m, i);
+    psp_strbuf_printf(&b, "%lld,%lld,", (long long)r->slice, (long long)r->file_slice);
+    csv_num(&b, r->z_mm, 2, true);
+    psp_strbuf_printf(&b, "%s,%s,%d,", psp_label_muscle(r->label), psp_label_side(r->label), r->label);
+    csv_num(&b, r->area_mm2, 2, true);
+    csv_num(&b, 100 * r->ff_mean, 3, true);
+    csv_num(&b, 100 * r->ff_ratio, 3, true);
+    csv_num(&b, 100 * r->ff_median, 3, true);
+    csv_num(&b, 100 * r->ff_q1, 3, true);
+    csv_num(&b, 100 * r->ff_q3, 3, true);
+    csv_num(&b, r->fcsa_mm2, 2, true);
+    csv_num(&b, 100 * r->fat_infiltration, 3, true);
+    psp_strbuf_printf(&b, "%lld,%lld\n", (long long)r->n_voxels, (long long)r->n_no_signal);
+  }
+  return psp_strbuf_take(&b, err);
+}
+
+static char *volumes_csv(const psp_measurements *m, psp_error **err) {
+  psp_strbuf b;
+  psp_strbuf_init(&b);
+  psp_strbuf_append(&b, VOLUME_COLUMNS);
+  for (int l = 1; l < PSP_LABEL_COUNT; l++) {
+    const psp_region_metrics *r = psp_measurements_volume_row(m, l);
+    psp_strbuf_printf(&b, "%s,%s,%d,", psp_label_muscle(l), psp_label_side(l), l);
+    csv_num(&b, r->volume_mm3, 1, true);
+    csv_num(&b, 100 * r->ff_mean, 3, true);
+    csv_num(&b, 100 * r->ff_ratio, 3, true);
+    csv_num(&b, 100 * r->ff_median, 3, true);
+    csv_num(&b, 100 * r->ff_q1, 3, true);
+    csv_num(&b, 100 * r->ff_q3, 3, true);
+    csv_num(&b, 100 * r->fat_infiltration, 3, true);
+    psp_strbuf_printf(&b, "%lld,%lld\n", (long long)r->n_voxels, (long long)r->n_no_signal);
+  }
+  return psp_strbuf_take(&b, err);
+}
+
+/* Rounded number, or JSON null for NaN. */
+static cJSON *jnum(double v, int dec) {
+  if (isnan(v) || isinf(v)) return cJSON_CreateNull();
+  double s = pow(10.0, dec);
+  double x = round(v * s) / s;
+  if (x == 0) x = 0; /* no -0 */
+  return cJSON_CreateNumber(x);
+}
+
+static cJSON *metrics_json(const psp_region_metrics *r, bool slice_row) {
+  cJSON *o = cJSON_CreateObject();
+  if (slice_row) {
+    cJSON_AddNumberToObject(o, "slice", (double)r->slice);
+    cJSON_AddNumberToObject(o, "file_slice", (double)r->file_slice);
+    cJSON_AddItemToObject(o, "z_mm", jnum(r->z_mm, 2));
+  }
+  cJSON_AddStringToObject(o, "muscle", psp_label_muscle(r->label));
+  cJSON_AddStringToObject(o, "side", psp_label_side(r->label));
+  cJSON_AddNumberToObject(o, "label", r->label);
+  if (slice_row) cJSON_AddItemToObject(o, "area_mm2", jnum(r->area_mm2, 2));
+  else cJSON_AddItemToObject(o, "volume_mm3", jnum(r->volume_mm3, 1));
+  cJSON_AddItemToObject(o, "ff_mean_pct", jnum(100 * r->ff_mean, 3));
+  cJSON_AddItemToObject(o, "ff_ratio_pct", jnum(100 * r->ff_ratio, 3));
+  cJSON_AddItemToObject(o, "ff_median_pct", jnum(100 * r->ff_median, 3));
+  cJSON_AddItemToObject(o, "ff_q1_pct", jnum(100 * r->ff_q1, 3));
+  cJSON_AddItemToObject(o, "ff_q3_pct", jnum(100 * r->ff_q3, 3));
+  if (slice_row) cJSON_AddItemToObject(o, "fcsa_mm2", jnum(r->fcsa_mm2, 2));
+  cJSON_AddItemToObject(o, "fat_infiltration_pct", jnum(100 * r->fat_infiltration, 3));
+  cJSON_AddNumberToObject(o, "n_voxels", (double)r->n_voxels);
+  cJSON_AddNumberToObject(o, "n_no_signal", (double)r->n_no_signal);
+  return o;
+}
+
+static cJSON *volume_json(const psp_volume *v) {
+  cJSON *o = cJSON_CreateObject();
+  int64_t d[3];
+  double sp[3], a[4][4];
+  char code[4];
+  psp_volume_dims(v, d);
+  psp_volume_spacing(v, sp);
+  psp_volume_affine(v, a);
+  psp_orientation_code(v, code);
+  cJSON *dims = cJSON_AddArrayToObject(o, "dims_lps");
+  cJSON *spc = cJSON_AddArrayToObject(o, "spacing_mm");
+  for (int c = 0; c < 3; c++) {
+    cJSON_AddItemToArray(dims, cJSON_CreateNumber((double)d[c]));
+    cJSON_AddItemToArray(spc, jnum(sp[c], 6));
+  }
+  cJSON_AddStringToObject(o, "file_axes", code);
+  cJSON *org = cJSON_AddArrayToObject(o, "origin_ras_mm");
+  for (int r = 0; r < 3; r++) cJSON_AddItemToArray(org, jnum(a[r][3], 4));
+  return o;
+}
+
+static char *report_json(const psp_result *res, const char *argv_line, psp_context *ctx, psp_error **err) {
+  const psp_analysis_options *opt = psp_result_options(res);
+  const psp_ffmap *ff = psp_result_ffmap(res);
+  const psp_measurements *m = psp_result_measurements(res);
+  cJSON *root = cJSON_CreateObject();
+  cJSON *prov = cJSON_AddObjectToObject(root, "provenance");
+  cJSON_AddStringToObject(prov, "tool", "paraspinal");
+  cJSON_AddStringToObject(prov, "version", psp_version());
+  if (argv_line) cJSON_AddStringToObject(prov, "command", argv_line);
+  char when[64];
+  time_t now = time(NULL);
+  struct tm tmv;
+  gmtime_r(&now, &tmv);
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+  cJSON_AddStringToObject(prov, "created", when);
+
+  cJSON *inputs = cJSON_AddArrayToObject(root, "inputs");
+  for (int i = 0; i < psp_result_input_count(res); i++) {
+    const char *role, *path, *sha;
+    const psp_volume *v;
+    psp_result_input(res, i, &role, &path, &sha, &v);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "role", role);
+    cJSON_AddStringToObject(o, "path", path);
+    cJSON_AddStringToObject(o, "sha256", sha);
+    cJSON_AddItemToObject(o, "grid", volume_json(v));
+    cJSON_AddItemToArray(inputs, o);
+  }
+  cJSON *options = cJSON_AddObjectToObject(root, "options");
+  cJSON_AddStringToObject(options, "label_scheme", psp_result_scheme_name(res));
+  cJSON_AddBoolToObject(options, "noise_bias_correction", opt->dixon.noise_bias_correction);
+  cJSON_AddItemToObject(options, "noise_floor_factor", jnum(opt->dixon.noise_floor_factor, 4));
+  if (opt->ff_path) cJSON_AddStringToObject(options, "ff_unit", opt->ff_unit == PSP_FF_PERCENT ? "percent" : "fraction");
+  cJSON_AddStringToObject(root, "geometry_from", psp_result_geometry_source(res));
+  cJSON_AddItemToObject(root, "output_grid", volume_json(psp_result_labels(res)));
+
+  cJSON *fat = cJSON_AddObjectToObject(root, "fat_fraction");
+  cJSON_AddStringToObject(fat, "source", psp_ffmap_source(ff));
+  cJSON_AddItemToObject(fat, "noise_sigma", jnum(psp_ffmap_noise_sigma(ff), 4));
+  cJSON_AddItemToObject(fat, "signal_floor", jnum(psp_ffmap_signal_floor(ff), 4));
+  if (opt->inphase_path) cJSON_AddItemToObject(fat, "fat_dominant_share", jnum(psp_ffmap_fat_dominant_share(ff), 4));
+  psp_plausibility p = psp_result_plausibility(res);
+  cJSON *pl = cJSON_AddObjectToObject(fat, "plausibility");
+  cJSON_AddBoolToObject(pl, "checked", p.checked);
+  cJSON_AddBoolToObject(pl, "ok", p.ok);
+  cJSON_AddItemToObject(pl, "subcutaneous_fat_ff_median_pct", jnum(100 * p.subcut_ff_median, 2));
+  cJSON_AddNumberToObject(pl, "subcutaneous_voxels", (double)p.subcut_voxels);
+  cJSON_AddStringToObject(pl, "message", p.message);
+
+  cJSON *labels = cJSON_AddArrayToObject(root, "labels");
+  for (int l = 1; l < PSP_LABEL_COUNT; l++) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "index", l);
+    cJSON_AddStringToObject(o, "name", psp_label_name(l));
+    cJSON_AddStringToObject(o, "abbreviation", psp_label_abbrev(l));
+    cJSON_AddItemToArray(labels, o);
+  }
+  cJSON *vols = cJSON_AddArrayToObject(root, "volumes");
+  for (int l = 1; l < PSP_LABEL_COUNT; l++)
+    cJSON_AddItemToArray(vols, metrics_json(psp_measurements_volume_row(m, l), false));
+  cJSON *slices = cJSON_AddArrayToObject(root, "slices");
+  for (size_t i = 0; i < psp_measurements_slice_count(m); i++)
+    cJSON_AddItemToArray(slices, metrics_json(psp_measurements_slice_row(m, i), true));
+  cJSON *warn = cJSON_AddArrayToObject(root, "warnings");
+  for (size_t i = 0; i < psp_context_warning_count(ctx); i++)
+    cJSON_AddItemToArray(warn, cJSON_CreateString(psp_context_warning(ctx, i)));
+
+  char *text = cJSON_Print(root);
+  cJSON_Delete(root);
+  if (!text) {
+    psp_error_set(err, PSP_ERR_NOMEM, "out of memory building report.json");
+    return NULL;
+  }
+  size_t n = strlen(text);
+  char *out = realloc(text, n + 2);
+  if (!out) {
+    free(text);
+    psp_error_set(err, PSP_ERR_NOMEM, "out of memory building report.json");
+    return NULL;
+  }
+  out[n] = '\n';
+  out[n + 1] = '\0';
+  return out;
+}
+
+enum { N_OUT = 6 };
+static const char *const OUT_NAMES[N_OUT] = {"fatfraction.nii.gz", "dseg.nii.gz", "dseg.tsv",
+                                             "slices.csv",         "volumes.csv", "report.json"};
+
+static bool write_text(const char *dir, const char *name, char *text, psp_error **err) {
+  if (!text) return false;
+  char path[4096];
+  bool ok = psp_path_join(path, sizeof path, dir, name, err) &&
+            psp_write_file_atomic(path, text, strlen(text), err);
+  free(text);
+  return ok;
+}
+
+bool psp_report_write_outputs(const psp_result *r, const char *outdir, const char *argv_line,
+                              psp_context *ctx, psp_error **err) {
+  if (!psp_mkdir_p(outdir, err)) return false;
+  char tmp[4096], tmpname[64];
+  snprintf(tmpname, sizeof tmpname, ".paraspinal-tmp-%ld", (long)getpid());
+  if (!psp_path_join(tmp, sizeof tmp, outdir, tmpname, err)) return false;
+  psp_remove_tree_shallow(tmp);
+  if (!psp_mkdir_p(tmp, err)) return false;
+  char path[4096];
+  bool ok = true;
+  ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[0], err) &&
+       psp_nifti_save(psp_ffmap_ff(psp_result_ffmap(r)), path, PSP_DT_FLOAT32,
+                            "paraspinal fat fraction (0-1)", err);
+  ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[1], err) &&
+       psp_nifti_save(psp_result_labels(r), path, PSP_DT_UINT8, "paraspinal dseg", err);
+  ok = ok && write_text(tmp, OUT_NAMES[2], psp_labels_dseg_tsv(), err);
+  ok = ok && write_text(tmp, OUT_NAMES[3], slices_csv(psp_result_measurements(r), err), err);
+  ok = ok && write_text(tmp, OUT_NAMES[4], volumes_csv(psp_result_measurements(r), err), err);
+  ok = ok && write_text(tmp, OUT_NAMES[5], report_json(r, argv_line, ctx, err), err);
+  if (!ok) {
+    psp_error_prefix(err, "%s: no output written", outdir);
+    psp_remove_tree_shallow(tmp);
+    return false;
+  }
+  for (int i = 0; i < N_OUT; i++) {
+    char src[4096], dst[4096];
+    if (!psp_path_join(src, sizeof src, tmp, OUT_NAMES[i], err) ||
+        !psp_path_join(dst, sizeof dst, outdir, OUT_NAMES[i], err) || rename(src, dst) != 0) {
+      psp_error_set(err, PSP_ERR_IO, "%s: cannot move %s into place: %s", outdir, OUT_NAMES[i],
+                    strerror(errno));
+      for (int j = 0; j < i; j++)
+        if (psp_path_join(dst, sizeof dst, outdir, OUT_NAMES[j], NULL)) unlink(dst);
+      psp_remove_tree_shallow(tmp);
+      return false;
+    }
+  }
+  psp_remove_tree_shallow(tmp);
+  return true;
+}
