@@ -177,6 +177,19 @@ static nifti_image *parse_header(const unsigned char *hdr, size_t n, const char 
       return NULL;
     }
   }
+  /* nifti_clib silently replaces non-positive pixdim by 1: refuse instead
+   * whenever the spacing comes from pixdim (no sform) */
+  int sform_code = version == 1 ? h1.sform_code : h2.sform_code;
+  if (sform_code <= 0) {
+    for (int i = 1; i <= 3 && i <= dim[0]; i++) {
+      double p = version == 1 ? h1.pixdim[i] : h2.pixdim[i];
+      if (!(p > 0) || !isfinite(p)) {
+        psp_error_set(err, PSP_ERR_GEOMETRY, "%s: voxel spacing pixdim[%d] = %g mm; spacing must be > 0",
+                      name, i, p);
+        return NULL;
+      }
+    }
+  }
   nifti_set_debug_level(0);
   nifti_image *nim =
       version == 1 ? nifti_convert_n1hdr2nim(raw1, name) : nifti_convert_n2hdr2nim(raw2, name);
