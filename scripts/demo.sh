@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# make demo: analyse every phantom in sample_scans/ with its truth labels and
+# compare the result with the truth. Usage: scripts/demo.sh PATH/TO/paraspinal
+set -euo pipefail
+PSP=${1:-build/paraspinal}
+cd "$(dirname "$0")/.."
+OUT=${DEMO_OUT:-out/demo}
+mkdir -p "$OUT"
+shopt -s nullglob
+found=0
+for water in sample_scans/*_water.nii.gz; do
+  base=${water%_water.nii.gz}
+  name=$(basename "$base")
+  found=1
+  echo "== $name"
+  "$PSP" analyze --water "$water" --fat "${base}_fat.nii.gz" --labels "${base}_dseg.nii.gz" -o "$OUT/$name"
+  if [ -f "${base}_dseg.nii.gz" ]; then
+    "$PSP" compare "$OUT/$name/dseg.nii.gz" "${base}_dseg.nii.gz" --water "$water" --fat "${base}_fat.nii.gz" \
+      --csv "$OUT/$name/compare.csv" >/dev/null
+  fi
+done
+if [ $found -eq 0 ]; then
+  echo "demo: no *_water.nii.gz in sample_scans/ (regenerate with scripts/make-sample-scans.sh)" >&2
+  exit 1
+fi
+echo
+echo "Results are in $OUT/<scan>/: slices.csv (per slice, muscle, side), volumes.csv,"
+echo "report.json, dseg.nii.gz + dseg.tsv, fatfraction.nii.gz."
+echo "Truth for each phantom: sample_scans/<scan>_truth.csv"

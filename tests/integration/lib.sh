@@ -1,0 +1,46 @@
+# Shared helpers for the integration tests (sourced).
+#   $1 PARASPINAL  $2 SOURCE_DIR  $3 SCRATCH
+set -u
+PSP=$1 SRC=$2 S=$3
+rm -rf "$S" && mkdir -p "$S" || exit 1
+FAILS=0
+fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
+run() { echo "+ $*"; "$@" || { echo "FAIL: command exited $?: $*"; exit 1; }; }
+finish() { if [ "$FAILS" -eq 0 ]; then echo "all checks passed"; exit 0; else echo "$FAILS checks failed"; exit 1; fi; }
+
+# compare_truth TRUTH_CSV SLICES_CSV FF_TOL_PP AREA_TOL_PCT [ratio|mean]
+# Joins truth and measurement on (slice,label). Checks every slice area, and
+# per muscle the voxel-weighted FF over all slices (both the mean of voxel FF
+# and, weighted the same way, the ratio FF).
+compare_truth() {
+  awk -F, -v fftol="$3" -v atol="$4" '
+    FNR == 1 { for (i = 1; i <= NF; i++) col[FILENAME, $i] = i; next }
+    FILENAME == ARGV[1] {
+      key = $col[FILENAME, "slice"] "," $col[FILENAME, "label"]
+      ta[key] = $col[FILENAME, "area_mm2"]; tm[key] = $col[FILENAME, "ff_mean_pct"]
+      tr[key] = $col[FILENAME, "ff_ratio_pct"]; tn[key] = $col[FILENAME, "n_voxels"]; next
+    }
+    {
+      key = $col[FILENAME, "slice"] "," $col[FILENAME, "label"]; l = $col[FILENAME, "label"]
+      seen[key] = 1
+      if (!(key in ta)) { printf "FAIL: measured row %s not in truth\n", key; bad++; next }
+      a = $col[FILENAME, "area_mm2"]
+      if (ta[key] > 0 && (a - ta[key]) / ta[key] * 100 > atol || (ta[key] - a) / ta[key] * 100 > atol) {
+        printf "FAIL: slice,label %s area %s vs truth %s\n", key, a, ta[key]; bad++ }
+      n = tn[key]; N[l] += n
+      M[l] += n * $col[FILENAME, "ff_mean_pct"]; TM[l] += n * tm[key]
+      R[l] += n * $col[FILENAME, "ff_ratio_pct"]; TR[l] += n * tr[key]
+    }
+    END {
+      for (k in ta) if (!(k in seen)) { printf "FAIL: truth row %s not measured\n", k; bad++ }
+      for (l = 1; l <= 4; l++) {
+        if (N[l] == 0) { printf "FAIL: label %d not measured\n", l; bad++; continue }
+        dm = M[l] / N[l] - TM[l] / N[l]; dr = R[l] / N[l] - TR[l] / N[l]
+        printf "label %d: FF mean %.3f%% (truth %.3f%%, diff %+.3f pp), ratio %.3f%% (truth %.3f%%, diff %+.3f pp)\n",
+          l, M[l] / N[l], TM[l] / N[l], dm, R[l] / N[l], TR[l] / N[l], dr
+        if (dm > fftol || -dm > fftol) { printf "FAIL: label %d FF mean off by %.3f pp (tolerance %s)\n", l, dm, fftol; bad++ }
+        if (dr > fftol || -dr > fftol) { printf "FAIL: label %d FF ratio off by %.3f pp (tolerance %s)\n", l, dr, fftol; bad++ }
+      }
+      exit bad > 0
+    }' "$1" "$2" || fail "measurement vs truth ($2)"
+}
