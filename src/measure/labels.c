@@ -300,7 +300,7 @@ psp_volume *psp_labels_map(const psp_volume *raw, const psp_scheme *s, const cha
     psp_volume_free(out);
     psp_error_set(err, PSP_ERR_DATA,
                   "%s: %lld voxels carry values not in the label scheme '%s' (%s%s); choose the right "
-                  "--label-scheme or give a TSV",
+                  "label scheme (built-in name or a TSV)",
                   path, (long long)n_bad_vox, s->name, list, n_bad == MAXBAD ? ", ..." : "");
     return NULL;
   }
