@@ -347,7 +347,7 @@ const psp_region_metrics *psp_measurements_volume_row(const psp_measurements *m,
 typedef struct psp_compare_row {
   int label;          /* 1..4, or 0 for "all muscles together" */
   int64_t slice;      /* internal slice; -1 for whole-volume rows */
-  int64_t file_slice; /* -1 for whole-volume rows */
+  int64_t file_slice; /* slice index in truth's file; -1 for whole-volume rows */
   int64_t n_pred, n_truth, n_both;
   double dice;        /* NaN when both are empty */
   double hd95_mm;     /* NaN when either is empty */
@@ -358,7 +358,10 @@ typedef struct psp_compare_row {
 typedef struct psp_comparison psp_comparison;
 
 /* pred and truth hold project labels 0..4 on grids that are not
- * PSP_GRID_DIFFERENT. ff may be NULL. */
+ * PSP_GRID_DIFFERENT (an origin-only difference is compared voxel by voxel;
+ * warning about it is the caller's job). ff may be NULL. Rows: labels 0..4
+ * over the volume, then with per_slice one row per slice and label present
+ * in either map, ordered by slice then label. */
 psp_comparison *psp_compare(const psp_volume *pred, const psp_volume *truth, const psp_ffmap *ff,
                             bool per_slice, psp_context *ctx, psp_error **err);
 void psp_comparison_free(psp_comparison *c);
@@ -428,27 +431,34 @@ typedef struct psp_phantom_options {
   uint64_t seed;
   int64_t dims[3];        /* internal LPS grid */
   double spacing[3];      /* mm */
-  double snr;             /* muscle in-phase signal / noise sigma; 0 = no noise */
-  double ff_multifidus[2];   /* left, right: 0..1 */
+  double snr;             /* noise sigma = 1000 (muscle signal) / snr; 0 = no noise; 1..1e5 */
+  double ff_multifidus[2];   /* left, right: 0..1, the muscle tissue between streaks */
   double ff_erector[2];      /* left, right */
   double streak_ff;       /* FF of the fatty streaks inside the muscles */
-  double streak_share;    /* share of muscle voxels in streaks (0..1) */
-  double bias_amplitude;  /* smooth multiplicative bias field, e.g. 0.2 */
+  double streak_share;    /* share of muscle voxels in streaks (0..0.9) */
+  double bias_amplitude;  /* smooth multiplicative bias field, 0..0.9, e.g. 0.2 */
   psp_orientation orientation; /* how the files are written */
-  double oblique_deg;     /* rotation of the affine about the k axis */
+  double oblique_deg;     /* rotation of the affine about the k axis (-40..40) */
 } psp_phantom_options;
 
+/* 160 x 128 x 44 voxels of 2.5 x 2.5 x 5 mm (sacrum to L1), seed 1, SNR 25,
+ * multifidus 8/10 %, erector spinae 12/15 % (left/right), streaks 60 % FF in
+ * 10 % of the muscle, bias 0.2, LPS, not oblique. */
 void psp_phantom_options_default(psp_phantom_options *o);
 
 typedef struct psp_phantom psp_phantom;
 
+/* Same options and seed give identical voxels at any thread count. Option
+ * values out of range are PSP_ERR_USAGE; o may be NULL (defaults). */
 psp_phantom *psp_phantom_create(const psp_phantom_options *o, psp_context *ctx, psp_error **err);
 void psp_phantom_free(psp_phantom *p);
-/* Borrowed: "water", "fat", "inphase", "outphase", "labels", "ff_truth". */
+/* Borrowed: "water", "fat", "inphase", "outphase" (rounded to integers, as
+ * written), "labels", "ff_truth" (noise-free FF 0..1, 0 outside the body). */
 const psp_volume *psp_phantom_volume(const psp_phantom *p, const char *which);
-/* Writes <prefix>_water.nii.gz, _fat, _inphase, _outphase, _dseg (+ .tsv),
- * _fftruth and _truth.csv (per slice and muscle: area and FF, and the disc
- * and vertebra slices) into outdir. */
+/* Writes <prefix>_water.nii.gz, _fat, _inphase, _outphase (uint16), _dseg
+ * (uint8, + .tsv), _fftruth (float32), _truth.csv (per slice and muscle:
+ * area and FF) and _anatomy.csv (vertebra or disc of each slice) into outdir
+ * (created if missing). */
 bool psp_phantom_write(const psp_phantom *p, const char *outdir, const char *prefix,
                        psp_error **err);
 

@@ -11,9 +11,9 @@ cd "$S"
   --label-scheme lpm -o out 2> stderr.txt || { cat stderr.txt; fail "analyze failed"; finish; }
 cat stderr.txt
 grep -q "origins differ" stderr.txt || fail "origin mismatch between water and fat not reported"
-grep -q '"geometry_from": "fat"' out/report.json || fail "auto geometry should follow fat + labels (2 of 3)"
+grep -Eq '"geometry_from":[[:space:]]*"fat"' out/report.json || fail "auto geometry should follow fat + labels (2 of 3)"
 "$CHECK" "$D/water.nii.gz" "$D/fat.nii.gz" "$D/labels_manual.nii.gz" out/slices.csv out/volumes.csv || fail "independent check"
-grep -q '"ok": true' out/report.json || fail "plausibility (subcutaneous fat FF high) not ok on a real water/fat pair"
+grep -Eq '"ok":[[:space:]]*true' out/report.json || fail "plausibility (subcutaneous fat FF high) not ok on a real water/fat pair"
 # swapped water and fat must be flagged by the plausibility check
 "$PSP" analyze --water "$D/fat.nii.gz" --fat "$D/water.nii.gz" --labels "$D/labels_manual.nii.gz" \
   --label-scheme lpm -o swapped 2> swapped.txt || fail "analyze (swapped) failed"
