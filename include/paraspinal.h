@@ -174,8 +174,7 @@ psp_volume *psp_nifti_load(const char *path, const psp_load_options *opt, psp_co
 /* Same from a memory buffer holding the whole file (gzip or not); `name` is
  * used in messages. */
 psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
-                                  const psp_load_options *opt, psp_context *ctx,
-                                  psp_error **err);
+                                  const psp_load_options *opt, psp_context *ctx, psp_error **err);
 
 typedef enum psp_dtype {
   PSP_DT_FLOAT32 = 0,
@@ -188,8 +187,8 @@ typedef enum psp_dtype {
  * loaded from (its orientation), with sform and qform set to the exact
  * affine. Atomic: written to a temporary name in the same folder and renamed;
  * on failure no file is left. Integer types round to nearest. */
-bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype,
-                    const char *description, psp_error **err);
+bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, const char *description,
+                    psp_error **err);
 
 /* Writes a buffer to path atomically (temporary file + rename). */
 bool psp_write_file_atomic(const char *path, const void *data, size_t len, psp_error **err);
@@ -249,8 +248,8 @@ const char *psp_ffmap_source(const psp_ffmap *m);
 double psp_ffmap_fat_dominant_share(const psp_ffmap *m);
 
 typedef struct psp_plausibility {
-  bool checked;           /* false when no subcutaneous fat could be found */
-  bool ok;                /* subcutaneous fat FF high, as it must be */
+  bool checked;            /* false when no subcutaneous fat could be found */
+  bool ok;                 /* subcutaneous fat FF high, as it must be */
   double subcut_ff_median; /* 0..1 */
   int64_t subcut_voxels;
   char message[256];
@@ -310,19 +309,19 @@ char *psp_labels_dseg_tsv(void);
  * volume). FF values are fractions 0..1 (reports print percent); NaN when
  * the region has no voxel with signal. */
 typedef struct psp_region_metrics {
-  int label;            /* 1..4 */
-  int64_t slice;        /* internal slice k; -1 for whole-volume rows */
-  int64_t file_slice;   /* index along the input file's slice axis; -1 */
-  double z_mm;          /* world z of the slice centre; NaN for volume rows */
-  int64_t n_voxels;     /* voxels in the label */
-  int64_t n_no_signal;  /* of those, voxels below the noise floor */
-  double area_mm2;      /* slice rows: n_voxels x pixel area */
-  double volume_mm3;    /* n_voxels x voxel volume */
-  double ff_mean;       /* mean of voxel FF (voxels with signal) */
-  double ff_ratio;      /* sum F / sum (F+W); NaN for an FF-map input */
+  int label;           /* 1..4 */
+  int64_t slice;       /* internal slice k; -1 for whole-volume rows */
+  int64_t file_slice;  /* index along the input file's slice axis; -1 */
+  double z_mm;         /* world z of the slice centre; NaN for volume rows */
+  int64_t n_voxels;    /* voxels in the label */
+  int64_t n_no_signal; /* of those, voxels below the noise floor */
+  double area_mm2;     /* slice rows: n_voxels x pixel area */
+  double volume_mm3;   /* n_voxels x voxel volume */
+  double ff_mean;      /* mean of voxel FF (voxels with signal) */
+  double ff_ratio;     /* sum F / sum (F+W); NaN for an FF-map input */
   double ff_median;
-  double ff_q1, ff_q3;  /* interquartile range */
-  double fcsa_mm2;      /* area x (1 - ff_mean) (slice rows) */
+  double ff_q1, ff_q3;     /* interquartile range */
+  double fcsa_mm2;         /* area x (1 - ff_mean) (slice rows) */
   double fat_infiltration; /* share of voxels with FF > 0.5 */
 } psp_region_metrics;
 
@@ -349,9 +348,9 @@ typedef struct psp_compare_row {
   int64_t slice;      /* internal slice; -1 for whole-volume rows */
   int64_t file_slice; /* slice index in truth's file; -1 for whole-volume rows */
   int64_t n_pred, n_truth, n_both;
-  double dice;        /* NaN when both are empty */
-  double hd95_mm;     /* NaN when either is empty */
-  double size_diff_pct; /* (pred - truth) / truth x 100 (area or volume) */
+  double dice;                                  /* NaN when both are empty */
+  double hd95_mm;                               /* NaN when either is empty */
+  double size_diff_pct;                         /* (pred - truth) / truth x 100 (area or volume) */
   double ff_pred_pct, ff_truth_pct, ff_diff_pp; /* NaN without an FF map */
 } psp_compare_row;
 
@@ -390,8 +389,8 @@ typedef struct psp_analysis_options {
   const char *inphase_path, *outphase_path;
   const char *ff_path;
   psp_ff_unit ff_unit;
-  const char *labels_path;   /* NULL: automatic segmentation */
-  const char *label_scheme;  /* builtin name or TSV path; NULL = paraspinal */
+  const char *labels_path;  /* NULL: automatic segmentation */
+  const char *label_scheme; /* builtin name or TSV path; NULL = paraspinal */
   psp_geometry_source geometry_from;
   psp_load_options load;
   psp_dixon_options dixon;
@@ -429,16 +428,16 @@ bool psp_result_write(const psp_result *r, const char *outdir, const char *argv_
 
 typedef struct psp_phantom_options {
   uint64_t seed;
-  int64_t dims[3];        /* internal LPS grid */
-  double spacing[3];      /* mm */
-  double snr;             /* noise sigma = 1000 (muscle signal) / snr; 0 = no noise; 1..1e5 */
-  double ff_multifidus[2];   /* left, right: 0..1, the muscle tissue between streaks */
-  double ff_erector[2];      /* left, right */
-  double streak_ff;       /* FF of the fatty streaks inside the muscles */
-  double streak_share;    /* share of muscle voxels in streaks (0..0.9) */
-  double bias_amplitude;  /* smooth multiplicative bias field, 0..0.9, e.g. 0.2 */
+  int64_t dims[3];             /* internal LPS grid */
+  double spacing[3];           /* mm */
+  double snr;                  /* noise sigma = 1000 (muscle signal) / snr; 0 = no noise; 1..1e5 */
+  double ff_multifidus[2];     /* left, right: 0..1, the muscle tissue between streaks */
+  double ff_erector[2];        /* left, right */
+  double streak_ff;            /* FF of the fatty streaks inside the muscles */
+  double streak_share;         /* share of muscle voxels in streaks (0..0.9) */
+  double bias_amplitude;       /* smooth multiplicative bias field, 0..0.9, e.g. 0.2 */
   psp_orientation orientation; /* how the files are written */
-  double oblique_deg;     /* rotation of the affine about the k axis (-40..40) */
+  double oblique_deg;          /* rotation of the affine about the k axis (-40..40) */
 } psp_phantom_options;
 
 /* 160 x 128 x 44 voxels of 2.5 x 2.5 x 5 mm (sacrum to L1), seed 1, SNR 25,

@@ -36,7 +36,6 @@ struct psp_result {
   char scheme_name[256];
 };
 
-
 void psp_analysis_options_default(psp_analysis_options *o) {
   memset(o, 0, sizeof *o);
   o->ff_unit = PSP_FF_FRACTION;
@@ -69,18 +68,19 @@ static bool check_and_align(psp_result *r, psp_context *ctx, psp_error **err) {
     for (int b = 0; b < n; b++) {
       rel[a][b] = psp_grid_compare(r->inputs[a].vol, r->inputs[b].vol, why, sizeof why);
       if (rel[a][b] == PSP_GRID_DIFFERENT)
-        return psp_error_set(err, PSP_ERR_GEOMETRY,
-                             "%s (%s) and %s (%s) are not on the same voxel grid: %s; resample one onto "
-                             "the other first",
-                             r->inputs[a].path, r->inputs[a].role, r->inputs[b].path, r->inputs[b].role,
-                             why);
+        return psp_error_set(
+            err, PSP_ERR_GEOMETRY,
+            "%s (%s) and %s (%s) are not on the same voxel grid: %s; resample one onto "
+            "the other first",
+            r->inputs[a].path, r->inputs[a].role, r->inputs[b].path, r->inputs[b].role, why);
     }
   int chosen = -1;
   if (r->opt.geometry_from == PSP_GEOM_AUTO) {
     int best = -1;
     for (int a = 0; a < n; a++) {
       int agree = 0;
-      for (int b = 0; b < n; b++) agree += rel[a][b] == PSP_GRID_SAME;
+      for (int b = 0; b < n; b++)
+        agree += rel[a][b] == PSP_GRID_SAME;
       if (agree > best) {
         best = agree;
         chosen = a;
@@ -96,11 +96,12 @@ static bool check_and_align(psp_result *r, psp_context *ctx, psp_error **err) {
   for (int a = 0; a < n; a++) {
     if (a == chosen || rel[a][chosen] == PSP_GRID_SAME) continue;
     psp_grid_compare(r->inputs[a].vol, r->inputs[chosen].vol, why, sizeof why);
-    psp_warn(ctx,
-             "%s (%s) and %s (%s): %s. The voxel grids are otherwise identical; continuing voxel by "
-             "voxel with the geometry of the %s image (choose with --geometry-from)",
-             r->inputs[a].path, r->inputs[a].role, r->inputs[chosen].path, r->inputs[chosen].role, why,
-             r->inputs[chosen].role);
+    psp_warn(
+        ctx,
+        "%s (%s) and %s (%s): %s. The voxel grids are otherwise identical; continuing voxel by "
+        "voxel with the geometry of the %s image (choose with --geometry-from)",
+        r->inputs[a].path, r->inputs[a].role, r->inputs[chosen].path, r->inputs[chosen].role, why,
+        r->inputs[chosen].role);
     if (!psp_volume_adopt_geometry(r->inputs[a].vol, r->inputs[chosen].vol, err)) return false;
   }
   return true;
@@ -117,8 +118,9 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   bool ipop = opt->inphase_path || opt->outphase_path;
   bool ffin = opt->ff_path != NULL;
   if (wf + ipop + ffin != 1) {
-    psp_error_set(err, PSP_ERR_USAGE,
-                  "give exactly one kind of input: --water and --fat, or --inphase and --outphase, or --ff");
+    psp_error_set(
+        err, PSP_ERR_USAGE,
+        "give exactly one kind of input: --water and --fat, or --inphase and --outphase, or --ff");
     return NULL;
   }
   if (wf && (!opt->water_path || !opt->fat_path)) {
@@ -130,9 +132,10 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     return NULL;
   }
   if (!opt->ffmap_only && !opt->labels_path) {
-    psp_error_set(err, PSP_ERR_UNSUPPORTED,
-                  "automatic segmentation of multifidus and erector spinae is not available in this "
-                  "version; give your label map with --labels (see --label-scheme)");
+    psp_error_set(
+        err, PSP_ERR_UNSUPPORTED,
+        "automatic segmentation of multifidus and erector spinae is not available in this "
+        "version; give your label map with --labels (see --label-scheme)");
     return NULL;
   }
   psp_result *r = psp_calloc(1, sizeof *r, err);
@@ -143,7 +146,7 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     const char *sn = opt->label_scheme ? opt->label_scheme : "paraspinal";
     size_t l = strlen(sn);
     scheme = (l > 4 && !strcmp(sn + l - 4, ".tsv")) ? psp_scheme_load_tsv(sn, err)
-                                                     : psp_scheme_builtin(sn, err);
+                                                    : psp_scheme_builtin(sn, err);
     if (!scheme) goto fail;
     snprintf(r->scheme_name, sizeof r->scheme_name, "%s", psp_scheme_name(scheme));
   }
@@ -151,21 +154,23 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   if (wf && !(add_input(r, "water", opt->water_path, PSP_GEOM_WATER, false, ctx, err) &&
               add_input(r, "fat", opt->fat_path, PSP_GEOM_FAT, false, ctx, err)))
     goto fail;
-  if (ipop && !(add_input(r, "in-phase", opt->inphase_path, PSP_GEOM_INPHASE, false, ctx, err) &&
-                add_input(r, "opposed-phase", opt->outphase_path, PSP_GEOM_OUTPHASE, false, ctx, err)))
+  if (ipop &&
+      !(add_input(r, "in-phase", opt->inphase_path, PSP_GEOM_INPHASE, false, ctx, err) &&
+        add_input(r, "opposed-phase", opt->outphase_path, PSP_GEOM_OUTPHASE, false, ctx, err)))
     goto fail;
   if (ffin && !add_input(r, "fat fraction", opt->ff_path, PSP_GEOM_FF, false, ctx, err)) goto fail;
-  if (!opt->ffmap_only && !add_input(r, "labels", opt->labels_path, PSP_GEOM_LABELS, true, ctx, err))
+  if (!opt->ffmap_only &&
+      !add_input(r, "labels", opt->labels_path, PSP_GEOM_LABELS, true, ctx, err))
     goto fail;
   if (!check_and_align(r, ctx, err)) goto fail;
 
   psp_info(ctx, "computing the fat-fraction map");
   if (wf)
-    r->ffmap = psp_ffmap_from_water_fat(slot_volume(r, PSP_GEOM_WATER), slot_volume(r, PSP_GEOM_FAT),
-                                        &opt->dixon, ctx, err);
+    r->ffmap = psp_ffmap_from_water_fat(slot_volume(r, PSP_GEOM_WATER),
+                                        slot_volume(r, PSP_GEOM_FAT), &opt->dixon, ctx, err);
   else if (ipop)
-    r->ffmap = psp_ffmap_from_ipop(slot_volume(r, PSP_GEOM_INPHASE), slot_volume(r, PSP_GEOM_OUTPHASE),
-                                   &opt->dixon, ctx, err);
+    r->ffmap = psp_ffmap_from_ipop(slot_volume(r, PSP_GEOM_INPHASE),
+                                   slot_volume(r, PSP_GEOM_OUTPHASE), &opt->dixon, ctx, err);
   else
     r->ffmap = psp_ffmap_from_ff(slot_volume(r, PSP_GEOM_FF), opt->ff_unit, ctx, err);
   if (!r->ffmap) goto fail;
@@ -189,20 +194,33 @@ fail:
 
 void psp_result_free(psp_result *r) {
   if (!r) return;
-  for (int a = 0; a < r->n_inputs; a++) psp_volume_free(r->inputs[a].vol);
+  for (int a = 0; a < r->n_inputs; a++)
+    psp_volume_free(r->inputs[a].vol);
   psp_ffmap_free(r->ffmap);
   psp_volume_free(r->labels);
   psp_measurements_free(r->meas);
   free(r);
 }
 
-const psp_ffmap *psp_result_ffmap(const psp_result *r) { return r->ffmap; }
-const psp_volume *psp_result_labels(const psp_result *r) { return r->labels; }
-const psp_measurements *psp_result_measurements(const psp_result *r) { return r->meas; }
-psp_plausibility psp_result_plausibility(const psp_result *r) { return r->plaus; }
-const char *psp_result_geometry_source(const psp_result *r) { return r->geometry_role; }
+const psp_ffmap *psp_result_ffmap(const psp_result *r) {
+  return r->ffmap;
+}
+const psp_volume *psp_result_labels(const psp_result *r) {
+  return r->labels;
+}
+const psp_measurements *psp_result_measurements(const psp_result *r) {
+  return r->meas;
+}
+psp_plausibility psp_result_plausibility(const psp_result *r) {
+  return r->plaus;
+}
+const char *psp_result_geometry_source(const psp_result *r) {
+  return r->geometry_role;
+}
 
-int psp_result_input_count(const psp_result *r) { return r->n_inputs; }
+int psp_result_input_count(const psp_result *r) {
+  return r->n_inputs;
+}
 void psp_result_input(const psp_result *r, int i, const char **role, const char **path,
                       const char **sha256, const psp_volume **vol) {
   *role = r->inputs[i].role;
@@ -210,12 +228,17 @@ void psp_result_input(const psp_result *r, int i, const char **role, const char 
   *sha256 = r->inputs[i].sha256;
   *vol = r->inputs[i].vol;
 }
-const char *psp_result_scheme_name(const psp_result *r) { return r->scheme_name; }
-const psp_analysis_options *psp_result_options(const psp_result *r) { return &r->opt; }
+const char *psp_result_scheme_name(const psp_result *r) {
+  return r->scheme_name;
+}
+const psp_analysis_options *psp_result_options(const psp_result *r) {
+  return &r->opt;
+}
 
-bool psp_result_write(const psp_result *r, const char *outdir, const char *argv_line, psp_context *ctx,
-                      psp_error **err) {
+bool psp_result_write(const psp_result *r, const char *outdir, const char *argv_line,
+                      psp_context *ctx, psp_error **err) {
   if (!r->meas)
-    return psp_error_set(err, PSP_ERR_USAGE, "this result holds only a fat-fraction map; nothing to report");
+    return psp_error_set(err, PSP_ERR_USAGE,
+                         "this result holds only a fat-fraction map; nothing to report");
   return psp_report_write_outputs(r, outdir, argv_line, ctx, err);
 }

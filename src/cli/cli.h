@@ -18,7 +18,8 @@ int psp_cmd_compare(int argc, char **argv);
  * returns its exit code. */
 int psp_cli_fail(const char *cmd, psp_error *err);
 /* Prints a usage error and returns PSP_ERR_USAGE. */
-int psp_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int psp_cli_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Context with a stderr logger: warnings always, info when verbose. */
 psp_context *psp_cli_context(const char *cmd, bool verbose, int threads);
 /* Parses a non-negative integer / a double; false on garbage. */

@@ -18,7 +18,8 @@ static const char ANALYZE_HELP[] =
     "Inputs (exactly one kind; NIfTI-1/2, .nii or .nii.gz):\n"
     "  --water FILE --fat FILE        water and fat magnitude images (FF = F/(F+W))\n"
     "  --inphase FILE --outphase FILE two-point in-phase / opposed-phase magnitude images\n"
-    "  --ff FILE [--ff-unit U]        a precomputed FF/PDFF map, U = fraction (default) or percent\n"
+    "  --ff FILE [--ff-unit U]        a precomputed FF/PDFF map, U = fraction (default) or "
+    "percent\n"
     "  --labels FILE                  muscle label map on the same grid (required: automatic\n"
     "                                 segmentation is not available in this version)\n"
     "  --label-scheme S               paraspinal (default: 1 MF left, 2 MF right, 3 ES left,\n"
@@ -91,7 +92,8 @@ static const struct option LONG_OPTS[] = {
 
 static char *join_argv(int argc, char **argv) {
   size_t n = 16;
-  for (int i = 0; i < argc; i++) n += strlen(argv[i]) + 1;
+  for (int i = 0; i < argc; i++)
+    n += strlen(argv[i]) + 1;
   char *s = malloc(n);
   if (!s) return NULL;
   strcpy(s, "paraspinal");
@@ -114,25 +116,45 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
   int c;
   while ((c = getopt_long(argc, argv, ":o:t:vh", LONG_OPTS, NULL)) != -1) {
     switch (c) {
-    case OPT_WATER: o.water_path = optarg; break;
-    case OPT_FAT: o.fat_path = optarg; break;
-    case OPT_INPHASE: o.inphase_path = optarg; break;
-    case OPT_OUTPHASE: o.outphase_path = optarg; break;
-    case OPT_FF: o.ff_path = optarg; break;
-    case OPT_FF_UNIT:
-      if (!strcmp(optarg, "fraction")) o.ff_unit = PSP_FF_FRACTION;
-      else if (!strcmp(optarg, "percent")) o.ff_unit = PSP_FF_PERCENT;
-      else return psp_cli_usage_error(cmd, "--ff-unit must be 'fraction' or 'percent', not '%s'", optarg);
+    case OPT_WATER:
+      o.water_path = optarg;
       break;
-    case OPT_LABELS: o.labels_path = optarg; break;
-    case OPT_SCHEME: o.label_scheme = optarg; break;
+    case OPT_FAT:
+      o.fat_path = optarg;
+      break;
+    case OPT_INPHASE:
+      o.inphase_path = optarg;
+      break;
+    case OPT_OUTPHASE:
+      o.outphase_path = optarg;
+      break;
+    case OPT_FF:
+      o.ff_path = optarg;
+      break;
+    case OPT_FF_UNIT:
+      if (!strcmp(optarg, "fraction"))
+        o.ff_unit = PSP_FF_FRACTION;
+      else if (!strcmp(optarg, "percent"))
+        o.ff_unit = PSP_FF_PERCENT;
+      else
+        return psp_cli_usage_error(cmd, "--ff-unit must be 'fraction' or 'percent', not '%s'",
+                                   optarg);
+      break;
+    case OPT_LABELS:
+      o.labels_path = optarg;
+      break;
+    case OPT_SCHEME:
+      o.label_scheme = optarg;
+      break;
     case OPT_GEOM: {
-      static const char *const names[] = {"auto", "water", "fat", "inphase", "outphase", "ff", "labels"};
+      static const char *const names[] = {"auto",     "water", "fat",   "inphase",
+                                          "outphase", "ff",    "labels"};
       int found = -1;
       for (int i = 0; i < 7; i++)
         if (!strcmp(optarg, names[i])) found = i;
       if (found < 0)
-        return psp_cli_usage_error(cmd, "--geometry-from must be auto, water, fat, inphase, outphase, ff or labels");
+        return psp_cli_usage_error(
+            cmd, "--geometry-from must be auto, water, fat, inphase, outphase, ff or labels");
       o.geometry_from = (psp_geometry_source)found;
     } break;
     case OPT_VOLUME: {
@@ -141,24 +163,36 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
         return psp_cli_usage_error(cmd, "--volume needs a volume index >= 0, not '%s'", optarg);
       o.load.volume_index = v;
     } break;
-    case OPT_NO_NOISE: o.dixon.noise_bias_correction = false; break;
+    case OPT_NO_NOISE:
+      o.dixon.noise_bias_correction = false;
+      break;
     case OPT_NOISE_FLOOR:
-      if (!psp_cli_parse_double(optarg, &o.dixon.noise_floor_factor) || o.dixon.noise_floor_factor < 0)
+      if (!psp_cli_parse_double(optarg, &o.dixon.noise_floor_factor) ||
+          o.dixon.noise_floor_factor < 0)
         return psp_cli_usage_error(cmd, "--noise-floor needs a number >= 0, not '%s'", optarg);
       break;
     case OPT_MAX_VOXELS:
       if (!psp_cli_parse_int(optarg, &max_voxels) || max_voxels <= 0)
         return psp_cli_usage_error(cmd, "--max-voxels needs a positive integer, not '%s'", optarg);
       break;
-    case 'o': out = optarg; break;
+    case 'o':
+      out = optarg;
+      break;
     case 't':
       if (!psp_cli_parse_int(optarg, &threads) || threads < 1 || threads > 1024)
-        return psp_cli_usage_error(cmd, "--threads needs a number from 1 to 1024, not '%s'", optarg);
+        return psp_cli_usage_error(cmd, "--threads needs a number from 1 to 1024, not '%s'",
+                                   optarg);
       break;
-    case 'v': verbose = true; break;
-    case 'h': fputs(ffmap ? FFMAP_HELP : ANALYZE_HELP, stdout); return 0;
-    case ':': return psp_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
-    default: return psp_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+    case 'v':
+      verbose = true;
+      break;
+    case 'h':
+      fputs(ffmap ? FFMAP_HELP : ANALYZE_HELP, stdout);
+      return 0;
+    case ':':
+      return psp_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+    default:
+      return psp_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
     }
   }
   if (optind < argc) return psp_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
@@ -203,6 +237,10 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
   return rc;
 }
 
-int psp_cmd_analyze(int argc, char **argv) { return run("analyze", false, argc, argv); }
+int psp_cmd_analyze(int argc, char **argv) {
+  return run("analyze", false, argc, argv);
+}
 
-int psp_cmd_ffmap(int argc, char **argv) { return run("ffmap", true, argc, argv); }
+int psp_cmd_ffmap(int argc, char **argv) {
+  return run("ffmap", true, argc, argv);
+}

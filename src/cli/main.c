@@ -53,7 +53,8 @@ int main(int argc, char **argv) {
 
 int psp_cli_fail(const char *cmd, psp_error *err) {
   psp_status code = psp_error_code(err);
-  fprintf(stderr, "paraspinal %s: error: %s\n", cmd, err ? psp_error_message(err) : "unknown error");
+  fprintf(stderr, "paraspinal %s: error: %s\n", cmd,
+          err ? psp_error_message(err) : "unknown error");
   psp_error_free(err);
   return code == PSP_OK ? PSP_ERR_INTERNAL : (int)code;
 }

@@ -32,7 +32,8 @@ psp_context *psp_context_create(void) {
 
 void psp_context_free(psp_context *ctx) {
   if (!ctx) return;
-  for (size_t i = 0; i < ctx->n_warnings; i++) free(ctx->warnings[i]);
+  for (size_t i = 0; i < ctx->n_warnings; i++)
+    free(ctx->warnings[i]);
   free(ctx->warnings);
   free(ctx);
 }
@@ -94,7 +95,9 @@ void psp_log(psp_context *ctx, psp_log_level level, const char *fmt, ...) {
   va_end(ap);
 }
 
-size_t psp_context_warning_count(const psp_context *ctx) { return ctx ? ctx->n_warnings : 0; }
+size_t psp_context_warning_count(const psp_context *ctx) {
+  return ctx ? ctx->n_warnings : 0;
+}
 
 const char *psp_context_warning(const psp_context *ctx, size_t i) {
   return (ctx && i < ctx->n_warnings) ? ctx->warnings[i] : NULL;
@@ -108,4 +111,6 @@ int64_t psp_context_max_voxels(const psp_context *ctx) {
   return ctx ? ctx->max_voxels : ((int64_t)1 << 31);
 }
 
-const char *psp_version(void) { return PSP_VERSION_STRING; }
+const char *psp_version(void) {
+  return PSP_VERSION_STRING;
+}

@@ -62,9 +62,13 @@ void psp_error_prefix(psp_error **err, const char *fmt, ...) {
   free(prefix);
 }
 
-psp_status psp_error_code(const psp_error *e) { return e ? e->code : PSP_OK; }
+psp_status psp_error_code(const psp_error *e) {
+  return e ? e->code : PSP_OK;
+}
 
-const char *psp_error_message(const psp_error *e) { return e ? e->message : ""; }
+const char *psp_error_message(const psp_error *e) {
+  return e ? e->message : "";
+}
 
 void psp_error_free(psp_error *e) {
   if (!e) return;
@@ -74,16 +78,26 @@ void psp_error_free(psp_error *e) {
 
 const char *psp_status_name(psp_status s) {
   switch (s) {
-  case PSP_OK: return "ok";
-  case PSP_ERR_INTERNAL: return "internal";
-  case PSP_ERR_USAGE: return "usage";
-  case PSP_ERR_IO: return "io";
-  case PSP_ERR_FORMAT: return "format";
-  case PSP_ERR_GEOMETRY: return "geometry";
-  case PSP_ERR_DATA: return "data";
-  case PSP_ERR_LIMIT: return "limit";
-  case PSP_ERR_NOMEM: return "nomem";
-  case PSP_ERR_UNSUPPORTED: return "unsupported";
+  case PSP_OK:
+    return "ok";
+  case PSP_ERR_INTERNAL:
+    return "internal";
+  case PSP_ERR_USAGE:
+    return "usage";
+  case PSP_ERR_IO:
+    return "io";
+  case PSP_ERR_FORMAT:
+    return "format";
+  case PSP_ERR_GEOMETRY:
+    return "geometry";
+  case PSP_ERR_DATA:
+    return "data";
+  case PSP_ERR_LIMIT:
+    return "limit";
+  case PSP_ERR_NOMEM:
+    return "nomem";
+  case PSP_ERR_UNSUPPORTED:
+    return "unsupported";
   }
   return "unknown";
 }
@@ -96,6 +110,7 @@ void *psp_malloc(size_t n, psp_error **err) {
 
 void *psp_calloc(size_t count, size_t size, psp_error **err) {
   void *p = calloc(count ? count : 1, size ? size : 1);
-  if (!p) psp_error_set(err, PSP_ERR_NOMEM, "out of memory allocating %zu x %zu bytes", count, size);
+  if (!p)
+    psp_error_set(err, PSP_ERR_NOMEM, "out of memory allocating %zu x %zu bytes", count, size);
   return p;
 }

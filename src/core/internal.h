@@ -10,10 +10,10 @@
 #include <stdarg.h>
 
 struct psp_volume {
-  int64_t dims[3];      /* internal LPS grid */
-  double affine[4][4];  /* internal voxel -> world (RAS+ mm) */
+  int64_t dims[3];     /* internal LPS grid */
+  double affine[4][4]; /* internal voxel -> world (RAS+ mm) */
   psp_orientation orient;
-  float *data;          /* dims[0]*dims[1]*dims[2], i fastest */
+  float *data; /* dims[0]*dims[1]*dims[2], i fastest */
 };
 
 /* Sets *err (if err != NULL and *err == NULL). Always returns false so that

@@ -18,13 +18,16 @@
 #include <dirent.h>
 #include <unistd.h>
 
-void psp_strbuf_init(psp_strbuf *b) { memset(b, 0, sizeof *b); }
+void psp_strbuf_init(psp_strbuf *b) {
+  memset(b, 0, sizeof *b);
+}
 
 static bool strbuf_reserve(psp_strbuf *b, size_t extra) {
   if (b->failed) return false;
   if (b->len + extra + 1 <= b->cap) return true;
   size_t cap = b->cap ? b->cap : 256;
-  while (cap < b->len + extra + 1) cap *= 2;
+  while (cap < b->len + extra + 1)
+    cap *= 2;
   char *d = realloc(b->data, cap);
   if (!d) {
     b->failed = true;
@@ -95,7 +98,9 @@ static int cmp_float(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-void psp_sort_floats(float *v, size_t n) { qsort(v, n, sizeof *v, cmp_float); }
+void psp_sort_floats(float *v, size_t n) {
+  qsort(v, n, sizeof *v, cmp_float);
+}
 
 double psp_quantile_sorted(const float *s, size_t n, double q) {
   if (n == 0) return NAN;
@@ -108,8 +113,7 @@ double psp_quantile_sorted(const float *s, size_t n, double q) {
 
 bool psp_mkdir_p(const char *path, psp_error **err) {
   char buf[4096];
-  if (strlen(path) >= sizeof buf)
-    return psp_error_set(err, PSP_ERR_IO, "%s: path too long", path);
+  if (strlen(path) >= sizeof buf) return psp_error_set(err, PSP_ERR_IO, "%s: path too long", path);
   strcpy(buf, path);
   for (char *p = buf + 1; *p; p++) {
     if (*p != '/') continue;
@@ -241,18 +245,21 @@ bool psp_sha256_file(const char *path, char hex[65], psp_error **err) {
   sha256_init(&c);
   unsigned char buf[1 << 16];
   size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) sha256_update(&c, n, buf);
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+    sha256_update(&c, n, buf);
   bool bad = ferror(f);
   fclose(f);
   if (bad) return psp_error_set(err, PSP_ERR_IO, "%s: read error", path);
   unsigned char d[SHA256_DIGEST_SIZE];
   sha256_digest(&c, sizeof d, d);
-  for (int i = 0; i < SHA256_DIGEST_SIZE; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  for (int i = 0; i < SHA256_DIGEST_SIZE; i++)
+    snprintf(hex + 2 * i, 3, "%02x", d[i]);
   return true;
 }
 
 bool psp_path_join(char *out, size_t n, const char *dir, const char *name, psp_error **err) {
   int w = snprintf(out, n, "%s/%s", dir, name);
-  if (w < 0 || (size_t)w >= n) return psp_error_set(err, PSP_ERR_IO, "%s/%s: path too long", dir, name);
+  if (w < 0 || (size_t)w >= n)
+    return psp_error_set(err, PSP_ERR_IO, "%s/%s: path too long", dir, name);
   return true;
 }

@@ -67,9 +67,13 @@ void psp_volume_free(psp_volume *v) {
   free(v);
 }
 
-void psp_volume_dims(const psp_volume *v, int64_t dims[3]) { memcpy(dims, v->dims, sizeof v->dims); }
+void psp_volume_dims(const psp_volume *v, int64_t dims[3]) {
+  memcpy(dims, v->dims, sizeof v->dims);
+}
 
-int64_t psp_volume_voxel_count(const psp_volume *v) { return v->dims[0] * v->dims[1] * v->dims[2]; }
+int64_t psp_volume_voxel_count(const psp_volume *v) {
+  return v->dims[0] * v->dims[1] * v->dims[2];
+}
 
 void psp_volume_affine(const psp_volume *v, double affine[4][4]) {
   memcpy(affine, v->affine, sizeof v->affine);
@@ -80,7 +84,8 @@ static double col_norm(const double a[4][4], int c) {
 }
 
 void psp_volume_spacing(const psp_volume *v, double spacing[3]) {
-  for (int c = 0; c < 3; c++) spacing[c] = col_norm(v->affine, c);
+  for (int c = 0; c < 3; c++)
+    spacing[c] = col_norm(v->affine, c);
 }
 
 double psp_volume_pixel_area(const psp_volume *v) {
@@ -97,7 +102,9 @@ static double det3(const double a[4][4]) {
          a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
 }
 
-double psp_volume_voxel_volume(const psp_volume *v) { return fabs(det3(v->affine)); }
+double psp_volume_voxel_volume(const psp_volume *v) {
+  return fabs(det3(v->affine));
+}
 
 double psp_volume_slice_z(const psp_volume *v, int64_t k) {
   const double(*a)[4] = v->affine;
@@ -105,15 +112,21 @@ double psp_volume_slice_z(const psp_volume *v, int64_t k) {
   return a[2][0] * ci + a[2][1] * cj + a[2][2] * (double)k + a[2][3];
 }
 
-const float *psp_volume_data(const psp_volume *v) { return v->data; }
+const float *psp_volume_data(const psp_volume *v) {
+  return v->data;
+}
 
-float *psp_volume_data_mut(psp_volume *v) { return v->data; }
+float *psp_volume_data_mut(psp_volume *v) {
+  return v->data;
+}
 
 int64_t psp_volume_file_slice(const psp_volume *v, int64_t k) {
   return v->orient.flip[2] ? v->dims[2] - 1 - k : k;
 }
 
-psp_orientation psp_volume_orientation(const psp_volume *v) { return v->orient; }
+psp_orientation psp_volume_orientation(const psp_volume *v) {
+  return v->orient;
+}
 
 bool psp_volume_set_orientation(psp_volume *v, const psp_orientation *o, psp_error **err) {
   bool seen[3] = {false, false, false};
@@ -151,8 +164,7 @@ static void file_strides(const psp_orientation *o, const int64_t file_dims[3], i
 }
 
 psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t file_dims[3],
-                                       const double fa[4][4], const char *name,
-                                       psp_error **err) {
+                                       const double fa[4][4], const char *name, psp_error **err) {
   double det = det3(fa);
   if (!(fabs(det) > 1e-12) || isnan(det)) {
     psp_error_set(err, PSP_ERR_GEOMETRY,
@@ -166,7 +178,8 @@ psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t fil
   double w[3][3]; /* w[f][x] = |direction cosine| */
   for (int f = 0; f < 3; f++) {
     double nrm = col_norm(fa, f);
-    for (int x = 0; x < 3; x++) w[f][x] = fabs(fa[x][f]) / nrm;
+    for (int x = 0; x < 3; x++)
+      w[f][x] = fabs(fa[x][f]) / nrm;
   }
   int world_of_file[3] = {-1, -1, -1};
   bool used_world[3] = {false, false, false};
@@ -196,7 +209,8 @@ psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t fil
     o.flip[a] = (a == 2) ? (comp < 0) : (comp > 0);
   }
   double affine[4][4] = {{0}};
-  for (int r = 0; r < 4; r++) affine[r][3] = fa[r][3];
+  for (int r = 0; r < 4; r++)
+    affine[r][3] = fa[r][3];
   affine[3][3] = 1;
   for (int a = 0; a < 3; a++) {
     int f = o.file_axis[a];
@@ -215,7 +229,8 @@ psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t fil
     for (int64_t j = 0; j < dims[1]; j++) {
       float *dst = v->data + psp_idx(dims, 0, j, k);
       int64_t src = offset + j * stride[1] + k * stride[2];
-      for (int64_t i = 0; i < dims[0]; i++) dst[i] = file_data[src + i * stride[0]];
+      for (int64_t i = 0; i < dims[0]; i++)
+        dst[i] = file_data[src + i * stride[0]];
     }
   return v;
 }
@@ -223,9 +238,11 @@ psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t fil
 void psp_volume_to_file_order(const psp_volume *v, float *out, int64_t file_dims[3],
                               double fa[4][4]) {
   const psp_orientation *o = &v->orient;
-  for (int a = 0; a < 3; a++) file_dims[o->file_axis[a]] = v->dims[a];
+  for (int a = 0; a < 3; a++)
+    file_dims[o->file_axis[a]] = v->dims[a];
   memset(fa, 0, sizeof(double) * 16);
-  for (int r = 0; r < 4; r++) fa[r][3] = v->affine[r][3];
+  for (int r = 0; r < 4; r++)
+    fa[r][3] = v->affine[r][3];
   fa[3][3] = 1;
   for (int a = 0; a < 3; a++) {
     int f = o->file_axis[a];
@@ -241,7 +258,8 @@ void psp_volume_to_file_order(const psp_volume *v, float *out, int64_t file_dims
     for (int64_t j = 0; j < v->dims[1]; j++) {
       const float *src = v->data + psp_idx(v->dims, 0, j, k);
       int64_t dst = offset + j * stride[1] + k * stride[2];
-      for (int64_t i = 0; i < v->dims[0]; i++) out[dst + i * stride[0]] = src[i];
+      for (int64_t i = 0; i < v->dims[0]; i++)
+        out[dst + i * stride[0]] = src[i];
     }
 }
 
@@ -264,28 +282,32 @@ psp_grid_relation psp_grid_compare(const psp_volume *a, const psp_volume *b, cha
   psp_volume_spacing(b, sb);
   for (int c = 0; c < 3; c++) {
     if (fabs(sa[c] - sb[c]) > 1e-3 * fmax(sa[c], sb[c])) {
-      snprintf(why, why_len, "voxel spacing differs: %.5g x %.5g x %.5g mm vs %.5g x %.5g x %.5g mm",
-               sa[0], sa[1], sa[2], sb[0], sb[1], sb[2]);
+      snprintf(why, why_len,
+               "voxel spacing differs: %.5g x %.5g x %.5g mm vs %.5g x %.5g x %.5g mm", sa[0],
+               sa[1], sa[2], sb[0], sb[1], sb[2]);
       return PSP_GRID_DIFFERENT;
     }
   }
   for (int c = 0; c < 3; c++)
     for (int r = 0; r < 3; r++) {
       if (fabs(a->affine[r][c] / sa[c] - b->affine[r][c] / sb[c]) > 1e-3) {
-        snprintf(why, why_len, "axis directions differ (voxel axis %d: %.4f %.4f %.4f vs %.4f %.4f %.4f)",
-                 c, a->affine[0][c] / sa[c], a->affine[1][c] / sa[c], a->affine[2][c] / sa[c],
+        snprintf(why, why_len,
+                 "axis directions differ (voxel axis %d: %.4f %.4f %.4f vs %.4f %.4f %.4f)", c,
+                 a->affine[0][c] / sa[c], a->affine[1][c] / sa[c], a->affine[2][c] / sa[c],
                  b->affine[0][c] / sb[c], b->affine[1][c] / sb[c], b->affine[2][c] / sb[c]);
         return PSP_GRID_DIFFERENT;
       }
     }
   double d2 = 0;
-  for (int r = 0; r < 3; r++) d2 += (a->affine[r][3] - b->affine[r][3]) * (a->affine[r][3] - b->affine[r][3]);
+  for (int r = 0; r < 3; r++)
+    d2 += (a->affine[r][3] - b->affine[r][3]) * (a->affine[r][3] - b->affine[r][3]);
   if (sqrt(d2) > 0.01) {
-    snprintf(why, why_len,
-             "origins differ by %.2f mm: (%.3f, %.3f, %.3f) vs (%.3f, %.3f, %.3f) mm (RAS, first voxel "
-             "in LPS order)",
-             sqrt(d2), a->affine[0][3], a->affine[1][3], a->affine[2][3], b->affine[0][3],
-             b->affine[1][3], b->affine[2][3]);
+    snprintf(
+        why, why_len,
+        "origins differ by %.2f mm: (%.3f, %.3f, %.3f) vs (%.3f, %.3f, %.3f) mm (RAS, first voxel "
+        "in LPS order)",
+        sqrt(d2), a->affine[0][3], a->affine[1][3], a->affine[2][3], b->affine[0][3],
+        b->affine[1][3], b->affine[2][3]);
     return PSP_GRID_ORIGIN_DIFFERS;
   }
   return PSP_GRID_SAME;

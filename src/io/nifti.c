@@ -24,7 +24,9 @@
 
 enum { N1_HDR = 348, N2_HDR = 540 };
 
-static bool is_gzip(const unsigned char *b, size_t n) { return n >= 2 && b[0] == 0x1f && b[1] == 0x8b; }
+static bool is_gzip(const unsigned char *b, size_t n) {
+  return n >= 2 && b[0] == 0x1f && b[1] == 0x8b;
+}
 
 /* Inflating reader over a memory buffer (gzip, possibly multi-member). */
 typedef struct {
@@ -68,44 +70,68 @@ static size_t gz_read(gz_reader *r, unsigned char *out, size_t want) {
       snprintf(r->msg, sizeof r->msg, "compressed data ends early (file truncated?)");
     } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
       r->failed = true;
-      snprintf(r->msg, sizeof r->msg, "corrupt gzip data (%s)", r->zs.msg ? r->zs.msg : "zlib error");
+      snprintf(r->msg, sizeof r->msg, "corrupt gzip data (%s)",
+               r->zs.msg ? r->zs.msg : "zlib error");
     }
   }
   return got;
 }
 
-static void gz_close(gz_reader *r) { inflateEnd(&r->zs); }
+static void gz_close(gz_reader *r) {
+  inflateEnd(&r->zs);
+}
 
 static const char *dtype_name(int dt) {
   switch (dt) {
-  case DT_UINT8: return "uint8";
-  case DT_INT16: return "int16";
-  case DT_UINT16: return "uint16";
-  case DT_INT32: return "int32";
-  case DT_FLOAT32: return "float32";
-  case DT_FLOAT64: return "float64";
-  case DT_INT8: return "int8";
-  case DT_UINT32: return "uint32";
-  case DT_INT64: return "int64";
-  case DT_UINT64: return "uint64";
-  case DT_COMPLEX64: return "complex64";
-  case DT_COMPLEX128: return "complex128";
-  case DT_RGB24: return "rgb24";
-  case DT_RGBA32: return "rgba32";
-  case DT_FLOAT128: return "float128";
-  default: return "unknown";
+  case DT_UINT8:
+    return "uint8";
+  case DT_INT16:
+    return "int16";
+  case DT_UINT16:
+    return "uint16";
+  case DT_INT32:
+    return "int32";
+  case DT_FLOAT32:
+    return "float32";
+  case DT_FLOAT64:
+    return "float64";
+  case DT_INT8:
+    return "int8";
+  case DT_UINT32:
+    return "uint32";
+  case DT_INT64:
+    return "int64";
+  case DT_UINT64:
+    return "uint64";
+  case DT_COMPLEX64:
+    return "complex64";
+  case DT_COMPLEX128:
+    return "complex128";
+  case DT_RGB24:
+    return "rgb24";
+  case DT_RGBA32:
+    return "rgba32";
+  case DT_FLOAT128:
+    return "float128";
+  default:
+    return "unknown";
   }
 }
 
 static int dtype_size(int dt) {
   switch (dt) {
-  case DT_UINT8: return 1;
+  case DT_UINT8:
+    return 1;
   case DT_INT16:
-  case DT_UINT16: return 2;
+  case DT_UINT16:
+    return 2;
   case DT_INT32:
-  case DT_FLOAT32: return 4;
-  case DT_FLOAT64: return 8;
-  default: return 0;
+  case DT_FLOAT32:
+    return 4;
+  case DT_FLOAT64:
+    return 8;
+  default:
+    return 0;
   }
 }
 
@@ -118,7 +144,8 @@ static uint32_t bswap32(uint32_t x) {
 static nifti_image *parse_header(const unsigned char *hdr, size_t n, const char *name,
                                  psp_error **err) {
   if (n < 4) {
-    psp_error_set(err, PSP_ERR_FORMAT, "%s: file is empty or too short to be NIfTI (%zu bytes)", name, n);
+    psp_error_set(err, PSP_ERR_FORMAT, "%s: file is empty or too short to be NIfTI (%zu bytes)",
+                  name, n);
     return NULL;
   }
   uint32_t sz;
@@ -135,7 +162,8 @@ static nifti_image *parse_header(const unsigned char *hdr, size_t n, const char 
   }
   size_t hsize = version == 1 ? N1_HDR : N2_HDR;
   if (n < hsize) {
-    psp_error_set(err, PSP_ERR_FORMAT, "%s: truncated NIfTI header (%zu of %zu bytes)", name, n, hsize);
+    psp_error_set(err, PSP_ERR_FORMAT, "%s: truncated NIfTI header (%zu of %zu bytes)", name, n,
+                  hsize);
     return NULL;
   }
   int64_t dim[8];
@@ -148,26 +176,31 @@ static nifti_image *parse_header(const unsigned char *hdr, size_t n, const char 
     memcpy(&h1, hdr, sizeof h1);
     raw1 = h1;
     if (swapped) nifti_swap_as_nifti1(&h1);
-    for (int i = 0; i < 8; i++) dim[i] = h1.dim[i];
+    for (int i = 0; i < 8; i++)
+      dim[i] = h1.dim[i];
     memcpy(magic, h1.magic, 4);
   } else {
     memcpy(&h2, hdr, sizeof h2);
     raw2 = h2;
     if (swapped) nifti_swap_as_nifti2(&h2);
-    for (int i = 0; i < 8; i++) dim[i] = h2.dim[i];
+    for (int i = 0; i < 8; i++)
+      dim[i] = h2.dim[i];
     memcpy(magic, h2.magic, 4);
   }
   if (magic[0] != 'n' || (magic[1] != '+' && magic[1] != 'i')) {
-    psp_error_set(err, PSP_ERR_FORMAT, "%s: not a NIfTI file (bad magic string; Analyze 7.5 is not supported)", name);
+    psp_error_set(err, PSP_ERR_FORMAT,
+                  "%s: not a NIfTI file (bad magic string; Analyze 7.5 is not supported)", name);
     return NULL;
   }
   if (magic[1] == 'i') {
-    psp_error_set(err, PSP_ERR_UNSUPPORTED,
-                  "%s: a NIfTI .hdr/.img pair is not supported; convert it to a single .nii/.nii.gz", name);
+    psp_error_set(
+        err, PSP_ERR_UNSUPPORTED,
+        "%s: a NIfTI .hdr/.img pair is not supported; convert it to a single .nii/.nii.gz", name);
     return NULL;
   }
   if (dim[0] < 1 || dim[0] > 7) {
-    psp_error_set(err, PSP_ERR_FORMAT, "%s: invalid number of dimensions dim[0] = %lld", name, (long long)dim[0]);
+    psp_error_set(err, PSP_ERR_FORMAT, "%s: invalid number of dimensions dim[0] = %lld", name,
+                  (long long)dim[0]);
     return NULL;
   }
   for (int i = 1; i <= dim[0]; i++) {
@@ -184,8 +217,8 @@ static nifti_image *parse_header(const unsigned char *hdr, size_t n, const char 
     for (int i = 1; i <= 3 && i <= dim[0]; i++) {
       double p = version == 1 ? h1.pixdim[i] : h2.pixdim[i];
       if (!(p > 0) || !isfinite(p)) {
-        psp_error_set(err, PSP_ERR_GEOMETRY, "%s: voxel spacing pixdim[%d] = %g mm; spacing must be > 0",
-                      name, i, p);
+        psp_error_set(err, PSP_ERR_GEOMETRY,
+                      "%s: voxel spacing pixdim[%d] = %g mm; spacing must be > 0", name, i, p);
         return NULL;
       }
     }
@@ -209,31 +242,35 @@ static bool check_grid(const nifti_image *nim, const char *name, const psp_load_
   int64_t nt = nim->dim[0] >= 4 ? nim->nt : 1;
   for (int i = 5; i <= nim->dim[0]; i++)
     if (nim->dim[i] > 1)
-      return psp_error_set(err, PSP_ERR_UNSUPPORTED,
-                           "%s: %lld-dimensional image (dim[%d] = %lld) is not supported; expected a 3-D volume",
-                           name, (long long)nim->dim[0], i, (long long)nim->dim[i]);
+      return psp_error_set(
+          err, PSP_ERR_UNSUPPORTED,
+          "%s: %lld-dimensional image (dim[%d] = %lld) is not supported; expected a 3-D volume",
+          name, (long long)nim->dim[0], i, (long long)nim->dim[i]);
   int bytes = dtype_size(nim->datatype);
   if (!bytes)
-    return psp_error_set(err, PSP_ERR_UNSUPPORTED,
-                         "%s: voxel datatype %s (code %d) is not supported (use uint8, int16, uint16, "
-                         "int32, float32 or float64)",
-                         name, dtype_name(nim->datatype), nim->datatype);
+    return psp_error_set(
+        err, PSP_ERR_UNSUPPORTED,
+        "%s: voxel datatype %s (code %d) is not supported (use uint8, int16, uint16, "
+        "int32, float32 or float64)",
+        name, dtype_name(nim->datatype), nim->datatype);
   /* overflow-safe size check before any allocation */
   double total = (double)nx * (double)ny * (double)nz;
   if (total > (double)max_voxels)
-    return psp_error_set(err, PSP_ERR_LIMIT,
-                         "%s: grid %lld x %lld x %lld = %.0f voxels exceeds the limit of %lld voxels "
-                         "(absurd dimensions, or raise --max-voxels)",
-                         name, (long long)nx, (long long)ny, (long long)nz, total, (long long)max_voxels);
+    return psp_error_set(
+        err, PSP_ERR_LIMIT,
+        "%s: grid %lld x %lld x %lld = %.0f voxels exceeds the limit of %lld voxels "
+        "(absurd dimensions, or raise --max-voxels)",
+        name, (long long)nx, (long long)ny, (long long)nz, total, (long long)max_voxels);
   if (nt > 1) {
     int64_t want = opt ? opt->volume_index : -1;
     if (want < 0)
       return psp_error_set(err, PSP_ERR_USAGE,
-                           "%s: 4-D file with %lld volumes; choose one with --volume N (0-based)", name,
-                           (long long)nt);
+                           "%s: 4-D file with %lld volumes; choose one with --volume N (0-based)",
+                           name, (long long)nt);
     if (want >= nt)
-      return psp_error_set(err, PSP_ERR_USAGE, "%s: --volume %lld is out of range (the file has %lld volumes)",
-                           name, (long long)want, (long long)nt);
+      return psp_error_set(err, PSP_ERR_USAGE,
+                           "%s: --volume %lld is out of range (the file has %lld volumes)", name,
+                           (long long)want, (long long)nt);
     *vol_index = want;
   } else {
     *vol_index = 0;
@@ -246,9 +283,10 @@ static bool check_grid(const nifti_image *nim, const char *name, const psp_load_
   return true;
 }
 
-static void to_float(const unsigned char *src, int dt, bool swap, int64_t n, float *dst, double slope,
-                     double inter) {
-  bool scale = slope != 0.0 && isfinite(slope) && isfinite(inter) && !(slope == 1.0 && inter == 0.0);
+static void to_float(const unsigned char *src, int dt, bool swap, int64_t n, float *dst,
+                     double slope, double inter) {
+  bool scale =
+      slope != 0.0 && isfinite(slope) && isfinite(inter) && !(slope == 1.0 && inter == 0.0);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; i++) {
     double v = 0;
@@ -262,34 +300,59 @@ static void to_float(const unsigned char *src, int dt, bool swap, int64_t n, flo
         b[sz - 1 - a] = t;
       }
     switch (dt) {
-    case DT_UINT8: v = b[0]; break;
-    case DT_INT16: { int16_t x; memcpy(&x, b, 2); v = x; } break;
-    case DT_UINT16: { uint16_t x; memcpy(&x, b, 2); v = x; } break;
-    case DT_INT32: { int32_t x; memcpy(&x, b, 4); v = x; } break;
-    case DT_FLOAT32: { float x; memcpy(&x, b, 4); v = x; } break;
-    case DT_FLOAT64: { double x; memcpy(&x, b, 8); v = x; } break;
+    case DT_UINT8:
+      v = b[0];
+      break;
+    case DT_INT16: {
+      int16_t x;
+      memcpy(&x, b, 2);
+      v = x;
+    } break;
+    case DT_UINT16: {
+      uint16_t x;
+      memcpy(&x, b, 2);
+      v = x;
+    } break;
+    case DT_INT32: {
+      int32_t x;
+      memcpy(&x, b, 4);
+      v = x;
+    } break;
+    case DT_FLOAT32: {
+      float x;
+      memcpy(&x, b, 4);
+      v = x;
+    } break;
+    case DT_FLOAT64: {
+      double x;
+      memcpy(&x, b, 8);
+      v = x;
+    } break;
     }
     if (scale) v = v * slope + inter;
     dst[i] = (float)v;
   }
 }
 
-static bool choose_affine(const nifti_image *nim, const char *name, psp_context *ctx, double a[4][4],
-                          psp_error **err) {
+static bool choose_affine(const nifti_image *nim, const char *name, psp_context *ctx,
+                          double a[4][4], psp_error **err) {
   const double pix[3] = {nim->dx, nim->dy, nim->dz};
   if (nim->sform_code > 0) {
     for (int r = 0; r < 4; r++)
-      for (int c = 0; c < 4; c++) a[r][c] = nim->sto_xyz.m[r][c];
+      for (int c = 0; c < 4; c++)
+        a[r][c] = nim->sto_xyz.m[r][c];
     return true;
   }
   for (int c = 0; c < 3; c++) {
     if (!(pix[c] > 0) || !isfinite(pix[c]))
-      return psp_error_set(err, PSP_ERR_GEOMETRY, "%s: voxel spacing pixdim[%d] = %g mm; spacing must be > 0",
-                           name, c + 1, pix[c]);
+      return psp_error_set(err, PSP_ERR_GEOMETRY,
+                           "%s: voxel spacing pixdim[%d] = %g mm; spacing must be > 0", name, c + 1,
+                           pix[c]);
   }
   if (nim->qform_code > 0) {
     for (int r = 0; r < 4; r++)
-      for (int c = 0; c < 4; c++) a[r][c] = nim->qto_xyz.m[r][c];
+      for (int c = 0; c < 4; c++)
+        a[r][c] = nim->qto_xyz.m[r][c];
     return true;
   }
   psp_warn(ctx,
@@ -297,7 +360,8 @@ static bool choose_affine(const nifti_image *nim, const char *name, psp_context 
            "method 1): left/right cannot be verified",
            name);
   memset(a, 0, sizeof(double) * 16);
-  for (int c = 0; c < 3; c++) a[c][c] = pix[c];
+  for (int c = 0; c < 3; c++)
+    a[c][c] = pix[c];
   a[3][3] = 1;
   return true;
 }
@@ -318,7 +382,8 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
     if (head_n >= 4) {
       uint32_t sz;
       memcpy(&sz, head, 4);
-      if (sz == N2_HDR || bswap32(sz) == N2_HDR) head_n += gz_read(&gzr, head + N1_HDR, N2_HDR - N1_HDR);
+      if (sz == N2_HDR || bswap32(sz) == N2_HDR)
+        head_n += gz_read(&gzr, head + N1_HDR, N2_HDR - N1_HDR);
     }
     if (gzr.failed && head_n < N1_HDR) {
       psp_error_set(err, PSP_ERR_FORMAT, "%s: %s", name, gzr.msg);
@@ -336,10 +401,12 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
   if (!nim) goto done;
   int64_t vol_index;
   size_t off = 0, nbytes = 0;
-  if (!check_grid(nim, name, opt, psp_context_max_voxels(ctx), &vol_index, &off, &nbytes, err)) goto done;
+  if (!check_grid(nim, name, opt, psp_context_max_voxels(ctx), &vol_index, &off, &nbytes, err))
+    goto done;
   size_t hsize = (nim->nifti_type == NIFTI_FTYPE_NIFTI2_1) ? N2_HDR : N1_HDR;
   if (off < hsize) {
-    psp_error_set(err, PSP_ERR_FORMAT, "%s: voxel data offset %zu lies inside the header", name, off);
+    psp_error_set(err, PSP_ERR_FORMAT, "%s: voxel data offset %zu lies inside the header", name,
+                  off);
     goto done;
   }
   const unsigned char *data;
@@ -358,21 +425,24 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
     size_t got = skip == 0 ? gz_read(&gzr, raw, nbytes) : 0;
     if (got < nbytes) {
       if (gzr.failed)
-        psp_error_set(err, PSP_ERR_FORMAT, "%s: %s (%zu of %zu voxel bytes read)", name, gzr.msg, got, nbytes);
+        psp_error_set(err, PSP_ERR_FORMAT, "%s: %s (%zu of %zu voxel bytes read)", name, gzr.msg,
+                      got, nbytes);
       else
-        psp_error_set(err, PSP_ERR_FORMAT,
-                      "%s: truncated: the header promises %zu bytes of voxel data from offset %zu, the file "
-                      "holds only %zu",
-                      name, nbytes, off, got);
+        psp_error_set(
+            err, PSP_ERR_FORMAT,
+            "%s: truncated: the header promises %zu bytes of voxel data from offset %zu, the file "
+            "holds only %zu",
+            name, nbytes, off, got);
       goto done;
     }
     data = raw;
   } else {
     if (off > len || len - off < nbytes) {
-      psp_error_set(err, PSP_ERR_FORMAT,
-                    "%s: truncated: the header promises %zu bytes of voxel data from offset %zu, the file "
-                    "has %zu bytes",
-                    name, nbytes, off, len);
+      psp_error_set(
+          err, PSP_ERR_FORMAT,
+          "%s: truncated: the header promises %zu bytes of voxel data from offset %zu, the file "
+          "has %zu bytes",
+          name, nbytes, off, len);
       goto done;
     }
     data = in + off;
@@ -394,11 +464,13 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
     }
   }
   if (n_inf > 0 || (n_nan > 0 && !(opt && opt->allow_nan))) {
-    int64_t i = first_bad % fdims[0], j = (first_bad / fdims[0]) % fdims[1], k = first_bad / (fdims[0] * fdims[1]);
-    psp_error_set(err, PSP_ERR_DATA,
-                  "%s: %lld voxels are NaN and %lld infinite (first at voxel %lld,%lld,%lld); the image is "
-                  "unusable",
-                  name, (long long)n_nan, (long long)n_inf, (long long)i, (long long)j, (long long)k);
+    int64_t i = first_bad % fdims[0], j = (first_bad / fdims[0]) % fdims[1],
+            k = first_bad / (fdims[0] * fdims[1]);
+    psp_error_set(
+        err, PSP_ERR_DATA,
+        "%s: %lld voxels are NaN and %lld infinite (first at voxel %lld,%lld,%lld); the image is "
+        "unusable",
+        name, (long long)n_nan, (long long)n_inf, (long long)i, (long long)j, (long long)k);
     goto done;
   }
   double fa[4][4];
@@ -406,16 +478,20 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
   for (int r = 0; r < 3; r++)
     for (int c = 0; c < 4; c++)
       if (!isfinite(fa[r][c])) {
-        psp_error_set(err, PSP_ERR_GEOMETRY, "%s: the voxel-to-world matrix contains NaN/Inf", name);
+        psp_error_set(err, PSP_ERR_GEOMETRY, "%s: the voxel-to-world matrix contains NaN/Inf",
+                      name);
         goto done;
       }
   vol = psp_volume_from_file_order(fdata, fdims, fa, name, err);
   if (vol) {
     char code[4];
     psp_orientation_code(vol, code);
-    psp_log(ctx, PSP_LOG_DEBUG, "%s: %lld x %lld x %lld %s, voxel axes %s, %s", name, (long long)fdims[0],
-            (long long)fdims[1], (long long)fdims[2], dtype_name(nim->datatype), code,
-            nim->sform_code > 0 ? "sform" : nim->qform_code > 0 ? "qform" : "no transform");
+    psp_log(ctx, PSP_LOG_DEBUG, "%s: %lld x %lld x %lld %s, voxel axes %s, %s", name,
+            (long long)fdims[0], (long long)fdims[1], (long long)fdims[2],
+            dtype_name(nim->datatype), code,
+            nim->sform_code > 0   ? "sform"
+            : nim->qform_code > 0 ? "qform"
+                                  : "no transform");
   }
 done:
   if (gz) gz_close(&gzr);
@@ -442,10 +518,14 @@ psp_volume *psp_nifti_load(const char *path, const psp_load_options *opt, psp_co
 
 static int nifti_dtype(psp_dtype t) {
   switch (t) {
-  case PSP_DT_UINT8: return DT_UINT8;
-  case PSP_DT_INT16: return DT_INT16;
-  case PSP_DT_UINT16: return DT_UINT16;
-  case PSP_DT_FLOAT32: break;
+  case PSP_DT_UINT8:
+    return DT_UINT8;
+  case PSP_DT_INT16:
+    return DT_INT16;
+  case PSP_DT_UINT16:
+    return DT_UINT16;
+  case PSP_DT_FLOAT32:
+    break;
   }
   return DT_FLOAT32;
 }
@@ -473,7 +553,8 @@ bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, cons
     return psp_error_set(err, PSP_ERR_NOMEM, "%s: cannot build NIfTI header", path);
   }
   for (int r = 0; r < 4; r++)
-    for (int c = 0; c < 4; c++) nim->sto_xyz.m[r][c] = fa[r][c];
+    for (int c = 0; c < 4; c++)
+      nim->sto_xyz.m[r][c] = fa[r][c];
   nim->sform_code = NIFTI_XFORM_SCANNER_ANAT;
   nim->qform_code = NIFTI_XFORM_SCANNER_ANAT;
   double qb, qc, qd, qx, qy, qz, dx, dy, dz, qfac;
@@ -516,7 +597,9 @@ bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, cons
   for (int64_t i = 0; i < n; i++) {
     float x = fo[i];
     switch (dt) {
-    case DT_FLOAT32: memcpy(d + i * 4, &x, 4); break;
+    case DT_FLOAT32:
+      memcpy(d + i * 4, &x, 4);
+      break;
     case DT_UINT8: {
       uint8_t y = isnan(x) ? 0 : x <= 0 ? 0 : x >= 255 ? 255 : (uint8_t)lrintf(x);
       d[i] = y;

@@ -33,15 +33,23 @@ struct psp_scheme {
 static const char *const muscle_names[PSP_LABEL_COUNT] = {"", "multifidus", "multifidus",
                                                           "erector_spinae", "erector_spinae"};
 static const char *const side_names[PSP_LABEL_COUNT] = {"", "left", "right", "left", "right"};
-static const char *const full_names[PSP_LABEL_COUNT] = {
-    "background", "left multifidus", "right multifidus", "left erector spinae",
-    "right erector spinae"};
+static const char *const full_names[PSP_LABEL_COUNT] = {"background", "left multifidus",
+                                                        "right multifidus", "left erector spinae",
+                                                        "right erector spinae"};
 static const char *const abbrevs[PSP_LABEL_COUNT] = {"BG", "MF_L", "MF_R", "ES_L", "ES_R"};
 
-const char *psp_label_muscle(int l) { return (l > 0 && l < PSP_LABEL_COUNT) ? muscle_names[l] : ""; }
-const char *psp_label_side(int l) { return (l > 0 && l < PSP_LABEL_COUNT) ? side_names[l] : ""; }
-const char *psp_label_name(int l) { return (l >= 0 && l < PSP_LABEL_COUNT) ? full_names[l] : "unknown"; }
-const char *psp_label_abbrev(int l) { return (l >= 0 && l < PSP_LABEL_COUNT) ? abbrevs[l] : "?"; }
+const char *psp_label_muscle(int l) {
+  return (l > 0 && l < PSP_LABEL_COUNT) ? muscle_names[l] : "";
+}
+const char *psp_label_side(int l) {
+  return (l > 0 && l < PSP_LABEL_COUNT) ? side_names[l] : "";
+}
+const char *psp_label_name(int l) {
+  return (l >= 0 && l < PSP_LABEL_COUNT) ? full_names[l] : "unknown";
+}
+const char *psp_label_abbrev(int l) {
+  return (l >= 0 && l < PSP_LABEL_COUNT) ? abbrevs[l] : "?";
+}
 
 static psp_scheme *scheme_new(const char *name, size_t n, psp_error **err) {
   psp_scheme *s = psp_calloc(1, sizeof *s, err);
@@ -72,13 +80,15 @@ psp_scheme *psp_scheme_builtin(const char *name, psp_error **err) {
     v = lv;
     l = ll;
   } else {
-    psp_error_set(err, PSP_ERR_USAGE,
-                  "unknown label scheme '%s' (built-in: paraspinal, musclemap, lpm; or a .tsv file)", name);
+    psp_error_set(
+        err, PSP_ERR_USAGE,
+        "unknown label scheme '%s' (built-in: paraspinal, musclemap, lpm; or a .tsv file)", name);
     return NULL;
   }
   psp_scheme *s = scheme_new(name, 4, err);
   if (!s) return NULL;
-  for (size_t i = 0; i < 4; i++) s->entries[i] = (scheme_entry){v[i], (int)l[i]};
+  for (size_t i = 0; i < 4; i++)
+    s->entries[i] = (scheme_entry){v[i], (int)l[i]};
   s->n = 4;
   if (!strcmp(name, "musclemap")) {
     s->known_lo = 1000;
@@ -93,7 +103,9 @@ void psp_scheme_free(psp_scheme *s) {
   free(s);
 }
 
-const char *psp_scheme_name(const psp_scheme *s) { return s->name; }
+const char *psp_scheme_name(const psp_scheme *s) {
+  return s->name;
+}
 
 /* Splits text into lowercase alphanumeric tokens and classifies. Returns the
  * project label, 0 for "not one of ours", -1 when it names one of our
@@ -123,7 +135,8 @@ static int classify_name(const char *text) {
   }
   if (!mf && !es) return 0;
   if ((mf && es) || left == right) return -1;
-  return mf ? (left ? PSP_LABEL_MF_LEFT : PSP_LABEL_MF_RIGHT) : (left ? PSP_LABEL_ES_LEFT : PSP_LABEL_ES_RIGHT);
+  return mf ? (left ? PSP_LABEL_MF_LEFT : PSP_LABEL_MF_RIGHT)
+            : (left ? PSP_LABEL_ES_LEFT : PSP_LABEL_ES_RIGHT);
 }
 
 /* Splits one TSV line into at most max fields (in place). */
@@ -139,7 +152,8 @@ static int split_tabs(char *line, char **f, int max) {
   }
   for (int i = 0; i < n; i++) {
     size_t l = strlen(f[i]);
-    while (l > 0 && (f[i][l - 1] == '\r' || f[i][l - 1] == ' ')) f[i][--l] = '\0';
+    while (l > 0 && (f[i][l - 1] == '\r' || f[i][l - 1] == ' '))
+      f[i][--l] = '\0';
   }
   return n;
 }
@@ -151,11 +165,13 @@ psp_scheme *psp_scheme_parse_tsv(const char *text, size_t len, const char *name,
   copy[len] = '\0';
   if (strlen(copy) != len) {
     free(copy);
-    psp_error_set(err, PSP_ERR_FORMAT, "%s: label table contains NUL bytes; not a TSV text file", name);
+    psp_error_set(err, PSP_ERR_FORMAT, "%s: label table contains NUL bytes; not a TSV text file",
+                  name);
     return NULL;
   }
   size_t lines = 1;
-  for (size_t i = 0; i < len; i++) lines += copy[i] == '\n';
+  for (size_t i = 0; i < len; i++)
+    lines += copy[i] == '\n';
   psp_scheme *s = scheme_new(name, lines, err);
   if (!s) {
     free(copy);
@@ -172,22 +188,26 @@ psp_scheme *psp_scheme_parse_tsv(const char *text, size_t len, const char *name,
     if (nf == 1 && f[0][0] == '\0') continue;
     if (header) {
       for (int i = 0; i < nf; i++) {
-        if (!strcasecmp(f[i], "index")) col_index = i;
-        else if (!strcasecmp(f[i], "name")) col_name = i;
-        else if (!strcasecmp(f[i], "abbreviation")) col_abbr = i;
+        if (!strcasecmp(f[i], "index"))
+          col_index = i;
+        else if (!strcasecmp(f[i], "name"))
+          col_name = i;
+        else if (!strcasecmp(f[i], "abbreviation"))
+          col_abbr = i;
       }
       if (col_index < 0 || col_name < 0) {
-        psp_error_set(err, PSP_ERR_FORMAT,
-                      "%s: label table needs a header line with tab-separated columns 'index' and 'name'",
-                      name);
+        psp_error_set(
+            err, PSP_ERR_FORMAT,
+            "%s: label table needs a header line with tab-separated columns 'index' and 'name'",
+            name);
         goto fail;
       }
       header = false;
       continue;
     }
     if (col_index >= nf || col_name >= nf) {
-      psp_error_set(err, PSP_ERR_FORMAT, "%s: line %d has %d columns, expected at least %d", name, lineno,
-                    nf, (col_index > col_name ? col_index : col_name) + 1);
+      psp_error_set(err, PSP_ERR_FORMAT, "%s: line %d has %d columns, expected at least %d", name,
+                    lineno, nf, (col_index > col_name ? col_index : col_name) + 1);
       goto fail;
     }
     char *end;
@@ -198,18 +218,21 @@ psp_scheme *psp_scheme_parse_tsv(const char *text, size_t len, const char *name,
       goto fail;
     }
     char both[512];
-    snprintf(both, sizeof both, "%s %s", f[col_name], col_abbr >= 0 && col_abbr < nf ? f[col_abbr] : "");
+    snprintf(both, sizeof both, "%s %s", f[col_name],
+             col_abbr >= 0 && col_abbr < nf ? f[col_abbr] : "");
     int label = classify_name(both);
     if (label < 0) {
-      psp_error_set(err, PSP_ERR_FORMAT,
-                    "%s: line %d: '%s' names a paraspinal muscle but not exactly one muscle and one side "
-                    "(left/right)",
-                    name, lineno, f[col_name]);
+      psp_error_set(
+          err, PSP_ERR_FORMAT,
+          "%s: line %d: '%s' names a paraspinal muscle but not exactly one muscle and one side "
+          "(left/right)",
+          name, lineno, f[col_name]);
       goto fail;
     }
     for (size_t i = 0; i < s->n; i++)
       if (s->entries[i].value == v) {
-        psp_error_set(err, PSP_ERR_FORMAT, "%s: line %d: index %lld appears twice", name, lineno, v);
+        psp_error_set(err, PSP_ERR_FORMAT, "%s: line %d: index %lld appears twice", name, lineno,
+                      v);
         goto fail;
       }
     s->entries[s->n++] = (scheme_entry){v, label};
@@ -219,10 +242,12 @@ psp_scheme *psp_scheme_parse_tsv(const char *text, size_t len, const char *name,
     goto fail;
   }
   int found = 0;
-  for (size_t i = 0; i < s->n; i++) found += s->entries[i].label > 0;
+  for (size_t i = 0; i < s->n; i++)
+    found += s->entries[i].label > 0;
   if (found == 0) {
     psp_error_set(err, PSP_ERR_FORMAT,
-                  "%s: no row names a left/right multifidus or erector spinae; nothing to measure", name);
+                  "%s: no row names a left/right multifidus or erector spinae; nothing to measure",
+                  name);
     goto fail;
   }
   free(copy);
@@ -283,7 +308,8 @@ psp_volume *psp_labels_map(const psp_volume *raw, const psp_scheme *s, const cha
     if (label < 0) {
       n_bad_vox++;
       bool seen = false;
-      for (int b = 0; b < n_bad; b++) seen |= bad[b] == (double)x;
+      for (int b = 0; b < n_bad; b++)
+        seen |= bad[b] == (double)x;
       if (!seen && n_bad < MAXBAD) bad[n_bad++] = x;
       continue;
     }
@@ -298,10 +324,11 @@ psp_volume *psp_labels_map(const psp_volume *raw, const psp_scheme *s, const cha
       strncat(list, one, sizeof list - strlen(list) - 1);
     }
     psp_volume_free(out);
-    psp_error_set(err, PSP_ERR_DATA,
-                  "%s: %lld voxels carry values not in the label scheme '%s' (%s%s); choose the right "
-                  "label scheme (built-in name or a TSV)",
-                  path, (long long)n_bad_vox, s->name, list, n_bad == MAXBAD ? ", ..." : "");
+    psp_error_set(
+        err, PSP_ERR_DATA,
+        "%s: %lld voxels carry values not in the label scheme '%s' (%s%s); choose the right "
+        "label scheme (built-in name or a TSV)",
+        path, (long long)n_bad_vox, s->name, list, n_bad == MAXBAD ? ", ..." : "");
     return NULL;
   }
   int64_t total = counts[1] + counts[2] + counts[3] + counts[4];

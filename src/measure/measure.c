@@ -46,10 +46,11 @@ psp_measurements *psp_measure(const psp_volume *labels, const psp_ffmap *ffm, ps
                               psp_error **err) {
   const psp_volume *ffv = psp_ffmap_ff(ffm);
   if (memcmp(labels->dims, ffv->dims, sizeof labels->dims) != 0) {
-    psp_error_set(err, PSP_ERR_GEOMETRY,
-                  "label map grid %lld x %lld x %lld differs from the image grid %lld x %lld x %lld",
-                  (long long)labels->dims[0], (long long)labels->dims[1], (long long)labels->dims[2],
-                  (long long)ffv->dims[0], (long long)ffv->dims[1], (long long)ffv->dims[2]);
+    psp_error_set(
+        err, PSP_ERR_GEOMETRY,
+        "label map grid %lld x %lld x %lld differs from the image grid %lld x %lld x %lld",
+        (long long)labels->dims[0], (long long)labels->dims[1], (long long)labels->dims[2],
+        (long long)ffv->dims[0], (long long)ffv->dims[1], (long long)ffv->dims[2]);
     return NULL;
   }
   const psp_volume *wv = psp_ffmap_water(ffm), *fv = psp_ffmap_fat(ffm);
@@ -67,12 +68,14 @@ psp_measurements *psp_measure(const psp_volume *labels, const psp_ffmap *ffm, ps
     if (l > 0 && l < PSP_LABEL_COUNT) counts[l]++;
   }
   float *vals[PSP_LABEL_COUNT] = {NULL};
-  for (int l = 1; l < PSP_LABEL_COUNT; l++) vals[l] = psp_malloc((size_t)(counts[l] + 1) * sizeof(float), err);
+  for (int l = 1; l < PSP_LABEL_COUNT; l++)
+    vals[l] = psp_malloc((size_t)(counts[l] + 1) * sizeof(float), err);
   /* per slice and label: offset into vals */
   int64_t *offs = psp_calloc((size_t)nz * PSP_LABEL_COUNT, sizeof *offs, err);
   double *sums = psp_calloc((size_t)nz * PSP_LABEL_COUNT * 2, sizeof *sums, err);
   bool ok = m && grid && offs && sums;
-  for (int l = 1; l < PSP_LABEL_COUNT; l++) ok = ok && vals[l];
+  for (int l = 1; l < PSP_LABEL_COUNT; l++)
+    ok = ok && vals[l];
   if (!ok) goto fail;
 
   /* pass 1: per slice counts, so each slice knows where its values go */
@@ -179,13 +182,15 @@ psp_measurements *psp_measure(const psp_volume *labels, const psp_ffmap *ffm, ps
   free(grid);
   free(offs);
   free(sums);
-  for (int l = 1; l < PSP_LABEL_COUNT; l++) free(vals[l]);
+  for (int l = 1; l < PSP_LABEL_COUNT; l++)
+    free(vals[l]);
   return m;
 fail:
   free(grid);
   free(offs);
   free(sums);
-  for (int l = 1; l < PSP_LABEL_COUNT; l++) free(vals[l]);
+  for (int l = 1; l < PSP_LABEL_COUNT; l++)
+    free(vals[l]);
   psp_measurements_free(m);
   return NULL;
 }
@@ -196,7 +201,9 @@ void psp_measurements_free(psp_measurements *m) {
   free(m);
 }
 
-size_t psp_measurements_slice_count(const psp_measurements *m) { return m->n_rows; }
+size_t psp_measurements_slice_count(const psp_measurements *m) {
+  return m->n_rows;
+}
 
 const psp_region_metrics *psp_measurements_slice_row(const psp_measurements *m, size_t i) {
   return i < m->n_rows ? &m->rows[i] : NULL;

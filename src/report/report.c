@@ -45,7 +45,8 @@ static char *slices_csv(const psp_measurements *m, psp_error **err) {
     const psp_region_metrics *r = psp_measurements_slice_row(m, i);
     psp_strbuf_printf(&b, "%lld,%lld,", (long long)r->slice, (long long)r->file_slice);
     csv_num(&b, r->z_mm, 2, true);
-    psp_strbuf_printf(&b, "%s,%s,%d,", psp_label_muscle(r->label), psp_label_side(r->label), r->label);
+    psp_strbuf_printf(&b, "%s,%s,%d,", psp_label_muscle(r->label), psp_label_side(r->label),
+                      r->label);
     csv_num(&b, r->area_mm2, 2, true);
     csv_num(&b, 100 * r->ff_mean, 3, true);
     csv_num(&b, 100 * r->ff_ratio, 3, true);
@@ -97,8 +98,10 @@ static cJSON *metrics_json(const psp_region_metrics *r, bool slice_row) {
   cJSON_AddStringToObject(o, "muscle", psp_label_muscle(r->label));
   cJSON_AddStringToObject(o, "side", psp_label_side(r->label));
   cJSON_AddNumberToObject(o, "label", r->label);
-  if (slice_row) cJSON_AddItemToObject(o, "area_mm2", jnum(r->area_mm2, 2));
-  else cJSON_AddItemToObject(o, "volume_mm3", jnum(r->volume_mm3, 1));
+  if (slice_row)
+    cJSON_AddItemToObject(o, "area_mm2", jnum(r->area_mm2, 2));
+  else
+    cJSON_AddItemToObject(o, "volume_mm3", jnum(r->volume_mm3, 1));
   cJSON_AddItemToObject(o, "ff_mean_pct", jnum(100 * r->ff_mean, 3));
   cJSON_AddItemToObject(o, "ff_ratio_pct", jnum(100 * r->ff_ratio, 3));
   cJSON_AddItemToObject(o, "ff_median_pct", jnum(100 * r->ff_median, 3));
@@ -128,11 +131,13 @@ static cJSON *volume_json(const psp_volume *v) {
   }
   cJSON_AddStringToObject(o, "file_axes", code);
   cJSON *org = cJSON_AddArrayToObject(o, "origin_ras_mm");
-  for (int r = 0; r < 3; r++) cJSON_AddItemToArray(org, jnum(a[r][3], 4));
+  for (int r = 0; r < 3; r++)
+    cJSON_AddItemToArray(org, jnum(a[r][3], 4));
   return o;
 }
 
-static char *report_json(const psp_result *res, const char *argv_line, psp_context *ctx, psp_error **err) {
+static char *report_json(const psp_result *res, const char *argv_line, psp_context *ctx,
+                         psp_error **err) {
   const psp_analysis_options *opt = psp_result_options(res);
   const psp_ffmap *ff = psp_result_ffmap(res);
   const psp_measurements *m = psp_result_measurements(res);
@@ -164,7 +169,9 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
   cJSON_AddStringToObject(options, "label_scheme", psp_result_scheme_name(res));
   cJSON_AddBoolToObject(options, "noise_bias_correction", opt->dixon.noise_bias_correction);
   cJSON_AddItemToObject(options, "noise_floor_factor", jnum(opt->dixon.noise_floor_factor, 4));
-  if (opt->ff_path) cJSON_AddStringToObject(options, "ff_unit", opt->ff_unit == PSP_FF_PERCENT ? "percent" : "fraction");
+  if (opt->ff_path)
+    cJSON_AddStringToObject(options, "ff_unit",
+                            opt->ff_unit == PSP_FF_PERCENT ? "percent" : "fraction");
   cJSON_AddStringToObject(root, "geometry_from", psp_result_geometry_source(res));
   cJSON_AddItemToObject(root, "output_grid", volume_json(psp_result_labels(res)));
 
@@ -172,7 +179,8 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
   cJSON_AddStringToObject(fat, "source", psp_ffmap_source(ff));
   cJSON_AddItemToObject(fat, "noise_sigma", jnum(psp_ffmap_noise_sigma(ff), 4));
   cJSON_AddItemToObject(fat, "signal_floor", jnum(psp_ffmap_signal_floor(ff), 4));
-  if (opt->inphase_path) cJSON_AddItemToObject(fat, "fat_dominant_share", jnum(psp_ffmap_fat_dominant_share(ff), 4));
+  if (opt->inphase_path)
+    cJSON_AddItemToObject(fat, "fat_dominant_share", jnum(psp_ffmap_fat_dominant_share(ff), 4));
   psp_plausibility p = psp_result_plausibility(res);
   cJSON *pl = cJSON_AddObjectToObject(fat, "plausibility");
   cJSON_AddBoolToObject(pl, "checked", p.checked);
@@ -242,7 +250,7 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   bool ok = true;
   ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[0], err) &&
        psp_nifti_save(psp_ffmap_ff(psp_result_ffmap(r)), path, PSP_DT_FLOAT32,
-                            "paraspinal fat fraction (0-1)", err);
+                      "paraspinal fat fraction (0-1)", err);
   ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[1], err) &&
        psp_nifti_save(psp_result_labels(r), path, PSP_DT_UINT8, "paraspinal dseg", err);
   ok = ok && write_text(tmp, OUT_NAMES[2], psp_labels_dseg_tsv(), err);

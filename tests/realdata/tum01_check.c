@@ -13,11 +13,16 @@
 
 static double voxel(const nifti_image *n, int64_t i) {
   switch (n->datatype) {
-  case DT_UINT16: return ((const unsigned short *)n->data)[i];
-  case DT_INT16: return ((const short *)n->data)[i];
-  case DT_FLOAT32: return ((const float *)n->data)[i];
-  case DT_FLOAT64: return ((const double *)n->data)[i];
-  case DT_UINT8: return ((const unsigned char *)n->data)[i];
+  case DT_UINT16:
+    return ((const unsigned short *)n->data)[i];
+  case DT_INT16:
+    return ((const short *)n->data)[i];
+  case DT_FLOAT32:
+    return ((const float *)n->data)[i];
+  case DT_FLOAT64:
+    return ((const double *)n->data)[i];
+  case DT_UINT8:
+    return ((const unsigned char *)n->data)[i];
   }
   fprintf(stderr, "unexpected datatype %d\n", n->datatype);
   exit(2);
@@ -28,12 +33,14 @@ int main(int argc, char **argv) {
   nifti_image *w = nifti_image_read(argv[1], 1), *f = nifti_image_read(argv[2], 1),
               *l = nifti_image_read(argv[3], 1);
   if (!w || !f || !l) return 2;
-  /* LPM labels -> project labels: 1 right ES -> 4, 2 right MF -> 2, 3 left MF -> 1, 4 left ES -> 3 */
+  /* LPM labels -> project labels: 1 right ES -> 4, 2 right MF -> 2, 3 left MF -> 1, 4 left ES -> 3
+   */
   const int map[5] = {0, 4, 2, 1, 3};
   int64_t nx = l->nx, ny = l->ny, nz = l->nz, plane = nx * ny;
   double px = l->dx * l->dy;
   /* per slice and project label */
-  double *cnt = calloc((size_t)nz * 5, sizeof(double)), *sff = calloc((size_t)nz * 5, sizeof(double));
+  double *cnt = calloc((size_t)nz * 5, sizeof(double)),
+         *sff = calloc((size_t)nz * 5, sizeof(double));
   double vc[5] = {0}, vsig[5] = {0}, vff[5] = {0}, vf[5] = {0}, vfw[5] = {0};
   for (int64_t k = 0; k < nz; k++)
     for (int64_t p = 0; p < plane; p++) {
@@ -62,11 +69,14 @@ int main(int argc, char **argv) {
     char muscle[64], side[16];
     int lab;
     double vol, ffm, ffr;
-    if (sscanf(line, "%63[^,],%15[^,],%d,%lf,%lf,%lf", muscle, side, &lab, &vol, &ffm, &ffr) != 6) continue;
-    double ivol = vc[lab] * px * l->dz, iffm = 100 * vff[lab] / vsig[lab], iffr = 100 * vf[lab] / vfw[lab];
-    printf("%d %s %s  %10.1f / %10.1f   %8.3f / %8.3f   %8.3f / %8.3f\n", lab, side, muscle, vol, ivol,
-           ffm, iffm, ffr, iffr);
-    if (fabs(vol - ivol) > 1e-3 * ivol + 0.1 || fabs(ffm - iffm) > 0.01 || fabs(ffr - iffr) > 0.01) {
+    if (sscanf(line, "%63[^,],%15[^,],%d,%lf,%lf,%lf", muscle, side, &lab, &vol, &ffm, &ffr) != 6)
+      continue;
+    double ivol = vc[lab] * px * l->dz, iffm = 100 * vff[lab] / vsig[lab],
+           iffr = 100 * vf[lab] / vfw[lab];
+    printf("%d %s %s  %10.1f / %10.1f   %8.3f / %8.3f   %8.3f / %8.3f\n", lab, side, muscle, vol,
+           ivol, ffm, iffm, ffr, iffr);
+    if (fabs(vol - ivol) > 1e-3 * ivol + 0.1 || fabs(ffm - iffm) > 0.01 ||
+        fabs(ffr - iffr) > 0.01) {
       printf("  MISMATCH for label %d\n", lab);
       bad++;
     }
@@ -81,18 +91,21 @@ int main(int argc, char **argv) {
     double z, area, ffm;
     char muscle[64], side[16];
     int lab;
-    if (sscanf(line, "%lld,%lld,%lf,%63[^,],%15[^,],%d,%lf,%lf", &k, &fk, &z, muscle, side, &lab, &area, &ffm) != 8)
+    if (sscanf(line, "%lld,%lld,%lf,%63[^,],%15[^,],%d,%lf,%lf", &k, &fk, &z, muscle, side, &lab,
+               &area, &ffm) != 8)
       continue;
     rows++;
     double ia = cnt[fk * 5 + lab] * px, iffm = 100 * sff[fk * 5 + lab] / cnt[fk * 5 + lab];
     if (fabs(area - ia) > 0.01 + 1e-6 * ia || fabs(ffm - iffm) > 0.01) {
-      printf("slice %lld label %d: area %.2f vs %.2f, ff %.3f vs %.3f\n", fk, lab, area, ia, ffm, iffm);
+      printf("slice %lld label %d: area %.2f vs %.2f, ff %.3f vs %.3f\n", fk, lab, area, ia, ffm,
+             iffm);
       bad++;
     }
   }
   fclose(s);
   int expect = 0;
-  for (int64_t i = 0; i < nz * 5; i++) expect += cnt[i] > 0;
+  for (int64_t i = 0; i < nz * 5; i++)
+    expect += cnt[i] > 0;
   if (rows != expect) {
     printf("slices.csv has %d rows, expected %d\n", rows, expect);
     bad++;

@@ -45,7 +45,8 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(c, "notnifti")) {
     FILE *f = fopen(out, "wb");
-    for (int i = 0; i < 200; i++) fputs("not an image ", f);
+    for (int i = 0; i < 200; i++)
+      fputs("not an image ", f);
     return fclose(f) == 0 ? 0 : 1;
   }
   int64_t nt = !strcmp(c, "4d") ? 3 : 1;
@@ -78,14 +79,18 @@ int main(int argc, char **argv) {
         }
       }
   size_t keep = 0;
-  if (!strcmp(c, "labels-unknown")) v[(ny / 2 + 2) * nx + nx / 2] = 9;
-  else if (!strcmp(c, "truncated")) keep = 352 + n * sizeof(float) / 2;
+  if (!strcmp(c, "labels-unknown"))
+    v[(ny / 2 + 2) * nx + nx / 2] = 9;
+  else if (!strcmp(c, "truncated"))
+    keep = 352 + n * sizeof(float) / 2;
   else if (!strcmp(c, "zerospacing")) {
     h->sform_code = 0;
     h->qform_code = 1;
     h->pixdim[3] = 0;
-  } else if (!strcmp(c, "nan")) v[n / 2] = NAN;
-  else if (!strcmp(c, "inf")) v[n / 3] = INFINITY;
+  } else if (!strcmp(c, "nan"))
+    v[n / 2] = NAN;
+  else if (!strcmp(c, "inf"))
+    v[n / 3] = INFINITY;
   else if (!strcmp(c, "huge")) {
     h->dim[1] = h->dim[2] = h->dim[3] = 30000;
   } else if (strcmp(c, "valid") && strcmp(c, "labels") && strcmp(c, "4d")) {

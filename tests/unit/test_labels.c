@@ -26,7 +26,8 @@ static void check_map(const char *scheme, const float *in, const float *want, in
   psp_volume *raw = raw_volume(in, n);
   psp_volume *out = psp_labels_map(raw, s, "test", NULL, &err);
   if (!out) fail_msg("%s", psp_error_message(err));
-  for (int i = 0; i < n; i++) assert_float_equal(psp_volume_data(out)[i], want[i], 0);
+  for (int i = 0; i < n; i++)
+    assert_float_equal(psp_volume_data(out)[i], want[i], 0);
   psp_volume_free(out);
   psp_volume_free(raw);
   psp_scheme_free(s);
@@ -79,18 +80,19 @@ static void test_tsv(void **state) {
   psp_volume *raw = raw_volume(in, 6);
   psp_volume *out = psp_labels_map(raw, s, "t", NULL, &err);
   assert_non_null(out);
-  for (int i = 0; i < 6; i++) assert_float_equal(psp_volume_data(out)[i], want[i], 0);
+  for (int i = 0; i < 6; i++)
+    assert_float_equal(psp_volume_data(out)[i], want[i], 0);
   psp_volume_free(out);
   psp_volume_free(raw);
   psp_scheme_free(s);
 
   const char *bad[] = {
-      "idx\tname\n1\tmultifidus left\n",              /* no index column */
-      "index\tname\n1\tmultifidus\n",                 /* no side */
-      "index\tname\nabc\tmultifidus left\n",          /* index not integer */
+      "idx\tname\n1\tmultifidus left\n",                        /* no index column */
+      "index\tname\n1\tmultifidus\n",                           /* no side */
+      "index\tname\nabc\tmultifidus left\n",                    /* index not integer */
       "index\tname\n1\tmultifidus left\n1\tmultifidus right\n", /* duplicate */
-      "index\tname\n1\tpsoas left\n",                 /* none of ours */
-      "",                                             /* empty */
+      "index\tname\n1\tpsoas left\n",                           /* none of ours */
+      "",                                                       /* empty */
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     err = NULL;
@@ -111,7 +113,8 @@ static void test_dseg_tsv_roundtrip(void **state) {
   float in[] = {0, 1, 2, 3, 4};
   psp_volume *raw = raw_volume(in, 5);
   psp_volume *out = psp_labels_map(raw, s, "t", NULL, &err);
-  for (int i = 0; i < 5; i++) assert_float_equal(psp_volume_data(out)[i], in[i], 0);
+  for (int i = 0; i < 5; i++)
+    assert_float_equal(psp_volume_data(out)[i], in[i], 0);
   psp_volume_free(out);
   psp_volume_free(raw);
   psp_scheme_free(s);

@@ -18,8 +18,8 @@
 /* 10 x 8 x 3 grid, 30 degrees oblique in-plane, 0.8 x 1.25 x 3 mm */
 static void grid(double a[4][4]) {
   double c = cos(3.14159265358979323846 / 6), s = sin(3.14159265358979323846 / 6);
-  double m[4][4] = {{-0.8 * c, -1.25 * s, 0, 5}, {-0.8 * s, -1.25 * c * -1, 0, 7},
-                    {0, 0, 3, -2}, {0, 0, 0, 1}};
+  double m[4][4] = {
+      {-0.8 * c, -1.25 * s, 0, 5}, {-0.8 * s, -1.25 * c * -1, 0, 7}, {0, 0, 3, -2}, {0, 0, 0, 1}};
   /* make the in-plane columns orthogonal: col_i = 0.8*(-c,-s), col_j = 1.25*(s,-c) */
   m[0][1] = 1.25 * s;
   m[1][1] = -1.25 * c;
@@ -129,8 +129,8 @@ static void test_water_fat_ratio_and_threads(void **state) {
   assert_float_equal(r->ff_mean, sff / n, 1e-5);
   assert_memory_equal(psp_measurements_slice_row(res[0], 0), psp_measurements_slice_row(res[1], 0),
                       sizeof *r);
-  assert_memory_equal(psp_measurements_volume_row(res[0], 2), psp_measurements_volume_row(res[1], 2),
-                      sizeof *r);
+  assert_memory_equal(psp_measurements_volume_row(res[0], 2),
+                      psp_measurements_volume_row(res[1], 2), sizeof *r);
   psp_measurements_free(res[0]);
   psp_measurements_free(res[1]);
   psp_volume_free(w);

@@ -45,12 +45,14 @@ typedef struct {
 static void write_raw(const char *path, const spec *s, const void *vox, size_t nbytes) {
   int64_t d[8] = {s->dims[0], s->dims[1], s->dims[2], s->dims[3], s->dims[4], 1, 1, 1};
   int64_t ok_dims[8];
-  for (int i = 0; i < 8; i++) ok_dims[i] = d[i] >= 1 ? d[i] : 1; /* the library refuses <= 0 */
+  for (int i = 0; i < 8; i++)
+    ok_dims[i] = d[i] >= 1 ? d[i] : 1; /* the library refuses <= 0 */
   unsigned char buf[1024];
   size_t hsize;
   if (!s->nifti2) {
     nifti_1_header *h = nifti_make_new_n1_header(ok_dims, s->dt);
-    for (int i = 0; i < 8; i++) h->dim[i] = (short)d[i];
+    for (int i = 0; i < 8; i++)
+      h->dim[i] = (short)d[i];
     h->pixdim[1] = (float)s->pixdim[0];
     h->pixdim[2] = (float)s->pixdim[1];
     h->pixdim[3] = (float)s->pixdim[2];
@@ -73,7 +75,8 @@ static void write_raw(const char *path, const spec *s, const void *vox, size_t n
     hsize = 352;
   } else {
     nifti_2_header *h = nifti_make_new_n2_header(ok_dims, s->dt);
-    for (int i = 0; i < 8; i++) h->dim[i] = d[i];
+    for (int i = 0; i < 8; i++)
+      h->dim[i] = d[i];
     h->pixdim[1] = s->pixdim[0];
     h->pixdim[2] = s->pixdim[1];
     h->pixdim[3] = s->pixdim[2];
@@ -147,8 +150,8 @@ static void expect_error(const char *path, psp_status code, const char *fragment
   assert_non_null(err);
   if (psp_error_code(err) != code || !strstr(psp_error_message(err), fragment) ||
       !strstr(psp_error_message(err), path))
-    fail_msg("expected code %d with '%s' and the path, got %d: %s", code, fragment, psp_error_code(err),
-             psp_error_message(err));
+    fail_msg("expected code %d with '%s' and the path, got %d: %s", code, fragment,
+             psp_error_code(err), psp_error_message(err));
   psp_error_free(err);
 }
 
@@ -163,15 +166,35 @@ static void test_datatypes_and_scaling(void **state) {
     unsigned char vox[24 * 8];
     for (int i = 0; i < 24; i++) {
       switch (dts[t]) {
-      case DT_UINT8: vox[i] = (unsigned char)i; break;
-      case DT_INT16: { int16_t x = (int16_t)(i - 5); memcpy(vox + 2 * i, &x, 2); } break;
-      case DT_UINT16: { uint16_t x = (uint16_t)(i * 100); memcpy(vox + 2 * i, &x, 2); } break;
-      case DT_INT32: { int32_t x = i * 1000 - 7; memcpy(vox + 4 * i, &x, 4); } break;
-      case DT_FLOAT32: { float x = (float)i * 0.25f; memcpy(vox + 4 * i, &x, 4); } break;
-      case DT_FLOAT64: { double x = i * 0.125; memcpy(vox + 8 * i, &x, 8); } break;
+      case DT_UINT8:
+        vox[i] = (unsigned char)i;
+        break;
+      case DT_INT16: {
+        int16_t x = (int16_t)(i - 5);
+        memcpy(vox + 2 * i, &x, 2);
+      } break;
+      case DT_UINT16: {
+        uint16_t x = (uint16_t)(i * 100);
+        memcpy(vox + 2 * i, &x, 2);
+      } break;
+      case DT_INT32: {
+        int32_t x = i * 1000 - 7;
+        memcpy(vox + 4 * i, &x, 4);
+      } break;
+      case DT_FLOAT32: {
+        float x = (float)i * 0.25f;
+        memcpy(vox + 4 * i, &x, 4);
+      } break;
+      case DT_FLOAT64: {
+        double x = i * 0.125;
+        memcpy(vox + 8 * i, &x, 8);
+      } break;
       }
     }
-    int bytes = dts[t] == DT_UINT8 ? 1 : (dts[t] == DT_INT16 || dts[t] == DT_UINT16) ? 2 : dts[t] == DT_FLOAT64 ? 8 : 4;
+    int bytes = dts[t] == DT_UINT8                            ? 1
+                : (dts[t] == DT_INT16 || dts[t] == DT_UINT16) ? 2
+                : dts[t] == DT_FLOAT64                        ? 8
+                                                              : 4;
     const char *p = tpath(s.gz ? "dt.nii.gz" : "dt.nii");
     write_raw(p, &s, vox, (size_t)(24 * bytes));
     psp_error *err = NULL;
@@ -181,12 +204,24 @@ static void test_datatypes_and_scaling(void **state) {
     for (int i = 0; i < 24; i++) {
       double raw = 0;
       switch (dts[t]) {
-      case DT_UINT8: raw = i; break;
-      case DT_INT16: raw = i - 5; break;
-      case DT_UINT16: raw = i * 100; break;
-      case DT_INT32: raw = i * 1000 - 7; break;
-      case DT_FLOAT32: raw = i * 0.25; break;
-      case DT_FLOAT64: raw = i * 0.125; break;
+      case DT_UINT8:
+        raw = i;
+        break;
+      case DT_INT16:
+        raw = i - 5;
+        break;
+      case DT_UINT16:
+        raw = i * 100;
+        break;
+      case DT_INT32:
+        raw = i * 1000 - 7;
+        break;
+      case DT_FLOAT32:
+        raw = i * 0.25;
+        break;
+      case DT_FLOAT64:
+        raw = i * 0.125;
+        break;
       }
       /* identity orientation here: file order == internal order */
       assert_float_equal(d[i], raw * 2.0 - 1.0, 1e-3);
@@ -205,7 +240,8 @@ static void test_orientations_roundtrip(void **state) {
   psp_volume *ref = psp_volume_create(dims, a, &err);
   assert_non_null(ref);
   float *d = psp_volume_data_mut(ref);
-  for (int64_t i = 0; i < 60; i++) d[i] = (float)(i * 7 % 13) + 0.5f;
+  for (int64_t i = 0; i < 60; i++)
+    d[i] = (float)(i * 7 % 13) + 0.5f;
   int perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
   for (int p = 0; p < 6; p++)
     for (int f = 0; f < 8; f++) {
@@ -245,7 +281,8 @@ static void test_ras_file_is_reordered(void **state) {
   s.srow[1][3] = -1;
   s.srow[2][3] = 0;
   float vox[12];
-  for (int i = 0; i < 12; i++) vox[i] = (float)i;
+  for (int i = 0; i < 12; i++)
+    vox[i] = (float)i;
   write_raw(tpath("ras.nii"), &s, vox, sizeof vox);
   psp_error *err = NULL;
   psp_volume *v = load(tpath("ras.nii"), &err);
@@ -284,7 +321,8 @@ static void test_nifti2_and_big_endian(void **state) {
     psp_error *err = NULL;
     psp_volume *v = load(tpath("n2.nii.gz"), &err);
     if (!v) fail_msg("variant %d: %s", variant, psp_error_message(err));
-    for (int i = 0; i < 24; i++) assert_float_equal(psp_volume_data(v)[i], i * 3 - 10, 0);
+    for (int i = 0; i < 24; i++)
+      assert_float_equal(psp_volume_data(v)[i], i * 3 - 10, 0);
     psp_volume_free(v);
   }
 }
@@ -295,7 +333,8 @@ static void test_4d_needs_volume(void **state) {
   s.dims[0] = 4;
   s.dims[4] = 3;
   float vox[24];
-  for (int i = 0; i < 24; i++) vox[i] = (float)i;
+  for (int i = 0; i < 24; i++)
+    vox[i] = (float)i;
   write_raw(tpath("4d.nii"), &s, vox, sizeof vox);
   expect_error(tpath("4d.nii"), PSP_ERR_USAGE, "--volume");
   psp_load_options o = {.volume_index = 2};
@@ -327,7 +366,8 @@ static void test_malformed(void **state) {
     g.gz = true;
     size_t n = 40 * 30 * 20;
     float *big = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) big[i] = (float)(i % 977);
+    for (size_t i = 0; i < n; i++)
+      big[i] = (float)(i % 977);
     write_raw(tpath("cut.nii.gz"), &g, big, n * sizeof(float));
     free(big);
     size_t len;
@@ -343,7 +383,8 @@ static void test_malformed(void **state) {
   fclose(f);
   expect_error(tpath("garbage.nii.gz"), PSP_ERR_FORMAT, "gzip");
   f = fopen(tpath("text.nii"), "wb");
-  for (int i = 0; i < 100; i++) fputs("hello world ", f);
+  for (int i = 0; i < 100; i++)
+    fputs("hello world ", f);
   fclose(f);
   expect_error(tpath("text.nii"), PSP_ERR_FORMAT, "not a NIfTI");
   f = fopen(tpath("empty.nii"), "wb");
