@@ -1,0 +1,307 @@
+/* Unit tests of the QC images on a small synthetic case, read back with
+ * libpng: image size from the spacing (non-square pixels), 1-pixel outlines
+ * in each label's colour and not filled, patient right on the image's left,
+ * FF grey levels and the no-signal colour, landmark crosses, status text,
+ * file names from the file's own slice index, grid mismatch refused, and
+ * byte-identical files at 1 and 2 threads. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "report/qc_png.h"
+
+#include <math.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { NX = 20, NY = 16, NZ = 3 };
+
+/* LPS grid: 1.0 mm along i (towards Left), 1.5 mm along j (towards
+ * Posterior), 3 mm along k. */
+static psp_volume *make_vol(void) {
+  int64_t dims[3] = {NX, NY, NZ};
+  double a[4][4] = {{-1.0, 0, 0, 10}, {0, -1.5, 0, 20}, {0, 0, 3, -30}, {0, 0, 0, 1}};
+  psp_volume *v = psp_volume_create(dims, a, NULL);
+  assert_non_null(v);
+  return v;
+}
+
+static void set_rect(psp_volume *v, int i0, int i1, int j0, int j1, int k, float val) {
+  int64_t d[3];
+  psp_volume_dims(v, d);
+  for (int j = j0; j <= j1; j++)
+    for (int i = i0; i <= i1; i++)
+      psp_volume_data_mut(v)[psp_idx(d, i, j, k)] = val;
+}
+
+typedef struct fixture {
+  psp_volume *anat, *ff, *lab;
+  psp_qc_slice_marks marks[NZ];
+} fixture;
+
+static void make_case(fixture *f) {
+  f->anat = make_vol();
+  f->ff = make_vol();
+  f->lab = make_vol();
+  int64_t d[3] = {NX, NY, NZ};
+  float *A = psp_volume_data_mut(f->anat), *F = psp_volume_data_mut(f->ff);
+  for (int k = 0; k < NZ; k++)
+    for (int j = 0; j < NY; j++)
+      for (int i = 0; i < NX; i++) {
+        A[psp_idx(d, i, j, k)] = (float)(100 + i + j);
+        F[psp_idx(d, i, j, k)] = 0.5f;
+      }
+  F[psp_idx(d, 0, NY - 1, 1)] = NAN; /* no signal in the bottom-left corner */
+  /* slice 1: the right muscles at small i (patient right), ES lateral to and
+   * touching MF */
+  set_rect(f->lab, 2, 5, 4, 9, 1, 4);   /* ES R */
+  set_rect(f->lab, 6, 8, 4, 9, 1, 2);   /* MF R, touching ES R */
+  set_rect(f->lab, 11, 12, 4, 9, 1, 3); /* ES L */
+  set_rect(f->lab, 14, 17, 4, 9, 1, 1); /* MF L, isolated */
+  for (int k = 0; k < NZ; k++)
+    f->marks[k] = (psp_qc_slice_marks){NAN, NAN, NAN, NAN, NAN, NAN, NAN, NULL};
+  f->marks[1].canal_i = 10;
+  f->marks[1].canal_j = 13;
+  f->marks[2].status = "no spine: below sacrum";
+}
+
+static void free_case(fixture *f) {
+  psp_volume_free(f->anat);
+  psp_volume_free(f->ff);
+  psp_volume_free(f->lab);
+}
+
+typedef struct image {
+  uint8_t *rgb;
+  int w, h;
+} image;
+
+static image read_png(const char *path) {
+  png_image pi;
+  memset(&pi, 0, sizeof pi);
+  pi.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&pi, path)) fail_msg("%s: %s", path, pi.message);
+  pi.format = PNG_FORMAT_RGB;
+  image im = {malloc(PNG_IMAGE_SIZE(pi)), (int)pi.width, (int)pi.height};
+  assert_non_null(im.rgb);
+  if (!png_image_finish_read(&pi, NULL, im.rgb, 0, NULL)) fail_msg("%s: %s", path, pi.message);
+  return im;
+}
+
+static const uint8_t *px(const image *im, int x, int y) {
+  assert_true(x >= 0 && y >= 0 && x < im->w && y < im->h);
+  return im->rgb + ((size_t)y * (size_t)im->w + (size_t)x) * 3;
+}
+
+static bool is_rgb(const uint8_t *p, const uint8_t c[3]) {
+  return p[0] == c[0] && p[1] == c[1] && p[2] == c[2];
+}
+
+static void path_of(char *out, size_t n, const char *dir, int slice) {
+  snprintf(out, n, "%s/slice_%03d.png", dir, slice);
+}
+
+static void write_case(const fixture *f, const char *dir, int threads) {
+  psp_context *ctx = psp_context_create();
+  psp_context_set_threads(ctx, threads);
+  psp_error *err = NULL;
+  if (!psp_qc_write_pngs(dir, f->anat, f->ff, f->lab, f->marks, 4, ctx, &err))
+    fail_msg("%s", psp_error_message(err));
+  psp_context_free(ctx);
+}
+
+static void test_layout(void **state) {
+  (void)state;
+  psp_volume *v = make_vol();
+  psp_qc_layout L;
+  assert_true(psp_qc_layout_for(v, &L, NULL));
+  assert_int_equal(L.col_scale, 20); /* ceil(400 / 20) */
+  assert_int_equal(L.panel_w, 400);
+  assert_int_equal(L.panel_h, 480); /* 16 rows x 20 x 1.5 mm / 1 mm */
+  assert_float_equal(L.row_scale, 30.0, 1e-12);
+  assert_true(L.panel_x[1] >= L.panel_x[0] + L.panel_w);
+  assert_true(L.width >= 2 * L.panel_w && L.height > L.panel_h);
+  psp_volume_free(v);
+
+  /* rows finer than columns: the factor grows so no voxel row is dropped */
+  int64_t dims[3] = {500, 300, 1};
+  double a[4][4] = {{-1.0, 0, 0, 0}, {0, -0.4, 0, 0}, {0, 0, 3, 0}, {0, 0, 0, 1}};
+  v = psp_volume_create(dims, a, NULL);
+  assert_true(psp_qc_layout_for(v, &L, NULL));
+  assert_int_equal(L.col_scale, 3);
+  assert_int_equal(L.panel_w, 1500);
+  assert_int_equal(L.panel_h, 360);
+  psp_volume_free(v);
+}
+
+static void test_contours_and_marks(void **state) {
+  (void)state;
+  fixture f;
+  make_case(&f);
+  const char *dir = PSP_SCRATCH_DIR "/qc_a";
+  write_case(&f, dir, 2);
+  psp_qc_layout L;
+  assert_true(psp_qc_layout_for(f.anat, &L, NULL));
+  char path[512];
+  path_of(path, sizeof path, dir, 1);
+  image im = read_png(path);
+  assert_int_equal(im.w, L.width);
+  assert_int_equal(im.h, L.height);
+  assert_int_equal(im.w, 3 * 8 + 2 * 400);
+  const int fc = 20, rs = 30; /* display pixels per voxel along i and j */
+  struct {
+    int label, i0, i1, j0, j1;
+  } rects[4] = {{4, 2, 5, 4, 9}, {2, 6, 8, 4, 9}, {3, 11, 12, 4, 9}, {1, 14, 17, 4, 9}};
+  for (int pan = 0; pan < 2; pan++) {
+    int X = L.panel_x[pan], Y = L.panel_y;
+    for (int r = 0; r < 4; r++) {
+      uint8_t c[3];
+      psp_qc_label_colour(rects[r].label, c);
+      int x0 = X + rects[r].i0 * fc, x1 = X + (rects[r].i1 + 1) * fc - 1;
+      int y0 = Y + rects[r].j0 * rs, y1 = Y + (rects[r].j1 + 1) * rs - 1;
+      int xm = (x0 + x1) / 2, ym = (y0 + y1) / 2;
+      assert_true(is_rgb(px(&im, x0, ym), c));      /* left edge */
+      assert_true(is_rgb(px(&im, x1, ym), c));      /* right edge */
+      assert_true(is_rgb(px(&im, xm, y0), c));      /* top edge */
+      assert_true(is_rgb(px(&im, xm, y1), c));      /* bottom edge */
+      assert_false(is_rgb(px(&im, x0 + 1, ym), c)); /* 1 px, not filled */
+      assert_false(is_rgb(px(&im, xm, ym), c));
+      assert_false(is_rgb(px(&im, x0 - 1, ym), c)); /* nothing outside */
+    }
+    /* the isolated MF L outline is exactly the rectangle's perimeter */
+    uint8_t c1[3];
+    psp_qc_label_colour(1, c1);
+    int n = 0;
+    for (int y = Y; y < Y + L.panel_h; y++)
+      for (int x = X; x < X + L.panel_w; x++)
+        n += is_rgb(px(&im, x, y), c1);
+    int w = 4 * fc, h = 6 * rs;
+    assert_int_equal(n, 2 * w + 2 * h - 4);
+    /* the canal cross: white at the voxel centre */
+    const uint8_t white[3] = {255, 255, 255};
+    assert_true(is_rgb(px(&im, X + 10 * fc + fc / 2, Y + 13 * rs + rs / 2), white));
+  }
+  /* FF panel: 0.5 -> grey 128; NaN -> a non-grey colour */
+  const uint8_t *g = px(&im, L.panel_x[1] + 10 * fc + 3, L.panel_y + 2 * rs + 3);
+  assert_int_equal(g[0], 128);
+  assert_int_equal(g[1], 128);
+  assert_int_equal(g[2], 128);
+  const uint8_t *nanp = px(&im, L.panel_x[1] + 3, L.panel_y + (NY - 1) * rs + 3);
+  assert_true(nanp[0] != nanp[2]);
+  /* anatomy panel shows a grey image */
+  const uint8_t *a = px(&im, L.panel_x[0] + 10 * fc + 3, L.panel_y + 2 * rs + 3);
+  assert_true(a[0] == a[1] && a[1] == a[2]);
+
+  /* slice 0 has no labels: no label colour inside the panels */
+  image im0 = read_png((path_of(path, sizeof path, dir, 0), path));
+  for (int l = 1; l <= 4; l++) {
+    uint8_t c[3];
+    psp_qc_label_colour(l, c);
+    for (int pan = 0; pan < 2; pan++)
+      for (int y = L.panel_y; y < L.panel_y + L.panel_h; y++)
+        for (int x = L.panel_x[pan]; x < L.panel_x[pan] + L.panel_w; x++)
+          assert_false(is_rgb(px(&im0, x, y), c));
+  }
+  /* status text only on the flagged slice: header line 2 not background */
+  image im2 = read_png((path_of(path, sizeof path, dir, 2), path));
+  const uint8_t *bg = px(&im2, 0, 0);
+  int text2 = 0, text1 = 0;
+  for (int y = 8 + 14 + 1; y < L.panel_y - 2; y++)
+    for (int x = 0; x < im2.w; x++) {
+      text2 += !is_rgb(px(&im2, x, y), bg);
+      text1 += !is_rgb(px(&im, x, y), bg);
+    }
+  assert_true(text2 > 100);
+  assert_int_equal(text1, 0);
+  free(im.rgb);
+  free(im0.rgb);
+  free(im2.rgb);
+  free_case(&f);
+}
+
+static bool same_file(const char *p, const char *q) {
+  size_t a = 0, b = 0;
+  void *x = psp_read_file(p, &a, 1 << 26, NULL), *y = psp_read_file(q, &b, 1 << 26, NULL);
+  bool same = x && y && a == b && memcmp(x, y, a) == 0;
+  free(x);
+  free(y);
+  return same;
+}
+
+static void test_deterministic(void **state) {
+  (void)state;
+  fixture f;
+  make_case(&f);
+  const char *d1 = PSP_SCRATCH_DIR "/qc_t1", *d2 = PSP_SCRATCH_DIR "/qc_t2";
+  write_case(&f, d1, 1);
+  write_case(&f, d2, 2);
+  for (int k = 0; k < NZ; k++) {
+    char p[512], q[512];
+    path_of(p, sizeof p, d1, k);
+    path_of(q, sizeof q, d2, k);
+    assert_true(same_file(p, q));
+  }
+  write_case(&f, d2, 2); /* rewrite in place: same bytes again */
+  char p[512], q[512];
+  path_of(p, sizeof p, d1, 1);
+  path_of(q, sizeof q, d2, 1);
+  assert_true(same_file(p, q));
+  free_case(&f);
+}
+
+/* File names follow the file's own slice order: with the slice axis stored
+ * flipped, internal k = 1 is file slice NZ - 2 and k = 0 is file slice 2. */
+static void test_file_slice_names(void **state) {
+  (void)state;
+  fixture f;
+  make_case(&f);
+  psp_orientation o = {{0, 1, 2}, {false, false, true}};
+  assert_true(psp_volume_set_orientation(f.anat, &o, NULL));
+  set_rect(f.lab, 1, 3, 1, 3, 0, 1);
+  const char *dir = PSP_SCRATCH_DIR "/qc_flip";
+  write_case(&f, dir, 2);
+  psp_qc_layout L;
+  assert_true(psp_qc_layout_for(f.anat, &L, NULL));
+  char path[512];
+  path_of(path, sizeof path, dir, NZ - 1);
+  image im = read_png(path);
+  uint8_t c[3];
+  psp_qc_label_colour(1, c);
+  assert_true(is_rgb(px(&im, L.panel_x[0] + 1 * 20, L.panel_y + 2 * 30), c));
+  free(im.rgb);
+  free_case(&f);
+}
+
+static void test_grid_mismatch(void **state) {
+  (void)state;
+  fixture f;
+  make_case(&f);
+  int64_t dims[3] = {NX + 1, NY, NZ};
+  double a[4][4] = {{-1.0, 0, 0, 10}, {0, -1.5, 0, 20}, {0, 0, 3, -30}, {0, 0, 0, 1}};
+  psp_volume *other = psp_volume_create(dims, a, NULL);
+  psp_error *err = NULL;
+  assert_false(
+      psp_qc_write_pngs(PSP_SCRATCH_DIR "/qc_bad", f.anat, f.ff, other, NULL, 4, NULL, &err));
+  assert_int_equal(psp_error_code(err), PSP_ERR_GEOMETRY);
+  psp_error_free(err);
+  err = NULL;
+  assert_false(
+      psp_qc_write_pngs(PSP_SCRATCH_DIR "/qc_bad", f.anat, NULL, NULL, NULL, 4, NULL, &err));
+  assert_int_equal(psp_error_code(err), PSP_ERR_USAGE);
+  psp_error_free(err);
+  psp_volume_free(other);
+  free_case(&f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_layout),        cmocka_unit_test(test_contours_and_marks),
+      cmocka_unit_test(test_deterministic), cmocka_unit_test(test_file_slice_names),
+      cmocka_unit_test(test_grid_mismatch),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
