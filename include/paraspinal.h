@@ -227,24 +227,31 @@ psp_ffmap *psp_ffmap_from_water_fat(const psp_volume *water, const psp_volume *f
  * the fat-dominant ambiguity resolved per voxel. */
 psp_ffmap *psp_ffmap_from_ipop(const psp_volume *inphase, const psp_volume *outphase,
                                const psp_dixon_options *opt, psp_context *ctx, psp_error **err);
-/* A precomputed FF / PDFF map, used as is (converted to a fraction). */
+/* A precomputed FF / PDFF map, used as is (converted to a fraction; NaN
+ * voxels mean no signal). A unit that does not match the values (a
+ * "fraction" reaching 100, or "percent" staying below 1.5) is an error
+ * (PSP_ERR_DATA). */
 psp_ffmap *psp_ffmap_from_ff(const psp_volume *ff, psp_ff_unit unit, psp_context *ctx,
                              psp_error **err);
 void psp_ffmap_free(psp_ffmap *m);
 
-/* Borrowed. Fat fraction 0..1 per voxel; NaN where there is no signal. */
+/* Borrowed. Fat fraction 0..1 per voxel; NaN where there is no signal. Not
+ * clipped: after the noise-bias correction a voxel may read slightly below 0
+ * or above 1 (clipping would bias region means). */
 const psp_volume *psp_ffmap_ff(const psp_ffmap *m);
 /* Borrowed; NULL for a precomputed FF map. The (corrected) magnitudes the
  * FF map and the ratio statistics are computed from. */
 const psp_volume *psp_ffmap_water(const psp_ffmap *m);
 const psp_volume *psp_ffmap_fat(const psp_ffmap *m);
-/* Noise level (standard deviation of one component) estimated from the
- * background, 0 when it could not be estimated; and the F+W floor used. */
+/* Noise level (standard deviation of one component) of the input images
+ * (root mean square of the two) estimated from the background, 0 when it
+ * could not be estimated; and the F+W floor used. */
 double psp_ffmap_noise_sigma(const psp_ffmap *m);
 double psp_ffmap_signal_floor(const psp_ffmap *m);
 /* "water+fat", "inphase+opposed-phase" or "ff-map". */
 const char *psp_ffmap_source(const psp_ffmap *m);
-/* Fraction of voxels (0..1) the IP/OP resolution called fat-dominant. */
+/* Fraction of the voxels with signal (0..1) the IP/OP resolution called
+ * fat-dominant (0 for other inputs). */
 double psp_ffmap_fat_dominant_share(const psp_ffmap *m);
 
 typedef struct psp_plausibility {
