@@ -1,15 +1,16 @@
 /*
  * DESIGN: the one library entry that strings the stages together (analyze,
  * ffmap and later batch all call psp_analyze): load -> grid checks ->
- * dixon (FF map) -> labels (given, or later automatic segmentation) ->
- * measure. Grid rule: inputs must agree in dimensions, spacing and
- * directions (else PSP_ERR_GEOMETRY naming both files). When only the
- * origins differ (real exports do this), the run warns with both origins and
- * continues voxel-wise on the geometry chosen by --geometry-from; the
- * default (auto) takes the origin shared by most inputs, and on a tie the
- * first image (water, in-phase or FF map).
+ * dixon (FF map) -> labels (given with --labels, or the automatic
+ * segmentation of src/segment on the FF map) -> measure. Grid rule: inputs
+ * must agree in dimensions, spacing and directions (else PSP_ERR_GEOMETRY
+ * naming both files). When only the origins differ (real exports do this),
+ * the run warns with both origins and continues voxel-wise on the geometry
+ * chosen by --geometry-from; the default (auto) takes the origin shared by
+ * most inputs, and on a tie the first image (water, in-phase or FF map).
  */
 #include "core/internal.h"
+#include "segment/segment.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct psp_result {
   const char *geometry_role;
   psp_ffmap *ffmap;
   psp_volume *labels;
+  psp_segmentation *seg; /* NULL when the labels were given */
   psp_measurements *meas;
   psp_plausibility plaus;
   char scheme_name[256];
@@ -131,18 +133,20 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     psp_error_set(err, PSP_ERR_USAGE, "--inphase and --outphase must be given together");
     return NULL;
   }
-  if (!opt->ffmap_only && !opt->labels_path) {
-    psp_error_set(
-        err, PSP_ERR_UNSUPPORTED,
-        "automatic segmentation of multifidus and erector spinae is not available in this "
-        "version; give your label map with --labels (see --label-scheme)");
+  if (!opt->labels_path && opt->label_scheme) {
+    psp_error_set(err, PSP_ERR_USAGE,
+                  "--label-scheme %s describes a --labels file, but none was given (without "
+                  "--labels the muscles are segmented automatically)",
+                  opt->label_scheme);
     return NULL;
   }
   psp_result *r = psp_calloc(1, sizeof *r, err);
   if (!r) return NULL;
   r->opt = *opt;
   psp_scheme *scheme = NULL;
-  if (!opt->ffmap_only) {
+  if (!opt->ffmap_only && !opt->labels_path) {
+    snprintf(r->scheme_name, sizeof r->scheme_name, "paraspinal (automatic segmentation)");
+  } else if (!opt->ffmap_only) {
     const char *sn = opt->label_scheme ? opt->label_scheme : "paraspinal";
     size_t l = strlen(sn);
     scheme = (l > 4 && !strcmp(sn + l - 4, ".tsv")) ? psp_scheme_load_tsv(sn, err)
@@ -159,7 +163,7 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
         add_input(r, "opposed-phase", opt->outphase_path, PSP_GEOM_OUTPHASE, false, ctx, err)))
     goto fail;
   if (ffin && !add_input(r, "fat fraction", opt->ff_path, PSP_GEOM_FF, false, ctx, err)) goto fail;
-  if (!opt->ffmap_only &&
+  if (!opt->ffmap_only && opt->labels_path &&
       !add_input(r, "labels", opt->labels_path, PSP_GEOM_LABELS, true, ctx, err))
     goto fail;
   if (!check_and_align(r, ctx, err)) goto fail;
@@ -179,7 +183,13 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     psp_scheme_free(scheme);
     return r;
   }
-  r->labels = psp_labels_map(slot_volume(r, PSP_GEOM_LABELS), scheme, opt->labels_path, ctx, err);
+  if (opt->labels_path) {
+    r->labels = psp_labels_map(slot_volume(r, PSP_GEOM_LABELS), scheme, opt->labels_path, ctx, err);
+  } else {
+    psp_info(ctx, "segmenting multifidus and erector spinae");
+    r->seg = psp_segment(r->ffmap, ctx, err);
+    if (r->seg) r->labels = psp_segmentation_take_labels(r->seg);
+  }
   if (!r->labels) goto fail;
   psp_info(ctx, "measuring");
   r->meas = psp_measure(r->labels, r->ffmap, ctx, err);
@@ -198,6 +208,7 @@ void psp_result_free(psp_result *r) {
     psp_volume_free(r->inputs[a].vol);
   psp_ffmap_free(r->ffmap);
   psp_volume_free(r->labels);
+  psp_segmentation_free(r->seg);
   psp_measurements_free(r->meas);
   free(r);
 }
@@ -207,6 +218,9 @@ const psp_ffmap *psp_result_ffmap(const psp_result *r) {
 }
 const psp_volume *psp_result_labels(const psp_result *r) {
   return r->labels;
+}
+const psp_segmentation *psp_result_segmentation(const psp_result *r) {
+  return r->seg;
 }
 const psp_measurements *psp_result_measurements(const psp_result *r) {
   return r->meas;

@@ -3,6 +3,7 @@
  * psp_analysis_options, run psp_analyze (the one pipeline), write outputs.
  */
 #include "cli/cli.h"
+#include "segment/segment.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -10,20 +11,30 @@
 #include <string.h>
 
 static const char ANALYZE_HELP[] =
-    "Usage: paraspinal analyze INPUTS --labels LABELS -o OUTDIR [options]\n"
+    "Usage: paraspinal analyze INPUTS [--labels LABELS] -o OUTDIR [options]\n"
     "\n"
     "Per-slice and whole-volume cross-sectional area and fat fraction of the left and right\n"
     "multifidus and erector spinae on lumbar axial Dixon MRI.\n"
+    "\n"
+    "Without --labels the four muscles are segmented automatically on every axial slice from\n"
+    "the fat-fraction map (anatomical rules: body outline, spinal canal and midline; the\n"
+    "compartment behind the canal inside the fascia, intramuscular fat included; multifidus and\n"
+    "erector spinae split along the fat plane between them). Slices without a spine (or below\n"
+    "the sacrum, or with implausible muscles) are left empty and listed with the reason in\n"
+    "report.json. Measured on one real scan (dixon-tum01): Dice 0.88 for all muscles together,\n"
+    "0.83-0.84 erector spinae, 0.64-0.66 multifidus (see README): check the result, or bring\n"
+    "your own labels.\n"
     "\n"
     "Inputs (exactly one kind; NIfTI-1/2, .nii or .nii.gz):\n"
     "  --water FILE --fat FILE        water and fat magnitude images (FF = F/(F+W))\n"
     "  --inphase FILE --outphase FILE two-point in-phase / opposed-phase magnitude images\n"
     "  --ff FILE [--ff-unit U]        a precomputed FF/PDFF map, U = fraction (default) or "
     "percent\n"
-    "  --labels FILE                  muscle label map on the same grid (required: automatic\n"
-    "                                 segmentation is not available in this version)\n"
-    "  --label-scheme S               paraspinal (default: 1 MF left, 2 MF right, 3 ES left,\n"
-    "                                 4 ES right), musclemap (5101/5102/5111/5112), lpm\n"
+    "  --labels FILE                  your own muscle label map on the same grid (default:\n"
+    "                                 automatic segmentation)\n"
+    "  --label-scheme S               for --labels: paraspinal (default: 1 MF left, 2 MF right,\n"
+    "                                 3 ES left, 4 ES right), musclemap (5101/5102/5111/5112), "
+    "lpm\n"
     "                                 (1 ES right, 2 MF right, 3 MF left, 4 ES left), or a\n"
     "                                 BIDS-style TSV with columns index and name\n"
     "Options:\n"
@@ -226,6 +237,12 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
         printf("%-22s %12.1f %12.2f %12.2f\n", psp_label_name(l), v->volume_mm3, 100 * v->ff_mean,
                100 * v->ff_ratio);
       }
+      const psp_segmentation *seg = psp_result_segmentation(r);
+      if (seg)
+        printf("automatic segmentation: %lld of %lld slices segmented, the others flagged (reasons "
+               "in report.json)\n",
+               (long long)psp_segmentation_ok_count(seg),
+               (long long)psp_segmentation_slice_count(seg));
       printf("wrote %s/{slices.csv,volumes.csv,report.json,dseg.nii.gz,dseg.tsv,fatfraction.nii.gz}"
              " (%zu slice rows, %zu warnings)\n",
              out, psp_measurements_slice_count(m), psp_context_warning_count(ctx));

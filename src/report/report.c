@@ -8,11 +8,14 @@
  * row per slice x muscle x side), volumes.csv (whole-volume rows) and
  * report.json (the same numbers plus provenance: version, command, inputs
  * with SHA-256, options, geometry decision, noise estimate, plausibility,
- * warnings). NIfTI outputs are on the input's own voxel grid. Numbers are
+ * warnings; with automatic segmentation a "segmentation" object: method,
+ * per-slice status and reason, landmarks in internal LPS voxel and world RAS
+ * mm coordinates). NIfTI outputs are on the input's own voxel grid. Numbers are
  * printed with fixed decimals so outputs are byte-identical across runs and
  * thread counts; the only time stamp is report.json's provenance.created.
  */
 #include "core/internal.h"
+#include "segment/segment.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -136,6 +139,57 @@ static cJSON *volume_json(const psp_volume *v) {
   return o;
 }
 
+/* A landmark as {"voxel_lps": [i, j, k], "mm_ras": [x, y, z]}, or null. */
+static cJSON *point_json(const psp_volume *v, const psp_lm_point *p, int64_t k) {
+  if (!p->found) return cJSON_CreateNull();
+  double a[4][4];
+  psp_volume_affine(v, a);
+  double ijk[3] = {p->i, p->j, (double)k};
+  cJSON *o = cJSON_CreateObject();
+  cJSON *vx = cJSON_AddArrayToObject(o, "voxel_lps");
+  cJSON *mm = cJSON_AddArrayToObject(o, "mm_ras");
+  for (int c = 0; c < 3; c++)
+    cJSON_AddItemToArray(vx, jnum(ijk[c], 2));
+  for (int r = 0; r < 3; r++)
+    cJSON_AddItemToArray(mm,
+                         jnum(a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3], 2));
+  return o;
+}
+
+static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *labels) {
+  cJSON *o = cJSON_CreateObject();
+  if (!seg) {
+    cJSON_AddStringToObject(o, "method", "labels given with --labels");
+    return o;
+  }
+  cJSON_AddStringToObject(o, "method", psp_segmentation_method(seg));
+  int64_t nz = psp_segmentation_slice_count(seg);
+  cJSON_AddNumberToObject(o, "slices_segmented", (double)psp_segmentation_ok_count(seg));
+  cJSON_AddNumberToObject(o, "slices_flagged", (double)(nz - psp_segmentation_ok_count(seg)));
+  cJSON *arr = cJSON_AddArrayToObject(o, "slices");
+  for (int64_t k = 0; k < nz; k++) {
+    const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "slice", (double)k);
+    cJSON_AddNumberToObject(e, "file_slice", (double)psp_volume_file_slice(labels, k));
+    cJSON_AddItemToObject(e, "z_mm", jnum(psp_volume_slice_z(labels, k), 2));
+    cJSON_AddStringToObject(e, "status", psp_slice_status_name(lm->status));
+    cJSON_AddStringToObject(e, "reason", lm->reason);
+    cJSON *l = cJSON_AddObjectToObject(e, "landmarks");
+    cJSON_AddItemToObject(l, "body_centre", point_json(labels, &lm->body_centre, k));
+    cJSON_AddItemToObject(l, "spinal_canal", point_json(labels, &lm->canal, k));
+    if (lm->canal.found) {
+      cJSON_AddItemToObject(l, "spinal_canal_radius_mm", jnum(lm->canal_radius_mm, 2));
+      psp_lm_point mid = {true, lm->midline_i, lm->canal.j};
+      cJSON_AddItemToObject(l, "midline", point_json(labels, &mid, k));
+    }
+    cJSON_AddItemToObject(l, "vertebral_body", point_json(labels, &lm->vertebral_body, k));
+    cJSON_AddItemToObject(l, "spinous_process", point_json(labels, &lm->spinous, k));
+    cJSON_AddItemToArray(arr, e);
+  }
+  return o;
+}
+
 static char *report_json(const psp_result *res, const char *argv_line, psp_context *ctx,
                          psp_error **err) {
   const psp_analysis_options *opt = psp_result_options(res);
@@ -197,6 +251,8 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
     cJSON_AddStringToObject(o, "abbreviation", psp_label_abbrev(l));
     cJSON_AddItemToArray(labels, o);
   }
+  cJSON_AddItemToObject(root, "segmentation",
+                        segmentation_json(psp_result_segmentation(res), psp_result_labels(res)));
   cJSON *vols = cJSON_AddArrayToObject(root, "volumes");
   for (int l = 1; l < PSP_LABEL_COUNT; l++)
     cJSON_AddItemToArray(vols, metrics_json(psp_measurements_volume_row(m, l), false));

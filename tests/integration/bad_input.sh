@@ -23,7 +23,7 @@ case "$CASE" in
   inf)            "$MKBAD" inf fat_i.nii.gz; F=fat_i.nii.gz; want=6; msg="infinite"; name=$F ;;
   labels-unknown) "$MKBAD" labels-unknown labels_u.nii.gz; L=labels_u.nii.gz; want=6; msg="not in the label scheme"; name=$L ;;
   huge)           "$MKBAD" huge water_h.nii; W=water_h.nii; want=7; msg="exceeds the limit"; name=$W ;;
-  no-labels)      L=""; want=9; msg="automatic segmentation"; name="--labels" ;;
+  scheme-no-labels) L=""; EXTRA=(--label-scheme lpm); want=2; msg="none was given"; name="--label-scheme" ;;
   unwritable-out) touch blocker; OUT=blocker/out; want=3; msg="cannot create folder"; name=blocker ;;
   bad-option)     EXTRA=(--threads zero); want=2; msg="--threads"; name="zero" ;;
   *) echo "unknown case $CASE"; exit 1 ;;

@@ -1,0 +1,117 @@
+/*
+ * make_mf_rho_profile — regenerates models/mf_rho_profile.tsv, the
+ * first-pass multifidus prior of the automatic segmentation
+ * (src/segment/segment.c, table MF_RHO), from a label map with left/right
+ * multifidus and erector spinae (the MuscleMap abdomen template, MIT
+ * licence: labels 1/2 multifidus, 3/4 erector spinae).
+ *
+ * Per axial slice with both multifidus muscles: the midline is the mean
+ * midpoint between the two multifidus medial edges (rows where both exist);
+ * the origin O lies on it 3 mm in front of the most anterior MF/ES voxel
+ * within 12 mm of the midline (as in segment.c). For rays every 10 degrees
+ * (0 = straight back, 90 = lateral) on each side, rho = (R_mf - R_in) /
+ * (R_out - R_in): the share of the ray's compartment (MF + ES) that is
+ * multifidus. Output: per angle the number of rays, quartiles and median.
+ *
+ * Usage: make_mf_rho_profile DSEG.nii.gz MF_LEFT MF_RIGHT ES_LEFT ES_RIGHT > mf_rho_profile.tsv
+ * (left = the side of larger internal i, i.e. patient left from the affine;
+ * for the MuscleMap template: 2 1 4 3). Build: see models/README.md.
+ */
+#include "paraspinal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define NT 19
+#define MAXV 8192
+
+static int cmpd(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 6) {
+    fprintf(stderr, "usage: %s DSEG MF_LEFT MF_RIGHT ES_LEFT ES_RIGHT\n", argv[0]);
+    return 2;
+  }
+  psp_context *ctx = psp_context_create();
+  psp_error *err = NULL;
+  psp_volume *l = psp_nifti_load(argv[1], NULL, ctx, &err);
+  if (!l) {
+    fprintf(stderr, "%s\n", psp_error_message(err));
+    return 1;
+  }
+  int mf[2] = {atoi(argv[2]), atoi(argv[3])}, es[2] = {atoi(argv[4]), atoi(argv[5])};
+  int64_t d[3];
+  double sp[3];
+  psp_volume_dims(l, d);
+  psp_volume_spacing(l, sp);
+  const float *v = psp_volume_data(l);
+  static double vals[NT][MAXV];
+  int nv[NT] = {0};
+  for (int64_t k = 0; k < d[2]; k++) {
+    const float *s = v + k * d[0] * d[1];
+    double sumi = 0;
+    int cnt = 0;
+    for (int64_t j = 0; j < d[1]; j++) {
+      int64_t a = -1, b = -1; /* medial edges: first left MF, last right MF */
+      for (int64_t i = 0; i < d[0]; i++) {
+        int x = (int)s[j * d[0] + i];
+        if (x == mf[0] && a < 0) a = i;
+        if (x == mf[1]) b = i;
+      }
+      if (a >= 0 && b >= 0 && a > b) {
+        sumi += 0.5 * (double)(a + b);
+        cnt++;
+      }
+    }
+    if (cnt < 5) continue;
+    double mid = sumi / cnt, oj = -1;
+    for (int64_t j = 0; j < d[1] && oj < 0; j++)
+      for (int64_t i = 0; i < d[0]; i++) {
+        int x = (int)s[j * d[0] + i];
+        if (fabs((double)i - mid) * sp[0] <= 12.0 &&
+            (x == mf[0] || x == mf[1] || x == es[0] || x == es[1])) {
+          oj = (double)j - 3.0 / sp[1];
+          break;
+        }
+      }
+    for (int side = 0; side < 2; side++) {
+      int sg = side == 0 ? 1 : -1;
+      for (int t = 0; t < NT; t++) {
+        double th = t * 3.14159265358979323846 / (NT - 1);
+        int rin = -1, rout = -1, rb = -1;
+        for (int r = 0; r < 400; r++) {
+          double R = r * 0.5;
+          int64_t i = (int64_t)lround(mid + sg * R * sin(th) / sp[0]);
+          int64_t j = (int64_t)lround(oj + R * cos(th) / sp[1]);
+          if (i < 0 || j < 0 || i >= d[0] || j >= d[1]) break;
+          int x = (int)s[j * d[0] + i];
+          if (x == mf[side] || x == es[side]) {
+            if (rin < 0) rin = r;
+            rout = r;
+          }
+          if (x == mf[side]) rb = r;
+        }
+        if (rin < 0 || rout <= rin || nv[t] >= MAXV) continue;
+        double rho = rb < 0 ? 0 : (double)(rb - rin) / (rout - rin);
+        vals[t][nv[t]++] = rho < 0 ? 0 : rho > 1 ? 1 : rho;
+      }
+    }
+  }
+  printf("theta_deg\tn_rays\tq25\tmedian\tq75\n");
+  for (int t = 0; t < NT; t++) {
+    if (!nv[t]) {
+      printf("%d\t0\t\t\t\n", t * 10);
+      continue;
+    }
+    qsort(vals[t], (size_t)nv[t], sizeof(double), cmpd);
+    printf("%d\t%d\t%.2f\t%.2f\t%.2f\n", t * 10, nv[t], vals[t][nv[t] / 4], vals[t][nv[t] / 2],
+           vals[t][3 * nv[t] / 4]);
+  }
+  psp_volume_free(l);
+  psp_context_free(ctx);
+  return 0;
+}

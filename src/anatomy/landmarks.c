@@ -1,0 +1,594 @@
+/*
+ * DESIGN: per-slice anatomical landmarks from the fat-fraction map alone (so
+ * that water+fat, in-phase/opposed-phase and precomputed FF inputs behave
+ * alike). All sizes are in mm and converted with the slice's pixel size, so
+ * the rules hold from 0.5 to 2 mm pixels.
+ *
+ *  - Body: voxels with signal (FF not NaN and not exactly 0, the zeroed
+ *    background of many precomputed FF maps), the largest 4-connected
+ *    component, holes filled (bowel gas, cortical bone and zero-FF voxels
+ *    inside it).
+ *  - Spinal canal: the CSF-filled canal is a low-FF disc (~8 mm radius)
+ *    surrounded by a ring of bone, epidural fat and ligaments (FF higher or
+ *    no signal), with the two paraspinal muscle masses (low FF) about 20 mm
+ *    to either side and 30 mm behind it. A template score, computed from
+ *    integral images of the "low FF" indicator,
+ *      inner box (4 mm) - ring (8..13 mm) + 0.5 min(left, right muscle box),
+ *    is maximised over the central 44 % (left-right) and the posterior 60 %
+ *    of the body (minimum 0.45); the canal is the low-FF region around the
+ *    maximum. A muscle (low FF all around) and the vertebral body (fatty
+ *    marrow) score low; discs (low FF) miss the fat ring and the posterior
+ *    muscles. Given the canal position expected from the other slices
+ *    (the caller's second pass), the search is limited to 25/30 mm around
+ *    it and the score pays 0.01 per mm of distance.
+ *  - Midline: the axis of left-right mirror symmetry of the FF map in the
+ *    50 mm behind the canal (muscles, spinous process, fat), searched at
+ *    half-voxel steps within 12 mm of the canal centre; the half-width of the
+ *    midline bone / interspinous fat from the FF profile across it.
+ *  - Vertebral body: centroid of the non-fat voxels in a 50 x 50 mm box in
+ *    front of the canal (vertebral body, disc or sacrum).
+ *  - Spinous process: the posterior end of the midline gap between the two
+ *    multifidus muscles.
+ *  - Muscle and fat FF levels of the slice: medians of a core box beside the
+ *    spinous process (muscle) and of the body's fatty voxels; the
+ *    segmentation derives its muscle/fat threshold from them, so fatty
+ *    (degenerated) muscle is still muscle.
+ * References: the anatomy in Gray's Anatomy (lumbar vertebra, thoracolumbar
+ * fascia); integral images: Viola & Jones, CVPR 2001.
+ */
+#include "anatomy/landmarks.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *psp_slice_status_name(psp_slice_status s) {
+  switch (s) {
+  case PSP_SLICE_OK:
+    return "ok";
+  case PSP_SLICE_NO_BODY:
+    return "no_body";
+  case PSP_SLICE_NO_SPINE:
+    return "no_spine";
+  case PSP_SLICE_BELOW_SACRUM:
+    return "below_sacrum";
+  case PSP_SLICE_IMPLAUSIBLE:
+    return "implausible";
+  }
+  return "unknown";
+}
+
+psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny) {
+  psp_slice_work *w = calloc(1, sizeof *w);
+  if (!w) return NULL;
+  size_t n = (size_t)(nx * ny), ni = (size_t)((nx + 1) * (ny + 1));
+  w->nx = nx;
+  w->ny = ny;
+  w->queue = malloc((n + (size_t)(nx > ny ? nx : ny) + 1) * sizeof *w->queue);
+  w->lab = malloc(n * sizeof *w->lab);
+  w->m0 = malloc(n);
+  w->m1 = malloc(n);
+  w->m2 = malloc(n);
+  w->m3 = malloc(n);
+  w->f0 = malloc(n * sizeof *w->f0);
+  w->f1 = malloc(n * sizeof *w->f1);
+  w->integ0 = malloc(ni * sizeof *w->integ0);
+  w->integ1 = malloc(ni * sizeof *w->integ1);
+  if (!w->queue || !w->lab || !w->m0 || !w->m1 || !w->m2 || !w->m3 || !w->f0 || !w->f1 ||
+      !w->integ0 || !w->integ1) {
+    psp_slice_work_free(w);
+    return NULL;
+  }
+  return w;
+}
+
+void psp_slice_work_free(psp_slice_work *w) {
+  if (!w) return;
+  free(w->queue);
+  free(w->lab);
+  free(w->m0);
+  free(w->m1);
+  free(w->m2);
+  free(w->m3);
+  free(w->f0);
+  free(w->f1);
+  free(w->integ0);
+  free(w->integ1);
+  free(w);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Mask helpers                                                              */
+/* ------------------------------------------------------------------------ */
+
+int32_t psp_mask_components(const uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w) {
+  int64_t n = nx * ny;
+  int32_t *lab = w->lab, *q = w->queue;
+  memset(lab, 0, (size_t)n * sizeof *lab);
+  int32_t next = 0;
+  for (int64_t p0 = 0; p0 < n; p0++) {
+    if (!m[p0] || lab[p0]) continue;
+    next++;
+    int64_t head = 0, tail = 0;
+    q[tail++] = (int32_t)p0;
+    lab[p0] = next;
+    while (head < tail) {
+      int64_t p = q[head++];
+      int64_t i = p % nx, j = p / nx;
+      int64_t nb[4] = {i > 0 ? p - 1 : -1, i + 1 < nx ? p + 1 : -1, j > 0 ? p - nx : -1,
+                       j + 1 < ny ? p + nx : -1};
+      for (int c = 0; c < 4; c++)
+        if (nb[c] >= 0 && m[nb[c]] && !lab[nb[c]]) {
+          lab[nb[c]] = next;
+          q[tail++] = (int32_t)nb[c];
+        }
+    }
+  }
+  return next;
+}
+
+int64_t psp_mask_keep_largest(uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w) {
+  int32_t nc = psp_mask_components(m, nx, ny, w);
+  if (nc == 0) return 0;
+  int64_t *cnt = calloc((size_t)nc + 1, sizeof *cnt);
+  if (!cnt) return 0;
+  int64_t n = nx * ny;
+  for (int64_t p = 0; p < n; p++)
+    cnt[w->lab[p]]++;
+  int32_t best = 1;
+  for (int32_t c = 2; c <= nc; c++)
+    if (cnt[c] > cnt[best]) best = c;
+  int64_t size = cnt[best];
+  free(cnt);
+  for (int64_t p = 0; p < n; p++)
+    m[p] = w->lab[p] == best;
+  return size;
+}
+
+void psp_mask_fill_holes(uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w) {
+  int64_t n = nx * ny;
+  uint8_t *out = w->m3; /* 1 = background reachable from the border */
+  memset(out, 0, (size_t)n);
+  int32_t *q = w->queue;
+  int64_t tail = 0, head = 0;
+  for (int64_t i = 0; i < nx; i++)
+    for (int e = 0; e < 2; e++) {
+      int64_t p = e ? (ny - 1) * nx + i : i;
+      if (!m[p] && !out[p]) {
+        out[p] = 1;
+        q[tail++] = (int32_t)p;
+      }
+    }
+  for (int64_t j = 0; j < ny; j++)
+    for (int e = 0; e < 2; e++) {
+      int64_t p = j * nx + (e ? nx - 1 : 0);
+      if (!m[p] && !out[p]) {
+        out[p] = 1;
+        q[tail++] = (int32_t)p;
+      }
+    }
+  while (head < tail) {
+    int64_t p = q[head++];
+    int64_t i = p % nx, j = p / nx;
+    int64_t nb[4] = {i > 0 ? p - 1 : -1, i + 1 < nx ? p + 1 : -1, j > 0 ? p - nx : -1,
+                     j + 1 < ny ? p + nx : -1};
+    for (int c = 0; c < 4; c++)
+      if (nb[c] >= 0 && !m[nb[c]] && !out[nb[c]]) {
+        out[nb[c]] = 1;
+        q[tail++] = (int32_t)nb[c];
+      }
+  }
+  for (int64_t p = 0; p < n; p++)
+    m[p] = !out[p];
+}
+
+/* Separable square min/max filter (grow = dilation) with running counts:
+ * O(1) per voxel whatever the radius. Outside the slice counts as empty. */
+static void morph(uint8_t *m, int64_t nx, int64_t ny, int r, bool grow, psp_slice_work *w) {
+  if (r <= 0) return;
+  uint8_t *t = w->m3;
+  int32_t *cnt = w->queue; /* prefix counts of one row / column */
+  int64_t full = 2 * (int64_t)r + 1;
+  for (int64_t j = 0; j < ny; j++) {
+    const uint8_t *row = m + j * nx;
+    cnt[0] = 0;
+    for (int64_t i = 0; i < nx; i++)
+      cnt[i + 1] = cnt[i] + (row[i] != 0);
+    for (int64_t i = 0; i < nx; i++) {
+      int64_t a = i - r < 0 ? 0 : i - r, b = i + r + 1 > nx ? nx : i + r + 1;
+      int64_t c = cnt[b] - cnt[a];
+      t[j * nx + i] = grow ? c > 0 : c == full;
+    }
+  }
+  for (int64_t i = 0; i < nx; i++) {
+    cnt[0] = 0;
+    for (int64_t j = 0; j < ny; j++)
+      cnt[j + 1] = cnt[j] + (t[j * nx + i] != 0);
+    for (int64_t j = 0; j < ny; j++) {
+      int64_t a = j - r < 0 ? 0 : j - r, b = j + r + 1 > ny ? ny : j + r + 1;
+      int64_t c = cnt[b] - cnt[a];
+      m[j * nx + i] = grow ? c > 0 : c == full;
+    }
+  }
+}
+
+void psp_mask_erode(uint8_t *m, int64_t nx, int64_t ny, int r, psp_slice_work *w) {
+  morph(m, nx, ny, r, false, w);
+}
+void psp_mask_dilate(uint8_t *m, int64_t nx, int64_t ny, int r, psp_slice_work *w) {
+  morph(m, nx, ny, r, true, w);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Landmarks                                                                 */
+/* ------------------------------------------------------------------------ */
+
+#define LOW_FF 0.2 /* CSF, disc, lean muscle read below this; bone marrow, fat above */
+#define CANAL_MIN_SCORE 0.45
+#define MIDLINE_SEARCH_MM 12.0
+#define GAP_MIN_MM 3.0
+#define ANCHOR_PENALTY 0.01 /* score per mm away from the expected canal position */
+
+static void integral(const uint8_t *m, int64_t nx, int64_t ny, double *s) {
+  int64_t w1 = nx + 1;
+  memset(s, 0, (size_t)w1 * sizeof *s);
+  for (int64_t j = 0; j < ny; j++) {
+    double row = 0;
+    s[(j + 1) * w1] = 0;
+    for (int64_t i = 0; i < nx; i++) {
+      row += m[j * nx + i];
+      s[(j + 1) * w1 + i + 1] = s[j * w1 + i + 1] + row;
+    }
+  }
+}
+
+/* Sum over the box [i0, i1] x [j0, j1] (clipped); *n receives its area. */
+static double box_sum(const double *s, int64_t nx, int64_t ny, int64_t i0, int64_t i1, int64_t j0,
+                      int64_t j1, int64_t *n) {
+  if (i0 < 0) i0 = 0;
+  if (j0 < 0) j0 = 0;
+  if (i1 > nx - 1) i1 = nx - 1;
+  if (j1 > ny - 1) j1 = ny - 1;
+  if (i1 < i0 || j1 < j0) {
+    *n = 0;
+    return 0;
+  }
+  int64_t w1 = nx + 1;
+  *n = (i1 - i0 + 1) * (j1 - j0 + 1);
+  return s[(j1 + 1) * w1 + i1 + 1] - s[j0 * w1 + i1 + 1] - s[(j1 + 1) * w1 + i0] + s[j0 * w1 + i0];
+}
+
+static double box_mean(const double *s, int64_t nx, int64_t ny, int64_t ci, int64_t cj, int64_t hi,
+                       int64_t hj) {
+  int64_t n;
+  double v = box_sum(s, nx, ny, ci - hi, ci + hi, cj - hj, cj + hj, &n);
+  return n > 0 ? v / (double)n : 0.0;
+}
+
+static int64_t mm_to_vox(double mm, double sp) {
+  int64_t v = (int64_t)lround(mm / sp);
+  return v < 1 ? 1 : v;
+}
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of the finite values of ff in a box, or NaN. */
+static double box_median(const float *ff, int64_t nx, int64_t ny, int64_t i0, int64_t i1,
+                         int64_t j0, int64_t j1, float *buf) {
+  size_t n = 0;
+  for (int64_t j = j0 < 0 ? 0 : j0; j <= j1 && j < ny; j++)
+    for (int64_t i = i0 < 0 ? 0 : i0; i <= i1 && i < nx; i++) {
+      float v = ff[j * nx + i];
+      if (!isnan(v)) buf[n++] = v;
+    }
+  if (n == 0) return NAN;
+  qsort(buf, n, sizeof *buf, cmp_float);
+  return buf[n / 2];
+}
+
+static void set_reason(psp_slice_landmarks *lm, psp_slice_status st, const char *msg) {
+  lm->status = st;
+  snprintf(lm->reason, sizeof lm->reason, "%s", msg);
+}
+
+void psp_landmarks_find(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
+                        const double *near, bool csf_either, uint8_t *body, psp_slice_work *w,
+                        psp_slice_landmarks *lm) {
+  memset(lm, 0, sizeof *lm);
+  lm->canal_radius_mm = NAN;
+  lm->muscle_ff = NAN;
+  lm->fat_ff = NAN;
+  lm->midline_i = NAN;
+  int64_t n = nx * ny;
+  double px = sx * sy;
+
+  /* body */
+  /* exactly 0 counts as background too: precomputed FF maps often zero the
+   * air instead of marking it NaN; zeros inside the body come back with the
+   * hole filling */
+  for (int64_t p = 0; p < n; p++)
+    body[p] = !isnan(ff[p]) && ff[p] != 0.0f;
+  int64_t nb = psp_mask_keep_largest(body, nx, ny, w);
+  if (nb * px < 2000.0) {
+    char msg[192];
+    snprintf(msg, sizeof msg, "no body cross-section (largest region with signal %.0f mm^2)",
+             nb * px);
+    set_reason(lm, PSP_SLICE_NO_BODY, msg);
+    return;
+  }
+  psp_mask_fill_holes(body, nx, ny, w);
+  int64_t i0 = nx, i1 = -1, j0 = ny, j1 = -1, cnt = 0;
+  double si = 0, sj = 0;
+  for (int64_t j = 0; j < ny; j++)
+    for (int64_t i = 0; i < nx; i++)
+      if (body[j * nx + i]) {
+        if (i < i0) i0 = i;
+        if (i > i1) i1 = i;
+        if (j < j0) j0 = j;
+        if (j > j1) j1 = j;
+        si += (double)i;
+        sj += (double)j;
+        cnt++;
+      }
+  lm->body_voxels = cnt;
+  lm->body_box[0] = i0;
+  lm->body_box[1] = i1;
+  lm->body_box[2] = j0;
+  lm->body_box[3] = j1;
+  lm->body_centre.found = true;
+  lm->body_centre.i = si / (double)cnt;
+  lm->body_centre.j = sj / (double)cnt;
+
+  /* fat level of the slice: median of the fatty voxels of the body */
+  {
+    enum { NB = 128 };
+    int64_t h[NB] = {0}, tot = 0;
+    for (int64_t p = 0; p < n; p++) {
+      float v = ff[p];
+      if (!body[p] || isnan(v) || v < 0.6f) continue;
+      int b = (int)((v - 0.6f) / 0.6f * NB);
+      if (b >= NB) b = NB - 1;
+      h[b]++;
+      tot++;
+    }
+    double fat = 0.9;
+    if (tot > 0) {
+      int64_t acc = 0;
+      for (int b = 0; b < NB; b++) {
+        acc += h[b];
+        if (2 * acc >= tot) {
+          fat = 0.6 + 0.6 * (b + 0.5) / NB;
+          break;
+        }
+      }
+    }
+    lm->fat_ff = fat;
+  }
+
+  /* spinal canal: template score on integral images */
+  uint8_t *low = w->m0;
+  for (int64_t p = 0; p < n; p++)
+    low[p] = body[p] && !isnan(ff[p]) && ff[p] < LOW_FF;
+  integral(low, nx, ny, w->integ0);
+  /* magnitude-only (IP/OP) input may read the water-bright CSF as
+   * fat-dominant: then a uniformly fat-like disc counts as canal too */
+  uint8_t *high = w->m2;
+  for (int64_t p = 0; p < n; p++)
+    high[p] = csf_either && body[p] && !isnan(ff[p]) && ff[p] > 1.0 - LOW_FF;
+  if (csf_either) integral(high, nx, ny, w->integ1);
+  int64_t in_i = mm_to_vox(4.0, sx), in_j = mm_to_vox(4.0, sy);
+  int64_t ro_i = mm_to_vox(13.0, sx), ro_j = mm_to_vox(13.0, sy);
+  int64_t rh_i = mm_to_vox(8.0, sx), rh_j = mm_to_vox(8.0, sy);
+  int64_t mo_i = mm_to_vox(20.0, sx), mo_j = mm_to_vox(30.0, sy);
+  int64_t mh_i = mm_to_vox(7.0, sx), mh_j = mm_to_vox(7.0, sy);
+  double bw = (double)(i1 - i0 + 1), bh = (double)(j1 - j0 + 1);
+  int64_t ci0 = (int64_t)floor(lm->body_centre.i - 0.22 * bw);
+  int64_t ci1 = (int64_t)ceil(lm->body_centre.i + 0.22 * bw);
+  int64_t cj0 = j0 + (int64_t)(0.3 * bh), cj1 = j0 + (int64_t)(0.92 * bh);
+  if (near) {
+    ci0 = (int64_t)fmax((double)ci0, floor(near[0] - 25.0 / sx));
+    ci1 = (int64_t)fmin((double)ci1, ceil(near[0] + 25.0 / sx));
+    cj0 = (int64_t)fmax((double)cj0, floor(near[1] - 30.0 / sy));
+    cj1 = (int64_t)fmin((double)cj1, ceil(near[1] + 30.0 / sy));
+  }
+  double best = -1e9;
+  int64_t bi = -1, bj = -1;
+  for (int64_t j = cj0; j <= cj1; j++)
+    for (int64_t i = ci0; i <= ci1; i++) {
+      if (i < 0 || i >= nx || j < 0 || j >= ny || !(low[j * nx + i] || high[j * nx + i])) continue;
+      double inner = box_mean(w->integ0, nx, ny, i, j, in_i, in_j);
+      if (csf_either) inner = fmax(inner, box_mean(w->integ1, nx, ny, i, j, in_i, in_j));
+      if (inner < 0.8) continue;
+      int64_t na, nh;
+      double sa = box_sum(w->integ0, nx, ny, i - ro_i, i + ro_i, j - ro_j, j + ro_j, &na);
+      double sh = box_sum(w->integ0, nx, ny, i - rh_i, i + rh_i, j - rh_j, j + rh_j, &nh);
+      double ring = na > nh ? (sa - sh) / (double)(na - nh) : 1.0;
+      double ml = box_mean(w->integ0, nx, ny, i - mo_i, j + mo_j, mh_i, mh_j);
+      double mr = box_mean(w->integ0, nx, ny, i + mo_i, j + mo_j, mh_i, mh_j);
+      double s = inner - ring + 0.5 * fmin(ml, mr);
+      if (near) /* the spine is continuous: prefer the expected position */
+        s -= ANCHOR_PENALTY * hypot(((double)i - near[0]) * sx, ((double)j - near[1]) * sy);
+      if (s > best) { /* first maximum in scan order: deterministic */
+        best = s;
+        bi = i;
+        bj = j;
+      }
+    }
+  lm->canal_score = best;
+  if (bi < 0 || best < CANAL_MIN_SCORE) {
+    char msg[192];
+    snprintf(msg, sizeof msg,
+             "no spinal canal with paraspinal muscles behind it (best score %.2f, need %.2f)",
+             bi < 0 ? 0.0 : best, CANAL_MIN_SCORE);
+    set_reason(lm, PSP_SLICE_NO_SPINE, msg);
+    return;
+  }
+  /* canal region: voxels of the peak's class (low FF, or fat-like on IP/OP
+   * input) connected to the peak within 12 mm */
+  {
+    const uint8_t *cls = low[bj * nx + bi] ? low : high;
+    uint8_t *seen = w->m1;
+    memset(seen, 0, (size_t)n);
+    int32_t *q = w->queue;
+    int64_t head = 0, tail = 0;
+    q[tail++] = (int32_t)(bj * nx + bi);
+    seen[bj * nx + bi] = 1;
+    double ssi = 0, ssj = 0;
+    int64_t c = 0;
+    while (head < tail) {
+      int64_t p = q[head++];
+      int64_t i = p % nx, j = p / nx;
+      ssi += (double)i;
+      ssj += (double)j;
+      c++;
+      int64_t nbp[4] = {i > 0 ? p - 1 : -1, i + 1 < nx ? p + 1 : -1, j > 0 ? p - nx : -1,
+                        j + 1 < ny ? p + nx : -1};
+      for (int e = 0; e < 4; e++) {
+        int64_t q2 = nbp[e];
+        if (q2 < 0 || seen[q2] || !cls[q2]) continue;
+        double di = (double)(q2 % nx - bi) * sx, dj = (double)(q2 / nx - bj) * sy;
+        if (di * di + dj * dj > 12.0 * 12.0) continue;
+        seen[q2] = 1;
+        q[tail++] = (int32_t)q2;
+      }
+    }
+    lm->canal.found = true;
+    lm->canal.i = ssi / (double)c;
+    lm->canal.j = ssj / (double)c;
+    lm->canal_radius_mm = sqrt((double)c * px / 3.14159265358979323846);
+  }
+  double cr = fmin(lm->canal_radius_mm, 10.0);
+  int64_t cjc = (int64_t)lround(lm->canal.j), cic = (int64_t)lround(lm->canal.i);
+
+  /* midline: the axis of left-right mirror symmetry of the FF map behind
+   * the canal (muscles, spinous process, fat), searched at half-voxel steps
+   * within 8 mm of the canal centre */
+  {
+    int64_t ja = cjc + mm_to_vox(cr, sy), jb = cjc + mm_to_vox(cr + 50.0, sy);
+    int64_t tmax = mm_to_vox(40.0, sx), cmax = mm_to_vox(MIDLINE_SEARCH_MM, sx);
+    double bestc = lm->canal.i, bests = 1e30;
+    for (int64_t c2 = 2 * (cic - cmax); c2 <= 2 * (cic + cmax); c2++) {
+      double acc = 0;
+      int64_t m = 0;
+      for (int64_t j = ja < 0 ? 0 : ja; j <= jb && j < ny; j++)
+        for (int64_t t = 1; t <= tmax; t++) {
+          /* mirror pairs about c2 / 2: a + b = c2 */
+          int64_t a = (c2 + 2 * t) / 2 + ((c2 & 1) ? 1 : 0), b = c2 - a;
+          if (a < 0 || b < 0 || a >= nx || b >= nx) continue;
+          float fa = ff[j * nx + a], fb = ff[j * nx + b];
+          double va = isnan(fa) ? 1.0 : fa, vb = isnan(fb) ? 1.0 : fb;
+          acc += fabs(va - vb);
+          m++;
+        }
+      double sc = m ? acc / (double)m : 1e30;
+      double c = 0.5 * (double)c2;
+      if (sc < bests - 1e-12 ||
+          (fabs(sc - bests) <= 1e-12 && fabs(c - lm->canal.i) < fabs(bestc - lm->canal.i))) {
+        bests = sc;
+        bestc = c;
+      }
+    }
+    lm->midline_i = bestc;
+  }
+  int64_t mid = (int64_t)lround(lm->midline_i);
+
+  /* vertebral body / disc / sacrum in front of the canal */
+  {
+    int64_t hi = mm_to_vox(25.0, sx);
+    int64_t ja = cjc - mm_to_vox(cr + 50.0, sy), jb = cjc - mm_to_vox(cr + 3.0, sy);
+    double a = 0, b = 0;
+    int64_t c = 0;
+    for (int64_t j = ja < 0 ? 0 : ja; j <= jb && j < ny; j++)
+      for (int64_t i = mid - hi < 0 ? 0 : mid - hi; i <= mid + hi && i < nx; i++) {
+        float v = ff[j * nx + i];
+        if (!body[j * nx + i] || isnan(v) || v > 0.75f) continue;
+        a += (double)i;
+        b += (double)j;
+        c++;
+      }
+    if (c * px >= 400.0) {
+      lm->vertebral_body.found = true;
+      lm->vertebral_body.i = a / (double)c;
+      lm->vertebral_body.j = b / (double)c;
+    }
+  }
+
+  /* muscle FF level: core boxes beside the spinous process */
+  {
+    int64_t da = mm_to_vox(6.0, sx), db = mm_to_vox(24.0, sx);
+    int64_t ja = cjc + mm_to_vox(cr + 8.0, sy), jb = cjc + mm_to_vox(cr + 36.0, sy);
+    double ml = box_median(ff, nx, ny, mid + da, mid + db, ja, jb, w->f0);
+    double mr = box_median(ff, nx, ny, mid - db, mid - da, ja, jb, w->f0);
+    lm->muscle_ff = isnan(ml) ? mr : isnan(mr) ? ml : 0.5 * (ml + mr);
+  }
+
+  /* midline gap: the spinous process / interspinous fat reads fattier than
+   * the multifidus beside it; its half-width on each side is where the mean
+   * FF profile across the midline falls to 30 % of the way from the muscle
+   * level to the midline peak */
+  {
+    int64_t hw = mm_to_vox(15.0, sx);
+    int64_t ja = cjc + mm_to_vox(cr + 4.0, sy), jb = cjc + mm_to_vox(cr + 20.0, sy);
+    double prof[512];
+    if (hw > 255) hw = 255;
+    for (int64_t t = -hw; t <= hw; t++) {
+      double acc = 0;
+      int64_t m = 0;
+      int64_t i = mid + t;
+      for (int64_t j = ja; j <= jb && j < ny; j++) {
+        if (i < 0 || i >= nx || j < 0) continue;
+        float v = ff[j * nx + i];
+        acc += isnan(v) ? 1.0 : v;
+        m++;
+      }
+      prof[t + hw] = m ? acc / (double)m : 1.0;
+    }
+    double mus = isnan(lm->muscle_ff) ? 0.1 : lm->muscle_ff;
+    double peak = prof[hw];
+    for (int64_t t = -1; t <= 1; t++)
+      peak = fmax(peak, prof[hw + t]);
+    lm->gap_mm[0] = lm->gap_mm[1] = GAP_MIN_MM;
+    if (peak - mus > 0.08) {
+      double lim = mus + 0.5 * (peak - mus);
+      for (int side = 0; side < 2; side++) {
+        int sg = side == 0 ? 1 : -1;
+        int64_t t = 0;
+        while (t < hw && prof[hw + sg * t] > lim)
+          t++;
+        lm->gap_mm[side] = fmax(GAP_MIN_MM, fmin(((double)t - 0.5) * sx, 8.0));
+      }
+    }
+  }
+
+  /* spinous process: posterior end of the midline gap with muscle on both
+   * sides */
+  {
+    double thr = isnan(lm->muscle_ff) ? 0.5 : 0.5 * (lm->muscle_ff + lm->fat_ff);
+    int64_t da = mm_to_vox(3.0, sx), db = mm_to_vox(14.0, sx);
+    int64_t last = -1;
+    int misses = 0;
+    for (int64_t j = cjc + mm_to_vox(cr, sy); j < ny; j++) {
+      bool l = false, r = false;
+      for (int64_t d = da; d <= db; d++) {
+        int64_t a = mid + d, b = mid - d;
+        if (a < nx && !isnan(ff[j * nx + a]) && ff[j * nx + a] < thr) l = true;
+        if (b >= 0 && !isnan(ff[j * nx + b]) && ff[j * nx + b] < thr) r = true;
+      }
+      if (l && r) {
+        last = j;
+        misses = 0;
+      } else if (last >= 0 && ++misses > mm_to_vox(4.0, sy)) {
+        break;
+      }
+    }
+    if (last >= 0) {
+      lm->spinous.found = true;
+      lm->spinous.i = lm->midline_i;
+      lm->spinous.j = (double)last;
+    }
+  }
+  set_reason(lm, PSP_SLICE_OK, "spine found");
+}

@@ -1,0 +1,84 @@
+/*
+ * landmarks.h — per-slice anatomical landmarks (internal, not installed):
+ * body outline, spinal canal, vertebral body, spinous process and the
+ * left-right midline of one axial slice, found from the fat-fraction map.
+ * Also the small 2-D mask helpers (components, hole filling) the
+ * segmentation stage shares. Coordinates are voxel indices on the internal
+ * LPS grid (i towards patient left, j towards posterior).
+ */
+#ifndef PSP_LANDMARKS_H
+#define PSP_LANDMARKS_H
+
+#include "core/internal.h"
+
+/* What became of one slice. Every status except OK leaves the slice empty. */
+typedef enum psp_slice_status {
+  PSP_SLICE_OK = 0,
+  PSP_SLICE_NO_BODY = 1,      /* no body cross-section (outside the body / no signal) */
+  PSP_SLICE_NO_SPINE = 2,     /* body, but no spinal canal with muscles behind it */
+  PSP_SLICE_BELOW_SACRUM = 3, /* inferior to the last slice where the spine was found */
+  PSP_SLICE_IMPLAUSIBLE = 4,  /* spine found, muscles not plausible (size, shape) */
+} psp_slice_status;
+
+/* "ok", "no_body", "no_spine", "below_sacrum", "implausible". */
+const char *psp_slice_status_name(psp_slice_status s);
+
+typedef struct psp_lm_point {
+  bool found;
+  double i, j; /* voxel coordinates (sub-voxel) */
+} psp_lm_point;
+
+typedef struct psp_slice_landmarks {
+  psp_slice_status status;
+  char reason[192];
+  int64_t body_voxels;
+  int64_t body_box[4]; /* i0, i1, j0, j1 (inclusive) of the body outline */
+  psp_lm_point body_centre;
+  psp_lm_point canal; /* centre of the spinal canal */
+  double canal_radius_mm;
+  double canal_score;          /* detection score (contrast of a low-FF disc in a ring) */
+  psp_lm_point vertebral_body; /* centre of the vertebral body / disc / sacrum */
+  psp_lm_point spinous;        /* posterior end of the midline bone behind the canal */
+  double midline_i;            /* column of the left-right midline (constant along j) */
+  double gap_mm[2];            /* half-width of the midline bone/fat (spinous process, interspinous
+                                  fat) on the left [0] and right [1] of the midline */
+  double muscle_ff;            /* median FF of the muscle core beside the spinous process */
+  double fat_ff;               /* median FF of the fat in the body */
+} psp_slice_landmarks;
+
+/* Scratch buffers for one slice (one per thread). */
+typedef struct psp_slice_work {
+  int64_t nx, ny;
+  int32_t *queue, *lab;
+  uint8_t *m0, *m1, *m2, *m3;
+  float *f0, *f1;
+  double *integ0, *integ1; /* (nx+1)*(ny+1) */
+} psp_slice_work;
+
+psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny);
+void psp_slice_work_free(psp_slice_work *w);
+
+/* Finds the landmarks of one slice. ff: nx*ny FF values (NaN = no signal),
+ * sx, sy: pixel size (mm). near (may be NULL): {i, j} of the canal expected
+ * from the other slices; the search is then limited to 25 mm left-right and
+ * 30 mm anterior-posterior of it. csf_either: the input cannot tell water
+ * from fat (in-phase/opposed-phase), so the CSF may read as fat.
+ * body receives the body mask (1 inside).
+ * Sets lm->status to OK, NO_BODY or NO_SPINE with a reason. */
+void psp_landmarks_find(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
+                        const double *near, bool csf_either, uint8_t *body, psp_slice_work *w,
+                        psp_slice_landmarks *lm);
+
+/* Mask helpers on an nx*ny slice. Keeps the 4-connected component of m with
+ * the most voxels (returns its size; 0 when m is empty). */
+int64_t psp_mask_keep_largest(uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w);
+/* Fills the holes of m (background not 4-connected to the slice border). */
+void psp_mask_fill_holes(uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w);
+/* Labels 4-connected components of m into w->lab (0 = background, 1..n);
+ * returns n. */
+int32_t psp_mask_components(const uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w);
+/* Binary erosion / dilation with a (2r+1) x (2r+1) square (separable). */
+void psp_mask_erode(uint8_t *m, int64_t nx, int64_t ny, int r, psp_slice_work *w);
+void psp_mask_dilate(uint8_t *m, int64_t nx, int64_t ny, int r, psp_slice_work *w);
+
+#endif

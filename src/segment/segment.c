@@ -1,0 +1,856 @@
+/*
+ * DESIGN: automatic segmentation of the left/right multifidus (MF) and
+ * erector spinae (ES) on every axial slice, from the fat-fraction map only
+ * (water+fat, in-phase/opposed-phase and precomputed FF inputs alike). No
+ * atlas is copied: boundaries come from the image (the muscle/fat edge of
+ * the FF map, fat planes, bone) placed with anatomical rules in a
+ * spine-centred frame (src/anatomy/landmarks.c: canal centre, mirror-
+ * symmetry midline, width of the midline bone, muscle and fat FF levels of
+ * the slice).
+ *
+ * Per slice and side (d = distance from the midline, y = distance behind
+ * the canal centre, mm):
+ *  1. Thresholds from the slice's own levels: muscle-like = FF below
+ *     T = (muscle + fat) / 2 (so fatty, degenerated muscle still counts); a
+ *     strict mask (raw and 3 x 3 mean FF below muscle + 0.35 (fat - muscle))
+ *     is cut by thin fat planes but not by noise.
+ *  2. Compartment: strict voxels with d between the midline bone and 90 mm,
+ *     behind the lamina (y >= canal radius, + up to 5 mm laterally, where
+ *     psoas and quadratus lumborum lie in front of the transverse
+ *     processes), at least 6 mm inside the skin, outside the canal; opened by
+ *     ~1.5 mm. Kept: the component on the MF core box (d 6..24 mm just behind
+ *     the lamina) and sizeable components chained to it across gaps up to
+ *     8 mm (mostly within 75 mm of the midline). Grown back into the loose
+ *     mask, holes filled: intramuscular fat belongs to the muscle; fat
+ *     connected to the outside (epimuscular, subcutaneous, interspinous) does
+ *     not.
+ *  3. MF/ES split. (a) If a fat plane separates them — the core component
+ *     ends within 45 mm of the midline and other components were kept —
+ *     every compartment voxel joins the component it reaches first
+ *     (breadth-first inside the compartment). (b) Otherwise a minimum-cost
+ *     path in polar form about O (midline, 3 mm in front of the most
+ *     anterior compartment voxel near the midline): for 91 rays (0 = straight
+ *     back .. 180 degrees) the radius where MF ends, cost = (1 - 2 x fat
+ *     ridge contrast over 4 mm) + 0.25 ((R - R_prior) / sigma)^2, steps of
+ *     <= 2 samples between rays at 0.1 each. The first-pass prior is the
+ *     MF share of each ray learned from the MuscleMap abdomen template
+ *     (MF_RHO, models/mf_rho_profile.tsv; sigma 12 mm); the second pass
+ *     uses the median boundary of slices k-2..k+2 (sigma 8 mm), so the
+ *     boundary changes smoothly along the spine. Plane voxels (fattier than
+ *     T on the path) stay unlabelled.
+ *  4. Flags (slice left empty, reason recorded): no body / no spine
+ *     (landmarks); below sacrum (no spine below the lowest segmented slice);
+ *     implausible (muscle not distinct from fat, a side's compartment below
+ *     400 mm^2, a canal more than 25 mm from the median canal position of
+ *     the neighbouring slices, or after labelling: a muscle missing or above
+ *     6000 mm^2, or left and right of a muscle differing by more than a
+ *     factor 2 in area — a leak or a loss, not anatomy). The canal is first searched freely, then
+ *     again near the median canal position of the whole stack on outliers.
+ *
+ * What was learned from which data: the MF share per ray from the MuscleMap
+ * template only (dixon-tum01's manual labels give nearly the same profile;
+ * they were used to look at results, not fitted). The constants are
+ * anatomical sizes in mm. Limits: where the MF/ES fat plane is invisible
+ * (dixon-tum01) the split follows the population prior, not this level's
+ * proportion; the anterior boundary of the ES (transverse processes,
+ * fascia towards quadratus lumborum) is a rule, not an image edge.
+ *
+ * Parallel over slices (OpenMP), each slice writing only its own voxels and
+ * records; the serial steps (canal anchor, statuses along k, the median
+ * prior) run between the parallel passes, so the output does not depend on
+ * the thread count.
+ */
+#include "segment/segment.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define R_SIGMA1 12.0 /* mm, first pass */
+#define R_SIGMA2 8.0  /* mm, second pass around the neighbours' median */
+#define PRIOR_WEIGHT 0.25
+#define D_MIN_MM 2.0
+#define D_MAX_MM 80.0
+#define MIN_SIDE_MM2 400.0
+#define CANAL_JUMP_MM 25.0
+#define MAX_MUSCLE_MM2 6000.0 /* 60 cm^2: above the largest lumbar erector spinae */
+#define MAX_LR_RATIO 2.0
+#define Y_ANT_LAT 5.0
+#define SKIN_MM 6.0
+#define END_COST 1.0
+#define RIDGE_MM 4.0
+#define MF_MAX_D_MM 45.0
+#define CHAIN_MM 12.0
+#define NEAR_SHARE 0.5
+#define MIN_PIECE_MM2 40.0
+#define STRICT_SHARE 0.35
+#define STEP_COST 0.1
+
+static const char METHOD[] =
+    "anatomy-driven rules on the FF map: body, spinal canal and midline landmarks; paraspinal "
+    "compartment = muscle-like tissue (FF below the slice's muscle/fat midpoint) behind the "
+    "canal, intramuscular fat included by hole filling; multifidus/erector spinae split by a "
+    "minimum-cost path along the fat plane with a proportion prior smoothed along the spine";
+
+struct psp_segmentation {
+  psp_volume *labels;
+  int64_t nz;
+  psp_slice_landmarks *lm;
+};
+
+typedef struct slice_levels {
+  double muscle, fat, t_loose, t_strict;
+  bool split_ok;
+} slice_levels;
+
+static int64_t vox(double mm, double sp) {
+  int64_t v = (int64_t)lround(mm / sp);
+  return v < 1 ? 1 : v;
+}
+
+/* Builds the compartment of one side (value side + 1 in comp). Returns its
+ * voxel count. sgn = +1 for the left side (i increases towards the left). */
+static int64_t build_compartment(const float *ff, const uint8_t *body, int64_t nx, int64_t ny,
+                                 double sx, double sy, const psp_slice_landmarks *lm,
+                                 const slice_levels *lv, int side, uint8_t *comp, uint8_t *seed,
+                                 psp_slice_work *w) {
+  int64_t n = nx * ny;
+  int sgn = side == 0 ? 1 : -1;
+  double mid = lm->midline_i, cj = lm->canal.j, ci = lm->canal.i;
+  double cr = fmin(lm->canal_radius_mm, 10.0) + 2.0;
+  double gap = lm->gap_mm[side], rc = fmin(lm->canal_radius_mm, 10.0);
+  uint8_t *roi = w->m0, *strict = w->m1, *sel = w->m2;
+  /* the skin and the layer under it: never muscle */
+  memcpy(sel, body, (size_t)n);
+  psp_mask_erode(sel, nx, ny, (int)vox(SKIN_MM, sx), w);
+  /* 3 x 3 mean FF (NaN-aware): the strict mask is cut by fat planes, not
+   * by noise */
+  float *sm = w->f1;
+  for (int64_t j = 0; j < ny; j++)
+    for (int64_t i = 0; i < nx; i++) {
+      double acc = 0;
+      int m = 0;
+      for (int64_t b = j - 1; b <= j + 1; b++)
+        for (int64_t a = i - 1; a <= i + 1; a++) {
+          if (a < 0 || b < 0 || a >= nx || b >= ny) continue;
+          float v = ff[b * nx + a];
+          if (isnan(v)) continue;
+          acc += v;
+          m++;
+        }
+      sm[j * nx + i] = m ? (float)(acc / m) : NAN;
+    }
+  for (int64_t j = 0; j < ny; j++)
+    for (int64_t i = 0; i < nx; i++) {
+      int64_t p = j * nx + i;
+      double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
+      double dc = hypot(((double)i - ci) * sx, y);
+      /* behind the lamina medially; lateral to the facets the erector
+       * spinae reaches forward onto the transverse processes */
+      double y_ant = rc + (d <= 15.0 ? 0.0 : d >= 35.0 ? Y_ANT_LAT : Y_ANT_LAT * (d - 15.0) / 20.0);
+      roi[p] = sel[p] && !isnan(ff[p]) && d >= gap && d <= D_MAX_MM && y >= y_ant && dc > cr;
+      strict[p] = roi[p] && ff[p] < lv->t_strict && sm[p] < lv->t_strict;
+    }
+  int ro = (int)vox(1.5, sx);
+  psp_mask_erode(strict, nx, ny, ro, w);
+  psp_mask_dilate(strict, nx, ny, ro, w);
+  int32_t nc = psp_mask_components(strict, nx, ny, w);
+  if (nc == 0) return 0;
+  int64_t *stat = calloc((size_t)(nc + 1) * 5, sizeof *stat); /* n, core, sum d, sum y, near */
+  if (!stat) return 0;
+  double core_d0 = 6.0, core_d1 = 24.0, core_y0 = cr + 6.0, core_y1 = cr + 36.0;
+  for (int64_t j = 0; j < ny; j++)
+    for (int64_t i = 0; i < nx; i++) {
+      int32_t c = w->lab[j * nx + i];
+      if (!c) continue;
+      double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
+      stat[5 * c]++;
+      if (d >= core_d0 && d <= core_d1 && y >= core_y0 && y <= core_y1) stat[5 * c + 1]++;
+      stat[5 * c + 2] += (int64_t)lround(d);
+      stat[5 * c + 3] += (int64_t)lround(y);
+      if (d <= 75.0) stat[5 * c + 4]++;
+    }
+  int32_t core = 0;
+  for (int32_t c = 1; c <= nc; c++)
+    if (stat[5 * c + 1] > 0 && (core == 0 || stat[5 * c + 1] > stat[5 * core + 1])) core = c;
+  if (core == 0) {
+    free(stat);
+    return 0;
+  }
+  uint8_t *keep = calloc((size_t)nc + 1, 1);
+  if (!keep) {
+    free(stat);
+    return 0;
+  }
+  keep[core] = 1;
+  double px = sx * sy;
+  /* other sizeable components behind the canal, within 70 mm of the
+   * midline, chained to the kept ones across gaps of up to 6 mm (a fat
+   * plane), never by themselves (skin, back muscles beyond the fascia) */
+  int rg = (int)vox(CHAIN_MM, sx);
+  for (int iter = 0; iter < 3; iter++) {
+    for (int64_t p = 0; p < n; p++)
+      sel[p] = keep[w->lab[p]];
+    psp_mask_dilate(sel, nx, ny, rg, w);
+    bool added = false;
+    for (int32_t c = 1; c <= nc; c++) {
+      double a = (double)stat[5 * c] * px;
+      if (keep[c] || a < MIN_PIECE_MM2) continue;
+      double ycen = (double)stat[5 * c + 3] / (double)stat[5 * c];
+      if ((double)stat[5 * c + 4] < NEAR_SHARE * (double)stat[5 * c] || ycen < cr) continue;
+      for (int64_t p = 0; p < n; p++)
+        if (w->lab[p] == c && sel[p]) {
+          keep[c] = 1;
+          added = true;
+          break;
+        }
+    }
+    if (!added) break;
+  }
+  /* when a fat plane separates the multifidus (the core component) from
+   * the rest, the components themselves are the two muscles */
+  double core_dmax = 0;
+  for (int64_t p = 0; p < n; p++)
+    if (w->lab[p] == core) core_dmax = fmax(core_dmax, sgn * ((double)(p % nx) - mid) * sx);
+  bool plane = core_dmax <= MF_MAX_D_MM;
+  bool other = false;
+  for (int32_t c = 1; c <= nc; c++)
+    other = other || (keep[c] && c != core);
+  for (int64_t p = 0; p < n; p++) {
+    sel[p] = keep[w->lab[p]];
+    if (plane && other && sel[p]) {
+      int32_t c = w->lab[p];
+      double dcen = (double)stat[5 * c + 2] / (double)stat[5 * c];
+      seed[p] = (uint8_t)(c == core || dcen <= core_dmax ? 1 : 2);
+    }
+  }
+  free(keep);
+  free(stat);
+  psp_mask_dilate(sel, nx, ny, ro + 1, w);
+  for (int64_t p = 0; p < n; p++)
+    sel[p] = sel[p] && roi[p] && ff[p] < lv->t_loose;
+  psp_mask_fill_holes(sel, nx, ny, w);
+  int64_t cnt = 0;
+  for (int64_t p = 0; p < n; p++) {
+    if (!sel[p]) continue;
+    double d = sgn * ((double)(p % nx) - mid) * sx;
+    if (d < gap || comp[p]) continue;
+    comp[p] = (uint8_t)(side + 1);
+    cnt++;
+  }
+  return cnt;
+}
+
+/* The MF/ES boundary in polar form about the origin O, just behind the
+ * canal on the midline: for each ray theta (0 = straight back, 90 degrees =
+ * lateral, up to 180 = forward), the radius R(theta) where the multifidus
+ * ends. The multifidus is the part of the compartment nearer to O. */
+#define N_THETA 91 /* 2-degree rays over 0..180 degrees */
+#define R_MAX_MM 95.0
+
+typedef struct polar {
+  double oi, oj, h; /* origin (voxels), radial step (mm) */
+  int nr;
+} polar;
+
+/* O: on the midline, 3 mm in front of the most anterior compartment voxel
+ * within 12 mm of the midline (the multifidus on the lamina), as in the
+ * template the prior was learned from; behind the canal when there is none. */
+static void polar_setup(const psp_slice_landmarks *lm, const uint8_t *comp, int64_t nx, int64_t ny,
+                        double sx, double sy, polar *P) {
+  double rc = fmin(lm->canal_radius_mm, 10.0);
+  P->oi = lm->midline_i;
+  P->oj = lm->canal.j + (rc + 2.0) / sy;
+  int64_t i0 = (int64_t)floor(P->oi - 12.0 / sx), i1 = (int64_t)ceil(P->oi + 12.0 / sx);
+  bool found = false;
+  for (int64_t j = 0; j < ny && !found; j++)
+    for (int64_t i = i0 < 0 ? 0 : i0; i <= i1 && i < nx; i++)
+      if (comp[j * nx + i]) {
+        P->oj = (double)j - 3.0 / sy;
+        found = true;
+        break;
+      }
+  P->h = fmin(sx, sy);
+  if (P->h > 1.0) P->h = 1.0;
+  P->nr = (int)ceil(R_MAX_MM / P->h) + 1;
+}
+
+static double theta_of(int t) {
+  return (double)t * (3.14159265358979323846 / (N_THETA - 1));
+}
+
+/* Voxel index at ray t, radius step r on side sgn, or -1 outside. */
+static int64_t ray_voxel(const polar *P, int sgn, int t, int r, int64_t nx, int64_t ny, double sx,
+                         double sy) {
+  double th = theta_of(t), R = r * P->h;
+  double di = sgn * R * sin(th) / sx, dj = R * cos(th) / sy;
+  int64_t i = (int64_t)lround(P->oi + di), j = (int64_t)lround(P->oj + dj);
+  if (i < 0 || j < 0 || i >= nx || j >= ny) return -1;
+  return j * nx + i;
+}
+
+/* Median share of the multifidus along each ray from O (rho = (R_mf -
+ * R_in) / (R_out - R_in) of the compartment on that ray), every 10 degrees
+ * from straight back (0) to lateral and beyond: learned from the MuscleMap
+ * abdomen template (MIT licence; 104 slices x 2 sides; 0 degrees, where the
+ * template has no ray, takes the 10-degree value), see
+ * models/mf_rho_profile.tsv and models/README.md. dixon-tum01's manual labels
+ * give nearly the same profile (checked, not used). */
+static const double MF_RHO[12] = {1.00, 1.00, 0.83, 0.64, 0.52, 0.36,
+                                  0.27, 0.19, 0.13, 0.00, 0.00, 0.00};
+
+double psp_segment_mf_rho(int deg10) {
+  return deg10 >= 0 && deg10 < 12 ? MF_RHO[deg10] : 0.0;
+}
+
+static double rho_at(int t) {
+  double deg = theta_of(t) * 180.0 / 3.14159265358979323846, u = deg / 10.0;
+  int a = (int)floor(u);
+  if (a >= 11) return 0.0;
+  double f = u - a;
+  return (1 - f) * MF_RHO[a] + f * MF_RHO[a + 1];
+}
+
+/* Minimum-cost boundary radius per ray (mm, NaN for rays without
+ * compartment) given a prior radius per ray. Returns false on OOM. */
+static bool split_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t ny, double sx,
+                       double sy, const polar *P, const slice_levels *lv, int side,
+                       const double *prior_r, double sigma, double *rb) {
+  int sgn = side == 0 ? 1 : -1;
+  uint8_t val = (uint8_t)(side + 1);
+  int nr = P->nr;
+  float *cost = malloc((size_t)N_THETA * nr * sizeof *cost);
+  float *acc = malloc((size_t)N_THETA * nr * sizeof *acc);
+  int8_t *from = malloc((size_t)N_THETA * nr);
+  float *fat = malloc((size_t)nr * sizeof *fat);
+  if (!cost || !acc || !from || !fat) {
+    free(cost);
+    free(acc);
+    free(from);
+    free(fat);
+    return false;
+  }
+  double span = lv->fat - lv->muscle;
+  if (span < 0.2) span = 0.2;
+  int rin[N_THETA], rout[N_THETA];
+  uint8_t *inside = malloc((size_t)nr);
+  int *before = malloc((size_t)nr * sizeof *before), *after = malloc((size_t)nr * sizeof *after);
+  if (!inside || !before || !after) {
+    free(inside);
+    free(before);
+    free(after);
+    free(cost);
+    free(acc);
+    free(from);
+    free(fat);
+    return false;
+  }
+  int win = (int)ceil(8.0 / P->h), rw = (int)ceil(RIDGE_MM / P->h);
+  for (int t = 0; t < N_THETA; t++) {
+    rin[t] = -1;
+    rout[t] = -1;
+    for (int r = 0; r < nr; r++) {
+      int64_t p = ray_voxel(P, sgn, t, r, nx, ny, sx, sy);
+      double x = 1.0;
+      inside[r] = 0;
+      if (p >= 0) {
+        if (comp[p] == val) {
+          if (rin[t] < 0) rin[t] = r;
+          rout[t] = r;
+          inside[r] = 1;
+        }
+        float v = ff[p];
+        x = isnan(v) ? 0.5 : (v - lv->muscle) / span;
+      }
+      fat[r] = (float)(x < 0 ? 0 : x > 1 ? 1 : x);
+    }
+    /* compartment voxels within 8 mm before / after each radius: a fat
+     * plane splits the muscles only with muscle on both sides of it */
+    int last = -1000000;
+    for (int r = 0; r < nr; r++) {
+      before[r] = r - last <= win;
+      if (inside[r]) last = r;
+    }
+    last = 1000000;
+    for (int r = nr - 1; r >= 0; r--) {
+      after[r] = last - r <= win;
+      if (inside[r]) last = r;
+    }
+    for (int r = 0; r < nr; r++) {
+      double c;
+      if (rin[t] < 0) {
+        c = 0.0;
+      } else {
+        /* inside the compartment: a fat plane is cheap; at or beyond its
+         * ends (the ray is all one muscle) a fixed price, or the border fat
+         * around the compartment would always win */
+        double img;
+        if (r < rin[t] - 1 || r > rout[t] + 1)
+          img = 2.0;
+        else if (r <= rin[t] || r >= rout[t])
+          img = END_COST;
+        else if (!before[r] || !after[r])
+          img = 1.0;
+        else {
+          /* ridge: fattier than the tissue on both sides of it */
+          float lb = 1.0f, la = 1.0f;
+          for (int q = 1; q <= rw; q++) {
+            if (r - q >= 0) lb = fminf(lb, fat[r - q]);
+            if (r + q < nr) la = fminf(la, fat[r + q]);
+          }
+          double ridge = fat[r] - fmax(lb, la);
+          img = 1.0 - (ridge < 0 ? 0 : ridge > 0.5 ? 1 : 2 * ridge);
+        }
+        double pr = prior_r && !isnan(prior_r[t])
+                        ? prior_r[t]
+                        : (rin[t] + rho_at(t) * (rout[t] - rin[t])) * P->h;
+        double z = (r * P->h - pr) / sigma;
+        c = img + PRIOR_WEIGHT * z * z;
+      }
+      cost[t * nr + r] = (float)c;
+    }
+  }
+  free(inside);
+  free(before);
+  free(after);
+  for (int r = 0; r < nr; r++) {
+    acc[r] = cost[r];
+    from[r] = 0;
+  }
+  for (int t = 1; t < N_THETA; t++)
+    for (int r = 0; r < nr; r++) {
+      const float *prev = acc + (t - 1) * nr;
+      float best = prev[r];
+      int8_t bd = 0;
+      for (int d = 1; d <= 2; d++) {
+        float pen = (float)(STEP_COST * d);
+        if (r - d >= 0 && prev[r - d] + pen < best) {
+          best = prev[r - d] + pen;
+          bd = (int8_t)-d;
+        }
+        if (r + d < nr && prev[r + d] + pen < best) {
+          best = prev[r + d] + pen;
+          bd = (int8_t)d;
+        }
+      }
+      acc[t * nr + r] = best + cost[t * nr + r];
+      from[t * nr + r] = bd;
+    }
+  int r = 0;
+  for (int u = 1; u < nr; u++)
+    if (acc[(N_THETA - 1) * nr + u] < acc[(N_THETA - 1) * nr + r]) r = u;
+  for (int t = N_THETA - 1; t >= 0; t--) {
+    rb[t] = rin[t] < 0 ? NAN : r * P->h;
+    r += from[t * nr + r];
+  }
+  free(cost);
+  free(acc);
+  free(from);
+  free(fat);
+  return true;
+}
+
+/* Writes the labels of one side from its compartment and boundary. */
+static void label_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t ny, double sx,
+                       double sy, const polar *P, const slice_levels *lv, int side,
+                       const double *rb, float *out) {
+  int sgn = side == 0 ? 1 : -1;
+  uint8_t val = (uint8_t)(side + 1);
+  float mf = side == 0 ? PSP_LABEL_MF_LEFT : PSP_LABEL_MF_RIGHT;
+  float es = side == 0 ? PSP_LABEL_ES_LEFT : PSP_LABEL_ES_RIGHT;
+  double step = 3.14159265358979323846 / (N_THETA - 1);
+  for (int64_t j = 0; j < ny; j++)
+    for (int64_t i = 0; i < nx; i++) {
+      int64_t p = j * nx + i;
+      if (comp[p] != val) continue;
+      double x = sgn * ((double)i - P->oi) * sx, y = ((double)j - P->oj) * sy;
+      double th = atan2(x, y); /* 0 = posterior, pi/2 = lateral */
+      if (th < 0) th = 0;
+      double u = th / step;
+      int t0 = (int)floor(u);
+      if (t0 >= N_THETA - 1) t0 = N_THETA - 2;
+      double f = u - t0, a = rb[t0], b = rb[t0 + 1];
+      double R = isnan(a) ? b : isnan(b) ? a : (1 - f) * a + f * b;
+      double rr = hypot(x, y);
+      if (isnan(R)) {
+        out[p] = es;
+        continue;
+      }
+      if (fabs(rr - R) <= 1.0 * fmax(sx, sy) && !isnan(ff[p]) && ff[p] > lv->t_loose) continue;
+      out[p] = rr < R ? mf : es;
+    }
+}
+
+/* Split along a visible fat plane: each compartment voxel goes to the
+ * muscle whose seed component (1 = multifidus core, 2 = the others) it
+ * reaches first inside the compartment (breadth-first, scan order). Returns
+ * false when this side has no seeds or on OOM (*oom set). */
+static bool split_by_seeds(const uint8_t *comp, const uint8_t *seed, int64_t nx, int64_t ny,
+                           int side, float *out, bool *oom) {
+  int64_t n = nx * ny;
+  uint8_t val = (uint8_t)(side + 1);
+  bool any = false;
+  for (int64_t p = 0; p < n && !any; p++)
+    any = comp[p] == val && seed[p];
+  if (!any) return false;
+  int32_t *q = malloc((size_t)n * sizeof *q);
+  uint8_t *lab = calloc((size_t)n, 1);
+  if (!q || !lab) {
+    free(q);
+    free(lab);
+    *oom = true;
+    return false;
+  }
+  int64_t head = 0, tail = 0;
+  for (int64_t p = 0; p < n; p++)
+    if (comp[p] == val && seed[p]) {
+      lab[p] = seed[p];
+      q[tail++] = (int32_t)p;
+    }
+  while (head < tail) {
+    int64_t p = q[head++];
+    int64_t i = p % nx, j = p / nx;
+    int64_t nb[4] = {i > 0 ? p - 1 : -1, i + 1 < nx ? p + 1 : -1, j > 0 ? p - nx : -1,
+                     j + 1 < ny ? p + nx : -1};
+    for (int c = 0; c < 4; c++)
+      if (nb[c] >= 0 && comp[nb[c]] == val && !lab[nb[c]]) {
+        lab[nb[c]] = lab[p];
+        q[tail++] = (int32_t)nb[c];
+      }
+  }
+  float mf = side == 0 ? PSP_LABEL_MF_LEFT : PSP_LABEL_MF_RIGHT;
+  float es = side == 0 ? PSP_LABEL_ES_LEFT : PSP_LABEL_ES_RIGHT;
+  for (int64_t p = 0; p < n; p++)
+    if (comp[p] == val) out[p] = lab[p] == 1 ? mf : es;
+  free(q);
+  free(lab);
+  return true;
+}
+
+static void flag(psp_slice_landmarks *lm, psp_slice_status st, const char *fmt, double a,
+                 double b) {
+  lm->status = st;
+  snprintf(lm->reason, sizeof lm->reason, fmt, a, b);
+}
+
+/* Last plausibility check of a labelled slice: every muscle present, none
+ * larger than MAX_MUSCLE_MM2, left and right of each muscle within a factor
+ * MAX_LR_RATIO. Otherwise the slice is flagged and emptied. */
+static void check_areas(psp_slice_landmarks *lm, float *lab, int64_t plane, double px) {
+  int64_t n[PSP_LABEL_COUNT] = {0};
+  for (int64_t q = 0; q < plane; q++)
+    n[(int)lab[q]]++;
+  double a[PSP_LABEL_COUNT];
+  for (int l = 0; l < PSP_LABEL_COUNT; l++)
+    a[l] = (double)n[l] * px;
+  int bad = 0;
+  for (int l = 1; l < PSP_LABEL_COUNT && !bad; l++)
+    if (a[l] <= 0 || a[l] > MAX_MUSCLE_MM2) bad = l;
+  if (bad) {
+    flag(lm, PSP_SLICE_IMPLAUSIBLE, "implausible muscle area %.0f mm^2 (allowed 0 < area <= %.0f)",
+         a[bad], MAX_MUSCLE_MM2);
+  } else {
+    double rmf = fmax(a[1], a[2]) / fmin(a[1], a[2]), res = fmax(a[3], a[4]) / fmin(a[3], a[4]);
+    if (fmax(rmf, res) > MAX_LR_RATIO)
+      flag(lm, PSP_SLICE_IMPLAUSIBLE,
+           "left and right differ by a factor %.1f in area (allowed %.1f): a side leaked or "
+           "was lost",
+           fmax(rmf, res), MAX_LR_RATIO);
+  }
+  if (lm->status != PSP_SLICE_OK)
+    for (int64_t q = 0; q < plane; q++)
+      lab[q] = 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error **err) {
+  const psp_volume *ffv = psp_ffmap_ff(ffm);
+  psp_segmentation *s = psp_calloc(1, sizeof *s, err);
+  if (!s) return NULL;
+  int64_t nx = ffv->dims[0], ny = ffv->dims[1], nz = ffv->dims[2], plane = nx * ny;
+  double sp[3];
+  psp_volume_spacing(ffv, sp);
+  bool ipop = !strcmp(psp_ffmap_source(ffm), "inphase+opposed-phase");
+  s->nz = nz;
+  s->labels = psp_volume_create_like(ffv, err);
+  s->lm = psp_calloc((size_t)nz, sizeof *s->lm, err);
+  slice_levels *lv = psp_calloc((size_t)nz, sizeof *lv, err);
+  uint8_t *comp = psp_calloc((size_t)(plane * nz), 1, err);
+  uint8_t *body = psp_calloc((size_t)(plane * nz), 1, err);
+  uint8_t *seeds = psp_calloc((size_t)(plane * nz), 1, err);
+  double *prior = psp_calloc((size_t)nz * 2 * N_THETA, sizeof *prior, err);
+  double *rprof = psp_calloc((size_t)nz * 2 * N_THETA, sizeof *rprof, err);
+  if (!s->labels || !s->lm || !lv || !comp || !body || !seeds || !prior || !rprof) goto fail;
+  bool oom = false;
+
+  /* pass 0: landmarks of every slice on its own */
+#pragma omp parallel reduction(|| : oom)
+  {
+    psp_slice_work *w = psp_slice_work_create(nx, ny);
+    if (!w) oom = true;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < nz; k++) {
+      if (!w) continue;
+      psp_landmarks_find(ffv->data + k * plane, nx, ny, sp[0], sp[1], NULL, ipop, body + k * plane,
+                         w, &s->lm[k]);
+    }
+    psp_slice_work_free(w);
+  }
+  if (oom) {
+    psp_error_set(err, PSP_ERR_NOMEM, "out of memory in the segmentation");
+    goto fail;
+  }
+  /* the spine runs along the stack: the median canal position over all
+   * slices where one was found anchors a second search on outliers */
+  double near[2] = {NAN, NAN};
+  {
+    double *vi = psp_calloc((size_t)nz * 2, sizeof *vi, err);
+    if (!vi) goto fail;
+    double *vj = vi + nz;
+    int64_t m = 0;
+    for (int64_t k = 0; k < nz; k++)
+      if (s->lm[k].canal.found) {
+        vi[m] = s->lm[k].canal.i;
+        vj[m] = s->lm[k].canal.j;
+        m++;
+      }
+    if (m > 0) {
+      qsort(vi, (size_t)m, sizeof *vi, cmp_double);
+      qsort(vj, (size_t)m, sizeof *vj, cmp_double);
+      near[0] = vi[m / 2];
+      near[1] = vj[m / 2];
+    }
+    free(vi);
+  }
+
+  /* pass 1: landmarks near the anchor, compartments, a first boundary */
+#pragma omp parallel reduction(|| : oom)
+  {
+    psp_slice_work *w = psp_slice_work_create(nx, ny);
+    float *crop_ff = malloc((size_t)plane * sizeof *crop_ff);
+    uint8_t *crop_body = malloc((size_t)plane), *crop_comp = malloc((size_t)plane);
+    uint8_t *crop_seed = malloc((size_t)plane);
+    bool ready = w && crop_ff && crop_body && crop_comp && crop_seed;
+    if (!ready) oom = true;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < nz; k++) {
+      if (!ready) continue;
+      const float *ff = ffv->data + k * plane;
+      psp_slice_landmarks *lm = &s->lm[k];
+      if (!isnan(near[0]) && lm->status != PSP_SLICE_NO_BODY &&
+          (!lm->canal.found || fabs(lm->canal.i - near[0]) * sp[0] > 8.0 ||
+           fabs(lm->canal.j - near[1]) * sp[1] > 15.0))
+        psp_landmarks_find(ff, nx, ny, sp[0], sp[1], near, ipop, body + k * plane, w, lm);
+      if (lm->status != PSP_SLICE_OK) continue;
+      slice_levels *L = &lv[k];
+      L->muscle = isnan(lm->muscle_ff) ? 0.1 : lm->muscle_ff;
+      L->fat = lm->fat_ff;
+      if (L->fat - L->muscle < 0.3) {
+        flag(lm, PSP_SLICE_IMPLAUSIBLE,
+             "muscle beside the spinous process (FF %.2f) is not distinct from fat (FF %.2f)",
+             L->muscle, L->fat);
+        continue;
+      }
+      L->t_loose = 0.5 * (L->muscle + L->fat);
+      L->t_strict = L->muscle + STRICT_SHARE * (L->fat - L->muscle);
+      uint8_t *c = comp + k * plane;
+      /* the compartments are built on a crop around the spine (90 mm to
+       * either side, from just in front of the canal backwards): the same
+       * result at a fraction of the cost */
+      int64_t ci0 = (int64_t)floor(lm->midline_i - D_MAX_MM / sp[0]) - 2;
+      int64_t ci1 = (int64_t)ceil(lm->midline_i + D_MAX_MM / sp[0]) + 2;
+      int64_t cj0 = (int64_t)floor(lm->canal.j - 15.0 / sp[1]), cj1 = ny - 1;
+      ci0 = ci0 < 0 ? 0 : ci0;
+      ci1 = ci1 > nx - 1 ? nx - 1 : ci1;
+      cj0 = cj0 < 0 ? 0 : cj0;
+      int64_t cnx = ci1 - ci0 + 1, cny = cj1 - cj0 + 1;
+      for (int64_t j = 0; j < cny; j++)
+        for (int64_t i = 0; i < cnx; i++) {
+          int64_t q = (j + cj0) * nx + i + ci0;
+          crop_ff[j * cnx + i] = ff[q];
+          crop_body[j * cnx + i] = body[k * plane + q];
+        }
+      memset(crop_comp, 0, (size_t)(cnx * cny));
+      memset(crop_seed, 0, (size_t)(cnx * cny));
+      psp_slice_landmarks lmc = *lm;
+      lmc.midline_i -= (double)ci0;
+      lmc.canal.i -= (double)ci0;
+      lmc.canal.j -= (double)cj0;
+      int64_t nvs[2] = {0, 0};
+      for (int side = 0; side < 2; side++)
+        nvs[side] = build_compartment(crop_ff, crop_body, cnx, cny, sp[0], sp[1], &lmc, L, side,
+                                      crop_comp, crop_seed, w);
+      for (int64_t j = 0; j < cny; j++)
+        for (int64_t i = 0; i < cnx; i++) {
+          int64_t q = (j + cj0) * nx + i + ci0;
+          c[q] = crop_comp[j * cnx + i];
+          seeds[k * plane + q] = crop_seed[j * cnx + i];
+        }
+      for (int side = 0; side < 2 && lm->status == PSP_SLICE_OK; side++) {
+        int64_t nv = nvs[side];
+        double a = (double)nv * sp[0] * sp[1];
+        if (a < MIN_SIDE_MM2)
+          flag(lm, PSP_SLICE_IMPLAUSIBLE,
+               "paraspinal compartment too small on one side (%.0f mm^2, need %.0f)", a,
+               MIN_SIDE_MM2);
+        else {
+          polar P;
+          polar_setup(lm, c, nx, ny, sp[0], sp[1], &P);
+          if (!split_side(ff, c, nx, ny, sp[0], sp[1], &P, L, side, NULL, R_SIGMA1,
+                          rprof + (2 * k + side) * N_THETA))
+            oom = true;
+        }
+      }
+    }
+    free(crop_ff);
+    free(crop_body);
+    free(crop_comp);
+    free(crop_seed);
+    psp_slice_work_free(w);
+  }
+  if (oom) {
+    psp_error_set(err, PSP_ERR_NOMEM, "out of memory in the segmentation");
+    goto fail;
+  }
+
+  /* serial: consistency along the spine */
+  {
+    double ci[5], cjv[5];
+    for (int64_t k = 0; k < nz; k++) {
+      psp_slice_landmarks *lm = &s->lm[k];
+      if (lm->status != PSP_SLICE_OK) continue;
+      int m = 0;
+      for (int64_t q = k - 2; q <= k + 2; q++)
+        if (q >= 0 && q < nz && q != k && s->lm[q].canal.found) {
+          ci[m] = s->lm[q].canal.i * sp[0];
+          cjv[m] = s->lm[q].canal.j * sp[1];
+          m++;
+        }
+      if (m < 2) continue;
+      qsort(ci, (size_t)m, sizeof *ci, cmp_double);
+      qsort(cjv, (size_t)m, sizeof *cjv, cmp_double);
+      double mi = m % 2 ? ci[m / 2] : 0.5 * (ci[m / 2 - 1] + ci[m / 2]);
+      double mj = m % 2 ? cjv[m / 2] : 0.5 * (cjv[m / 2 - 1] + cjv[m / 2]);
+      double dist = hypot(lm->canal.i * sp[0] - mi, lm->canal.j * sp[1] - mj);
+      if (dist > CANAL_JUMP_MM)
+        flag(lm, PSP_SLICE_IMPLAUSIBLE,
+             "spinal canal %.0f mm away from its position on the neighbouring slices (limit %.0f)",
+             dist, CANAL_JUMP_MM);
+    }
+    int64_t lowest = -1;
+    for (int64_t k = 0; k < nz && lowest < 0; k++)
+      if (s->lm[k].status == PSP_SLICE_OK) lowest = k;
+    for (int64_t k = 0; k < lowest; k++)
+      if (s->lm[k].status == PSP_SLICE_NO_SPINE) {
+        s->lm[k].status = PSP_SLICE_BELOW_SACRUM;
+        snprintf(s->lm[k].reason, sizeof s->lm[k].reason,
+                 "below the lowest slice where the spine and muscles were found (slice %lld)",
+                 (long long)lowest);
+      }
+    double v[5];
+    for (int64_t k = 0; k < nz; k++)
+      for (int side = 0; side < 2; side++)
+        for (int t = 0; t < N_THETA; t++) {
+          int m = 0;
+          for (int64_t q = k - 2; q <= k + 2; q++) {
+            double r = q >= 0 && q < nz ? rprof[(2 * q + side) * N_THETA + t] : NAN;
+            if (q >= 0 && q < nz && s->lm[q].status == PSP_SLICE_OK && !isnan(r)) v[m++] = r;
+          }
+          double *out = &prior[(2 * k + side) * N_THETA + t];
+          if (m == 0) {
+            *out = NAN; /* no neighbour: the template prior */
+            continue;
+          }
+          qsort(v, (size_t)m, sizeof *v, cmp_double);
+          *out = m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
+        }
+  }
+
+  /* pass 2: the boundary with the neighbours' median as prior, labels */
+#pragma omp parallel for schedule(dynamic, 1) reduction(|| : oom)
+  for (int64_t k = 0; k < nz; k++) {
+    if (s->lm[k].status != PSP_SLICE_OK) continue;
+    const float *ff = ffv->data + k * plane;
+    uint8_t *c = comp + k * plane;
+    polar P;
+    polar_setup(&s->lm[k], c, nx, ny, sp[0], sp[1], &P);
+    for (int side = 0; side < 2; side++) {
+      if (split_by_seeds(c, seeds + k * plane, nx, ny, side, s->labels->data + k * plane, &oom))
+        continue;
+      double rb[N_THETA];
+      if (!split_side(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side,
+                      prior + (2 * k + side) * N_THETA, R_SIGMA2, rb)) {
+        oom = true;
+        continue;
+      }
+      label_side(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side, rb, s->labels->data + k * plane);
+    }
+    check_areas(&s->lm[k], s->labels->data + k * plane, plane, sp[0] * sp[1]);
+  }
+  if (oom) {
+    psp_error_set(err, PSP_ERR_NOMEM, "out of memory in the segmentation");
+    goto fail;
+  }
+  int64_t nok = psp_segmentation_ok_count(s);
+  psp_info(ctx, "segmentation: %lld of %lld slices segmented", (long long)nok, (long long)nz);
+  if (nok == 0)
+    psp_warn(ctx, "automatic segmentation found the paraspinal muscles on no slice (see the "
+                  "per-slice reasons in report.json); all measurements are empty");
+  free(lv);
+  free(comp);
+  free(body);
+  free(seeds);
+  free(prior);
+  free(rprof);
+  return s;
+fail:
+  free(lv);
+  free(comp);
+  free(body);
+  free(seeds);
+  free(prior);
+  free(rprof);
+  psp_segmentation_free(s);
+  return NULL;
+}
+
+void psp_segmentation_free(psp_segmentation *s) {
+  if (!s) return;
+  psp_volume_free(s->labels);
+  free(s->lm);
+  free(s);
+}
+
+const psp_volume *psp_segmentation_labels(const psp_segmentation *s) {
+  return s->labels;
+}
+
+psp_volume *psp_segmentation_take_labels(psp_segmentation *s) {
+  psp_volume *v = s->labels;
+  s->labels = NULL;
+  return v;
+}
+
+const char *psp_segmentation_method(const psp_segmentation *s) {
+  (void)s;
+  return METHOD;
+}
+
+int64_t psp_segmentation_slice_count(const psp_segmentation *s) {
+  return s->nz;
+}
+
+const psp_slice_landmarks *psp_segmentation_slice(const psp_segmentation *s, int64_t k) {
+  return &s->lm[k];
+}
+
+int64_t psp_segmentation_ok_count(const psp_segmentation *s) {
+  int64_t n = 0;
+  for (int64_t k = 0; k < s->nz; k++)
+    n += s->lm[k].status == PSP_SLICE_OK;
+  return n;
+}

@@ -1,0 +1,42 @@
+/*
+ * segment.h — automatic segmentation of the left/right multifidus and
+ * erector spinae (internal API, not installed). psp_segment runs on the FF
+ * map of a psp_ffmap and returns project labels 0..4 on the same grid (same
+ * file orientation), a status per axial slice (flagged slices are left
+ * empty, never guessed) and the landmarks found on each slice.
+ */
+#ifndef PSP_SEGMENT_H
+#define PSP_SEGMENT_H
+
+#include "anatomy/landmarks.h"
+#include "core/internal.h"
+
+typedef struct psp_segmentation psp_segmentation;
+
+/* Segments every axial slice. Fails only on out-of-memory / empty input;
+ * slices where the muscles cannot be found are flagged, not errors. */
+psp_segmentation *psp_segment(const psp_ffmap *ff, psp_context *ctx, psp_error **err);
+void psp_segmentation_free(psp_segmentation *s);
+
+/* Borrowed: labels 0..4 (project scheme) on the FF map's grid. */
+const psp_volume *psp_segmentation_labels(const psp_segmentation *s);
+/* Transfers ownership of the label volume to the caller (the segmentation
+ * keeps statuses and landmarks; labels() returns NULL afterwards). */
+psp_volume *psp_segmentation_take_labels(psp_segmentation *s);
+/* Short description of the method (for report.json). */
+const char *psp_segmentation_method(const psp_segmentation *s);
+int64_t psp_segmentation_slice_count(const psp_segmentation *s);
+/* Borrowed; k in 0..slice_count-1 (internal slice order). */
+const psp_slice_landmarks *psp_segmentation_slice(const psp_segmentation *s, int64_t k);
+/* Number of slices with status OK. */
+int64_t psp_segmentation_ok_count(const psp_segmentation *s);
+
+/* The multifidus share of each polar ray used as the first-pass prior,
+ * at deg10 x 10 degrees (0..11); the table in models/mf_rho_profile.tsv. */
+double psp_segment_mf_rho(int deg10);
+
+/* Defined in src/pipeline.c: the segmentation of an analysis run, NULL when
+ * the labels were given with --labels (borrowed). */
+const psp_segmentation *psp_result_segmentation(const psp_result *r);
+
+#endif

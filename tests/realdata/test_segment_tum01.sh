@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Automatic segmentation on the real development scan ../shared/data/dixon-tum01
+# (analyze WITHOUT --labels), compared with its manual labels. The asserted
+# Dice values are what this version reaches minus a small margin — NOT the
+# issue's targets (erector spinae >= 0.90, multifidus >= 0.85), which it does
+# not reach yet; see README "What it does today". Also checks the per-slice
+# segmentation record in report.json and that slices.csv keeps its columns.
+source "$(dirname "$0")/../integration/lib.sh"
+D="$SRC/../shared/data/dixon-tum01"
+if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
+cd "$S"
+# minimum Dice per label: reached 0.641 / 0.659 / 0.827 / 0.842, all 0.880 (minus ~0.03)
+MIN_MF_L=0.60 MIN_MF_R=0.62 MIN_ES_L=0.79 MIN_ES_R=0.81 MIN_ALL=0.85
+run "$PSP" analyze --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" -o out
+run "$PSP" compare out/dseg.nii.gz "$D/labels_manual.nii.gz" --truth-scheme lpm \
+  --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" --per-slice --csv cmp.csv > cmp.txt 2>&1
+sed -n '/Whole volume/,/mean 1-4/p' cmp.txt
+check() { # label_name minimum
+  awk -F, -v want="$1" -v min="$2" '
+    NR > 1 && $3 == "" && $2 == want { found = 1; printf "%s: Dice %.4f (minimum %s)\n", want, $8, min
+      if ($8 + 0 < min + 0) exit 1 }
+    END { if (!found) exit 1 }' cmp.csv || fail "Dice of $1 below $2"
+}
+head -1 cmp.csv | grep -q '^label,name,slice,file_slice,n_pred,n_truth,n_both,dice' || fail "unexpected compare CSV columns"
+check "left multifidus" $MIN_MF_L
+check "right multifidus" $MIN_MF_R
+check "left erector spinae" $MIN_ES_L
+check "right erector spinae" $MIN_ES_R
+check "all" $MIN_ALL
+# the segmentation record: method, one entry per slice with status, reason, landmarks
+grep -q '"segmentation"' out/report.json || fail "report.json has no segmentation object"
+n=$(grep -c '"status":' out/report.json)
+[ "$n" -eq 29 ] || fail "expected 29 per-slice statuses in report.json, found $n"
+grep -q '"spinal_canal"' out/report.json || fail "no spinal canal landmark in report.json"
+grep -q '"mm_ras"' out/report.json || fail "landmarks lack world coordinates"
+head -1 out/slices.csv | grep -qx 'slice,file_slice,z_mm,muscle,side,label,area_mm2,ff_mean_pct,ff_ratio_pct,ff_median_pct,ff_q1_pct,ff_q3_pct,fcsa_mm2,fat_infiltration_pct,n_voxels,n_no_signal' \
+  || fail "slices.csv columns changed"
+# every segmented slice holds all four muscles
+awk -F, 'NR > 1 { n[$1]++ } END { for (k in n) if (n[k] != 4) { print "slice " k ": " n[k] " muscles"; bad = 1 } exit bad }' out/slices.csv \
+  || fail "a segmented slice lacks a muscle"
+finish
