@@ -403,6 +403,8 @@ typedef struct psp_analysis_options {
   psp_dixon_options dixon;
   /* Stop after the fat-fraction map (paraspinal ffmap): no labels needed. */
   bool ffmap_only;
+  /* Write OUTDIR/qc/slice_NNN.png overlays (default true). */
+  bool write_qc;
 } psp_analysis_options;
 
 void psp_analysis_options_default(psp_analysis_options *o);

@@ -42,6 +42,7 @@ void psp_analysis_options_default(psp_analysis_options *o) {
   memset(o, 0, sizeof *o);
   o->ff_unit = PSP_FF_FRACTION;
   o->geometry_from = PSP_GEOM_AUTO;
+  o->write_qc = true;
   o->load.volume_index = -1;
   psp_dixon_options_default(&o->dixon);
 }

@@ -46,12 +46,13 @@ static const char ANALYZE_HELP[] =
     "  --no-noise-correction          no Rician noise-bias correction of water/fat\n"
     "  --noise-floor K                no-signal floor = K x noise level of F+W (default 3)\n"
     "  --max-voxels N                 refuse larger images (default 2147483648)\n"
+    "  --no-qc                        do not write the QC images (OUTDIR/qc/)\n"
     "  -t, --threads N                OpenMP threads (default: all cores)\n"
     "  -v, --verbose                  progress and details on stderr\n"
     "  -h, --help                     this help\n"
     "\n"
     "Outputs in OUTDIR: fatfraction.nii.gz, dseg.nii.gz, dseg.tsv, slices.csv, volumes.csv,\n"
-    "report.json (columns and units: see README).\n";
+    "report.json, qc/slice_NNN.png (columns and units: see README).\n";
 
 static const char FFMAP_HELP[] =
     "Usage: paraspinal ffmap INPUTS -o FF.nii.gz [options]\n"
@@ -78,6 +79,7 @@ enum {
   OPT_NO_NOISE,
   OPT_NOISE_FLOOR,
   OPT_MAX_VOXELS,
+  OPT_NO_QC,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -94,6 +96,7 @@ static const struct option LONG_OPTS[] = {
     {"no-noise-correction", no_argument, NULL, OPT_NO_NOISE},
     {"noise-floor", required_argument, NULL, OPT_NOISE_FLOOR},
     {"max-voxels", required_argument, NULL, OPT_MAX_VOXELS},
+    {"no-qc", no_argument, NULL, OPT_NO_QC},
     {"out", required_argument, NULL, 'o'},
     {"threads", required_argument, NULL, 't'},
     {"verbose", no_argument, NULL, 'v'},
@@ -182,6 +185,7 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
           o.dixon.noise_floor_factor < 0)
         return psp_cli_usage_error(cmd, "--noise-floor needs a number >= 0, not '%s'", optarg);
       break;
+    case OPT_NO_QC: o.write_qc = false; break;
     case OPT_MAX_VOXELS:
       if (!psp_cli_parse_int(optarg, &max_voxels) || max_voxels <= 0)
         return psp_cli_usage_error(cmd, "--max-voxels needs a positive integer, not '%s'", optarg);
@@ -243,7 +247,7 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
                "in report.json)\n",
                (long long)psp_segmentation_ok_count(seg),
                (long long)psp_segmentation_slice_count(seg));
-      printf("wrote %s/{slices.csv,volumes.csv,report.json,dseg.nii.gz,dseg.tsv,fatfraction.nii.gz}"
+      printf("wrote %s/{slices.csv,volumes.csv,report.json,dseg.nii.gz,dseg.tsv,fatfraction.nii.gz,qc/}"
              " (%zu slice rows, %zu warnings)\n",
              out, psp_measurements_slice_count(m), psp_context_warning_count(ctx));
     }

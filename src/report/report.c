@@ -15,6 +15,7 @@
  * thread counts; the only time stamp is report.json's provenance.created.
  */
 #include "core/internal.h"
+#include "report/qc_png.h"
 #include "segment/segment.h"
 
 #include <cjson/cJSON.h>
@@ -294,14 +295,70 @@ static bool write_text(const char *dir, const char *name, char *text, psp_error 
   return ok;
 }
 
+/* The image the QC panels show: water, or in-phase, or the FF map itself. */
+static const psp_volume *qc_anatomy(const psp_result *r) {
+  for (int i = 0; i < psp_result_input_count(r); i++) {
+    const char *role, *path, *sha;
+    const psp_volume *v;
+    psp_result_input(r, i, &role, &path, &sha, &v);
+    if (!strcmp(role, "water") || !strcmp(role, "in-phase")) return v;
+  }
+  return psp_ffmap_ff(psp_result_ffmap(r));
+}
+
+static bool write_qc(const psp_result *r, const char *qc_dir, psp_context *ctx, psp_error **err) {
+  const psp_segmentation *seg = psp_result_segmentation(r);
+  const psp_volume *labels = psp_result_labels(r);
+  int64_t dims[3];
+  psp_volume_dims(labels, dims);
+  psp_qc_slice_marks *marks = NULL;
+  char(*status)[256] = NULL;
+  if (seg) {
+    marks = psp_calloc((size_t)dims[2], sizeof *marks, err);
+    status = psp_calloc((size_t)dims[2], sizeof *status, err);
+    if (!marks || !status) {
+      free(marks);
+      free(status);
+      return false;
+    }
+    for (int64_t k = 0; k < dims[2]; k++) {
+      const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
+      psp_qc_slice_marks *m = &marks[k];
+      m->canal_i = lm->canal.found ? lm->canal.i : NAN;
+      m->canal_j = lm->canal.found ? lm->canal.j : NAN;
+      m->vb_i = lm->vertebral_body.found ? lm->vertebral_body.i : NAN;
+      m->vb_j = lm->vertebral_body.found ? lm->vertebral_body.j : NAN;
+      m->spinous_i = lm->spinous.found ? lm->spinous.i : NAN;
+      m->spinous_j = lm->spinous.found ? lm->spinous.j : NAN;
+      m->midline_i = lm->status == PSP_SLICE_OK ? lm->midline_i : NAN;
+      if (lm->status != PSP_SLICE_OK) {
+        snprintf(status[k], sizeof status[k], "%s: %s", psp_slice_status_name(lm->status), lm->reason);
+        m->status = status[k];
+      }
+    }
+  }
+  bool ok = psp_qc_write_pngs(qc_dir, qc_anatomy(r), psp_ffmap_ff(psp_result_ffmap(r)), labels, marks,
+                              -1, ctx, err);
+  free(marks);
+  free(status);
+  return ok;
+}
+
 bool psp_report_write_outputs(const psp_result *r, const char *outdir, const char *argv_line,
                               psp_context *ctx, psp_error **err) {
   if (!psp_mkdir_p(outdir, err)) return false;
-  char tmp[4096], tmpname[64];
+  char tmp[4096], tmpname[64], tmp_qc[4096], old_qc[4096], qc[4096];
   snprintf(tmpname, sizeof tmpname, ".paraspinal-tmp-%ld", (long)getpid());
-  if (!psp_path_join(tmp, sizeof tmp, outdir, tmpname, err)) return false;
+  if (!psp_path_join(tmp, sizeof tmp, outdir, tmpname, err) ||
+      !psp_path_join(tmp_qc, sizeof tmp_qc, tmp, "qc", err) ||
+      !psp_path_join(old_qc, sizeof old_qc, tmp, "qc.old", err) ||
+      !psp_path_join(qc, sizeof qc, outdir, "qc", err))
+    return false;
+  psp_remove_tree_shallow(tmp_qc);
+  psp_remove_tree_shallow(old_qc);
   psp_remove_tree_shallow(tmp);
   if (!psp_mkdir_p(tmp, err)) return false;
+  bool want_qc = psp_result_options(r)->write_qc;
   char path[4096];
   bool ok = true;
   ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[0], err) &&
@@ -313,8 +370,10 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   ok = ok && write_text(tmp, OUT_NAMES[3], slices_csv(psp_result_measurements(r), err), err);
   ok = ok && write_text(tmp, OUT_NAMES[4], volumes_csv(psp_result_measurements(r), err), err);
   ok = ok && write_text(tmp, OUT_NAMES[5], report_json(r, argv_line, ctx, err), err);
+  ok = ok && (!want_qc || write_qc(r, tmp_qc, ctx, err));
   if (!ok) {
     psp_error_prefix(err, "%s: no output written", outdir);
+    psp_remove_tree_shallow(tmp_qc);
     psp_remove_tree_shallow(tmp);
     return false;
   }
@@ -326,9 +385,20 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
                     strerror(errno));
       for (int j = 0; j < i; j++)
         if (psp_path_join(dst, sizeof dst, outdir, OUT_NAMES[j], NULL)) unlink(dst);
+      psp_remove_tree_shallow(tmp_qc);
       psp_remove_tree_shallow(tmp);
       return false;
     }
+  }
+  /* the qc folder replaces an earlier one as a whole */
+  if (want_qc) {
+    if (rename(qc, old_qc) != 0 && errno != ENOENT) {
+      psp_warn(ctx, "%s: could not replace the old qc folder: %s", qc, strerror(errno));
+    } else if (rename(tmp_qc, qc) != 0) {
+      psp_warn(ctx, "%s: could not move the QC images into place: %s", qc, strerror(errno));
+    }
+    psp_remove_tree_shallow(old_qc);
+    psp_remove_tree_shallow(tmp_qc);
   }
   psp_remove_tree_shallow(tmp);
   return true;

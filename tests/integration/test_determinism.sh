@@ -11,6 +11,11 @@ done
 for f in slices.csv volumes.csv dseg.nii.gz dseg.tsv fatfraction.nii.gz; do
   cmp -s "o1/$f" "o2/$f" || fail "$f differs between 1 and 2 threads"
 done
+n1=$(ls o1/qc/*.png 2>/dev/null | wc -l)
+[ "$n1" -gt 0 ] || fail "no QC images written"
+for png in o1/qc/*.png; do
+  cmp -s "$png" "o2/qc/$(basename "$png")" || fail "QC image $(basename "$png") differs between 1 and 2 threads"
+done
 grep -v -e '"created"' -e '"command"' o1/report.json > r1.json
 grep -v -e '"created"' -e '"command"' o2/report.json > r2.json
 cmp -s r1.json r2.json || { fail "report.json differs beyond provenance"; diff r1.json r2.json | head; }
