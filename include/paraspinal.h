@@ -405,6 +405,12 @@ typedef struct psp_analysis_options {
   bool ffmap_only;
   /* Write OUTDIR/qc/slice_NNN.png overlays (default true). */
   bool write_qc;
+  /* Vertebral level overrides: items "L4/L5=12" (disc or vertebra name =
+   * slice index along the input file's own slice axis), and/or a file with
+   * one such item per line ('#' comments). NULL / 0 = none. */
+  const char *const *level_overrides;
+  size_t n_level_overrides;
+  const char *landmarks_path;
 } psp_analysis_options;
 
 void psp_analysis_options_default(psp_analysis_options *o);

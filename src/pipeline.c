@@ -10,6 +10,7 @@
  * most inputs, and on a tie the first image (water, in-phase or FF map).
  */
 #include "core/internal.h"
+#include "levels/levels.h"
 #include "segment/segment.h"
 
 #include <stdlib.h>
@@ -33,6 +34,8 @@ struct psp_result {
   psp_ffmap *ffmap;
   psp_volume *labels;
   psp_segmentation *seg; /* NULL when the labels were given */
+  psp_level_overrides *ov;
+  psp_levels *levels;
   psp_measurements *meas;
   psp_plausibility plaus;
   char scheme_name[256];
@@ -155,6 +158,17 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     if (!scheme) goto fail;
     snprintf(r->scheme_name, sizeof r->scheme_name, "%s", psp_scheme_name(scheme));
   }
+  if (!opt->ffmap_only) {
+    r->ov = psp_level_overrides_parse(opt->level_overrides, opt->n_level_overrides, err);
+    if (!r->ov) goto fail;
+    if (opt->landmarks_path) {
+      psp_level_overrides *from_file = psp_level_overrides_load(opt->landmarks_path, err);
+      bool merged = from_file && psp_level_overrides_merge(from_file, r->ov, err);
+      psp_level_overrides_free(r->ov);
+      r->ov = from_file;
+      if (!merged) goto fail;
+    }
+  }
   psp_info(ctx, "loading inputs");
   if (wf && !(add_input(r, "water", opt->water_path, PSP_GEOM_WATER, false, ctx, err) &&
               add_input(r, "fat", opt->fat_path, PSP_GEOM_FAT, false, ctx, err)))
@@ -195,6 +209,9 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   psp_info(ctx, "measuring");
   r->meas = psp_measure(r->labels, r->ffmap, ctx, err);
   if (!r->meas) goto fail;
+  psp_info(ctx, "assigning vertebral levels");
+  r->levels = psp_levels_detect(r->ffmap, r->seg, r->ov, ctx, err);
+  if (!r->levels) goto fail;
   psp_scheme_free(scheme);
   return r;
 fail:
@@ -210,6 +227,8 @@ void psp_result_free(psp_result *r) {
   psp_ffmap_free(r->ffmap);
   psp_volume_free(r->labels);
   psp_segmentation_free(r->seg);
+  psp_level_overrides_free(r->ov);
+  psp_levels_free(r->levels);
   psp_measurements_free(r->meas);
   free(r);
 }
@@ -220,6 +239,8 @@ const psp_ffmap *psp_result_ffmap(const psp_result *r) {
 const psp_volume *psp_result_labels(const psp_result *r) {
   return r->labels;
 }
+const psp_levels *psp_result_levels(const psp_result *r) { return r->levels; }
+
 const psp_segmentation *psp_result_segmentation(const psp_result *r) {
   return r->seg;
 }

@@ -47,11 +47,16 @@ static const char ANALYZE_HELP[] =
     "  --noise-floor K                no-signal floor = K x noise level of F+W (default 3)\n"
     "  --max-voxels N                 refuse larger images (default 2147483648)\n"
     "  --no-qc                        do not write the QC images (OUTDIR/qc/)\n"
+    "  --disc NAME=SLICE              vertebral level override, repeatable: e.g. --disc L4/L5=12\n"
+    "                                 (the L4/L5 disc is at slice 12 of the input file; a\n"
+    "                                 vertebra name such as L4=15 means a slice inside L4)\n"
+    "  --landmarks FILE               the same overrides from a file, one NAME=SLICE per line\n"
     "  -t, --threads N                OpenMP threads (default: all cores)\n"
     "  -v, --verbose                  progress and details on stderr\n"
     "  -h, --help                     this help\n"
     "\n"
     "Outputs in OUTDIR: fatfraction.nii.gz, dseg.nii.gz, dseg.tsv, slices.csv, volumes.csv,\n"
+    "levels.csv, "
     "report.json, qc/slice_NNN.png (columns and units: see README).\n";
 
 static const char FFMAP_HELP[] =
@@ -80,6 +85,8 @@ enum {
   OPT_NOISE_FLOOR,
   OPT_MAX_VOXELS,
   OPT_NO_QC,
+  OPT_DISC,
+  OPT_LANDMARKS,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -97,6 +104,9 @@ static const struct option LONG_OPTS[] = {
     {"noise-floor", required_argument, NULL, OPT_NOISE_FLOOR},
     {"max-voxels", required_argument, NULL, OPT_MAX_VOXELS},
     {"no-qc", no_argument, NULL, OPT_NO_QC},
+    {"disc", required_argument, NULL, OPT_DISC},
+    {"level", required_argument, NULL, OPT_DISC},
+    {"landmarks", required_argument, NULL, OPT_LANDMARKS},
     {"out", required_argument, NULL, 'o'},
     {"threads", required_argument, NULL, 't'},
     {"verbose", no_argument, NULL, 'v'},
@@ -125,6 +135,8 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
   const char *out = NULL;
   bool verbose = false;
   long long threads = 0, max_voxels = 0;
+  const char *level_items[64];
+  size_t n_levels = 0;
   optind = 1;
   opterr = 0;
   int c;
@@ -186,6 +198,12 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
         return psp_cli_usage_error(cmd, "--noise-floor needs a number >= 0, not '%s'", optarg);
       break;
     case OPT_NO_QC: o.write_qc = false; break;
+    case OPT_DISC:
+      if (n_levels == sizeof level_items / sizeof level_items[0])
+        return psp_cli_usage_error(cmd, "too many --disc overrides (at most 64)");
+      level_items[n_levels++] = optarg;
+      break;
+    case OPT_LANDMARKS: o.landmarks_path = optarg; break;
     case OPT_MAX_VOXELS:
       if (!psp_cli_parse_int(optarg, &max_voxels) || max_voxels <= 0)
         return psp_cli_usage_error(cmd, "--max-voxels needs a positive integer, not '%s'", optarg);
@@ -211,6 +229,8 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
     }
   }
   if (optind < argc) return psp_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+  o.level_overrides = level_items;
+  o.n_level_overrides = n_levels;
   if (!out) return psp_cli_usage_error(cmd, "missing -o %s", ffmap ? "FF.nii.gz" : "OUTDIR");
   if (ffmap && o.labels_path) return psp_cli_usage_error(cmd, "ffmap takes no --labels");
 
@@ -247,9 +267,10 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
                "in report.json)\n",
                (long long)psp_segmentation_ok_count(seg),
                (long long)psp_segmentation_slice_count(seg));
-      printf("wrote %s/{slices.csv,volumes.csv,report.json,dseg.nii.gz,dseg.tsv,fatfraction.nii.gz,qc/}"
-             " (%zu slice rows, %zu warnings)\n",
-             out, psp_measurements_slice_count(m), psp_context_warning_count(ctx));
+      printf("wrote %s/{slices.csv,volumes.csv,levels.csv,report.json,dseg.nii.gz,dseg.tsv,"
+             "fatfraction.nii.gz%s} (%zu slice rows, %zu warnings)\n",
+             out, o.write_qc ? ",qc/" : "", psp_measurements_slice_count(m),
+             psp_context_warning_count(ctx));
     }
     free(line);
   }

@@ -15,6 +15,8 @@
  * thread counts; the only time stamp is report.json's provenance.created.
  */
 #include "core/internal.h"
+#include "levels/levels.h"
+#include "report/levels_csv.h"
 #include "report/qc_png.h"
 #include "segment/segment.h"
 
@@ -29,7 +31,8 @@
 
 static const char *SLICE_COLUMNS =
     "slice,file_slice,z_mm,muscle,side,label,area_mm2,ff_mean_pct,ff_ratio_pct,ff_median_pct,"
-    "ff_q1_pct,ff_q3_pct,fcsa_mm2,fat_infiltration_pct,n_voxels,n_no_signal\n";
+    "ff_q1_pct,ff_q3_pct,fcsa_mm2,fat_infiltration_pct,n_voxels,n_no_signal,level,"
+    "level_confidence\n";
 static const char *VOLUME_COLUMNS =
     "muscle,side,label,volume_mm3,ff_mean_pct,ff_ratio_pct,ff_median_pct,ff_q1_pct,ff_q3_pct,"
     "fat_infiltration_pct,n_voxels,n_no_signal\n";
@@ -41,7 +44,7 @@ static void csv_num(psp_strbuf *b, double v, int dec, bool comma) {
   if (comma) psp_strbuf_append(b, ",");
 }
 
-static char *slices_csv(const psp_measurements *m, psp_error **err) {
+static char *slices_csv(const psp_measurements *m, const psp_levels *lv, psp_error **err) {
   psp_strbuf b;
   psp_strbuf_init(&b);
   psp_strbuf_append(&b, SLICE_COLUMNS);
@@ -59,7 +62,10 @@ static char *slices_csv(const psp_measurements *m, psp_error **err) {
     csv_num(&b, 100 * r->ff_q3, 3, true);
     csv_num(&b, r->fcsa_mm2, 2, true);
     csv_num(&b, 100 * r->fat_infiltration, 3, true);
-    psp_strbuf_printf(&b, "%lld,%lld\n", (long long)r->n_voxels, (long long)r->n_no_signal);
+    psp_strbuf_printf(&b, "%lld,%lld,%s,", (long long)r->n_voxels, (long long)r->n_no_signal,
+                      psp_levels_name(lv, r->slice));
+    csv_num(&b, psp_levels_confidence(lv, r->slice), 2, false);
+    psp_strbuf_append(&b, "\n");
   }
   return psp_strbuf_take(&b, err);
 }
@@ -154,6 +160,48 @@ static cJSON *point_json(const psp_volume *v, const psp_lm_point *p, int64_t k) 
   for (int r = 0; r < 3; r++)
     cJSON_AddItemToArray(mm,
                          jnum(a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3], 2));
+  return o;
+}
+
+static cJSON *levels_json(const psp_levels *lv) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "method", psp_levels_method(lv));
+  cJSON_AddBoolToObject(o, "anchored", psp_levels_anchored(lv));
+  cJSON_AddStringToObject(o, "anchor", psp_levels_anchor(lv));
+  cJSON_AddItemToObject(o, "disc_spacing_mm", jnum(psp_levels_spacing_mm(lv), 2));
+  cJSON *discs = cJSON_AddArrayToObject(o, "discs");
+  for (size_t i = 0; i < psp_levels_disc_count(lv); i++) {
+    const psp_level_disc *d = psp_levels_disc(lv, i);
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddStringToObject(x, "name", d->name);
+    cJSON_AddItemToObject(x, "slice", jnum(d->slice, 2));
+    cJSON_AddItemToObject(x, "file_slice", jnum(d->file_slice, 2));
+    cJSON_AddNumberToObject(x, "nearest_file_slice", (double)d->nearest_file);
+    cJSON_AddItemToObject(x, "distance_mm", jnum(d->distance_mm, 2));
+    cJSON_AddItemToObject(x, "z_mm", jnum(d->z_mm, 2));
+    cJSON_AddItemToObject(x, "confidence", jnum(d->confidence, 3));
+    cJSON_AddBoolToObject(x, "inferred", d->inferred);
+    cJSON_AddBoolToObject(x, "from_override", d->from_override);
+    cJSON_AddItemToArray(discs, x);
+  }
+  cJSON *flags = cJSON_AddArrayToObject(o, "flags");
+  for (size_t i = 0; i < psp_levels_flag_count(lv); i++) {
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddStringToObject(x, "key", psp_levels_flag_key(lv, i));
+    cJSON_AddStringToObject(x, "message", psp_levels_flag_message(lv, i));
+    cJSON_AddItemToArray(flags, x);
+  }
+  cJSON *slices = cJSON_AddArrayToObject(o, "slices");
+  for (int64_t k = 0; k < psp_levels_slice_count(lv); k++) {
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddNumberToObject(x, "slice", (double)k);
+    cJSON_AddItemToObject(x, "file_slice", jnum(psp_levels_file_position(lv, (double)k), 0));
+    cJSON_AddStringToObject(x, "level", psp_levels_name(lv, k));
+    cJSON_AddBoolToObject(x, "disc", psp_levels_is_disc(lv, k));
+    cJSON_AddItemToObject(x, "fraction", jnum(psp_levels_fraction(lv, k), 3));
+    cJSON_AddItemToObject(x, "confidence", jnum(psp_levels_confidence(lv, k), 3));
+    cJSON_AddItemToArray(slices, x);
+  }
   return o;
 }
 
@@ -252,6 +300,7 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
     cJSON_AddStringToObject(o, "abbreviation", psp_label_abbrev(l));
     cJSON_AddItemToArray(labels, o);
   }
+  cJSON_AddItemToObject(root, "levels", levels_json(psp_result_levels(res)));
   cJSON_AddItemToObject(root, "segmentation",
                         segmentation_json(psp_result_segmentation(res), psp_result_labels(res)));
   cJSON *vols = cJSON_AddArrayToObject(root, "volumes");
@@ -282,9 +331,10 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
   return out;
 }
 
-enum { N_OUT = 6 };
+enum { N_OUT = 7 };
 static const char *const OUT_NAMES[N_OUT] = {"fatfraction.nii.gz", "dseg.nii.gz", "dseg.tsv",
-                                             "slices.csv",         "volumes.csv", "report.json"};
+                                             "slices.csv",         "volumes.csv", "report.json",
+                                             "levels.csv"};
 
 static bool write_text(const char *dir, const char *name, char *text, psp_error **err) {
   if (!text) return false;
@@ -367,8 +417,12 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[1], err) &&
        psp_nifti_save(psp_result_labels(r), path, PSP_DT_UINT8, "paraspinal dseg", err);
   ok = ok && write_text(tmp, OUT_NAMES[2], psp_labels_dseg_tsv(), err);
-  ok = ok && write_text(tmp, OUT_NAMES[3], slices_csv(psp_result_measurements(r), err), err);
+  ok = ok && write_text(tmp, OUT_NAMES[3], slices_csv(psp_result_measurements(r), psp_result_levels(r), err), err);
   ok = ok && write_text(tmp, OUT_NAMES[4], volumes_csv(psp_result_measurements(r), err), err);
+  ok = ok && write_text(tmp, OUT_NAMES[6],
+                        psp_levels_csv(psp_result_levels(r), psp_result_measurements(r),
+                                       psp_result_labels(r), err),
+                        err);
   ok = ok && write_text(tmp, OUT_NAMES[5], report_json(r, argv_line, ctx, err), err);
   ok = ok && (!want_qc || write_qc(r, tmp_qc, ctx, err));
   if (!ok) {

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Vertebral levels through the CLI on a phantom with known discs: slices.csv
+# names every slice whose level the phantom's anatomy table states (disc
+# slabs of the phantom can straddle: a disc name may also sit on the
+# vertebra slice next to it), levels.csv has the level rows, and an override
+# in the file's numbering renames the stack.
+source "$(dirname "$0")/lib.sh"
+cd "$S"
+run "$PSP" phantom -o ph --prefix p --seed 2 --snr 25 --spacing 2.5,2.5,5
+run "$PSP" analyze --water ph/p_water.nii.gz --fat ph/p_fat.nii.gz --labels ph/p_dseg.nii.gz -o out --no-qc
+# every vertebra slice of the truth (not next to a disc) must carry its name
+awk -F, 'FNR == 1 { next }
+  FILENAME == ARGV[1] { truth[$1] = $4; next }
+  { got[$1] = $17 }
+  END {
+    for (k in truth) {
+      t = truth[k]; if (t ~ /\// || t == "S1" || t == "S2") continue
+      if (truth[k - 1] != t || truth[k + 1] != t) continue
+      n++; if (got[k] != t) { printf "slice %d: level %s, truth %s\n", k, got[k], t; bad++ }
+    }
+    printf "%d vertebra slices checked, %d wrong\n", n, bad; exit (n < 10 || bad > 0)
+  }' ph/p_anatomy.csv out/slices.csv || fail "level names on vertebra slices"
+grep -q '^L4/L5,disc' out/levels.csv || fail "levels.csv has no L4/L5 disc rows"
+grep -q '^L3,vertebra' out/levels.csv || fail "levels.csv has no L3 vertebra rows"
+# a deliberately wrong override (L4/L5 where L3/L4 is): trusted, and warned
+l34=$(awk -F, 'NR > 1 && $17 == "L3/L4" { print $2; exit }' out/slices.csv)
+[ -n "$l34" ] || fail "no slice named L3/L4"
+"$PSP" analyze --water ph/p_water.nii.gz --fat ph/p_fat.nii.gz --labels ph/p_dseg.nii.gz -o out2 --no-qc \
+  --disc "L4/L5=${l34:-0}" 2> err.txt || fail "analyze with --disc failed"
+cat err.txt
+awk -F, -v s="${l34:-0}" 'NR > 1 && $2 == s && $17 != "L4/L5" { bad = 1 } END { exit bad }' out2/slices.csv \
+  || fail "override L4/L5=$l34 not applied"
+grep -qi "override" err.txt || fail "contradicting override not reported"
+# bad override: clear usage error, no output
+"$PSP" analyze --water ph/p_water.nii.gz --fat ph/p_fat.nii.gz --labels ph/p_dseg.nii.gz -o out3 --disc L9=x 2> err3.txt
+rc=$?
+[ $rc -eq 2 ] || fail "bad --disc: exit $rc, expected 2"
+grep -q "L9=x" err3.txt || fail "bad --disc not named in the message"
+[ ! -e out3 ] || [ -z "$(ls -A out3)" ] || fail "bad --disc left output"
+finish
