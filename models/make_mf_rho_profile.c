@@ -13,18 +13,30 @@
  * (R_out - R_in): the share of the ray's compartment (MF + ES) that is
  * multifidus. Output: per angle the number of rays, quartiles and median.
  *
- * Usage: make_mf_rho_profile DSEG.nii.gz MF_LEFT MF_RIGHT ES_LEFT ES_RIGHT > mf_rho_profile.tsv
+ * With --by-level (mf_rho_by_level.tsv) the same medians per 15 mm band of
+ * the height above an anatomical anchor: the lowest slice from which on the
+ * multifidus takes less than half of the two muscles together (the L5/S1
+ * level, where the erector spinae grows from a thin sheet into a muscle
+ * larger than the multifidus); columns dz_mm (band centre), n_slices,
+ * share (median multifidus share of the band's slices), rho_0 .. rho_110.
+ *
+ * Usage: make_mf_rho_profile DSEG.nii.gz MF_LEFT MF_RIGHT ES_LEFT ES_RIGHT [--by-level] > TSV
  * (left = the side of larger internal i, i.e. patient left from the affine;
  * for the MuscleMap template: 2 1 4 3). Build: see models/README.md.
  */
 #include "paraspinal.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <string.h>
+
 #define NT 19
 #define MAXV 8192
+#define NBAND 10
+#define BAND_MM 15.0
 
 static int cmpd(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -32,7 +44,8 @@ static int cmpd(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 6) {
+  bool by_level = argc == 7 && !strcmp(argv[6], "--by-level");
+  if (argc != 6 && !by_level) {
     fprintf(stderr, "usage: %s DSEG MF_LEFT MF_RIGHT ES_LEFT ES_RIGHT\n", argv[0]);
     return 2;
   }
@@ -49,10 +62,40 @@ int main(int argc, char **argv) {
   psp_volume_dims(l, d);
   psp_volume_spacing(l, sp);
   const float *v = psp_volume_data(l);
-  static double vals[NT][MAXV];
-  int nv[NT] = {0};
+  static double vals[NT][MAXV], bvals[NBAND][NT][MAXV / 4], shares[NBAND][256];
+  int nv[NT] = {0}, nbv[NBAND][NT], nsh[NBAND] = {0};
+  memset(nbv, 0, sizeof nbv);
+  /* anchor: lowest slice from which on (for 4 slices' worth of 6 mm) the
+   * multifidus share of MF + ES stays below one half */
+  double *share = calloc((size_t)d[2], sizeof *share);
+  if (!share) return 1;
+  for (int64_t k = 0; k < d[2]; k++) {
+    int64_t a = 0, b = 0;
+    for (int64_t q = k * d[0] * d[1]; q < (k + 1) * d[0] * d[1]; q++) {
+      int x = (int)v[q];
+      a += x == mf[0] || x == mf[1];
+      b += x == es[0] || x == es[1];
+    }
+    share[k] = a > 0 && b > 0 ? (double)a / (double)(a + b) : NAN;
+  }
+  int64_t anchor = -1, run = (int64_t)ceil(6.0 / sp[2]);
+  for (int64_t k = 0; k + run < d[2] && anchor < 0; k++) {
+    bool ok = true;
+    for (int64_t q = k; q <= k + run; q++)
+      ok = ok && !isnan(share[q]) && share[q] < 0.5;
+    if (ok) anchor = k;
+  }
+  if (by_level && anchor < 0) {
+    fprintf(stderr, "no anchor slice\n");
+    return 1;
+  }
   for (int64_t k = 0; k < d[2]; k++) {
     const float *s = v + k * d[0] * d[1];
+    int band = -1;
+    if (by_level && k >= anchor) {
+      band = (int)floor((double)(k - anchor) * sp[2] / BAND_MM);
+      if (band >= NBAND) band = NBAND - 1;
+    }
     double sumi = 0;
     int cnt = 0;
     for (int64_t j = 0; j < d[1]; j++) {
@@ -68,6 +111,7 @@ int main(int argc, char **argv) {
       }
     }
     if (cnt < 5) continue;
+    if (band >= 0 && nsh[band] < 256) shares[band][nsh[band]++] = share[k];
     double mid = sumi / cnt, oj = -1;
     for (int64_t j = 0; j < d[1] && oj < 0; j++)
       for (int64_t i = 0; i < d[0]; i++) {
@@ -97,10 +141,43 @@ int main(int argc, char **argv) {
         }
         if (rin < 0 || rout <= rin || nv[t] >= MAXV) continue;
         double rho = rb < 0 ? 0 : (double)(rb - rin) / (rout - rin);
-        vals[t][nv[t]++] = rho < 0 ? 0 : rho > 1 ? 1 : rho;
+        rho = rho < 0 ? 0 : rho > 1 ? 1 : rho;
+        vals[t][nv[t]++] = rho;
+        if (band >= 0 && nbv[band][t] < MAXV / 4) bvals[band][t][nbv[band][t]++] = rho;
       }
     }
   }
+  if (by_level) {
+    printf("dz_mm\tn_slices\tshare");
+    for (int t = 0; t < 12; t++)
+      printf("\trho_%d", t * 10);
+    printf("\n");
+    for (int b = 0; b < NBAND; b++) {
+      if (!nsh[b]) continue;
+      qsort(shares[b], (size_t)nsh[b], sizeof(double), cmpd);
+      printf("%.1f\t%d\t%.3f", (b + 0.5) * BAND_MM, nsh[b], shares[b][nsh[b] / 2]);
+      for (int t = 0; t < 12; t++) {
+        int m = nbv[b][t];
+        double med = 0.0;
+        if (m) {
+          qsort(bvals[b][t], (size_t)m, sizeof(double), cmpd);
+          med = bvals[b][t][m / 2];
+        } else if (t == 0 && nbv[b][1]) { /* no ray straight back: the 10-degree value */
+          qsort(bvals[b][1], (size_t)nbv[b][1], sizeof(double), cmpd);
+          med = bvals[b][1][nbv[b][1] / 2];
+        }
+        printf("\t%.2f", med);
+      }
+      printf("\n");
+    }
+    fprintf(stderr, "anchor slice %lld (z %.1f mm above the first slice)\n", (long long)anchor,
+            (double)anchor * sp[2]);
+    free(share);
+    psp_volume_free(l);
+    psp_context_free(ctx);
+    return 0;
+  }
+  free(share);
   printf("theta_deg\tn_rays\tq25\tmedian\tq75\n");
   for (int t = 0; t < NT; t++) {
     if (!nv[t]) {

@@ -20,7 +20,9 @@
  *    marrow) score low; discs (low FF) miss the fat ring and the posterior
  *    muscles. Given the canal position expected from the other slices
  *    (the caller's second pass), the search is limited to 25/30 mm around
- *    it and the score pays 0.01 per mm of distance.
+ *    it and the score pays 0.01 per mm of distance; given the median canal
+ *    of the neighbouring slices (psp_landmarks_find_close), to a radius
+ *    around it at 0.03 per mm.
  *  - Midline: the axis of left-right mirror symmetry of the FF map in the
  *    50 mm behind the canal (muscles, spinous process, fat), searched at
  *    half-voxel steps within 12 mm of the canal centre; the half-width of the
@@ -228,6 +230,7 @@ void psp_mask_dilate(uint8_t *m, int64_t nx, int64_t ny, int r, psp_slice_work *
 #define MIDLINE_SEARCH_MM 12.0
 #define GAP_MIN_MM 3.0
 #define ANCHOR_PENALTY 0.01 /* score per mm away from the expected canal position */
+#define CLOSE_PENALTY 0.03  /* the same for the search near the neighbouring slices' canal */
 
 static void integral(const uint8_t *m, int64_t nx, int64_t ny, double *s) {
   int64_t w1 = nx + 1;
@@ -294,9 +297,28 @@ static void set_reason(psp_slice_landmarks *lm, psp_slice_status st, const char 
   snprintf(lm->reason, sizeof lm->reason, "%s", msg);
 }
 
+static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
+                           const double *near, double win_i_mm, double win_j_mm, double penalty,
+                           bool csf_either, uint8_t *body, psp_slice_work *w,
+                           psp_slice_landmarks *lm);
+
 void psp_landmarks_find(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
                         const double *near, bool csf_either, uint8_t *body, psp_slice_work *w,
                         psp_slice_landmarks *lm) {
+  find_landmarks(ff, nx, ny, sx, sy, near, 25.0, 30.0, ANCHOR_PENALTY, csf_either, body, w, lm);
+}
+
+void psp_landmarks_find_close(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
+                              const double *near, double radius_mm, bool csf_either, uint8_t *body,
+                              psp_slice_work *w, psp_slice_landmarks *lm) {
+  find_landmarks(ff, nx, ny, sx, sy, near, radius_mm, radius_mm, CLOSE_PENALTY, csf_either, body, w,
+                 lm);
+}
+
+static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
+                           const double *near, double win_i_mm, double win_j_mm, double penalty,
+                           bool csf_either, uint8_t *body, psp_slice_work *w,
+                           psp_slice_landmarks *lm) {
   memset(lm, 0, sizeof *lm);
   lm->canal_radius_mm = NAN;
   lm->muscle_ff = NAN;
@@ -389,10 +411,10 @@ void psp_landmarks_find(const float *ff, int64_t nx, int64_t ny, double sx, doub
   int64_t ci1 = (int64_t)ceil(lm->body_centre.i + 0.22 * bw);
   int64_t cj0 = j0 + (int64_t)(0.3 * bh), cj1 = j0 + (int64_t)(0.92 * bh);
   if (near) {
-    ci0 = (int64_t)fmax((double)ci0, floor(near[0] - 25.0 / sx));
-    ci1 = (int64_t)fmin((double)ci1, ceil(near[0] + 25.0 / sx));
-    cj0 = (int64_t)fmax((double)cj0, floor(near[1] - 30.0 / sy));
-    cj1 = (int64_t)fmin((double)cj1, ceil(near[1] + 30.0 / sy));
+    ci0 = (int64_t)fmax((double)ci0, floor(near[0] - win_i_mm / sx));
+    ci1 = (int64_t)fmin((double)ci1, ceil(near[0] + win_i_mm / sx));
+    cj0 = (int64_t)fmax((double)cj0, floor(near[1] - win_j_mm / sy));
+    cj1 = (int64_t)fmin((double)cj1, ceil(near[1] + win_j_mm / sy));
   }
   double best = -1e9;
   int64_t bi = -1, bj = -1;
@@ -410,7 +432,7 @@ void psp_landmarks_find(const float *ff, int64_t nx, int64_t ny, double sx, doub
       double mr = box_mean(w->integ0, nx, ny, i + mo_i, j + mo_j, mh_i, mh_j);
       double s = inner - ring + 0.5 * fmin(ml, mr);
       if (near) /* the spine is continuous: prefer the expected position */
-        s -= ANCHOR_PENALTY * hypot(((double)i - near[0]) * sx, ((double)j - near[1]) * sy);
+        s -= penalty * hypot(((double)i - near[0]) * sx, ((double)j - near[1]) * sy);
       if (s > best) { /* first maximum in scan order: deterministic */
         best = s;
         bi = i;

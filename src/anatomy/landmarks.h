@@ -69,6 +69,14 @@ void psp_landmarks_find(const float *ff, int64_t nx, int64_t ny, double sx, doub
                         const double *near, bool csf_either, uint8_t *body, psp_slice_work *w,
                         psp_slice_landmarks *lm);
 
+/* The same, searching the canal only within radius_mm (left-right and
+ * anterior-posterior) of near, the canal position of the neighbouring
+ * slices, with a stronger pull towards it: for a slice whose own canal
+ * jumped away from its neighbours'. */
+void psp_landmarks_find_close(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
+                              const double *near, double radius_mm, bool csf_either, uint8_t *body,
+                              psp_slice_work *w, psp_slice_landmarks *lm);
+
 /* Mask helpers on an nx*ny slice. Keeps the 4-connected component of m with
  * the most voxels (returns its size; 0 when m is empty). */
 int64_t psp_mask_keep_largest(uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w);

@@ -18,42 +18,61 @@
  *     behind the lamina (y >= canal radius, + up to 5 mm laterally, where
  *     psoas and quadratus lumborum lie in front of the transverse
  *     processes), at least 6 mm inside the skin, outside the canal; opened by
- *     ~1.5 mm. Kept: the component on the MF core box (d 6..24 mm just behind
- *     the lamina) and sizeable components chained to it across gaps up to
- *     8 mm (mostly within 75 mm of the midline). Grown back into the loose
- *     mask, holes filled: intramuscular fat belongs to the muscle; fat
- *     connected to the outside (epimuscular, subcutaneous, interspinous) does
- *     not.
- *  3. MF/ES split. (a) If a fat plane separates them — the core component
- *     ends within 45 mm of the midline and other components were kept —
- *     every compartment voxel joins the component it reaches first
- *     (breadth-first inside the compartment). (b) Otherwise a minimum-cost
- *     path in polar form about O (midline, 3 mm in front of the most
- *     anterior compartment voxel near the midline): for 91 rays (0 = straight
- *     back .. 180 degrees) the radius where MF ends, cost = (1 - 2 x fat
- *     ridge contrast over 4 mm) + 0.25 ((R - R_prior) / sigma)^2, steps of
- *     <= 2 samples between rays at 0.1 each. The first-pass prior is the
- *     MF share of each ray learned from the MuscleMap abdomen template
- *     (MF_RHO, models/mf_rho_profile.tsv; sigma 12 mm); the second pass
- *     uses the median boundary of slices k-2..k+2 (sigma 8 mm), so the
- *     boundary changes smoothly along the spine. Plane voxels (fattier than
- *     T on the path) stay unlabelled.
+ *     ~1.5 mm (not at pixels >= 2.5 mm, where one voxel is already 3 mm and
+ *     an opening would break streaky, fatty muscle apart). Kept: the
+ *     component on the MF core box (d 6..24 mm just behind the lamina) and
+ *     sizeable components chained to it across gaps up to 12 mm (mostly
+ *     within 75 mm of the midline, reaching forward to within 15 mm of the
+ *     front limit: the erector spinae lies on the transverse processes, the
+ *     back wall's muscle layer behind it does not). Grown back into the
+ *     loose mask, holes filled: intramuscular fat belongs to the muscle; fat
+ *     connected to the outside (epimuscular, subcutaneous, interspinous)
+ *     does not.
+ *  3. MF/ES split. (a) A visible fat plane: either the core component ends
+ *     within 45 mm of the midline and other components were kept, or a
+ *     threshold between the loose one and the muscle level (raw FF, 5 %
+ *     steps of fat - muscle) splits the compartment into a medial piece on
+ *     the MF core box and lateral pieces (each >= 12 % of the side, >= 60 %
+ *     kept). The pieces seed a watershed on the 3 x 3 mean FF inside the
+ *     compartment, so the two muscles meet on the fattest line between them
+ *     (the plane). (b) Otherwise a minimum-cost path in polar form about O
+ *     (midline, 3 mm in front of the most anterior compartment voxel near
+ *     the midline): for 91 rays (0 = straight back .. 180 degrees) the
+ *     radius where MF ends, cost = (1 - 2 x fat ridge contrast over 4 mm) +
+ *     0.25 ((R - R_prior) / sigma)^2, steps of <= 2 samples between rays at
+ *     0.1 each. The first-pass prior is the MF share of each ray learned
+ *     from the MuscleMap abdomen template AT THE SLICE'S HEIGHT above the
+ *     lowest segmented slice (taken as L5/S1; MF_RHO_Z, 15 mm bands,
+ *     models/mf_rho_by_level.tsv; sigma 8 mm): the multifidus is about half
+ *     of the compartment at L5/S1 and an eighth at L1/L2. The second pass
+ *     uses the median boundary of slices k-2..k+2 (sigma 5 mm; a slice split
+ *     along a visible plane contributes that boundary), so the boundary
+ *     changes smoothly along the spine. Plane voxels (fattier than T on the
+ *     path) stay unlabelled.
  *  4. Flags (slice left empty, reason recorded): no body / no spine
  *     (landmarks); below sacrum (no spine below the lowest segmented slice);
- *     implausible (muscle not distinct from fat, a side's compartment below
- *     400 mm^2, a canal more than 25 mm from the median canal position of
- *     the neighbouring slices, or after labelling: a muscle missing or above
- *     6000 mm^2, or left and right of a muscle differing by more than a
- *     factor 2 in area — a leak or a loss, not anatomy). The canal is first searched freely, then
- *     again near the median canal position of the whole stack on outliers.
+ *     implausible (muscle not distinct from fat, a canal more than 130 mm in
+ *     front of the back's skin or 40 mm beside the centre of the body — the
+ *     aorta, a kidney or bowel taken for the canal —, a side's compartment
+ *     below 400 mm^2, a canal more than 25 mm from the median canal position
+ *     of the neighbouring slices, or after labelling: a muscle missing or
+ *     above 6000 mm^2, or left and right of a muscle differing by more than
+ *     a factor 2 in area — a leak or a loss, not anatomy). The canal is
+ *     first searched freely, then again near the median canal position of
+ *     the whole stack on outliers, and within 6 mm of the median canal of
+ *     the slices k-3..k+3 when it jumped more than 6 mm from it (kept if
+ *     that finds a canal nearer to the neighbours').
  *
- * What was learned from which data: the MF share per ray from the MuscleMap
- * template only (dixon-tum01's manual labels give nearly the same profile;
- * they were used to look at results, not fitted). The constants are
- * anatomical sizes in mm. Limits: where the MF/ES fat plane is invisible
- * (dixon-tum01) the split follows the population prior, not this level's
- * proportion; the anterior boundary of the ES (transverse processes,
- * fascia towards quadratus lumborum) is a rule, not an image edge.
+ * What was learned from which data: the MF share per ray and height from
+ * the MuscleMap template only (the anchor, L5/S1, is the template's lowest
+ * slice from which on MF < MF + ES / 2; dixon-tum01's manual labels give
+ * nearly the same table with the same rule, checked, not used). The
+ * constants are anatomical sizes in mm. Limits: where the MF/ES fat plane is
+ * invisible (dixon-tum01) the split follows the population prior, not this
+ * subject's proportion; the height prior assumes the lowest segmented slice
+ * is near L5/S1 (a scan starting higher gets too large a multifidus); the
+ * anterior boundary of the ES (transverse processes, fascia towards
+ * quadratus lumborum) is a rule, not an image edge.
  *
  * Parallel over slices (OpenMP), each slice writing only its own voxels and
  * records; the serial steps (canal anchor, statuses along k, the median
@@ -66,14 +85,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define R_SIGMA1 12.0 /* mm, first pass */
-#define R_SIGMA2 8.0  /* mm, second pass around the neighbours' median */
+#define R_SIGMA1 8.0 /* mm, first pass */
+#define R_SIGMA2 5.0 /* mm, second pass around the neighbours' median */
 #define PRIOR_WEIGHT 0.25
 #define D_MIN_MM 2.0
 #define D_MAX_MM 80.0
 #define MIN_SIDE_MM2 400.0
 #define CANAL_JUMP_MM 25.0
-#define MAX_MUSCLE_MM2 6000.0 /* 60 cm^2: above the largest lumbar erector spinae */
+#define NEAR_SLICES 3
+#define NEAR_JUMP_MM 6.0         /* from the neighbours' median canal: searched again near it */
+#define CANAL_MAX_DEPTH_MM 130.0 /* canal centre to the back's skin */
+#define CANAL_MAX_OFF_MM 40.0    /* canal to the centre of the body's left-right extent */
+#define MAX_MUSCLE_MM2 6000.0    /* 60 cm^2: above the largest lumbar erector spinae */
 #define MAX_LR_RATIO 2.0
 #define Y_ANT_LAT 5.0
 #define SKIN_MM 6.0
@@ -81,16 +104,24 @@
 #define RIDGE_MM 4.0
 #define MF_MAX_D_MM 45.0
 #define CHAIN_MM 12.0
+#define CHAIN_FRONT_MM 15.0 /* a chained piece reaches this close to the front limit */
 #define NEAR_SHARE 0.5
 #define MIN_PIECE_MM2 40.0
 #define STRICT_SHARE 0.35
 #define STEP_COST 0.1
+#define PLANE_LEVELS 8
+#define PLANE_LEVEL_STEP 0.05 /* of fat - muscle, per threshold step */
+#define PLANE_LAT_MM 8.0
+#define PLANE_MIN_SHARE 0.12 /* of the compartment, each muscle's seed */
+#define PLANE_KEPT_SHARE 0.6 /* of the compartment, all seeds together */
 
 static const char METHOD[] =
     "anatomy-driven rules on the FF map: body, spinal canal and midline landmarks; paraspinal "
     "compartment = muscle-like tissue (FF below the slice's muscle/fat midpoint) behind the "
-    "canal, intramuscular fat included by hole filling; multifidus/erector spinae split by a "
-    "minimum-cost path along the fat plane with a proportion prior smoothed along the spine";
+    "canal, intramuscular fat included by hole filling; multifidus/erector spinae split along "
+    "a visible fat plane (seeded watershed), else by a minimum-cost path with a proportion "
+    "prior by height above the lowest segmented slice (MuscleMap template), smoothed along the "
+    "spine";
 
 struct psp_segmentation {
   psp_volume *labels;
@@ -106,6 +137,84 @@ typedef struct slice_levels {
 static int64_t vox(double mm, double sp) {
   int64_t v = (int64_t)lround(mm / sp);
   return v < 1 ? 1 : v;
+}
+
+/* Seeded watershed (priority flood) inside region == val on the 3 x 3 mean
+ * FF (over region voxels): seeds (values 1 and 2 in seed) grow into their
+ * leanest neighbours first, so two seeds meet on the fattest line between
+ * them (a fat plane, a fascia). lab receives 0 outside the region, else the
+ * seed value that reached the voxel (0 if none). First-in-first-out per FF
+ * bucket, seeds pushed in scan order: deterministic. Returns false on OOM. */
+#define WS_BUCKETS 256
+static bool watershed2(const float *ff, const uint8_t *region, uint8_t val, const uint8_t *seed,
+                       int64_t nx, int64_t ny, uint8_t *lab) {
+  int64_t n = nx * ny;
+  int32_t *next = malloc((size_t)n * sizeof *next);
+  uint8_t *key = malloc((size_t)n);
+  int32_t head[WS_BUCKETS], tail[WS_BUCKETS];
+  if (!next || !key) {
+    free(next);
+    free(key);
+    return false;
+  }
+  memset(lab, 0, (size_t)n);
+  for (int b = 0; b < WS_BUCKETS; b++)
+    head[b] = tail[b] = -1;
+  for (int64_t p = 0; p < n; p++) {
+    if (region[p] != val) continue;
+    int64_t i = p % nx, j = p / nx;
+    double acc = 0;
+    int m = 0;
+    for (int64_t bj = j - 1; bj <= j + 1; bj++)
+      for (int64_t ai = i - 1; ai <= i + 1; ai++) {
+        if (ai < 0 || bj < 0 || ai >= nx || bj >= ny || region[bj * nx + ai] != val) continue;
+        float v = ff[bj * nx + ai];
+        if (isnan(v)) continue;
+        acc += v;
+        m++;
+      }
+    double v = m ? acc / m : 1.0;
+    int kb = (int)(v * (WS_BUCKETS - 1));
+    key[p] = (uint8_t)(kb < 0 ? 0 : kb > WS_BUCKETS - 1 ? WS_BUCKETS - 1 : kb);
+  }
+#define WS_PUSH(q)                                                                                 \
+  do {                                                                                             \
+    int b_ = key[q];                                                                               \
+    next[q] = -1;                                                                                  \
+    if (tail[b_] < 0)                                                                              \
+      head[b_] = (int32_t)(q);                                                                     \
+    else                                                                                           \
+      next[tail[b_]] = (int32_t)(q);                                                               \
+    tail[b_] = (int32_t)(q);                                                                       \
+  } while (0)
+  for (int64_t p = 0; p < n; p++)
+    if (region[p] == val && seed[p]) {
+      lab[p] = seed[p];
+      WS_PUSH(p);
+    }
+  int cur = 0;
+  for (;;) {
+    while (cur < WS_BUCKETS && head[cur] < 0)
+      cur++;
+    if (cur >= WS_BUCKETS) break;
+    int64_t p = head[cur];
+    head[cur] = next[p];
+    if (head[cur] < 0) tail[cur] = -1;
+    int64_t i = p % nx, j = p / nx;
+    int64_t nb[4] = {i > 0 ? p - 1 : -1, i + 1 < nx ? p + 1 : -1, j > 0 ? p - nx : -1,
+                     j + 1 < ny ? p + nx : -1};
+    for (int c = 0; c < 4; c++) {
+      int64_t q = nb[c];
+      if (q < 0 || region[q] != val || lab[q]) continue;
+      lab[q] = lab[p];
+      if (key[q] < cur) key[q] = (uint8_t)cur; /* flooded from a higher level */
+      WS_PUSH(q);
+    }
+  }
+#undef WS_PUSH
+  free(next);
+  free(key);
+  return true;
 }
 
 /* Builds the compartment of one side (value side + 1 in comp). Returns its
@@ -151,12 +260,15 @@ static int64_t build_compartment(const float *ff, const uint8_t *body, int64_t n
       roi[p] = sel[p] && !isnan(ff[p]) && d >= gap && d <= D_MAX_MM && y >= y_ant && dc > cr;
       strict[p] = roi[p] && ff[p] < lv->t_strict && sm[p] < lv->t_strict;
     }
-  int ro = (int)vox(1.5, sx);
+  /* opening radius ~1.5 mm; none at coarse pixels (>= 2.5 mm), where one
+   * voxel already removes structures 7-10 mm wide */
+  int ro = sx < 2.5 ? (int)vox(1.5, sx) : 0;
   psp_mask_erode(strict, nx, ny, ro, w);
   psp_mask_dilate(strict, nx, ny, ro, w);
   int32_t nc = psp_mask_components(strict, nx, ny, w);
   if (nc == 0) return 0;
-  int64_t *stat = calloc((size_t)(nc + 1) * 5, sizeof *stat); /* n, core, sum d, sum y, near */
+  /* per component: n, core, sum d, sum y, near, min y (mm) */
+  int64_t *stat = calloc((size_t)(nc + 1) * 6, sizeof *stat);
   if (!stat) return 0;
   double core_d0 = 6.0, core_d1 = 24.0, core_y0 = cr + 6.0, core_y1 = cr + 36.0;
   for (int64_t j = 0; j < ny; j++)
@@ -164,15 +276,16 @@ static int64_t build_compartment(const float *ff, const uint8_t *body, int64_t n
       int32_t c = w->lab[j * nx + i];
       if (!c) continue;
       double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
-      stat[5 * c]++;
-      if (d >= core_d0 && d <= core_d1 && y >= core_y0 && y <= core_y1) stat[5 * c + 1]++;
-      stat[5 * c + 2] += (int64_t)lround(d);
-      stat[5 * c + 3] += (int64_t)lround(y);
-      if (d <= 75.0) stat[5 * c + 4]++;
+      if (stat[6 * c] == 0 || (int64_t)lround(y) < stat[6 * c + 5]) stat[6 * c + 5] = lround(y);
+      stat[6 * c]++;
+      if (d >= core_d0 && d <= core_d1 && y >= core_y0 && y <= core_y1) stat[6 * c + 1]++;
+      stat[6 * c + 2] += (int64_t)lround(d);
+      stat[6 * c + 3] += (int64_t)lround(y);
+      if (d <= 75.0) stat[6 * c + 4]++;
     }
   int32_t core = 0;
   for (int32_t c = 1; c <= nc; c++)
-    if (stat[5 * c + 1] > 0 && (core == 0 || stat[5 * c + 1] > stat[5 * core + 1])) core = c;
+    if (stat[6 * c + 1] > 0 && (core == 0 || stat[6 * c + 1] > stat[6 * core + 1])) core = c;
   if (core == 0) {
     free(stat);
     return 0;
@@ -194,10 +307,14 @@ static int64_t build_compartment(const float *ff, const uint8_t *body, int64_t n
     psp_mask_dilate(sel, nx, ny, rg, w);
     bool added = false;
     for (int32_t c = 1; c <= nc; c++) {
-      double a = (double)stat[5 * c] * px;
+      double a = (double)stat[6 * c] * px;
       if (keep[c] || a < MIN_PIECE_MM2) continue;
-      double ycen = (double)stat[5 * c + 3] / (double)stat[5 * c];
-      if ((double)stat[5 * c + 4] < NEAR_SHARE * (double)stat[5 * c] || ycen < cr) continue;
+      double ycen = (double)stat[6 * c + 3] / (double)stat[6 * c];
+      if ((double)stat[6 * c + 4] < NEAR_SHARE * (double)stat[6 * c] || ycen < cr) continue;
+      /* the erector spinae reaches forward to the transverse processes; a
+       * piece that stays behind (the posterior layer of the back wall,
+       * latissimus dorsi) is not part of the compartment */
+      if ((double)stat[6 * c + 5] > cr + Y_ANT_LAT + CHAIN_FRONT_MM) continue;
       for (int64_t p = 0; p < n; p++)
         if (w->lab[p] == c && sel[p]) {
           keep[c] = 1;
@@ -220,7 +337,7 @@ static int64_t build_compartment(const float *ff, const uint8_t *body, int64_t n
     sel[p] = keep[w->lab[p]];
     if (plane && other && sel[p]) {
       int32_t c = w->lab[p];
-      double dcen = (double)stat[5 * c + 2] / (double)stat[5 * c];
+      double dcen = (double)stat[6 * c + 2] / (double)stat[6 * c];
       seed[p] = (uint8_t)(c == core || dcen <= core_dmax ? 1 : 2);
     }
   }
@@ -303,151 +420,191 @@ double psp_segment_mf_rho(int deg10) {
   return deg10 >= 0 && deg10 < 12 ? MF_RHO[deg10] : 0.0;
 }
 
-static double rho_at(int t) {
+/* The same by height above the lowest segmented slice (taken as the L5/S1
+ * level): medians per 15 mm band above the template's anchor (the lowest
+ * slice from which on the multifidus is less than half of MF + ES), from
+ * models/mf_rho_by_level.tsv (MuscleMap template only). Caudally the
+ * multifidus fills most of the compartment; cranially the erector spinae
+ * takes over. */
+#define N_BAND 10
+#define BAND_MM 15.0
+static const double MF_RHO_Z[N_BAND][12] = {
+    {1.00, 1.00, 1.00, 1.00, 1.00, 0.74, 0.52, 0.39, 0.23, 0.00, 0.00, 0.00},
+    {1.00, 1.00, 1.00, 1.00, 0.74, 0.53, 0.39, 0.28, 0.19, 0.00, 0.00, 0.00},
+    {1.00, 1.00, 1.00, 0.82, 0.67, 0.51, 0.37, 0.27, 0.14, 0.00, 0.00, 0.00},
+    {1.00, 1.00, 0.85, 0.67, 0.53, 0.37, 0.27, 0.20, 0.16, 0.11, 0.00, 0.00},
+    {1.00, 1.00, 0.78, 0.62, 0.51, 0.35, 0.26, 0.19, 0.00, 0.00, 0.00, 0.00},
+    {1.00, 1.00, 0.70, 0.54, 0.42, 0.30, 0.22, 0.17, 0.12, 0.00, 0.00, 0.00},
+    {1.00, 1.00, 0.69, 0.52, 0.41, 0.31, 0.23, 0.15, 0.00, 0.00, 0.00, 0.00},
+    {1.00, 1.00, 0.68, 0.49, 0.38, 0.29, 0.21, 0.15, 0.09, 0.00, 0.00, 0.00},
+    {1.00, 1.00, 0.67, 0.49, 0.39, 0.29, 0.21, 0.13, 0.00, 0.00, 0.00, 0.00},
+    {1.00, 1.00, 0.84, 0.53, 0.41, 0.30, 0.21, 0.14, 0.00, 0.00, 0.00, 0.00},
+};
+
+double psp_segment_mf_rho_level(int band, int deg10) {
+  return band >= 0 && band < N_BAND && deg10 >= 0 && deg10 < 12 ? MF_RHO_Z[band][deg10] : 0.0;
+}
+
+/* The prior's share per 10-degree ray for a slice dz mm above the anchor
+ * (linear between band centres, clamped at the ends); NaN dz = no anchor:
+ * the profile over all levels. */
+static void rho_row_for(double dz, double row[12]) {
+  if (isnan(dz)) {
+    memcpy(row, MF_RHO, sizeof MF_RHO);
+    return;
+  }
+  double u = dz / BAND_MM - 0.5;
+  if (u < 0) u = 0;
+  if (u > N_BAND - 1) u = N_BAND - 1;
+  int a = (int)floor(u);
+  if (a >= N_BAND - 1) a = N_BAND - 2;
+  double f = u - a;
+  for (int t = 0; t < 12; t++)
+    row[t] = (1 - f) * MF_RHO_Z[a][t] + f * MF_RHO_Z[a + 1][t];
+}
+
+static double rho_at(int t, const double *row) {
   double deg = theta_of(t) * 180.0 / 3.14159265358979323846, u = deg / 10.0;
   int a = (int)floor(u);
   if (a >= 11) return 0.0;
   double f = u - a;
-  return (1 - f) * MF_RHO[a] + f * MF_RHO[a + 1];
+  return (1 - f) * row[a] + f * row[a + 1];
 }
 
-/* Minimum-cost boundary radius per ray (mm, NaN for rays without
- * compartment) given a prior radius per ray. Returns false on OOM. */
-static bool split_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t ny, double sx,
-                       double sy, const polar *P, const slice_levels *lv, int side,
-                       const double *prior_r, double sigma, double *rb) {
-  int sgn = side == 0 ? 1 : -1;
-  uint8_t val = (uint8_t)(side + 1);
-  int nr = P->nr;
-  float *cost = malloc((size_t)N_THETA * nr * sizeof *cost);
-  float *acc = malloc((size_t)N_THETA * nr * sizeof *acc);
-  int8_t *from = malloc((size_t)N_THETA * nr);
-  float *fat = malloc((size_t)nr * sizeof *fat);
-  if (!cost || !acc || !from || !fat) {
-    free(cost);
-    free(acc);
-    free(from);
-    free(fat);
-    return false;
-  }
-  double span = lv->fat - lv->muscle;
-  if (span < 0.2) span = 0.2;
-  int rin[N_THETA], rout[N_THETA];
-  uint8_t *inside = malloc((size_t)nr);
-  int *before = malloc((size_t)nr * sizeof *before), *after = malloc((size_t)nr * sizeof *after);
-  if (!inside || !before || !after) {
-    free(inside);
-    free(before);
-    free(after);
-    free(cost);
-    free(acc);
-    free(from);
-    free(fat);
-    return false;
-  }
-  int win = (int)ceil(8.0 / P->h), rw = (int)ceil(RIDGE_MM / P->h);
-  for (int t = 0; t < N_THETA; t++) {
-    rin[t] = -1;
-    rout[t] = -1;
+/* Dynamic programming over the rays: the radius per ray minimising
+ * img + w ((R - prior) / sigma)^2 + STEP_COST per sample of change between
+ * neighbouring rays (at most 2 samples). */
+static void dp_path(const float *img, const double *pr, const int *rin, int nr, double h,
+                    double weight, double sigma, float *acc, int8_t *from, int *path) {
+  for (int t = 0; t < N_THETA; t++)
     for (int r = 0; r < nr; r++) {
-      int64_t p = ray_voxel(P, sgn, t, r, nx, ny, sx, sy);
-      double x = 1.0;
-      inside[r] = 0;
-      if (p >= 0) {
-        if (comp[p] == val) {
-          if (rin[t] < 0) rin[t] = r;
-          rout[t] = r;
-          inside[r] = 1;
-        }
-        float v = ff[p];
-        x = isnan(v) ? 0.5 : (v - lv->muscle) / span;
+      double c = 0.0;
+      if (rin[t] >= 0) {
+        double z = (r * h - pr[t]) / sigma;
+        c = img[t * nr + r] + weight * z * z;
       }
-      fat[r] = (float)(x < 0 ? 0 : x > 1 ? 1 : x);
-    }
-    /* compartment voxels within 8 mm before / after each radius: a fat
-     * plane splits the muscles only with muscle on both sides of it */
-    int last = -1000000;
-    for (int r = 0; r < nr; r++) {
-      before[r] = r - last <= win;
-      if (inside[r]) last = r;
-    }
-    last = 1000000;
-    for (int r = nr - 1; r >= 0; r--) {
-      after[r] = last - r <= win;
-      if (inside[r]) last = r;
-    }
-    for (int r = 0; r < nr; r++) {
-      double c;
-      if (rin[t] < 0) {
-        c = 0.0;
-      } else {
-        /* inside the compartment: a fat plane is cheap; at or beyond its
-         * ends (the ray is all one muscle) a fixed price, or the border fat
-         * around the compartment would always win */
-        double img;
-        if (r < rin[t] - 1 || r > rout[t] + 1)
-          img = 2.0;
-        else if (r <= rin[t] || r >= rout[t])
-          img = END_COST;
-        else if (!before[r] || !after[r])
-          img = 1.0;
-        else {
-          /* ridge: fattier than the tissue on both sides of it */
-          float lb = 1.0f, la = 1.0f;
-          for (int q = 1; q <= rw; q++) {
-            if (r - q >= 0) lb = fminf(lb, fat[r - q]);
-            if (r + q < nr) la = fminf(la, fat[r + q]);
-          }
-          double ridge = fat[r] - fmax(lb, la);
-          img = 1.0 - (ridge < 0 ? 0 : ridge > 0.5 ? 1 : 2 * ridge);
-        }
-        double pr = prior_r && !isnan(prior_r[t])
-                        ? prior_r[t]
-                        : (rin[t] + rho_at(t) * (rout[t] - rin[t])) * P->h;
-        double z = (r * P->h - pr) / sigma;
-        c = img + PRIOR_WEIGHT * z * z;
-      }
-      cost[t * nr + r] = (float)c;
-    }
-  }
-  free(inside);
-  free(before);
-  free(after);
-  for (int r = 0; r < nr; r++) {
-    acc[r] = cost[r];
-    from[r] = 0;
-  }
-  for (int t = 1; t < N_THETA; t++)
-    for (int r = 0; r < nr; r++) {
-      const float *prev = acc + (t - 1) * nr;
-      float best = prev[r];
+      float prev_best = 0;
       int8_t bd = 0;
-      for (int d = 1; d <= 2; d++) {
-        float pen = (float)(STEP_COST * d);
-        if (r - d >= 0 && prev[r - d] + pen < best) {
-          best = prev[r - d] + pen;
-          bd = (int8_t)-d;
-        }
-        if (r + d < nr && prev[r + d] + pen < best) {
-          best = prev[r + d] + pen;
-          bd = (int8_t)d;
+      if (t > 0) {
+        const float *prev = acc + (t - 1) * nr;
+        prev_best = prev[r];
+        for (int d = 1; d <= 2; d++) {
+          float pen = (float)(STEP_COST * d);
+          if (r - d >= 0 && prev[r - d] + pen < prev_best) {
+            prev_best = prev[r - d] + pen;
+            bd = (int8_t)-d;
+          }
+          if (r + d < nr && prev[r + d] + pen < prev_best) {
+            prev_best = prev[r + d] + pen;
+            bd = (int8_t)d;
+          }
         }
       }
-      acc[t * nr + r] = best + cost[t * nr + r];
+      acc[t * nr + r] = prev_best + (float)c;
       from[t * nr + r] = bd;
     }
   int r = 0;
   for (int u = 1; u < nr; u++)
     if (acc[(N_THETA - 1) * nr + u] < acc[(N_THETA - 1) * nr + r]) r = u;
   for (int t = N_THETA - 1; t >= 0; t--) {
-    rb[t] = rin[t] < 0 ? NAN : r * P->h;
+    path[t] = r;
     r += from[t * nr + r];
   }
-  free(cost);
+}
+
+/* Minimum-cost boundary radius per ray (mm, NaN for rays without
+ * compartment) given a prior radius per ray (prior_r; NaN entries or NULL:
+ * the share profile rho_row). Returns false on OOM. */
+static bool split_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t ny, double sx,
+                       double sy, const polar *P, const slice_levels *lv, int side,
+                       const double *prior_r, const double *rho_row, double sigma, double *rb) {
+  int sgn = side == 0 ? 1 : -1;
+  uint8_t val = (uint8_t)(side + 1);
+  int nr = P->nr;
+  float *img = malloc((size_t)N_THETA * nr * sizeof *img);
+  float *acc = malloc((size_t)N_THETA * nr * sizeof *acc);
+  int8_t *from = malloc((size_t)N_THETA * nr);
+  float *fat = malloc((size_t)nr * sizeof *fat);
+  uint8_t *inside = malloc((size_t)nr);
+  int *before = malloc((size_t)nr * sizeof *before), *after = malloc((size_t)nr * sizeof *after);
+  bool ok = img && acc && from && fat && inside && before && after;
+  if (ok) {
+    double span = lv->fat - lv->muscle;
+    if (span < 0.2) span = 0.2;
+    int rin[N_THETA], rout[N_THETA], path[N_THETA];
+    double pr[N_THETA];
+    int win = (int)ceil(8.0 / P->h), rw = (int)ceil(RIDGE_MM / P->h);
+    for (int t = 0; t < N_THETA; t++) {
+      rin[t] = -1;
+      rout[t] = -1;
+      for (int r = 0; r < nr; r++) {
+        int64_t p = ray_voxel(P, sgn, t, r, nx, ny, sx, sy);
+        double x = 1.0;
+        inside[r] = 0;
+        if (p >= 0) {
+          if (comp[p] == val) {
+            if (rin[t] < 0) rin[t] = r;
+            rout[t] = r;
+            inside[r] = 1;
+          }
+          float v = ff[p];
+          x = isnan(v) ? 0.5 : (v - lv->muscle) / span;
+        }
+        fat[r] = (float)(x < 0 ? 0 : x > 1 ? 1 : x);
+      }
+      /* compartment voxels within 8 mm before / after each radius: a fat
+       * plane splits the muscles only with muscle on both sides of it */
+      int last = -1000000;
+      for (int r = 0; r < nr; r++) {
+        before[r] = r - last <= win;
+        if (inside[r]) last = r;
+      }
+      last = 1000000;
+      for (int r = nr - 1; r >= 0; r--) {
+        after[r] = last - r <= win;
+        if (inside[r]) last = r;
+      }
+      pr[t] = prior_r && !isnan(prior_r[t])
+                  ? prior_r[t]
+                  : (rin[t] + rho_at(t, rho_row) * (rout[t] - rin[t])) * P->h;
+      for (int r = 0; r < nr; r++) {
+        double c = 0.0;
+        if (rin[t] >= 0) {
+          /* inside the compartment: a fat plane is cheap; at or beyond its
+           * ends (the ray is all one muscle) a fixed price, or the border
+           * fat around the compartment would always win */
+          if (r < rin[t] - 1 || r > rout[t] + 1)
+            c = 2.0;
+          else if (r <= rin[t] || r >= rout[t])
+            c = END_COST;
+          else if (!before[r] || !after[r])
+            c = 1.0;
+          else {
+            /* ridge: fattier than the tissue on both sides of it */
+            float lb = 1.0f, la = 1.0f;
+            for (int q = 1; q <= rw; q++) {
+              if (r - q >= 0) lb = fminf(lb, fat[r - q]);
+              if (r + q < nr) la = fminf(la, fat[r + q]);
+            }
+            double ridge = fat[r] - fmax(lb, la);
+            c = 1.0 - (ridge < 0 ? 0 : ridge > 0.5 ? 1 : 2 * ridge);
+          }
+        }
+        img[t * nr + r] = (float)c;
+      }
+    }
+    dp_path(img, pr, rin, nr, P->h, PRIOR_WEIGHT, sigma, acc, from, path);
+    for (int t = 0; t < N_THETA; t++)
+      rb[t] = rin[t] < 0 ? NAN : path[t] * P->h;
+  }
+  free(img);
   free(acc);
   free(from);
   free(fat);
-  return true;
+  free(inside);
+  free(before);
+  free(after);
+  return ok;
 }
 
 /* Writes the labels of one side from its compartment and boundary. */
@@ -481,50 +638,145 @@ static void label_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t
     }
 }
 
-/* Split along a visible fat plane: each compartment voxel goes to the
- * muscle whose seed component (1 = multifidus core, 2 = the others) it
- * reaches first inside the compartment (breadth-first, scan order). Returns
+/* Split along a visible fat plane: each compartment voxel goes to the seed
+ * (1 = multifidus core, 2 = the others) whose watershed reaches it. Returns
  * false when this side has no seeds or on OOM (*oom set). */
-static bool split_by_seeds(const uint8_t *comp, const uint8_t *seed, int64_t nx, int64_t ny,
-                           int side, float *out, bool *oom) {
+static bool split_by_seeds(const float *ff, const uint8_t *comp, const uint8_t *seed, int64_t nx,
+                           int64_t ny, int side, float *out, bool *oom) {
   int64_t n = nx * ny;
   uint8_t val = (uint8_t)(side + 1);
   bool any = false;
   for (int64_t p = 0; p < n && !any; p++)
     any = comp[p] == val && seed[p];
   if (!any) return false;
-  int32_t *q = malloc((size_t)n * sizeof *q);
-  uint8_t *lab = calloc((size_t)n, 1);
-  if (!q || !lab) {
-    free(q);
+  uint8_t *lab = malloc((size_t)n);
+  if (!lab || !watershed2(ff, comp, val, seed, nx, ny, lab)) {
     free(lab);
     *oom = true;
     return false;
-  }
-  int64_t head = 0, tail = 0;
-  for (int64_t p = 0; p < n; p++)
-    if (comp[p] == val && seed[p]) {
-      lab[p] = seed[p];
-      q[tail++] = (int32_t)p;
-    }
-  while (head < tail) {
-    int64_t p = q[head++];
-    int64_t i = p % nx, j = p / nx;
-    int64_t nb[4] = {i > 0 ? p - 1 : -1, i + 1 < nx ? p + 1 : -1, j > 0 ? p - nx : -1,
-                     j + 1 < ny ? p + nx : -1};
-    for (int c = 0; c < 4; c++)
-      if (nb[c] >= 0 && comp[nb[c]] == val && !lab[nb[c]]) {
-        lab[nb[c]] = lab[p];
-        q[tail++] = (int32_t)nb[c];
-      }
   }
   float mf = side == 0 ? PSP_LABEL_MF_LEFT : PSP_LABEL_MF_RIGHT;
   float es = side == 0 ? PSP_LABEL_ES_LEFT : PSP_LABEL_ES_RIGHT;
   for (int64_t p = 0; p < n; p++)
     if (comp[p] == val) out[p] = lab[p] == 1 ? mf : es;
-  free(q);
   free(lab);
   return true;
+}
+
+/* A fat plane between the multifidus and the erector spinae seen as a
+ * threshold that splits the side's compartment: for thresholds from the
+ * loose one down towards the muscle level (raw FF), the compartment
+ * voxels below it fall into a medial component on the multifidus core box
+ * and lateral components (centroid at least PLANE_LAT_MM further from the
+ * midline). The first threshold where both hold a good share of the
+ * compartment gives the seeds (1 = multifidus, 2 = erector spinae) for
+ * split_by_seeds. Returns true when seeds were set. */
+static bool plane_seeds(const float *ff, const uint8_t *comp, int64_t nx, int64_t ny, double sx,
+                        double sy, const psp_slice_landmarks *lm, const slice_levels *lv, int side,
+                        uint8_t *seed, psp_slice_work *w) {
+  int64_t n = nx * ny;
+  int sgn = side == 0 ? 1 : -1;
+  uint8_t val = (uint8_t)(side + 1);
+  double mid = lm->midline_i, cj = lm->canal.j;
+  double cr = fmin(lm->canal_radius_mm, 10.0) + 2.0;
+  int64_t i0 = nx, i1 = -1, j0 = ny, j1 = -1, area = 0;
+  for (int64_t p = 0; p < n; p++)
+    if (comp[p] == val) {
+      int64_t i = p % nx, j = p / nx;
+      i0 = i < i0 ? i : i0;
+      i1 = i > i1 ? i : i1;
+      j0 = j < j0 ? j : j0;
+      j1 = j > j1 ? j : j1;
+      area++;
+    }
+  if (area == 0) return false;
+  float *sm = w->f0;
+  /* the raw FF: at coarse pixels a 1-2 mm plane is one voxel, which any
+   * smoothing would hide in fatty muscle */
+  for (int64_t j = j0; j <= j1; j++)
+    for (int64_t i = i0; i <= i1; i++) {
+      float v = ff[j * nx + i];
+      sm[j * nx + i] = isnan(v) ? 1.0f : v;
+    }
+  uint8_t *mask = w->m0;
+  double span = lv->fat - lv->muscle;
+  bool found = false;
+  int64_t *st = NULL;
+  for (int lev = 0; lev < PLANE_LEVELS && !found; lev++) {
+    double thr = lv->t_loose - (double)lev * PLANE_LEVEL_STEP * span;
+    memset(mask, 0, (size_t)n);
+    for (int64_t j = j0; j <= j1; j++)
+      for (int64_t i = i0; i <= i1; i++) {
+        int64_t p = j * nx + i;
+        mask[p] = comp[p] == val && sm[p] < thr;
+      }
+    int32_t nc = psp_mask_components(mask, nx, ny, w);
+    if (nc < 2) continue;
+    free(st);
+    st = calloc((size_t)(nc + 1) * 3, sizeof *st); /* n, core, sum d */
+    if (!st) return false;
+    for (int64_t j = j0; j <= j1; j++)
+      for (int64_t i = i0; i <= i1; i++) {
+        int32_t c = w->lab[j * nx + i];
+        if (!c) continue;
+        double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
+        st[3 * c]++;
+        if (d >= 6.0 && d <= 24.0 && y >= cr + 6.0 && y <= cr + 36.0) st[3 * c + 1]++;
+        st[3 * c + 2] += (int64_t)lround(d);
+      }
+    int32_t core = 0;
+    for (int32_t c = 1; c <= nc; c++)
+      if (st[3 * c + 1] > 0 && (core == 0 || st[3 * c + 1] > st[3 * core + 1])) core = c;
+    if (core == 0) continue;
+    double dcore = (double)st[3 * core + 2] / (double)st[3 * core];
+    int64_t lat = 0, lat_max = 0, kept = st[3 * core];
+    for (int32_t c = 1; c <= nc; c++) {
+      if (c == core) continue;
+      double dc = (double)st[3 * c + 2] / (double)st[3 * c];
+      if (dc >= dcore + PLANE_LAT_MM) {
+        lat += st[3 * c];
+        lat_max = st[3 * c] > lat_max ? st[3 * c] : lat_max;
+      }
+      kept += st[3 * c];
+    }
+    double a = (double)area;
+    if ((double)st[3 * core] < PLANE_MIN_SHARE * a || (double)lat_max < PLANE_MIN_SHARE * a ||
+        (double)kept < PLANE_KEPT_SHARE * a)
+      continue;
+    found = true;
+    for (int64_t j = j0; j <= j1; j++)
+      for (int64_t i = i0; i <= i1; i++) {
+        int64_t p = j * nx + i;
+        int32_t c = w->lab[p];
+        if (!c) continue;
+        if (c == core)
+          seed[p] = 1;
+        else if ((double)st[3 * c + 2] / (double)st[3 * c] >= dcore + PLANE_LAT_MM)
+          seed[p] = 2;
+      }
+  }
+  free(st);
+  return found;
+}
+
+/* The boundary radius per ray (mm) of a labelled side: the last multifidus
+ * sample on each ray (NaN for rays without compartment; the start of the
+ * compartment when the ray holds no multifidus). */
+static void rays_from_labels(const float *lab, const uint8_t *comp, int64_t nx, int64_t ny,
+                             double sx, double sy, const polar *P, int side, double *rb) {
+  int sgn = side == 0 ? 1 : -1;
+  uint8_t val = (uint8_t)(side + 1);
+  float mf = side == 0 ? PSP_LABEL_MF_LEFT : PSP_LABEL_MF_RIGHT;
+  for (int t = 0; t < N_THETA; t++) {
+    int rin = -1, rlast = -1;
+    for (int r = 0; r < P->nr; r++) {
+      int64_t p = ray_voxel(P, sgn, t, r, nx, ny, sx, sy);
+      if (p < 0 || comp[p] != val) continue;
+      if (rin < 0) rin = r;
+      if (lab[p] == mf) rlast = r;
+    }
+    rb[t] = rin < 0 ? NAN : (rlast >= 0 ? rlast : rin) * P->h;
+  }
 }
 
 static void flag(psp_slice_landmarks *lm, psp_slice_status st, const char *fmt, double a,
@@ -584,6 +836,7 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
   uint8_t *seeds = psp_calloc((size_t)(plane * nz), 1, err);
   double *prior = psp_calloc((size_t)nz * 2 * N_THETA, sizeof *prior, err);
   double *rprof = psp_calloc((size_t)nz * 2 * N_THETA, sizeof *rprof, err);
+  double *near_k = NULL; /* per slice: the neighbours' median canal (i, j) */
   if (!s->labels || !s->lm || !lv || !comp || !body || !seeds || !prior || !rprof) goto fail;
   bool oom = false;
 
@@ -605,8 +858,12 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
     goto fail;
   }
   /* the spine runs along the stack: the median canal position over all
-   * slices where one was found anchors a second search on outliers */
+   * slices where one was found, and over the neighbouring slices (k +- 3,
+   * which follows the lordosis; only those near the stack's median), anchor
+   * a second search on outliers */
   double near[2] = {NAN, NAN};
+  near_k = psp_calloc((size_t)nz * 2, sizeof *near_k, err);
+  if (!near_k) goto fail;
   {
     double *vi = psp_calloc((size_t)nz * 2, sizeof *vi, err);
     if (!vi) goto fail;
@@ -623,6 +880,24 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
       qsort(vj, (size_t)m, sizeof *vj, cmp_double);
       near[0] = vi[m / 2];
       near[1] = vj[m / 2];
+    }
+    for (int64_t k = 0; k < nz; k++) {
+      m = 0;
+      for (int64_t q = k - NEAR_SLICES; q <= k + NEAR_SLICES; q++)
+        if (q >= 0 && q < nz && q != k && s->lm[q].canal.found &&
+            fabs(s->lm[q].canal.i - near[0]) * sp[0] <= 8.0 &&
+            fabs(s->lm[q].canal.j - near[1]) * sp[1] <= 15.0) {
+          vi[m] = s->lm[q].canal.i;
+          vj[m] = s->lm[q].canal.j;
+          m++;
+        }
+      near_k[2 * k] = near_k[2 * k + 1] = NAN;
+      if (m >= 2) {
+        qsort(vi, (size_t)m, sizeof *vi, cmp_double);
+        qsort(vj, (size_t)m, sizeof *vj, cmp_double);
+        near_k[2 * k] = m % 2 ? vi[m / 2] : 0.5 * (vi[m / 2 - 1] + vi[m / 2]);
+        near_k[2 * k + 1] = m % 2 ? vj[m / 2] : 0.5 * (vj[m / 2 - 1] + vj[m / 2]);
+      }
     }
     free(vi);
   }
@@ -645,8 +920,41 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
           (!lm->canal.found || fabs(lm->canal.i - near[0]) * sp[0] > 8.0 ||
            fabs(lm->canal.j - near[1]) * sp[1] > 15.0))
         psp_landmarks_find(ff, nx, ny, sp[0], sp[1], near, ipop, body + k * plane, w, lm);
+      else if (!isnan(near_k[2 * k]) && lm->canal.found) {
+        /* a canal that jumped away from the neighbouring slices' is searched
+         * again close to theirs; kept only if that finds a canal nearer */
+        double d0 =
+            hypot((lm->canal.i - near_k[2 * k]) * sp[0], (lm->canal.j - near_k[2 * k + 1]) * sp[1]);
+        if (d0 > NEAR_JUMP_MM) {
+          psp_slice_landmarks alt;
+          uint8_t *bk = body + k * plane;
+          psp_landmarks_find_close(ff, nx, ny, sp[0], sp[1], near_k + 2 * k, NEAR_JUMP_MM, ipop,
+                                   crop_body, w, &alt);
+          double d1 = alt.canal.found ? hypot((alt.canal.i - near_k[2 * k]) * sp[0],
+                                              (alt.canal.j - near_k[2 * k + 1]) * sp[1])
+                                      : INFINITY;
+          if (alt.status == PSP_SLICE_OK && d1 < d0) {
+            *lm = alt;
+            memcpy(bk, crop_body, (size_t)plane);
+          }
+        }
+      }
       if (lm->status != PSP_SLICE_OK) continue;
       slice_levels *L = &lv[k];
+      {
+        /* the spinal canal lies behind the vertebral body near the body's
+         * left-right centre and within reach of the back's surface: a
+         * "canal" far off either way is the aorta, a kidney or bowel */
+        double back = ((double)lm->body_box[3] - lm->canal.j) * sp[1];
+        double off = fabs(lm->canal.i - 0.5 * (double)(lm->body_box[0] + lm->body_box[1])) * sp[0];
+        if (back > CANAL_MAX_DEPTH_MM || off > CANAL_MAX_OFF_MM) {
+          flag(lm, PSP_SLICE_IMPLAUSIBLE,
+               "spinal canal implausibly placed (%.0f mm in front of the back's skin, %.0f mm "
+               "beside the body's centre): the aorta, a kidney or bowel, not the spine",
+               back, off);
+          continue;
+        }
+      }
       L->muscle = isnan(lm->muscle_ff) ? 0.1 : lm->muscle_ff;
       L->fat = lm->fat_ff;
       if (L->fat - L->muscle < 0.3) {
@@ -692,18 +1000,12 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
         }
       for (int side = 0; side < 2 && lm->status == PSP_SLICE_OK; side++) {
         int64_t nv = nvs[side];
+        /* first boundary pass below, once the lowest slice is known */
         double a = (double)nv * sp[0] * sp[1];
         if (a < MIN_SIDE_MM2)
           flag(lm, PSP_SLICE_IMPLAUSIBLE,
                "paraspinal compartment too small on one side (%.0f mm^2, need %.0f)", a,
                MIN_SIDE_MM2);
-        else {
-          polar P;
-          polar_setup(lm, c, nx, ny, sp[0], sp[1], &P);
-          if (!split_side(ff, c, nx, ny, sp[0], sp[1], &P, L, side, NULL, R_SIGMA1,
-                          rprof + (2 * k + side) * N_THETA))
-            oom = true;
-        }
       }
     }
     free(crop_ff);
@@ -715,6 +1017,53 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
   if (oom) {
     psp_error_set(err, PSP_ERR_NOMEM, "out of memory in the segmentation");
     goto fail;
+  }
+
+  /* first boundary pass: the template prior at this slice's height above
+   * the lowest segmented slice (taken as L5/S1) */
+  {
+    int64_t k0 = -1;
+    for (int64_t k = 0; k < nz && k0 < 0; k++)
+      if (s->lm[k].status == PSP_SLICE_OK) k0 = k;
+#pragma omp parallel reduction(|| : oom)
+    {
+      psp_slice_work *w = psp_slice_work_create(nx, ny);
+      float *tmp = malloc((size_t)plane * sizeof *tmp);
+      bool ready = w && tmp;
+      if (!ready) oom = true;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t k = 0; k < nz; k++) {
+        if (!ready || s->lm[k].status != PSP_SLICE_OK) continue;
+        double row[12];
+        rho_row_for((double)(k - k0) * sp[2], row);
+        const float *ff = ffv->data + k * plane;
+        uint8_t *c = comp + k * plane, *sd = seeds + k * plane;
+        polar P;
+        polar_setup(&s->lm[k], c, nx, ny, sp[0], sp[1], &P);
+        for (int side = 0; side < 2; side++) {
+          double *rp = rprof + (2 * k + side) * N_THETA;
+          bool has = false;
+          for (int64_t q = 0; q < plane && !has; q++)
+            has = c[q] == side + 1 && sd[q];
+          if (!has) has = plane_seeds(ff, c, nx, ny, sp[0], sp[1], &s->lm[k], &lv[k], side, sd, w);
+          if (has) {
+            /* a visible plane: the split it gives is this slice's boundary
+             * for the neighbours' prior too */
+            if (!split_by_seeds(ff, c, sd, nx, ny, side, tmp, &oom)) continue;
+            rays_from_labels(tmp, c, nx, ny, sp[0], sp[1], &P, side, rp);
+          } else if (!split_side(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side, NULL, row, R_SIGMA1,
+                                 rp)) {
+            oom = true;
+          }
+        }
+      }
+      free(tmp);
+      psp_slice_work_free(w);
+    }
+    if (oom) {
+      psp_error_set(err, PSP_ERR_NOMEM, "out of memory in the segmentation");
+      goto fail;
+    }
   }
 
   /* serial: consistency along the spine */
@@ -779,11 +1128,11 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
     polar P;
     polar_setup(&s->lm[k], c, nx, ny, sp[0], sp[1], &P);
     for (int side = 0; side < 2; side++) {
-      if (split_by_seeds(c, seeds + k * plane, nx, ny, side, s->labels->data + k * plane, &oom))
+      if (split_by_seeds(ff, c, seeds + k * plane, nx, ny, side, s->labels->data + k * plane, &oom))
         continue;
       double rb[N_THETA];
       if (!split_side(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side,
-                      prior + (2 * k + side) * N_THETA, R_SIGMA2, rb)) {
+                      prior + (2 * k + side) * N_THETA, MF_RHO, R_SIGMA2, rb)) {
         oom = true;
         continue;
       }
@@ -800,6 +1149,7 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
   if (nok == 0)
     psp_warn(ctx, "automatic segmentation found the paraspinal muscles on no slice (see the "
                   "per-slice reasons in report.json); all measurements are empty");
+  free(near_k);
   free(lv);
   free(comp);
   free(body);
@@ -808,6 +1158,7 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
   free(rprof);
   return s;
 fail:
+  free(near_k);
   free(lv);
   free(comp);
   free(body);

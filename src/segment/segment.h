@@ -34,6 +34,9 @@ int64_t psp_segmentation_ok_count(const psp_segmentation *s);
 /* The multifidus share of each polar ray used as the first-pass prior,
  * at deg10 x 10 degrees (0..11); the table in models/mf_rho_profile.tsv. */
 double psp_segment_mf_rho(int deg10);
+/* The same per 15 mm band (0..9) of height above the lowest segmented slice;
+ * the table in models/mf_rho_by_level.tsv. */
+double psp_segment_mf_rho_level(int band, int deg10);
 
 /* Defined in src/pipeline.c: the segmentation of an analysis run, NULL when
  * the labels were given with --labels (borrowed). */

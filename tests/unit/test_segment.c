@@ -10,7 +10,9 @@
  *
  * The accuracy thresholds are what this version reaches minus a margin
  * (printed by the test), not the issue's targets (Dice >= 0.95): see the
- * README "What it does today". */
+ * README "Automatic segmentation". Also a fatty, streaky phantom at 3 mm
+ * pixels (no slice lost) and the compiled height prior equal to
+ * models/mf_rho_by_level.tsv. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -24,12 +26,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reached on the default phantom (seed 1), slices above the sacrum: MF 0.964 /
- * 0.966, ES 0.930 / 0.947; FF of each muscle within 0.4 pp of the FF over
+/* Reached on the default phantom (seed 1), slices above the sacrum: MF 0.975 /
+ * 0.977, ES 0.959 / 0.963; FF of each muscle within 0.8 pp of the FF over
  * the true label. */
-#define MIN_DICE_MF 0.93
-#define MIN_DICE_ES 0.90
+#define MIN_DICE_MF 0.95
+#define MIN_DICE_ES 0.94
 #define MAX_FF_DIFF_PP 1.0
+/* Reached on the fatty phantom (test_fatty_phantom_accuracy, = sample_scans/
+ * phantom02), all slices: MF 0.903 / 0.915, ES 0.845 / 0.860, FF -1.0 /
+ * -2.0 / -0.6 / -1.6 pp (the issue's targets, 0.95 and 1 pp, are not
+ * reached here: the back wall's muscle layer leaks in through partial-volume
+ * fat planes, fatty streaks at the border are lost). v1 reached 0.68-0.71
+ * with 6 of 20 slices flagged. */
+#define MIN_DICE_MF_FATTY 0.88
+#define MIN_DICE_ES_FATTY 0.82
+#define MAX_FF_DIFF_PP_FATTY 2.5
 
 static char scratch[1024];
 
@@ -61,10 +72,11 @@ static psp_segmentation *segment(const psp_ffmap *m, int threads) {
   return s;
 }
 
-static void test_phantom_accuracy(void **state) {
-  (void)state;
-  psp_phantom_options o;
-  psp_phantom_options_default(&o);
+/* Segments phantom o and checks flags, Dice and FF per muscle against the
+ * given minima (Dice) and maximum |FF difference| (pp). */
+static void accuracy_case(const psp_phantom_options *po, double min_mf, double min_es,
+                          double max_ff_pp) {
+  psp_phantom_options o = *po;
   psp_phantom *p = make_phantom(&o);
   psp_ffmap *m = ffmap_of(psp_phantom_volume(p, "water"), psp_phantom_volume(p, "fat"));
   psp_segmentation *s = segment(m, 2);
@@ -113,8 +125,8 @@ static void test_phantom_accuracy(void **state) {
     double dff = 100.0 * (fp[l] / (double)cp[l] - ft[l] / (double)ct[l]);
     print_message("%s: Dice %.4f, FF %+.2f pp (slices %lld..%lld)\n", psp_label_abbrev(l), dice,
                   dff, (long long)first_ok, (long long)(d[2] - 1));
-    assert_true(dice >= (l <= 2 ? MIN_DICE_MF : MIN_DICE_ES));
-    assert_true(fabs(dff) <= MAX_FF_DIFF_PP);
+    assert_true(dice >= (l <= 2 ? min_mf : min_es));
+    assert_true(fabs(dff) <= max_ff_pp);
   }
 
   /* landmarks: the canal on the midline of the phantom (world x = 0) */
@@ -129,6 +141,36 @@ static void test_phantom_accuracy(void **state) {
   psp_segmentation_free(s);
   psp_ffmap_free(m);
   psp_phantom_free(p);
+}
+
+static void test_phantom_accuracy(void **state) {
+  (void)state;
+  psp_phantom_options o;
+  psp_phantom_options_default(&o);
+  accuracy_case(&o, MIN_DICE_MF, MIN_DICE_ES, MAX_FF_DIFF_PP);
+}
+
+/* Fatty, streaky muscle at coarse pixels (like sample_scans/phantom02):
+ * multifidus 35/45 % FF, erector spinae 25/30 %, 80 % FF streaks in 20 % of
+ * the muscle, 3 mm pixels, SNR 20. No slice above the sacrum may be lost. */
+static void test_fatty_phantom_accuracy(void **state) {
+  (void)state;
+  psp_phantom_options o;
+  psp_phantom_options_default(&o);
+  o.seed = 2;
+  o.dims[0] = 128;
+  o.dims[1] = 96;
+  o.dims[2] = 20;
+  o.spacing[0] = o.spacing[1] = 3.0;
+  o.snr = 20;
+  o.ff_multifidus[0] = 0.35;
+  o.ff_multifidus[1] = 0.45;
+  o.ff_erector[0] = 0.25;
+  o.ff_erector[1] = 0.30;
+  o.streak_ff = 0.80;
+  o.streak_share = 0.20;
+  o.bias_amplitude = 0.25;
+  accuracy_case(&o, MIN_DICE_MF_FATTY, MIN_DICE_ES_FATTY, MAX_FF_DIFF_PP_FATTY);
 }
 
 static void test_threads_identical(void **state) {
@@ -265,6 +307,38 @@ static void test_flagged_slices(void **state) {
   psp_phantom_free(p);
 }
 
+/* The compiled prior by height equals models/mf_rho_by_level.tsv. */
+static void test_model_table_by_level(void **state) {
+  (void)state;
+  char path[2048];
+  snprintf(path, sizeof path, "%s/models/mf_rho_by_level.tsv", PSP_SOURCE_DIR);
+  FILE *f = fopen(path, "r");
+  if (!f) fail_msg("cannot open %s", path);
+  char line[512];
+  assert_non_null(fgets(line, sizeof line, f)); /* header */
+  int band = 0;
+  while (fgets(line, sizeof line, f)) {
+    double dz = 0, share = 0, rho[12];
+    int n = 0, off = 0;
+    assert_int_equal(sscanf(line, "%lf\t%d\t%lf%n", &dz, &n, &share, &off), 3);
+    assert_float_equal(dz, 15.0 * (band + 0.5), 1e-9);
+    const char *p = line + off;
+    for (int t = 0; t < 12; t++) {
+      int used = 0;
+      assert_int_equal(sscanf(p, "%lf%n", &rho[t], &used), 1);
+      p += used;
+      assert_float_equal(psp_segment_mf_rho_level(band, t), rho[t], 1e-9);
+    }
+    /* the multifidus share shrinks from L5/S1 upwards */
+    if (band == 0) assert_true(share > 0.35);
+    band++;
+  }
+  fclose(f);
+  assert_int_equal(band, 10);
+  /* out of range: 0 */
+  assert_float_equal(psp_segment_mf_rho_level(10, 0), 0.0, 1e-12);
+}
+
 /* The compiled multifidus prior equals models/mf_rho_profile.tsv. */
 static void test_model_table(void **state) {
   (void)state;
@@ -296,9 +370,10 @@ int main(void) {
   snprintf(scratch, sizeof scratch, "%s", PSP_SCRATCH_DIR);
   psp_mkdir_p(scratch, NULL);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_phantom_accuracy),     cmocka_unit_test(test_threads_identical),
-      cmocka_unit_test(test_orientation_variants), cmocka_unit_test(test_flagged_slices),
-      cmocka_unit_test(test_model_table),
+      cmocka_unit_test(test_phantom_accuracy),     cmocka_unit_test(test_fatty_phantom_accuracy),
+      cmocka_unit_test(test_threads_identical),    cmocka_unit_test(test_orientation_variants),
+      cmocka_unit_test(test_flagged_slices),       cmocka_unit_test(test_model_table),
+      cmocka_unit_test(test_model_table_by_level),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
