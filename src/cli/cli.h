@@ -13,6 +13,7 @@ int psp_cmd_analyze(int argc, char **argv);
 int psp_cmd_ffmap(int argc, char **argv);
 int psp_cmd_phantom(int argc, char **argv);
 int psp_cmd_compare(int argc, char **argv);
+int psp_cmd_change(int argc, char **argv);
 
 /* Prints the error to stderr prefixed with the command name, frees it and
  * returns its exit code. */

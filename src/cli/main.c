@@ -20,6 +20,7 @@ static void usage(FILE *f) {
           "  analyze   measure multifidus and erector spinae per slice and side\n"
           "  ffmap     write the fat-fraction map of a Dixon scan as NIfTI\n"
           "  compare   Dice, HD95, area and FF differences between two label maps\n"
+          "  change    follow-up: per-level change of area and FF between two analyze runs\n"
           "  phantom   make a synthetic lumbar Dixon phantom with known truth\n"
           "\n"
           "Run 'paraspinal <command> --help' for the options of a command.\n"
@@ -45,6 +46,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "analyze")) return psp_cmd_analyze(argc - 1, argv + 1);
   if (!strcmp(cmd, "ffmap")) return psp_cmd_ffmap(argc - 1, argv + 1);
   if (!strcmp(cmd, "compare")) return psp_cmd_compare(argc - 1, argv + 1);
+  if (!strcmp(cmd, "change")) return psp_cmd_change(argc - 1, argv + 1);
   if (!strcmp(cmd, "phantom")) return psp_cmd_phantom(argc - 1, argv + 1);
   fprintf(stderr, "paraspinal: unknown command '%s'\n\n", cmd);
   usage(stderr);
