@@ -430,8 +430,9 @@ psp_plausibility psp_result_plausibility(const psp_result *r);
 /* Name of the input whose geometry (affine) the outputs carry. */
 const char *psp_result_geometry_source(const psp_result *r);
 
-/* Writes fatfraction.nii.gz, dseg.nii.gz, dseg.tsv, slices.csv and
- * report.json into outdir (created if missing). All files are written into a
+/* Writes fatfraction.nii.gz, dseg.nii.gz, dseg.tsv, slices.csv, volumes.csv,
+ * levels.csv, report.json, report.html and (unless write_qc is false) qc/
+ * into outdir (created if missing). All files are written into a
  * temporary folder inside outdir and moved into place only when all of them
  * succeeded. `argv_line` (may be NULL) is recorded in the provenance. */
 bool psp_result_write(const psp_result *r, const char *outdir, const char *argv_line,

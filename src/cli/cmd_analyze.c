@@ -57,7 +57,8 @@ static const char ANALYZE_HELP[] =
     "\n"
     "Outputs in OUTDIR: fatfraction.nii.gz, dseg.nii.gz, dseg.tsv, slices.csv, volumes.csv,\n"
     "levels.csv, "
-    "report.json, qc/slice_NNN.png (columns and units: see README).\n";
+    "report.json, report.html (QC review page), qc/slice_NNN.png, qc/sagittal.png\n"
+    "(columns and units: see README).\n";
 
 static const char FFMAP_HELP[] =
     "Usage: paraspinal ffmap INPUTS -o FF.nii.gz [options]\n"
@@ -267,8 +268,8 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
                "in report.json)\n",
                (long long)psp_segmentation_ok_count(seg),
                (long long)psp_segmentation_slice_count(seg));
-      printf("wrote %s/{slices.csv,volumes.csv,levels.csv,report.json,dseg.nii.gz,dseg.tsv,"
-             "fatfraction.nii.gz%s} (%zu slice rows, %zu warnings)\n",
+      printf("wrote %s/{slices.csv,volumes.csv,levels.csv,report.json,report.html,dseg.nii.gz,"
+             "dseg.tsv,fatfraction.nii.gz%s} (%zu slice rows, %zu warnings)\n",
              out, o.write_qc ? ",qc/" : "", psp_measurements_slice_count(m),
              psp_context_warning_count(ctx));
     }

@@ -63,4 +63,53 @@ bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_
                        const psp_volume *labels, const psp_qc_slice_marks *marks,
                        int compression_level, psp_context *ctx, psp_error **err);
 
+/* ------------------------------------------------------------------------ */
+/* Sagittal reformat with the level assignment                               */
+/* ------------------------------------------------------------------------ */
+
+/* One disc to mark on the sagittal image. */
+typedef struct psp_qc_disc_mark {
+  double slice;     /* sub-slice centre, internal numbering (k) */
+  const char *name; /* "L4/L5", relative "D2", or "" */
+  bool inferred;    /* not seen in the image (drawn dashed) */
+} psp_qc_disc_mark;
+
+/* Inputs of psp_qc_write_sagittal. anatomy and ff are required and share
+ * one grid; every per-slice array (dims[2] entries, internal order) may be
+ * NULL. */
+typedef struct psp_qc_sagittal {
+  const psp_volume *anatomy, *ff;
+  const char *anatomy_title; /* title of the anatomy panel ("WATER"); NULL = "IMAGE" */
+  const double *midline_i;   /* midline column (voxel i) per slice; NaN = unknown */
+  const char *const *names;  /* level name per slice ("" = unknown) */
+  const bool *is_disc;       /* slice named a disc (its name is then not repeated) */
+  const double *confidence;  /* level confidence 0..1 per slice */
+  const double *profile;     /* marrow FF 0..1 per slice (NaN = none), plotted */
+  const psp_qc_disc_mark *discs;
+  size_t n_discs;
+} psp_qc_sagittal;
+
+/* Where the slices are on the sagittal image: internal slice k covers the
+ * rows y with k == n_slices - 1 - floor((y - panel_y + 0.5) * n_slices /
+ * panel_h), panel_y <= y < panel_y + panel_h (superior at the top). */
+typedef struct psp_qc_sagittal_geometry {
+  int width, height;
+  int panel_y, panel_h;
+  int64_t n_slices;
+} psp_qc_sagittal_geometry;
+
+/* Writes one PNG (atomically) at path: a sagittal reformat of the anatomy
+ * and of the FF map through the midline (the mean of the columns within
+ * 1.5 mm of midline_i on each slice; slices without a midline take the one
+ * interpolated from their neighbours, or the image centre), cropped along
+ * j to the part with signal; rows are slices, superior at the top, scaled
+ * by the slice thickness vs the pixel size so the anatomy keeps its true
+ * proportions; anterior on the left. The discs are horizontal lines across
+ * the panels (dashed when inferred) labelled with their names on the right,
+ * next to a per-slice confidence bar and the vertebra names; file slice
+ * numbers on the left; the marrow profile as a plot beside the FF panel.
+ * geo (may be NULL) receives the geometry. Deterministic (one thread). */
+bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compression_level,
+                           psp_qc_sagittal_geometry *geo, psp_error **err);
+
 #endif

@@ -10,12 +10,17 @@
  * with SHA-256, options, geometry decision, noise estimate, plausibility,
  * warnings; with automatic segmentation a "segmentation" object: method,
  * per-slice status and reason, landmarks in internal LPS voxel and world RAS
- * mm coordinates). NIfTI outputs are on the input's own voxel grid. Numbers are
+ * mm coordinates), levels.csv, the QC images qc/slice_NNN.png and
+ * qc/sagittal.png (the level assignment on a midline reformat) and
+ * report.html (the QC page, src/report/html.c, referencing the images by
+ * relative path; written last so it lists every warning). NIfTI outputs
+ * are on the input's own voxel grid. Numbers are
  * printed with fixed decimals so outputs are byte-identical across runs and
  * thread counts; the only time stamp is report.json's provenance.created.
  */
 #include "core/internal.h"
 #include "levels/levels.h"
+#include "report/html.h"
 #include "report/levels_csv.h"
 #include "report/qc_png.h"
 #include "segment/segment.h"
@@ -331,16 +336,20 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
   return out;
 }
 
-enum { N_OUT = 7 };
+enum { N_OUT = 8 };
 static const char *const OUT_NAMES[N_OUT] = {"fatfraction.nii.gz", "dseg.nii.gz", "dseg.tsv",
                                              "slices.csv",         "volumes.csv", "report.json",
-                                             "levels.csv"};
+                                             "levels.csv",         "report.html"};
 
-static bool write_text(const char *dir, const char *name, char *text, psp_error **err) {
+static bool write_text_keep(const char *dir, const char *name, const char *text, psp_error **err) {
   if (!text) return false;
   char path[4096];
-  bool ok = psp_path_join(path, sizeof path, dir, name, err) &&
-            psp_write_file_atomic(path, text, strlen(text), err);
+  return psp_path_join(path, sizeof path, dir, name, err) &&
+         psp_write_file_atomic(path, text, strlen(text), err);
+}
+
+static bool write_text(const char *dir, const char *name, char *text, psp_error **err) {
+  bool ok = write_text_keep(dir, name, text, err);
   free(text);
   return ok;
 }
@@ -354,6 +363,82 @@ static const psp_volume *qc_anatomy(const psp_result *r) {
     if (!strcmp(role, "water") || !strcmp(role, "in-phase")) return v;
   }
   return psp_ffmap_ff(psp_result_ffmap(r));
+}
+
+static const char *qc_anatomy_title(const psp_result *r) {
+  for (int i = 0; i < psp_result_input_count(r); i++) {
+    const char *role, *path, *sha;
+    const psp_volume *v;
+    psp_result_input(r, i, &role, &path, &sha, &v);
+    if (!strcmp(role, "water")) return "WATER";
+    if (!strcmp(role, "in-phase")) return "IN-PHASE";
+  }
+  return "FF MAP";
+}
+
+/* qc/sagittal.png: the midline of the segmentation's landmarks where the
+ * slice was segmented (a flagged slice's canal may be wrong), else the vertebral column the level
+ * detection sampled, else (inside psp_qc_write_sagittal) interpolated / the image centre; the discs
+ * and per-slice names of the level assignment. */
+static bool write_sagittal(const psp_result *r, const char *qc_dir, psp_qc_sagittal_geometry *geo,
+                           psp_error **err) {
+  const psp_levels *lv = psp_result_levels(r);
+  const psp_segmentation *seg = psp_result_segmentation(r);
+  const psp_volume *ffv = psp_ffmap_ff(psp_result_ffmap(r));
+  int64_t d[3];
+  psp_volume_dims(ffv, d);
+  const int64_t nz = d[2];
+  const bool use_lv = lv && psp_levels_slice_count(lv) == nz;
+  const size_t nd = use_lv ? psp_levels_disc_count(lv) : 0;
+  double *mid = psp_malloc((size_t)nz * sizeof *mid, err);
+  double *conf = psp_malloc((size_t)nz * sizeof *conf, err);
+  double *prof = psp_malloc((size_t)nz * sizeof *prof, err);
+  const char **names = psp_calloc((size_t)nz, sizeof *names, err);
+  bool *is_disc = psp_calloc((size_t)nz, sizeof *is_disc, err);
+  psp_qc_disc_mark *discs = psp_calloc(nd + 1, sizeof *discs, err);
+  bool ok = false;
+  if (mid && conf && prof && names && is_disc && discs) {
+    for (int64_t k = 0; k < nz; k++) {
+      mid[k] = NAN;
+      const psp_slice_landmarks *lm =
+          seg && k < psp_segmentation_slice_count(seg) ? psp_segmentation_slice(seg, k) : NULL;
+      double ci, cj;
+      if (lm && lm->status == PSP_SLICE_OK)
+        mid[k] = lm->midline_i;
+      else if (use_lv && psp_levels_column(lv, k, &ci, &cj))
+        mid[k] = ci;
+      names[k] = use_lv ? psp_levels_name(lv, k) : "";
+      is_disc[k] = use_lv && psp_levels_is_disc(lv, k);
+      conf[k] = use_lv ? psp_levels_confidence(lv, k) : NAN;
+      prof[k] = use_lv ? psp_levels_profile(lv, k) : NAN;
+    }
+    for (size_t i = 0; i < nd; i++) {
+      const psp_level_disc *dd = psp_levels_disc(lv, i);
+      discs[i].slice = dd->slice;
+      discs[i].name = dd->name;
+      discs[i].inferred = dd->inferred;
+    }
+    psp_qc_sagittal s = {.anatomy = qc_anatomy(r),
+                         .ff = ffv,
+                         .anatomy_title = qc_anatomy_title(r),
+                         .midline_i = mid,
+                         .names = names,
+                         .is_disc = is_disc,
+                         .confidence = conf,
+                         .profile = prof,
+                         .discs = discs,
+                         .n_discs = nd};
+    char path[4096];
+    ok = psp_path_join(path, sizeof path, qc_dir, "sagittal.png", err) &&
+         psp_qc_write_sagittal(path, &s, -1, geo, err);
+  }
+  free(mid);
+  free(conf);
+  free(prof);
+  free(names);
+  free(is_disc);
+  free(discs);
+  return ok;
 }
 
 static bool write_qc(const psp_result *r, const char *qc_dir, psp_context *ctx, psp_error **err) {
@@ -382,13 +467,14 @@ static bool write_qc(const psp_result *r, const char *qc_dir, psp_context *ctx, 
       m->spinous_j = lm->spinous.found ? lm->spinous.j : NAN;
       m->midline_i = lm->status == PSP_SLICE_OK ? lm->midline_i : NAN;
       if (lm->status != PSP_SLICE_OK) {
-        snprintf(status[k], sizeof status[k], "%s: %s", psp_slice_status_name(lm->status), lm->reason);
+        snprintf(status[k], sizeof status[k], "%s: %s", psp_slice_status_name(lm->status),
+                 lm->reason);
         m->status = status[k];
       }
     }
   }
-  bool ok = psp_qc_write_pngs(qc_dir, qc_anatomy(r), psp_ffmap_ff(psp_result_ffmap(r)), labels, marks,
-                              -1, ctx, err);
+  bool ok = psp_qc_write_pngs(qc_dir, qc_anatomy(r), psp_ffmap_ff(psp_result_ffmap(r)), labels,
+                              marks, -1, ctx, err);
   free(marks);
   free(status);
   return ok;
@@ -417,14 +503,21 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[1], err) &&
        psp_nifti_save(psp_result_labels(r), path, PSP_DT_UINT8, "paraspinal dseg", err);
   ok = ok && write_text(tmp, OUT_NAMES[2], psp_labels_dseg_tsv(), err);
-  ok = ok && write_text(tmp, OUT_NAMES[3], slices_csv(psp_result_measurements(r), psp_result_levels(r), err), err);
+  ok = ok && write_text(tmp, OUT_NAMES[3],
+                        slices_csv(psp_result_measurements(r), psp_result_levels(r), err), err);
   ok = ok && write_text(tmp, OUT_NAMES[4], volumes_csv(psp_result_measurements(r), err), err);
-  ok = ok && write_text(tmp, OUT_NAMES[6],
-                        psp_levels_csv(psp_result_levels(r), psp_result_measurements(r),
-                                       psp_result_labels(r), err),
-                        err);
+  char *lcsv = NULL;
+  if (ok) {
+    lcsv =
+        psp_levels_csv(psp_result_levels(r), psp_result_measurements(r), psp_result_labels(r), err);
+    ok = write_text_keep(tmp, OUT_NAMES[6], lcsv, err);
+  }
   ok = ok && write_text(tmp, OUT_NAMES[5], report_json(r, argv_line, ctx, err), err);
   ok = ok && (!want_qc || write_qc(r, tmp_qc, ctx, err));
+  psp_html_images img = {.slices = want_qc, .sagittal = want_qc};
+  ok = ok && (!want_qc || write_sagittal(r, tmp_qc, &img.sag, err));
+  ok = ok && write_text(tmp, OUT_NAMES[7], psp_report_html(r, lcsv, &img, ctx, err), err);
+  free(lcsv);
   if (!ok) {
     psp_error_prefix(err, "%s: no output written", outdir);
     psp_remove_tree_shallow(tmp_qc);
