@@ -8,7 +8,10 @@ PACKAGES=(
   build-essential cmake pkg-config
   zlib1g-dev libdeflate-dev libpng-dev libcjson-dev libcmocka-dev
   libnifti2-dev nettle-dev
+  chromium
 )
+# chromium: only for the test that opens report.html headless and drives its
+# keyboard review (tests/integration/test_html_report.sh).
 
 missing=()
 for p in "${PACKAGES[@]}"; do
