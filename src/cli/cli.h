@@ -23,6 +23,11 @@ int psp_cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Context with a stderr logger: warnings always, info when verbose. */
 psp_context *psp_cli_context(const char *cmd, bool verbose, int threads);
+/* If argv[*i] is option `name` (or `alias`), stores its value ("--name v" or
+ * "--name=v") and returns 1; 0 if it is another option; -1 when the value is
+ * missing. */
+int psp_cli_opt_value(int argc, char **argv, int *i, const char *name, const char *alias,
+                      const char **val);
 /* Parses a non-negative integer / a double; false on garbage. */
 bool psp_cli_parse_int(const char *s, long long *out);
 bool psp_cli_parse_double(const char *s, double *out);

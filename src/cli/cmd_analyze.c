@@ -198,13 +198,17 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
           o.dixon.noise_floor_factor < 0)
         return psp_cli_usage_error(cmd, "--noise-floor needs a number >= 0, not '%s'", optarg);
       break;
-    case OPT_NO_QC: o.write_qc = false; break;
+    case OPT_NO_QC:
+      o.write_qc = false;
+      break;
     case OPT_DISC:
       if (n_levels == sizeof level_items / sizeof level_items[0])
         return psp_cli_usage_error(cmd, "too many --disc overrides (at most 64)");
       level_items[n_levels++] = optarg;
       break;
-    case OPT_LANDMARKS: o.landmarks_path = optarg; break;
+    case OPT_LANDMARKS:
+      o.landmarks_path = optarg;
+      break;
     case OPT_MAX_VOXELS:
       if (!psp_cli_parse_int(optarg, &max_voxels) || max_voxels <= 0)
         return psp_cli_usage_error(cmd, "--max-voxels needs a positive integer, not '%s'", optarg);

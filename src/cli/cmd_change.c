@@ -74,23 +74,6 @@ typedef struct change_args {
   bool verbose, help;
 } change_args;
 
-/* If argv[*i] is option `name` (or `alias`), stores its value ("--name v" or
- * "--name=v") and returns 1; 0 if it is another option; -1 when the value is
- * missing. */
-static int opt_value(int argc, char **argv, int *i, const char *name, const char *alias,
-                     const char **val) {
-  const char *a = argv[*i];
-  size_t n = strlen(name);
-  if (!strncmp(a, name, n) && a[n] == '=') {
-    *val = a + n + 1;
-    return 1;
-  }
-  if (strcmp(a, name) != 0 && !(alias && !strcmp(a, alias))) return 0;
-  if (*i + 1 >= argc) return -1;
-  *val = argv[++*i];
-  return 1;
-}
-
 /* Returns 0 when parsed, else the exit code (usage error printed). */
 static int parse_args(int argc, char **argv, change_args *a) {
   memset(a, 0, sizeof *a);
@@ -118,14 +101,14 @@ static int parse_args(int argc, char **argv, change_args *a) {
       continue;
     }
     const char *val = NULL;
-    int r = opt_value(argc, argv, &i, "--out", "-o", &val);
+    int r = psp_cli_opt_value(argc, argv, &i, "--out", "-o", &val);
     if (r < 0) return psp_cli_usage_error(CMD, "option --out needs a value");
     if (r > 0) {
       if (!*val) return psp_cli_usage_error(CMD, "option --out needs a non-empty value");
       a->out = val;
       continue;
     }
-    r = opt_value(argc, argv, &i, "--min-confidence", NULL, &val);
+    r = psp_cli_opt_value(argc, argv, &i, "--min-confidence", NULL, &val);
     if (r < 0) return psp_cli_usage_error(CMD, "option --min-confidence needs a value");
     if (r > 0) {
       if (!psp_cli_parse_double(val, &a->min_conf) || !(a->min_conf >= 0 && a->min_conf <= 1))

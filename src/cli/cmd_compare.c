@@ -78,23 +78,6 @@ typedef struct compare_args {
   long long threads;
 } compare_args;
 
-/* If argv[*i] is option `name` (or `alias`), stores its value ("--name v" or
- * "--name=v") and returns 1; 0 if it is another option; -1 when the value is
- * missing. */
-static int opt_value(int argc, char **argv, int *i, const char *name, const char *alias,
-                     const char **val) {
-  const char *a = argv[*i];
-  size_t n = strlen(name);
-  if (!strncmp(a, name, n) && a[n] == '=') {
-    *val = a + n + 1;
-    return 1;
-  }
-  if (strcmp(a, name) != 0 && !(alias && !strcmp(a, alias))) return 0;
-  if (*i + 1 >= argc) return -1;
-  *val = argv[++*i];
-  return 1;
-}
-
 /* Returns 0 when parsed, else the exit code (usage error printed). */
 static int parse_args(int argc, char **argv, compare_args *a) {
   memset(a, 0, sizeof *a);
@@ -140,7 +123,7 @@ static int parse_args(int argc, char **argv, compare_args *a) {
     bool matched = false;
     for (size_t o = 0; o < sizeof opts / sizeof opts[0] && !matched; o++) {
       const char *val = NULL;
-      int r = opt_value(argc, argv, &i, opts[o].name, opts[o].alias, &val);
+      int r = psp_cli_opt_value(argc, argv, &i, opts[o].name, opts[o].alias, &val);
       if (r < 0) return psp_cli_usage_error(CMD, "option %s needs a value", opts[o].name);
       if (r == 0) continue;
       if (!*val) return psp_cli_usage_error(CMD, "option %s needs a non-empty value", opts[o].name);
@@ -149,7 +132,7 @@ static int parse_args(int argc, char **argv, compare_args *a) {
     }
     if (matched) continue;
     const char *tval = NULL;
-    int r = opt_value(argc, argv, &i, "--threads", "-t", &tval);
+    int r = psp_cli_opt_value(argc, argv, &i, "--threads", "-t", &tval);
     if (r < 0) return psp_cli_usage_error(CMD, "option --threads needs a value");
     if (r > 0) {
       if (!psp_cli_parse_int(tval, &a->threads) || a->threads < 0 || a->threads > 4096)

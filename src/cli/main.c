@@ -104,3 +104,17 @@ bool psp_cli_parse_double(const char *s, double *out) {
   *out = v;
   return true;
 }
+
+int psp_cli_opt_value(int argc, char **argv, int *i, const char *name, const char *alias,
+                      const char **val) {
+  const char *a = argv[*i];
+  size_t n = strlen(name);
+  if (!strncmp(a, name, n) && a[n] == '=') {
+    *val = a + n + 1;
+    return 1;
+  }
+  if (strcmp(a, name) != 0 && !(alias && !strcmp(a, alias))) return 0;
+  if (*i + 1 >= argc) return -1;
+  *val = argv[++*i];
+  return 1;
+}
