@@ -19,7 +19,9 @@
  *     psoas and quadratus lumborum lie in front of the transverse
  *     processes), at least 6 mm inside the skin, outside the canal; opened by
  *     ~1.5 mm (not at pixels >= 2.5 mm, where one voxel is already 3 mm and
- *     an opening would break streaky, fatty muscle apart). Kept: the
+ *     an opening would break streaky, fatty muscle apart; there instead a
+     voxel fattier than both its left and right neighbours by 0.25 (fat -
+     muscle), a one-voxel fat plane in partial volume, is cut). Kept: the
  *     component on the MF core box (d 6..24 mm just behind the lamina) and
  *     sizeable components chained to it across gaps up to 12 mm (mostly
  *     within 75 mm of the midline, reaching forward to within 15 mm of the
@@ -108,6 +110,8 @@
 #define NEAR_SHARE 0.5
 #define MIN_PIECE_MM2 40.0
 #define STRICT_SHARE 0.35
+#define RIDGE_CUT 0.25  /* of fat - muscle: a one-voxel plane's contrast over both neighbours */
+#define RIDGE_FLOOR 0.2 /* of fat - muscle above the muscle level: plane voxels are fattier */
 #define STEP_COST 0.1
 #define PLANE_LEVELS 8
 #define PLANE_LEVEL_STEP 0.05 /* of fat - muscle, per threshold step */
@@ -265,6 +269,22 @@ static int64_t build_compartment(const float *ff, const uint8_t *body, int64_t n
   int ro = sx < 2.5 ? (int)vox(1.5, sx) : 0;
   psp_mask_erode(strict, nx, ny, ro, w);
   psp_mask_dilate(strict, nx, ny, ro, w);
+  if (ro == 0) {
+    /* coarse pixels: a fat plane one voxel wide reads as partial volume
+     * below the strict threshold; cut the strict mask where a voxel is
+     * clearly fattier than both its left and right neighbours (a plane
+     * running front to back, between the multifidus and the erector
+     * spinae or between the erector spinae and the flank muscles) */
+    double c = RIDGE_CUT * (lv->fat - lv->muscle);
+    double fl = lv->muscle + RIDGE_FLOOR * (lv->fat - lv->muscle);
+    for (int64_t j = 0; j < ny; j++)
+      for (int64_t i = 1; i + 1 < nx; i++) {
+        int64_t p = j * nx + i;
+        if (!strict[p] || !(ff[p] > fl)) continue;
+        float a = ff[p - 1], b = ff[p + 1];
+        if (!isnan(a) && !isnan(b) && ff[p] - fmax(a, b) > c) strict[p] = 0;
+      }
+  }
   int32_t nc = psp_mask_components(strict, nx, ny, w);
   if (nc == 0) return 0;
   /* per component: n, core, sum d, sum y, near, min y (mm) */

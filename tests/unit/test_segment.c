@@ -33,13 +33,14 @@
 #define MIN_DICE_ES 0.94
 #define MAX_FF_DIFF_PP 1.0
 /* Reached on the fatty phantom (test_fatty_phantom_accuracy, = sample_scans/
- * phantom02), all slices: MF 0.903 / 0.915, ES 0.845 / 0.860, FF -1.0 /
- * -2.0 / -0.6 / -1.6 pp (the issue's targets, 0.95 and 1 pp, are not
+ * phantom02), all slices: MF 0.903 / 0.914, ES 0.846 / 0.872, FF -1.0 /
+ * -2.1 / -0.6 / -1.3 pp (v2 without the one-voxel plane cut at coarse
+ * pixels: ES 0.845 / 0.860; the issue's targets, 0.95 and 1 pp, are not
  * reached here: the back wall's muscle layer leaks in through partial-volume
  * fat planes, fatty streaks at the border are lost). v1 reached 0.68-0.71
  * with 6 of 20 slices flagged. */
 #define MIN_DICE_MF_FATTY 0.88
-#define MIN_DICE_ES_FATTY 0.82
+#define MIN_DICE_ES_FATTY 0.83
 #define MAX_FF_DIFF_PP_FATTY 2.5
 
 static char scratch[1024];
