@@ -1112,7 +1112,10 @@ static bool apply_overrides(psp_levels *lv, const psp_level_overrides *ov, ancho
   for (size_t n = 0; n < ov->n && len < sizeof buf - 40; n++)
     len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s=%lld", n ? ", " : "",
                             ov->items[n].name, (long long)ov->items[n].file_slice);
-  snprintf(lv->anchor, sizeof lv->anchor, "manual override %s (input file slice numbering)", buf);
+  /* the anchor text may be cut short when there are many overrides */
+  int w = snprintf(lv->anchor, sizeof lv->anchor, "manual override %s (input file slice numbering)",
+                   buf);
+  (void)w;
   an->found = true;
   an->base = base;
   an->conf = ANCHOR_OVERRIDE;
