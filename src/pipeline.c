@@ -239,7 +239,9 @@ const psp_ffmap *psp_result_ffmap(const psp_result *r) {
 const psp_volume *psp_result_labels(const psp_result *r) {
   return r->labels;
 }
-const psp_levels *psp_result_levels(const psp_result *r) { return r->levels; }
+const psp_levels *psp_result_levels(const psp_result *r) {
+  return r->levels;
+}
 
 const psp_segmentation *psp_result_segmentation(const psp_result *r) {
   return r->seg;
