@@ -13,17 +13,20 @@ for water in sample_scans/*_water.nii.gz; do
   name=$(basename "$base")
   found=1
   echo "== $name"
+  echo "-- with the phantom's truth labels"
   "$PSP" analyze --water "$water" --fat "${base}_fat.nii.gz" --labels "${base}_dseg.nii.gz" -o "$OUT/$name"
-  if [ -f "${base}_dseg.nii.gz" ]; then
-    "$PSP" compare "$OUT/$name/dseg.nii.gz" "${base}_dseg.nii.gz" --water "$water" --fat "${base}_fat.nii.gz" \
-      --csv "$OUT/$name/compare.csv" >/dev/null
-  fi
+  echo "-- automatic segmentation, compared with the truth labels"
+  "$PSP" analyze --water "$water" --fat "${base}_fat.nii.gz" -o "$OUT/${name}_auto" >/dev/null
+  "$PSP" compare "$OUT/${name}_auto/dseg.nii.gz" "${base}_dseg.nii.gz" --water "$water" --fat "${base}_fat.nii.gz" \
+    --csv "$OUT/${name}_auto/compare.csv" | tail -n 7
 done
 if [ $found -eq 0 ]; then
   echo "demo: no *_water.nii.gz in sample_scans/ (regenerate with scripts/make-sample-scans.sh)" >&2
   exit 1
 fi
 echo
-echo "Results are in $OUT/<scan>/: slices.csv (per slice, muscle, side), volumes.csv,"
-echo "report.json, dseg.nii.gz + dseg.tsv, fatfraction.nii.gz."
+echo "Results are in $OUT/<scan>/ (truth labels) and $OUT/<scan>_auto/ (automatic segmentation):"
+echo "report.html (QC review page: open it in a browser), slices.csv (per slice, muscle, side),"
+echo "levels.csv (per vertebral level), volumes.csv, report.json, dseg.nii.gz + dseg.tsv,"
+echo "fatfraction.nii.gz, qc/ (one PNG per slice); compare.csv beside the automatic results."
 echo "Truth for each phantom: sample_scans/<scan>_truth.csv"
