@@ -411,6 +411,14 @@ typedef struct psp_analysis_options {
   const char *const *level_overrides;
   size_t n_level_overrides;
   const char *landmarks_path;
+  /* DICOM input (src/io/dicom_dcmtk.cpp): a folder tree scanned for the
+   * Dixon series; replaces the NIfTI paths above. dicom_series (may be NULL)
+   * names the SeriesInstanceUID to use when the choice is ambiguous. */
+  const char *dicom_dir;
+  const char *dicom_series;
+  /* Write patient identifiers (name, ID, birth date, accession number) into
+   * report.json / CSV outputs. Default false: they never leave the input. */
+  bool keep_identifiers;
 } psp_analysis_options;
 
 void psp_analysis_options_default(psp_analysis_options *o);

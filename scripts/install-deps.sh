@@ -8,10 +8,20 @@ PACKAGES=(
   build-essential cmake pkg-config
   zlib1g-dev libdeflate-dev libpng-dev libcjson-dev libcmocka-dev
   libnifti2-dev nettle-dev
+  g++ libdcmtk-dev dcmtk
   chromium
+  orthanc curl python3-pydicom
+  snakemake
+  clang libclang-rt-14-dev valgrind
 )
 # chromium: only for the test that opens report.html headless and drives its
 # keyboard review (tests/integration/test_html_report.sh).
+# g++ libdcmtk-dev: the DICOM bridge (src/io/dicom_dcmtk.cpp); dcmtk: its
+#   command-line tools (storescu, dciodvfy...) used by the DICOM tests.
+# orthanc curl: the PACS round-trip test (tests/integration/test_orthanc.sh).
+# python3-pydicom: real DICOM test files nobody here wrote (MR_small*.dcm).
+# snakemake: the cohort workflow in scripts/workflow and its test.
+# clang libclang-rt-14-dev valgrind: fuzzers, sanitizers and memcheck (make check-deep).
 
 missing=()
 for p in "${PACKAGES[@]}"; do

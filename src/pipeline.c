@@ -123,6 +123,11 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   bool wf = opt->water_path || opt->fat_path;
   bool ipop = opt->inphase_path || opt->outphase_path;
   bool ffin = opt->ff_path != NULL;
+  if (opt->dicom_dir) {
+    psp_error_set(err, PSP_ERR_UNSUPPORTED, "%s: DICOM input is not implemented yet",
+                  opt->dicom_dir);
+    return NULL;
+  }
   if (wf + ipop + ffin != 1) {
     psp_error_set(
         err, PSP_ERR_USAGE,
