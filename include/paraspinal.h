@@ -91,6 +91,18 @@ const char *psp_context_warning(const psp_context *ctx, size_t i);
 /* Largest number of voxels a loader accepts (default 2^31). */
 void psp_context_set_max_voxels(psp_context *ctx, int64_t max_voxels);
 int64_t psp_context_max_voxels(const psp_context *ctx);
+/* Wall-clock time spent per pipeline stage ("load", "ffmap", "segment",
+ * "levels", "measure", "write.nifti", "write.qc", ...), accumulated over the
+ * runs that used this context, in the order the stages first ran. For
+ * benchmarks and --timings; never written into outputs (determinism). */
+enum { PSP_MAX_STAGES = 24 };
+void psp_context_add_time(psp_context *ctx, const char *stage, double seconds);
+size_t psp_context_timing_count(const psp_context *ctx);
+/* Name of stage i (borrowed) and its seconds; NULL when i is out of range. */
+const char *psp_context_timing(const psp_context *ctx, size_t i, double *seconds);
+void psp_context_reset_timings(psp_context *ctx);
+/* Monotonic clock in seconds. */
+double psp_now(void);
 
 /* ------------------------------------------------------------------------ */
 /* Volumes                                                                   */
@@ -196,6 +208,12 @@ bool psp_write_file_atomic(const char *path, const void *data, size_t len, psp_e
 void *psp_read_file(const char *path, size_t *len, int64_t max_bytes, psp_error **err);
 /* SHA-256 of a file as 64 lowercase hex digits + NUL. */
 bool psp_sha256_file(const char *path, char hex[65], psp_error **err);
+/* SHA-256 of a buffer, same format. */
+void psp_sha256_buffer(const void *data, size_t len, char hex[65]);
+/* Loads a NIfTI file like psp_nifti_load and also returns the SHA-256 of the
+ * file's bytes (read once). sha256 may be NULL. */
+psp_volume *psp_nifti_load_hashed(const char *path, const psp_load_options *opt, char sha256[65],
+                                  psp_context *ctx, psp_error **err);
 
 /* ------------------------------------------------------------------------ */
 /* Fat fraction (src/dixon)                                                  */

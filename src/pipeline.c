@@ -59,9 +59,8 @@ static bool add_input(psp_result *r, const char *role, const char *path, psp_geo
   psp_load_options lo = r->opt.load;
   lo.allow_nan = (src == PSP_GEOM_FF);
   if (is_label) lo.volume_index = -1;
-  s->vol = psp_nifti_load(path, &lo, ctx, err);
+  s->vol = psp_nifti_load_hashed(path, &lo, s->sha256, ctx, err);
   if (!s->vol) return false;
-  if (!psp_sha256_file(path, s->sha256, err)) return false;
   r->n_inputs++;
   return true;
 }
@@ -175,6 +174,7 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     }
   }
   psp_info(ctx, "loading inputs");
+  double t0 = psp_now();
   if (wf && !(add_input(r, "water", opt->water_path, PSP_GEOM_WATER, false, ctx, err) &&
               add_input(r, "fat", opt->fat_path, PSP_GEOM_FAT, false, ctx, err)))
     goto fail;
@@ -187,8 +187,10 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
       !add_input(r, "labels", opt->labels_path, PSP_GEOM_LABELS, true, ctx, err))
     goto fail;
   if (!check_and_align(r, ctx, err)) goto fail;
+  psp_context_add_time(ctx, "load", psp_now() - t0);
 
   psp_info(ctx, "computing the fat-fraction map");
+  t0 = psp_now();
   if (wf)
     r->ffmap = psp_ffmap_from_water_fat(slot_volume(r, PSP_GEOM_WATER),
                                         slot_volume(r, PSP_GEOM_FAT), &opt->dixon, ctx, err);
@@ -199,10 +201,12 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     r->ffmap = psp_ffmap_from_ff(slot_volume(r, PSP_GEOM_FF), opt->ff_unit, ctx, err);
   if (!r->ffmap) goto fail;
   r->plaus = psp_ffmap_plausibility(r->ffmap, ctx);
+  psp_context_add_time(ctx, "ffmap", psp_now() - t0);
   if (opt->ffmap_only) {
     psp_scheme_free(scheme);
     return r;
   }
+  t0 = psp_now();
   if (opt->labels_path) {
     r->labels = psp_labels_map(slot_volume(r, PSP_GEOM_LABELS), scheme, opt->labels_path, ctx, err);
   } else {
@@ -211,12 +215,17 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     if (r->seg) r->labels = psp_segmentation_take_labels(r->seg);
   }
   if (!r->labels) goto fail;
+  psp_context_add_time(ctx, opt->labels_path ? "labels" : "segment", psp_now() - t0);
   psp_info(ctx, "measuring");
+  t0 = psp_now();
   r->meas = psp_measure(r->labels, r->ffmap, ctx, err);
   if (!r->meas) goto fail;
+  psp_context_add_time(ctx, "measure", psp_now() - t0);
   psp_info(ctx, "assigning vertebral levels");
+  t0 = psp_now();
   r->levels = psp_levels_detect(r->ffmap, r->seg, r->ov, ctx, err);
   if (!r->levels) goto fail;
+  psp_context_add_time(ctx, "levels", psp_now() - t0);
   psp_scheme_free(scheme);
   return r;
 fail:

@@ -51,6 +51,7 @@ static const char ANALYZE_HELP[] =
     "                                 (the L4/L5 disc is at slice 12 of the input file; a\n"
     "                                 vertebra name such as L4=15 means a slice inside L4)\n"
     "  --landmarks FILE               the same overrides from a file, one NAME=SLICE per line\n"
+    "  --timings                      print the wall-clock time of each stage on stderr\n"
     "  -t, --threads N                OpenMP threads (default: all cores)\n"
     "  -v, --verbose                  progress and details on stderr\n"
     "  -h, --help                     this help\n"
@@ -88,6 +89,7 @@ enum {
   OPT_NO_QC,
   OPT_DISC,
   OPT_LANDMARKS,
+  OPT_TIMINGS,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -108,6 +110,7 @@ static const struct option LONG_OPTS[] = {
     {"disc", required_argument, NULL, OPT_DISC},
     {"level", required_argument, NULL, OPT_DISC},
     {"landmarks", required_argument, NULL, OPT_LANDMARKS},
+    {"timings", no_argument, NULL, OPT_TIMINGS},
     {"out", required_argument, NULL, 'o'},
     {"threads", required_argument, NULL, 't'},
     {"verbose", no_argument, NULL, 'v'},
@@ -134,7 +137,7 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
   psp_analysis_options_default(&o);
   o.ffmap_only = ffmap;
   const char *out = NULL;
-  bool verbose = false;
+  bool verbose = false, timings = false;
   long long threads = 0, max_voxels = 0;
   const char *level_items[64];
   size_t n_levels = 0;
@@ -205,6 +208,9 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
       if (n_levels == sizeof level_items / sizeof level_items[0])
         return psp_cli_usage_error(cmd, "too many --disc overrides (at most 64)");
       level_items[n_levels++] = optarg;
+      break;
+    case OPT_TIMINGS:
+      timings = true;
       break;
     case OPT_LANDMARKS:
       o.landmarks_path = optarg;
@@ -280,6 +286,13 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
     free(line);
   }
   psp_result_free(r);
+  if (timings) {
+    double sec;
+    for (size_t i = 0; i < psp_context_timing_count(ctx); i++) {
+      const char *name = psp_context_timing(ctx, i, &sec);
+      fprintf(stderr, "paraspinal %s: time %-18s %8.3f s\n", cmd, name, sec);
+    }
+  }
   psp_context_free(ctx);
   return rc;
 }

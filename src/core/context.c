@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct psp_context {
   int threads;
@@ -19,6 +20,11 @@ struct psp_context {
   char **warnings;
   size_t n_warnings, cap_warnings;
   int64_t max_voxels;
+  struct {
+    char name[32];
+    double seconds;
+  } stages[PSP_MAX_STAGES];
+  size_t n_stages;
 };
 
 psp_context *psp_context_create(void) {
@@ -113,4 +119,36 @@ int64_t psp_context_max_voxels(const psp_context *ctx) {
 
 const char *psp_version(void) {
   return PSP_VERSION_STRING;
+}
+
+double psp_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void psp_context_add_time(psp_context *ctx, const char *stage, double seconds) {
+  if (!ctx) return;
+  for (size_t i = 0; i < ctx->n_stages; i++)
+    if (!strcmp(ctx->stages[i].name, stage)) {
+      ctx->stages[i].seconds += seconds;
+      return;
+    }
+  if (ctx->n_stages == PSP_MAX_STAGES) return;
+  snprintf(ctx->stages[ctx->n_stages].name, sizeof ctx->stages[0].name, "%s", stage);
+  ctx->stages[ctx->n_stages++].seconds = seconds;
+}
+
+size_t psp_context_timing_count(const psp_context *ctx) {
+  return ctx ? ctx->n_stages : 0;
+}
+
+const char *psp_context_timing(const psp_context *ctx, size_t i, double *seconds) {
+  if (!ctx || i >= ctx->n_stages) return NULL;
+  if (seconds) *seconds = ctx->stages[i].seconds;
+  return ctx->stages[i].name;
+}
+
+void psp_context_reset_timings(psp_context *ctx) {
+  if (ctx) ctx->n_stages = 0;
 }

@@ -98,8 +98,49 @@ static int cmp_float(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Ascending sort of non-NaN floats: LSD radix sort on the order-preserving
+ * integer image of the bits (4 passes of 8 bits), O(n); qsort for short
+ * arrays or when the scratch buffer cannot be allocated. */
+static uint32_t float_key(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
 void psp_sort_floats(float *v, size_t n) {
-  qsort(v, n, sizeof *v, cmp_float);
+  float *tmp = n > 512 ? malloc(n * sizeof *tmp) : NULL;
+  if (!tmp) {
+    qsort(v, n, sizeof *v, cmp_float);
+    return;
+  }
+  size_t count[4][256];
+  memset(count, 0, sizeof count);
+  for (size_t i = 0; i < n; i++) {
+    uint32_t k = float_key(v[i]);
+    for (int b = 0; b < 4; b++)
+      count[b][(k >> (8 * b)) & 0xff]++;
+  }
+  float *src = v, *dst = tmp;
+  for (int b = 0; b < 4; b++) {
+    size_t pos = 0;
+    bool trivial = false;
+    for (int c = 0; c < 256; c++) {
+      if (count[b][c] == n) trivial = true;
+      size_t t = count[b][c];
+      count[b][c] = pos;
+      pos += t;
+    }
+    if (trivial) continue; /* every key has the same byte here */
+    for (size_t i = 0; i < n; i++) {
+      uint32_t k = float_key(src[i]);
+      dst[count[b][(k >> (8 * b)) & 0xff]++] = src[i];
+    }
+    float *t = src;
+    src = dst;
+    dst = t;
+  }
+  if (src != v) memcpy(v, src, n * sizeof *v);
+  free(tmp);
 }
 
 double psp_quantile_sorted(const float *s, size_t n, double q) {
@@ -255,6 +296,16 @@ bool psp_sha256_file(const char *path, char hex[65], psp_error **err) {
   for (int i = 0; i < SHA256_DIGEST_SIZE; i++)
     snprintf(hex + 2 * i, 3, "%02x", d[i]);
   return true;
+}
+
+void psp_sha256_buffer(const void *data, size_t len, char hex[65]) {
+  struct sha256_ctx c;
+  sha256_init(&c);
+  sha256_update(&c, len, data);
+  unsigned char d[SHA256_DIGEST_SIZE];
+  sha256_digest(&c, sizeof d, d);
+  for (int i = 0; i < SHA256_DIGEST_SIZE; i++)
+    snprintf(hex + 2 * i, 3, "%02x", d[i]);
 }
 
 bool psp_path_join(char *out, size_t n, const char *dir, const char *name, psp_error **err) {

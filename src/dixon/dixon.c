@@ -831,9 +831,10 @@ static bool body_mask(const uint8_t *sig, const int64_t d[3], uint8_t *body, psp
 #pragma omp parallel
   {
     uint8_t *clean = malloc((size_t)plane);
+    uint8_t *rows = malloc((size_t)plane); /* horizontal 3-sums */
     int32_t *lab = malloc((size_t)plane * sizeof *lab);
     int64_t *stack = malloc((size_t)plane * sizeof *stack);
-    bool ok = clean && lab && stack;
+    bool ok = clean && rows && lab && stack;
     if (!ok) {
 #pragma omp critical(psp_dixon_fail)
       failed = true;
@@ -843,17 +844,26 @@ static bool body_mask(const uint8_t *sig, const int64_t d[3], uint8_t *body, psp
       if (!ok) continue;
       const uint8_t *sg = sig + k * plane;
       uint8_t *bd = body + k * plane;
-      for (int64_t j = 0; j < ny; j++)
-        for (int64_t i = 0; i < nx; i++) {
-          int c = 0;
-          for (int64_t jj = j - 1; jj <= j + 1; jj++)
-            for (int64_t ii = i - 1; ii <= i + 1; ii++)
-              if (ii >= 0 && jj >= 0 && ii < nx && jj < ny) c += sg[jj * nx + ii];
-          clean[j * nx + i] = c >= 5;
-        }
+      /* 3 x 3 majority (>= 5 of the 9, outside the image counts 0) as a
+       * separable box sum: horizontal sums, then vertical */
+      for (int64_t j = 0; j < ny; j++) {
+        const uint8_t *r = sg + j * nx;
+        uint8_t *o = rows + j * nx;
+        for (int64_t i = 0; i < nx; i++)
+          o[i] = (uint8_t)((i > 0 ? r[i - 1] : 0) + r[i] + (i + 1 < nx ? r[i + 1] : 0));
+      }
+      for (int64_t j = 0; j < ny; j++) {
+        const uint8_t *up = j > 0 ? rows + (j - 1) * nx : NULL;
+        const uint8_t *mid = rows + j * nx;
+        const uint8_t *dn = j + 1 < ny ? rows + (j + 1) * nx : NULL;
+        uint8_t *c = clean + j * nx;
+        for (int64_t i = 0; i < nx; i++)
+          c[i] = (mid[i] + (up ? up[i] : 0) + (dn ? dn[i] : 0)) >= 5;
+      }
       if (slice_body(clean, bd, nx, ny, lab, stack) < 50) memset(bd, 0, (size_t)plane);
     }
     free(clean);
+    free(rows);
     free(lab);
     free(stack);
   }
@@ -881,7 +891,8 @@ static void slice_distance(const uint8_t *body, float *dist, int64_t nx, int64_t
         for (int q = 0; q < 4; q++) {
           int64_t ii = i + off[q][0], jj = j + off[q][1];
           if (ii < 0 || jj < 0 || ii >= nx || jj >= ny) continue;
-          best = fmin(best, (double)dist[jj * nx + ii] + w[q]);
+          double c = (double)dist[jj * nx + ii] + w[q];
+          if (c < best) best = c;
         }
         dist[p] = (float)best;
       }
@@ -894,26 +905,38 @@ static void slice_distance(const uint8_t *body, float *dist, int64_t nx, int64_t
 static bool outer_layer(const uint8_t *body, const int64_t d[3], const double sp[3], uint8_t *band,
                         psp_error **err) {
   const int64_t nx = d[0], ny = d[1], nz = d[2], plane = nx * ny;
-  float *dist = psp_malloc((size_t)plane * sizeof *dist, err);
-  if (!dist) return false;
   memset(band, 0, (size_t)(plane * nz));
-  for (int64_t k = 0; k < nz; k++) {
-    const uint8_t *bd = body + k * plane;
-    int64_t nb = 0;
-    for (int64_t p = 0; p < plane; p++)
-      nb += bd[p];
-    if (nb == 0 || nb > plane * 97 / 100) continue;
-    slice_distance(bd, dist, nx, ny, sp[0], sp[1]);
-    for (int64_t j = 0; j < ny; j++)
-      for (int64_t i = 0; i < nx; i++) {
-        int64_t p = j * nx + i;
-        double edge = fmin(fmin((double)i * sp[0], (double)(nx - 1 - i) * sp[0]),
-                           fmin((double)j * sp[1], (double)(ny - 1 - j) * sp[1]));
-        band[k * plane + p] =
-            bd[p] && dist[p] > SUBCUT_MIN_MM && dist[p] <= SUBCUT_MAX_MM && edge > SUBCUT_MAX_MM;
+  bool failed = false;
+#pragma omp parallel
+  {
+    float *dist = malloc((size_t)plane * sizeof *dist);
+    if (!dist) {
+#pragma omp critical(psp_dixon_fail)
+      failed = true;
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < nz; k++) {
+      if (!dist) continue;
+      const uint8_t *bd = body + k * plane;
+      int64_t nb = 0;
+      for (int64_t p = 0; p < plane; p++)
+        nb += bd[p];
+      if (nb == 0 || nb > plane * 97 / 100) continue;
+      slice_distance(bd, dist, nx, ny, sp[0], sp[1]);
+      for (int64_t j = 0; j < ny; j++) {
+        double ej = fmin((double)j * sp[1], (double)(ny - 1 - j) * sp[1]);
+        for (int64_t i = 0; i < nx; i++) {
+          int64_t p = j * nx + i;
+          double ei = fmin((double)i * sp[0], (double)(nx - 1 - i) * sp[0]);
+          double edge = ei < ej ? ei : ej;
+          band[k * plane + p] =
+              bd[p] && dist[p] > SUBCUT_MIN_MM && dist[p] <= SUBCUT_MAX_MM && edge > SUBCUT_MAX_MM;
+        }
       }
+    }
+    free(dist);
   }
-  free(dist);
+  if (failed) return psp_error_set(err, PSP_ERR_NOMEM, "out of memory finding the outer layer");
   return true;
 }
 

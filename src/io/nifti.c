@@ -362,22 +362,31 @@ static void to_float(const unsigned char *src, int dt, bool swap, int64_t n, flo
 }
 #undef PSP_CONVERT
 
-/* Whole-buffer inflate with libdeflate when the gzip trailer's size fits
- * what the header needs (the common single-member .nii.gz); NULL otherwise,
- * and the caller streams with zlib (which also words the errors). */
+/* Whole-buffer inflate with libdeflate, member after member (paraspinal's
+ * own outputs are multi-member gzip, see gzip_parallel), into a buffer of
+ * the size the header needs (or the last member's ISIZE when larger, for the
+ * common single-member file). NULL when it does not fit or the data are bad:
+ * the caller then streams with zlib, which also words the errors. */
 static unsigned char *inflate_fast(const unsigned char *in, size_t len, size_t need) {
   if (len < 18) return NULL;
   uint32_t isize = (uint32_t)in[len - 4] | (uint32_t)in[len - 3] << 8 |
                    (uint32_t)in[len - 2] << 16 | (uint32_t)in[len - 1] << 24;
-  if ((size_t)isize < need || (size_t)isize > need + ((size_t)64 << 20)) return NULL;
-  unsigned char *out = malloc(isize ? isize : 1);
+  if ((size_t)isize > need + ((size_t)64 << 20)) return NULL;
+  size_t cap = (size_t)isize > need ? (size_t)isize : need;
+  unsigned char *out = malloc(cap ? cap : 1);
   struct libdeflate_decompressor *d = out ? libdeflate_alloc_decompressor() : NULL;
-  size_t in_used = 0, out_got = 0;
-  enum libdeflate_result rc =
-      d ? libdeflate_gzip_decompress_ex(d, in, len, out, isize, &in_used, &out_got)
-        : LIBDEFLATE_BAD_DATA;
+  size_t pos = 0, got = 0;
+  bool ok = d != NULL;
+  while (ok && pos < len && got < need) {
+    size_t in_used = 0, out_got = 0;
+    if (!is_gzip(in + pos, len - pos)) break;
+    ok = libdeflate_gzip_decompress_ex(d, in + pos, len - pos, out + got, cap - got, &in_used,
+                                       &out_got) == LIBDEFLATE_SUCCESS;
+    pos += in_used;
+    got += out_got;
+  }
   if (d) libdeflate_free_decompressor(d);
-  if (rc != LIBDEFLATE_SUCCESS || out_got < need) {
+  if (!ok || got < need) {
     free(out);
     return NULL;
   }
@@ -555,8 +564,8 @@ done:
   return vol;
 }
 
-psp_volume *psp_nifti_load(const char *path, const psp_load_options *opt, psp_context *ctx,
-                           psp_error **err) {
+psp_volume *psp_nifti_load_hashed(const char *path, const psp_load_options *opt, char sha256[65],
+                                  psp_context *ctx, psp_error **err) {
   size_t len;
   /* compressed files cannot be larger than the data they inflate to (plus
    * headers); 8 bytes per voxel is the largest supported type */
@@ -564,8 +573,14 @@ psp_volume *psp_nifti_load(const char *path, const psp_load_options *opt, psp_co
   void *buf = psp_read_file(path, &len, limit, err);
   if (!buf) return NULL;
   psp_volume *v = psp_nifti_load_memory(buf, len, path, opt, ctx, err);
+  if (v && sha256) psp_sha256_buffer(buf, len, sha256);
   free(buf);
   return v;
+}
+
+psp_volume *psp_nifti_load(const char *path, const psp_load_options *opt, psp_context *ctx,
+                           psp_error **err) {
+  return psp_nifti_load_hashed(path, opt, NULL, ctx, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -587,6 +602,52 @@ static int nifti_dtype(psp_dtype t) {
 static bool ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), m = strlen(suffix);
   return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* gzip of a buffer as independent members of GZ_CHUNK bytes each,
+ * compressed in parallel with libdeflate at a fast level. The chunking does
+ * not depend on the thread count, so the bytes are identical at any thread
+ * count; every gzip reader (zlib's gzread, Python's gzip, nibabel, ITK, FSL)
+ * reads concatenated members as one stream. NULL when out of memory. */
+enum { GZ_CHUNK = 1 << 21, GZ_LEVEL = 3 };
+
+static unsigned char *gzip_parallel(const unsigned char *in, size_t len, size_t *out_len) {
+  size_t nchunks = len / GZ_CHUNK + 1;
+  unsigned char **parts = calloc(nchunks, sizeof *parts);
+  size_t *sizes = calloc(nchunks, sizeof *sizes);
+  bool failed = !parts || !sizes;
+#pragma omp parallel if (nchunks > 1 && !failed)
+  {
+    struct libdeflate_compressor *c = failed ? NULL : libdeflate_alloc_compressor(GZ_LEVEL);
+#pragma omp for schedule(dynamic, 1)
+    for (size_t i = 0; i < nchunks; i++) {
+      size_t off = i * GZ_CHUNK, n = len - off < GZ_CHUNK ? len - off : GZ_CHUNK;
+      if (!c) continue;
+      size_t bound = libdeflate_gzip_compress_bound(c, n);
+      parts[i] = malloc(bound);
+      if (parts[i]) sizes[i] = libdeflate_gzip_compress(c, in + off, n, parts[i], bound);
+    }
+    if (c) libdeflate_free_compressor(c);
+  }
+  size_t total = 0;
+  for (size_t i = 0; !failed && i < nchunks; i++) {
+    if (!sizes[i]) failed = true;
+    total += sizes[i];
+  }
+  unsigned char *z = failed ? NULL : malloc(total);
+  if (z) {
+    size_t pos = 0;
+    for (size_t i = 0; i < nchunks; i++) {
+      memcpy(z + pos, parts[i], sizes[i]);
+      pos += sizes[i];
+    }
+    *out_len = total;
+  }
+  for (size_t i = 0; parts && i < nchunks; i++)
+    free(parts[i]);
+  free(parts);
+  free(sizes);
+  return z;
 }
 
 bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, const char *description,
@@ -671,13 +732,9 @@ bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, cons
   free(fo);
   bool ok;
   if (ends_with(path, ".gz")) {
-    struct libdeflate_compressor *c = libdeflate_alloc_compressor(6);
-    size_t bound = c ? libdeflate_gzip_compress_bound(c, total) : 0;
-    unsigned char *z = c ? malloc(bound) : NULL;
-    size_t zn = z ? libdeflate_gzip_compress(c, out, total, z, bound) : 0;
-    if (c) libdeflate_free_compressor(c);
-    if (!zn) {
-      free(z);
+    size_t zn = 0;
+    unsigned char *z = gzip_parallel(out, total, &zn);
+    if (!z) {
       free(out);
       return psp_error_set(err, PSP_ERR_NOMEM, "%s: compression failed (out of memory?)", path);
     }

@@ -497,11 +497,14 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   bool want_qc = psp_result_options(r)->write_qc;
   char path[4096];
   bool ok = true;
+  double t0 = psp_now();
   ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[0], err) &&
        psp_nifti_save(psp_ffmap_ff(psp_result_ffmap(r)), path, PSP_DT_FLOAT32,
                       "paraspinal fat fraction (0-1)", err);
   ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[1], err) &&
        psp_nifti_save(psp_result_labels(r), path, PSP_DT_UINT8, "paraspinal dseg", err);
+  psp_context_add_time(ctx, "write.nifti", psp_now() - t0);
+  t0 = psp_now();
   ok = ok && write_text(tmp, OUT_NAMES[2], psp_labels_dseg_tsv(), err);
   ok = ok && write_text(tmp, OUT_NAMES[3],
                         slices_csv(psp_result_measurements(r), psp_result_levels(r), err), err);
@@ -513,10 +516,15 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
     ok = write_text_keep(tmp, OUT_NAMES[6], lcsv, err);
   }
   ok = ok && write_text(tmp, OUT_NAMES[5], report_json(r, argv_line, ctx, err), err);
+  psp_context_add_time(ctx, "write.tables", psp_now() - t0);
+  t0 = psp_now();
   ok = ok && (!want_qc || write_qc(r, tmp_qc, ctx, err));
   psp_html_images img = {.slices = want_qc, .sagittal = want_qc};
   ok = ok && (!want_qc || write_sagittal(r, tmp_qc, &img.sag, err));
+  psp_context_add_time(ctx, "write.qc", psp_now() - t0);
+  t0 = psp_now();
   ok = ok && write_text(tmp, OUT_NAMES[7], psp_report_html(r, lcsv, &img, ctx, err), err);
+  psp_context_add_time(ctx, "write.html", psp_now() - t0);
   free(lcsv);
   if (!ok) {
     psp_error_prefix(err, "%s: no output written", outdir);

@@ -861,6 +861,7 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
   bool oom = false;
 
   /* pass 0: landmarks of every slice on its own */
+  double t_lm = psp_now();
 #pragma omp parallel reduction(|| : oom)
   {
     psp_slice_work *w = psp_slice_work_create(nx, ny);
@@ -922,6 +923,7 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
     free(vi);
   }
 
+  psp_context_add_time(ctx, "segment.landmarks", psp_now() - t_lm);
   /* pass 1: landmarks near the anchor, compartments, a first boundary */
 #pragma omp parallel reduction(|| : oom)
   {
