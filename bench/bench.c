@@ -1,144 +1,238 @@
-/* Benchmark (not a test): time to bring the inputs into memory (load =
- * read + inflate + convert) versus the time for the FF map + measurement,
- * and the full write of the outputs, on one scan; medians of N repetitions,
- * reported as ratios measured in the same run.
- *   psp_bench WATER FAT LABELS SCHEME [REPS] */
-#include "levels/levels.h"
+/* Benchmark (not a test): where the time of `paraspinal analyze` goes,
+ * compared in the same run with the I/O floor.
+ *
+ *   psp_bench WATER FAT [REPS]
+ *
+ * Floor: the time to bring the input voxels into memory = read both files
+ * and inflate them with libdeflate (nothing else). Then, for 1 and 2
+ * threads, `analyze` with all default outputs (automatic segmentation, QC
+ * images, report.html) into a fresh folder, REPS times, each run in a child
+ * process so its peak memory (max RSS) can be read; per stage the median of
+ * the runs (the library's own stage timings, psp_context_timing). Prints the
+ * per-stage table, the ratio total / floor, the 1 -> 2 thread speed-up of the
+ * compute stages and end to end, peak memory against the budget of 8 x
+ * (input voxels x 4 bytes), and whether the outputs of 1 and 2 threads are
+ * byte-identical. */
 #include "paraspinal.h"
-#include "segment/segment.h"
 
+#include <libdeflate.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+enum { MAX_REPS = 50, NSTAGE = PSP_MAX_STAGES };
 
-static int cmp(const void *a, const void *b) {
+typedef struct {
+  char name[NSTAGE][32];
+  double sec[NSTAGE];
+  int n;
+  double total;
+} run_times;
+
+static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
 }
 
 static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp);
-  return v[n / 2];
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* read + inflate one .nii.gz (or read a .nii); returns inflated bytes */
+static size_t floor_one(const char *path) {
+  size_t len = 0;
+  unsigned char *buf = psp_read_file(path, &len, (int64_t)1 << 34, NULL);
+  if (!buf) return 0;
+  size_t out_n = len;
+  if (len > 18 && buf[0] == 0x1f && buf[1] == 0x8b) {
+    out_n = (size_t)buf[len - 4] | (size_t)buf[len - 3] << 8 | (size_t)buf[len - 2] << 16 |
+            (size_t)buf[len - 1] << 24;
+    unsigned char *out = malloc(out_n ? out_n : 1);
+    struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+    size_t got = 0;
+    if (!out || !d || libdeflate_gzip_decompress(d, buf, len, out, out_n, &got) != 0) got = 0;
+    libdeflate_free_decompressor(d);
+    free(out);
+    out_n = got;
+  }
+  free(buf);
+  return out_n;
+}
+
+/* One analyze in a child process; stage times come back through a pipe. */
+static int run_child(const char *water, const char *fat, int threads, const char *outdir,
+                     run_times *t, long *maxrss_kb) {
+  int fd[2];
+  if (pipe(fd) != 0) return -1;
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    close(fd[0]);
+    psp_context *ctx = psp_context_create();
+    psp_context_set_threads(ctx, threads);
+    psp_analysis_options a;
+    psp_analysis_options_default(&a);
+    a.water_path = water;
+    a.fat_path = fat;
+    psp_error *err = NULL;
+    double t0 = psp_now();
+    psp_result *r = psp_analyze(&a, ctx, &err);
+    bool ok = r && psp_result_write(r, outdir, NULL, ctx, &err);
+    psp_result_free(r);
+    run_times rt;
+    memset(&rt, 0, sizeof rt);
+    rt.total = psp_now() - t0;
+    if (!ok) {
+      fprintf(stderr, "psp_bench: %s\n", psp_error_message(err));
+      _exit(1);
+    }
+    for (size_t i = 0; i < psp_context_timing_count(ctx) && rt.n < NSTAGE; i++, rt.n++) {
+      const char *nm = psp_context_timing(ctx, i, &rt.sec[rt.n]);
+      snprintf(rt.name[rt.n], sizeof rt.name[0], "%s", nm);
+    }
+    ssize_t w = write(fd[1], &rt, sizeof rt);
+    _exit(w == (ssize_t)sizeof rt ? 0 : 1);
+  }
+  close(fd[1]);
+  ssize_t got = read(fd[0], t, sizeof *t);
+  close(fd[0]);
+  int status;
+  if (waitpid(pid, &status, 0) < 0) return -1;
+  /* the largest max RSS of the children waited for so far: the runs of one
+   * thread setting are measured after those of the other, so each setting
+   * reads the running maximum (reported per setting as the larger) */
+  struct rusage ru;
+  getrusage(RUSAGE_CHILDREN, &ru);
+  *maxrss_kb = ru.ru_maxrss;
+  return (got == (ssize_t)sizeof *t && WIFEXITED(status) && WEXITSTATUS(status) == 0) ? 0 : -1;
+}
+
+static double stage_of(const run_times *t, const char *name) {
+  for (int i = 0; i < t->n; i++)
+    if (!strcmp(t->name[i], name)) return t->sec[i];
+  return 0;
+}
+
+static bool same_file(const char *a, const char *b) {
+  size_t la, lb;
+  unsigned char *x = psp_read_file(a, &la, (int64_t)1 << 34, NULL);
+  unsigned char *y = psp_read_file(b, &lb, (int64_t)1 << 34, NULL);
+  bool same = x && y && la == lb && memcmp(x, y, la) == 0;
+  free(x);
+  free(y);
+  return same;
 }
 
 int main(int argc, char **argv) {
-  if (argc < 5) {
-    fprintf(stderr, "usage: psp_bench WATER FAT LABELS SCHEME [REPS]\n");
+  if (argc < 3) {
+    fprintf(stderr, "usage: psp_bench WATER FAT [REPS]\n");
     return 2;
   }
-  int reps = argc > 5 ? atoi(argv[5]) : 5;
-  if (reps < 1 || reps > 100) reps = 5;
-  double t_load[100], t_ff[100], t_meas[100], t_all[100], t_seg[100], t_lev[100], t_auto[100];
-  psp_error *err = NULL;
+  int reps = argc > 3 ? atoi(argv[3]) : 5;
+  if (reps < 1 || reps > MAX_REPS) reps = 5;
+  const char *water = argv[1], *fat = argv[2];
+
+  /* the floor */
+  double fl[MAX_REPS];
+  size_t bytes = 0;
   for (int r = 0; r < reps; r++) {
-    psp_context *ctx = psp_context_create();
-    double t0 = now();
-    psp_volume *w = psp_nifti_load(argv[1], NULL, ctx, &err);
-    psp_volume *f = w ? psp_nifti_load(argv[2], NULL, ctx, &err) : NULL;
-    psp_volume *l = f ? psp_nifti_load(argv[3], NULL, ctx, &err) : NULL;
-    double t1 = now();
-    if (!l) {
-      fprintf(stderr, "psp_bench: %s\n", psp_error_message(err));
-      return 1;
-    }
-    psp_volume_adopt_geometry(w, f, NULL);
-    psp_dixon_options o;
-    psp_dixon_options_default(&o);
-    psp_ffmap *m = psp_ffmap_from_water_fat(w, f, &o, ctx, &err);
-    double t2 = now();
-    psp_scheme *s = psp_scheme_builtin(argv[4], &err);
-    psp_volume *lab = (m && s) ? psp_labels_map(l, s, argv[3], ctx, &err) : NULL;
-    psp_measurements *meas = lab ? psp_measure(lab, m, ctx, &err) : NULL;
-    double t3 = now();
-    if (!meas) {
-      fprintf(stderr, "psp_bench: %s\n", psp_error_message(err));
-      return 1;
-    }
-    psp_segmentation *seg = psp_segment(m, ctx, &err);
-    double t3b = now();
-    psp_levels *lev = seg ? psp_levels_detect(m, seg, NULL, ctx, &err) : NULL;
-    double t3c = now();
-    if (!lev) {
-      fprintf(stderr, "psp_bench: %s\n", psp_error_message(err));
-      return 1;
-    }
-    t_seg[r] = t3b - t3;
-    t_lev[r] = t3c - t3b;
-    psp_levels_free(lev);
-    psp_segmentation_free(seg);
-    t_load[r] = t1 - t0;
-    t_ff[r] = t2 - t1;
-    t_meas[r] = t3 - t2;
-    psp_measurements_free(meas);
-    psp_volume_free(lab);
-    psp_scheme_free(s);
-    psp_ffmap_free(m);
-    psp_volume_free(w);
-    psp_volume_free(f);
-    psp_volume_free(l);
-    /* whole analyze, outputs included */
-    psp_analysis_options a;
-    psp_analysis_options_default(&a);
-    a.water_path = argv[1];
-    a.fat_path = argv[2];
-    a.labels_path = argv[3];
-    a.label_scheme = argv[4];
-    char dir[] = "/tmp/psp_bench_XXXXXX";
-    if (!mkdtemp(dir)) return 1;
-    double t4 = now();
-    psp_result *res = psp_analyze(&a, ctx, &err);
-    bool ok = res && psp_result_write(res, dir, NULL, ctx, &err);
-    double t5 = now();
-    psp_result_free(res);
-    if (!ok) {
-      fprintf(stderr, "psp_bench: %s\n", psp_error_message(err));
-      return 1;
-    }
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) return 1;
-    t_all[r] = t5 - t4;
-    /* the same without labels: automatic segmentation */
-    a.labels_path = NULL;
-    a.label_scheme = NULL;
-    char dir2[] = "/tmp/psp_bench_XXXXXX";
-    if (!mkdtemp(dir2)) return 1;
-    double t6 = now();
-    res = psp_analyze(&a, ctx, &err);
-    ok = res && psp_result_write(res, dir2, NULL, ctx, &err);
-    double t7 = now();
-    psp_result_free(res);
-    if (!ok) {
-      fprintf(stderr, "psp_bench: %s\n", psp_error_message(err));
-      return 1;
-    }
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir2);
-    if (system(cmd) != 0) return 1;
-    t_auto[r] = t7 - t6;
-    psp_context_free(ctx);
+    double t0 = psp_now();
+    bytes = floor_one(water) + floor_one(fat);
+    fl[r] = psp_now() - t0;
   }
-  double load = median(t_load, reps), ff = median(t_ff, reps), meas = median(t_meas, reps),
-         all = median(t_all, reps), seg = median(t_seg, reps), lev = median(t_lev, reps),
-         aut = median(t_auto, reps);
-  printf("scan: %s + %s (labels %s), %d repetitions, medians\n", argv[1], argv[2], argv[3], reps);
-  printf("load (read+inflate+convert, 3 files): %8.4f s\n", load);
-  printf("ffmap:                                %8.4f s\n", ff);
-  printf("labels + measure:                     %8.4f s\n", meas);
-  printf("segmentation (automatic):             %8.4f s\n", seg);
-  printf("vertebral levels:                     %8.4f s\n", lev);
-  printf("analyze --labels, all outputs + QC:   %8.4f s\n", all);
-  printf("analyze automatic, all outputs + QC:  %8.4f s\n", aut);
-  printf("ratio segmentation / load:            %8.2f\n", seg / load);
-  printf("ratio (ffmap + measure) / load:       %8.2f\n", (ff + meas) / load);
-  printf("ratio analyze --labels / load:        %8.2f\n", all / load);
-  printf("ratio analyze automatic / load:       %8.2f\n", aut / load);
-  return 0;
+  if (!bytes) {
+    fprintf(stderr, "psp_bench: cannot read %s / %s\n", water, fat);
+    return 1;
+  }
+  double floor_s = median(fl, reps);
+
+  const char *stages[] = {"load",   "ffmap",       "segment.landmarks", "segment",  "measure",
+                          "levels", "write.nifti", "write.tables",      "write.qc", "write.html"};
+  const int nst = (int)(sizeof stages / sizeof *stages);
+  double med[2][16], total[2];
+  long rss[2] = {0, 0};
+  char dirs[2][64];
+  for (int ti = 0; ti < 2; ti++) {
+    int threads = ti + 1;
+    double per[16][MAX_REPS], tot[MAX_REPS];
+    snprintf(dirs[ti], sizeof dirs[ti], "/tmp/psp_bench_%d_XXXXXX", threads);
+    if (!mkdtemp(dirs[ti])) return 1;
+    for (int r = 0; r < reps; r++) {
+      run_times t;
+      long kb = 0;
+      if (run_child(water, fat, threads, dirs[ti], &t, &kb) != 0) {
+        fprintf(stderr, "psp_bench: analyze failed\n");
+        return 1;
+      }
+      if (kb > rss[ti]) rss[ti] = kb;
+      for (int s = 0; s < nst; s++)
+        per[s][r] = stage_of(&t, stages[s]);
+      tot[r] = t.total;
+    }
+    for (int s = 0; s < nst; s++)
+      med[ti][s] = median(per[s], reps);
+    total[ti] = median(tot, reps);
+  }
+
+  printf("scan: %s + %s; %d runs per setting, medians\n", water, fat, reps);
+  printf("floor (read + inflate both inputs with libdeflate, %.1f MB): %.4f s\n", bytes / 1e6,
+         floor_s);
+  printf("\n%-20s %10s %10s %8s %9s\n", "stage", "1 thread", "2 threads", "1->2", "x floor");
+  double compute[2] = {0, 0};
+  for (int s = 0; s < nst; s++) {
+    printf("%-20s %9.4fs %9.4fs %7.2fx %8.2fx\n", stages[s], med[0][s], med[1][s],
+           med[1][s] > 0 ? med[0][s] / med[1][s] : 0.0, med[1][s] / floor_s);
+    if (!strcmp(stages[s], "ffmap") || !strcmp(stages[s], "segment") ||
+        !strcmp(stages[s], "measure") || !strcmp(stages[s], "levels")) {
+      compute[0] += med[0][s];
+      compute[1] += med[1][s];
+    }
+  }
+  printf("%-20s %9.4fs %9.4fs %7.2fx %8.2fx\n", "analyze end to end", total[0], total[1],
+         total[0] / total[1], total[1] / floor_s);
+  printf("\ncompute stages (ffmap+segment+measure+levels) 1->2 threads: %.2fx (target >= 1.7)\n",
+         compute[0] / compute[1]);
+  printf("end to end 1->2 threads: %.2fx (target >= 1.4)\n", total[0] / total[1]);
+  printf("analyze (2 threads) / floor: %.1fx (target <= 8)\n", total[1] / floor_s);
+  /* input voxels x 4 bytes: the inflated float size of one input, from the
+   * uncompressed bytes (int16 inputs: bytes/2 voxels per file) is not known
+   * here in general, so take the output FF map's size from the run */
+  psp_error *err = NULL;
+  char ffp[128];
+  snprintf(ffp, sizeof ffp, "%s/fatfraction.nii.gz", dirs[0]);
+  psp_context *ctx = psp_context_create();
+  psp_load_options lo = {.volume_index = -1, .allow_nan = true};
+  psp_volume *ffv = psp_nifti_load(ffp, &lo, ctx, &err);
+  psp_context_free(ctx);
+  if (!ffv) fprintf(stderr, "psp_bench: %s\n", psp_error_message(err));
+  psp_error_free(err);
+  double voxels = ffv ? (double)psp_volume_voxel_count(ffv) : 0;
+  psp_volume_free(ffv);
+  double budget_mb = 8.0 * voxels * 4.0 / 1e6;
+  printf("peak memory (max RSS): 1 thread %.1f MB, 2 threads %.1f MB; budget 8 x %.0f voxels "
+         "x 4 B = %.1f MB\n",
+         rss[0] / 1024.0, rss[1] / 1024.0, voxels, budget_mb);
+  const char *files[] = {"fatfraction.nii.gz", "dseg.nii.gz", "slices.csv",      "volumes.csv",
+                         "levels.csv",         "report.html", "qc/slice_000.png"};
+  bool same = true;
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    char a[256], b[256];
+    snprintf(a, sizeof a, "%s/%s", dirs[0], files[i]);
+    snprintf(b, sizeof b, "%s/%s", dirs[1], files[i]);
+    if (!same_file(a, b)) {
+      printf("DIFFERENT at 1 vs 2 threads: %s\n", files[i]);
+      same = false;
+    }
+  }
+  printf("outputs at 1 and 2 threads: %s\n", same ? "byte-identical" : "DIFFERENT");
+  for (int ti = 0; ti < 2; ti++) {
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dirs[ti]);
+    if (system(cmd) != 0) fprintf(stderr, "psp_bench: could not remove %s\n", dirs[ti]);
+  }
+  return same ? 0 : 1;
 }

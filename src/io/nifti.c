@@ -192,10 +192,30 @@ static nifti_image *parse_header(const unsigned char *hdr, size_t n, const char 
                   "%s: not a NIfTI file (bad magic string; Analyze 7.5 is not supported)", name);
     return NULL;
   }
+  /* the version digit must match the header size: nifti_clib trusts the
+   * digit (and then neither swaps nor bounds the header: found by fuzzing) */
+  if (magic[2] != (version == 1 ? '1' : '2') || magic[3] != '\0') {
+    psp_error_set(err, PSP_ERR_FORMAT,
+                  "%s: not a NIfTI file (magic string '%.3s' does not match the NIfTI-%d header "
+                  "size)",
+                  name, magic, version);
+    return NULL;
+  }
   if (magic[1] == 'i') {
     psp_error_set(
         err, PSP_ERR_UNSUPPORTED,
         "%s: a NIfTI .hdr/.img pair is not supported; convert it to a single .nii/.nii.gz", name);
+    return NULL;
+  }
+  /* nifti_clib moves an offset inside the header silently to its end (the
+   * data would then start on the extension bytes): refuse instead */
+  double vox_offset = version == 1 ? (double)h1.vox_offset : (double)h2.vox_offset;
+  if (!(vox_offset >= (double)hsize) || vox_offset > 1e15) {
+    psp_error_set(err, PSP_ERR_FORMAT,
+                  "%s: voxel data offset vox_offset = %g is %s (a single-file NIfTI needs %zu to "
+                  "the file size)",
+                  name, vox_offset,
+                  vox_offset > 1e15 ? "past any plausible file size" : "inside the header", hsize);
     return NULL;
   }
   if (dim[0] < 1 || dim[0] > 7) {
@@ -278,6 +298,9 @@ static bool check_grid(const nifti_image *nim, const char *name, const psp_load_
   if (nim->iname_offset < 0)
     return psp_error_set(err, PSP_ERR_FORMAT, "%s: negative voxel data offset", name);
   size_t vol_bytes = (size_t)(nx * ny * nz) * (size_t)bytes;
+  if ((uint64_t)*vol_index > ((uint64_t)1 << 62) / vol_bytes)
+    return psp_error_set(err, PSP_ERR_FORMAT, "%s: volume %lld lies past any plausible file size",
+                         name, (long long)*vol_index);
   *data_off = (size_t)nim->iname_offset + (size_t)*vol_index * vol_bytes;
   *data_bytes = vol_bytes;
   return true;
@@ -361,6 +384,11 @@ static void to_float(const unsigned char *src, int dt, bool swap, int64_t n, flo
   }
 }
 #undef PSP_CONVERT
+
+/* deflate cannot expand more than 1032:1 (258-byte matches coded in 2 bits):
+ * a header promising more voxel bytes than the compressed file can hold is
+ * refused before the voxel buffer is allocated */
+#define DEFLATE_MAX_RATIO 1032u
 
 /* Whole-buffer inflate with libdeflate, member after member (paraspinal's
  * own outputs are multi-member gzip, see gzip_parallel), into a buffer of
@@ -468,6 +496,13 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
                   off);
     goto done;
   }
+  if (gz && (uint64_t)off + nbytes > (uint64_t)len * DEFLATE_MAX_RATIO + 1024) {
+    psp_error_set(err, PSP_ERR_FORMAT,
+                  "%s: truncated: the header promises %zu bytes of voxel data from offset %zu, "
+                  "more than the %zu compressed bytes of the file can hold",
+                  name, nbytes, off, len);
+    goto done;
+  }
   const unsigned char *data;
   whole = gz ? inflate_fast(in, len, off + nbytes) : NULL;
   if (whole) {
@@ -515,8 +550,13 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
   if (!fdata) goto done;
   to_float(data, nim->datatype, nim->byteorder != nifti_short_order(), nvox, fdata, nim->scl_slope,
            nim->scl_inter);
-  int64_t n_nan = 0, n_inf = 0, first_bad = -1;
+  int64_t n_nan = 0, n_inf = 0, first_bad = -1, n_neg = 0;
+  float vmin = 0;
   for (int64_t i = 0; i < nvox; i++) {
+    if (fdata[i] < 0) {
+      n_neg++;
+      vmin = fdata[i] < vmin ? fdata[i] : vmin;
+    }
     if (isnan(fdata[i])) {
       n_nan++;
       if (first_bad < 0 && !(opt && opt->allow_nan)) first_bad = i;
@@ -533,6 +573,15 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
         "%s: %lld voxels are NaN and %lld infinite (first at voxel %lld,%lld,%lld); the image is "
         "unusable",
         name, (long long)n_nan, (long long)n_inf, (long long)i, (long long)j, (long long)k);
+    goto done;
+  }
+  /* a magnitude image has no negative voxels; a few are tolerated
+   * (interpolation ringing), a signed image is not a magnitude image */
+  if (opt && opt->magnitude && (double)n_neg > 0.001 * (double)nvox) {
+    psp_error_set(err, PSP_ERR_DATA,
+                  "%s: %lld of %lld voxels are negative (down to %g): not a magnitude image "
+                  "(water, fat, in-phase and opposed-phase inputs must be magnitude images)",
+                  name, (long long)n_neg, (long long)nvox, (double)vmin);
     goto done;
   }
   double fa[4][4];
@@ -609,7 +658,7 @@ static bool ends_with(const char *s, const char *suffix) {
  * not depend on the thread count, so the bytes are identical at any thread
  * count; every gzip reader (zlib's gzread, Python's gzip, nibabel, ITK, FSL)
  * reads concatenated members as one stream. NULL when out of memory. */
-enum { GZ_CHUNK = 1 << 21, GZ_LEVEL = 3 };
+enum { GZ_CHUNK = 1 << 21, GZ_LEVEL = 1 };
 
 static unsigned char *gzip_parallel(const unsigned char *in, size_t len, size_t *out_len) {
   size_t nchunks = len / GZ_CHUNK + 1;
