@@ -202,15 +202,22 @@ static void morph(uint8_t *m, int64_t nx, int64_t ny, int r, bool grow, psp_slic
       t[j * nx + i] = grow ? c > 0 : c == full;
     }
   }
-  for (int64_t i = 0; i < nx; i++) {
-    cnt[0] = 0;
-    for (int64_t j = 0; j < ny; j++)
-      cnt[j + 1] = cnt[j] + (t[j * nx + i] != 0);
-    for (int64_t j = 0; j < ny; j++) {
-      int64_t a = j - r < 0 ? 0 : j - r, b = j + r + 1 > ny ? ny : j + r + 1;
-      int64_t c = cnt[b] - cnt[a];
-      m[j * nx + i] = grow ? c > 0 : c == full;
-    }
+  /* vertical pass row by row (cache-friendly): cnt[i] = set pixels of
+   * column i in rows [j - r, j + r] */
+  memset(cnt, 0, (size_t)nx * sizeof *cnt);
+  for (int64_t j = 0; j < r && j < ny; j++)
+    for (int64_t i = 0; i < nx; i++)
+      cnt[i] += t[j * nx + i] != 0;
+  for (int64_t j = 0; j < ny; j++) {
+    if (j + r < ny)
+      for (int64_t i = 0; i < nx; i++)
+        cnt[i] += t[(j + r) * nx + i] != 0;
+    if (j - r - 1 >= 0)
+      for (int64_t i = 0; i < nx; i++)
+        cnt[i] -= t[(j - r - 1) * nx + i] != 0;
+    uint8_t *row = m + j * nx;
+    for (int64_t i = 0; i < nx; i++)
+      row[i] = grow ? cnt[i] > 0 : cnt[i] == full;
   }
 }
 
