@@ -17,7 +17,13 @@
  *  2. Compartment: strict voxels with d between the midline bone and 90 mm,
  *     behind the lamina (y >= canal radius, + up to 5 mm laterally, where
  *     psoas and quadratus lumborum lie in front of the transverse
- *     processes), at least 6 mm inside the skin, outside the canal; opened by
+ *     processes; at the lumbosacral junction, the lowest 10 mm of the
+ *     stack's spine, this lateral limit moves forward to 10 mm in front of
+ *     the canal's back edge, tapering linearly: there the erector spinae
+ *     arises from the sacrum and iliac crest beside the canal and no
+ *     transverse process or quadratus lumborum lies in front of it; on
+ *     dixon-tum01 this raised the erector Dice of the two lowest slices from
+ *     0.50/0.62 to 0.72/0.90), at least 6 mm inside the skin, outside the canal; opened by
  *     ~1.5 mm (not at pixels >= 2.5 mm, where one voxel is already 3 mm and
  *     an opening would break streaky, fatty muscle apart; there instead a
      voxel fattier than both its left and right neighbours by 0.25 (fat -
@@ -101,6 +107,8 @@
 #define MAX_MUSCLE_MM2 6000.0    /* 60 cm^2: above the largest lumbar erector spinae */
 #define MAX_LR_RATIO 2.0
 #define Y_ANT_LAT 5.0
+#define SACRAL_MM 10.0     /* height above the lowest spine slice taken as lumbosacral */
+#define Y_ANT_SACRAL -10.0 /* lateral front limit there, relative to the canal's back edge */
 #define SKIN_MM 6.0
 #define END_COST 1.0
 #define RIDGE_MM 4.0
@@ -135,6 +143,7 @@ struct psp_segmentation {
 
 typedef struct slice_levels {
   double muscle, fat, t_loose, t_strict;
+  double y_ant_lat; /* mm: how far the lateral front limit lies behind the canal's back edge */
   bool split_ok;
 } slice_levels;
 
@@ -260,7 +269,8 @@ static int64_t build_compartment(const float *ff, const uint8_t *body, int64_t n
       double dc = hypot(((double)i - ci) * sx, y);
       /* behind the lamina medially; lateral to the facets the erector
        * spinae reaches forward onto the transverse processes */
-      double y_ant = rc + (d <= 15.0 ? 0.0 : d >= 35.0 ? Y_ANT_LAT : Y_ANT_LAT * (d - 15.0) / 20.0);
+      double yl = lv->y_ant_lat;
+      double y_ant = rc + (d <= 15.0 ? 0.0 : d >= 35.0 ? yl : yl * (d - 15.0) / 20.0);
       roi[p] = sel[p] && !isnan(ff[p]) && d >= gap && d <= D_MAX_MM && y >= y_ant && dc > cr;
       strict[p] = roi[p] && ff[p] < lv->t_strict && sm[p] < lv->t_strict;
     }
@@ -749,14 +759,11 @@ static bool plane_seeds(const float *ff, const uint8_t *comp, int64_t nx, int64_
       if (st[3 * c + 1] > 0 && (core == 0 || st[3 * c + 1] > st[3 * core + 1])) core = c;
     if (core == 0) continue;
     double dcore = (double)st[3 * core + 2] / (double)st[3 * core];
-    int64_t lat = 0, lat_max = 0, kept = st[3 * core];
+    int64_t lat_max = 0, kept = st[3 * core];
     for (int32_t c = 1; c <= nc; c++) {
       if (c == core) continue;
       double dc = (double)st[3 * c + 2] / (double)st[3 * c];
-      if (dc >= dcore + PLANE_LAT_MM) {
-        lat += st[3 * c];
-        lat_max = st[3 * c] > lat_max ? st[3 * c] : lat_max;
-      }
+      if (dc >= dcore + PLANE_LAT_MM) lat_max = st[3 * c] > lat_max ? st[3 * c] : lat_max;
       kept += st[3 * c];
     }
     double a = (double)area;
@@ -924,7 +931,11 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
   }
 
   psp_context_add_time(ctx, "segment.landmarks", psp_now() - t_lm);
-  /* pass 1: landmarks near the anchor, compartments, a first boundary */
+  /* the lowest slice with a spine after pass 0: a provisional L5/S1 */
+  int64_t k_low = -1;
+  for (int64_t k = 0; k < nz && k_low < 0; k++)
+    if (s->lm[k].status == PSP_SLICE_OK) k_low = k;
+      /* pass 1: landmarks near the anchor, compartments, a first boundary */
 #pragma omp parallel reduction(|| : oom)
   {
     psp_slice_work *w = psp_slice_work_create(nx, ny);
@@ -986,6 +997,13 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
         continue;
       }
       L->t_loose = 0.5 * (L->muscle + L->fat);
+      /* at the lumbosacral junction no transverse process, quadratus
+       * lumborum or psoas lies beside the canal: the erector spinae, arising
+       * from the sacrum and the iliac crest, reaches forward beside it */
+      {
+        double t = fmin(fmax((double)(k - k_low) * sp[2] / SACRAL_MM, 0.0), 1.0);
+        L->y_ant_lat = Y_ANT_SACRAL + t * (Y_ANT_LAT - Y_ANT_SACRAL);
+      }
       L->t_strict = L->muscle + STRICT_SHARE * (L->fat - L->muscle);
       uint8_t *c = comp + k * plane;
       /* the compartments are built on a crop around the spine (90 mm to
