@@ -46,6 +46,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ZOOM_MARGIN_MM 25.0 /* QC panels: margin around the muscles */
+#define ZOOM_FRONT_MM 30.0  /* and further forward, to show the vertebra */
+
 enum {
   TEXT_SCALE = 2,
   GLYPH_W = 5,
@@ -230,39 +233,88 @@ static void draw_cross(canvas *c, int cx, int cy, int x0, int y0, int x1, int y1
 /* Layout and windowing                                                      */
 /* ------------------------------------------------------------------------ */
 
-bool psp_qc_layout_for(const psp_volume *v, psp_qc_layout *out, psp_error **err) {
+/* Panel geometry for a crop of cw x ch voxels starting at (i0, j0). */
+static bool layout_crop(const psp_volume *v, int64_t i0, int64_t j0, int64_t cw, int64_t ch,
+                        psp_qc_layout *out, psp_error **err) {
   memset(out, 0, sizeof *out);
-  int64_t nx = v->dims[0], ny = v->dims[1];
-  if (nx <= 0 || ny <= 0 || v->dims[2] <= 0)
+  if (cw <= 0 || ch <= 0 || v->dims[2] <= 0)
     return psp_error_set(err, PSP_ERR_USAGE, "QC images: empty volume");
   double sp[3];
   psp_volume_spacing(v, sp);
   if (!(sp[0] > 0) || !(sp[1] > 0) || !isfinite(sp[0]) || !isfinite(sp[1]))
     return psp_error_set(err, PSP_ERR_GEOMETRY, "QC images: invalid in-plane spacing");
   double ratio = sp[1] / sp[0]; /* display rows per display column, per voxel */
-  int64_t fc = (MIN_PANEL_W + nx - 1) / nx;
+  int64_t fc = (MIN_PANEL_W + cw - 1) / cw;
   if (fc < 1) fc = 1;
   /* never fewer display rows than voxel rows */
   int64_t need = (int64_t)ceil(1.0 / ratio - 1e-9);
   if (fc < need) fc = need;
-  double hf = (double)ny * (double)fc * ratio;
-  if (nx * fc > MAX_PANEL_SIDE || hf > MAX_PANEL_SIDE)
+  double hf = (double)ch * (double)fc * ratio;
+  if (cw * fc > MAX_PANEL_SIDE || hf > MAX_PANEL_SIDE)
     return psp_error_set(err, PSP_ERR_LIMIT,
                          "QC images: a %lld x %lld slice with %.3g x %.3g mm pixels would need "
                          "panels larger than %d pixels",
-                         (long long)nx, (long long)ny, sp[0], sp[1], MAX_PANEL_SIDE);
+                         (long long)cw, (long long)ch, sp[0], sp[1], MAX_PANEL_SIDE);
   int64_t h = llround(hf);
-  if (h < ny) h = ny;
+  if (h < ch) h = ch;
+  out->i0 = i0;
+  out->j0 = j0;
+  out->crop_w = cw;
+  out->crop_h = ch;
   out->col_scale = (int)fc;
-  out->panel_w = (int)(nx * fc);
+  out->panel_w = (int)(cw * fc);
   out->panel_h = (int)h;
-  out->row_scale = (double)h / (double)ny;
+  out->row_scale = (double)h / (double)ch;
   out->panel_x[0] = PAD;
   out->panel_x[1] = PAD + out->panel_w + PAD;
   out->panel_y = HEADER_H;
   out->width = 3 * PAD + 2 * out->panel_w;
   out->height = HEADER_H + out->panel_h + LEGEND_H;
   return true;
+}
+
+bool psp_qc_layout_for(const psp_volume *v, psp_qc_layout *out, psp_error **err) {
+  return layout_crop(v, 0, 0, v->dims[0], v->dims[1], out, err);
+}
+
+bool psp_qc_layout_zoom(const psp_volume *v, const psp_volume *labels, psp_qc_layout *out,
+                        psp_error **err) {
+  const int64_t nx = v->dims[0], ny = v->dims[1], nz = v->dims[2], plane = nx * ny;
+  int64_t i_lo = nx, i_hi = -1, j_lo = ny, j_hi = -1;
+  if (labels)
+    for (int64_t k = 0; k < nz; k++)
+      for (int64_t j = 0; j < ny; j++) {
+        const float *row = labels->data + k * plane + j * nx;
+        for (int64_t i = 0; i < nx; i++) {
+          if (!(row[i] >= 1 && row[i] < PSP_LABEL_COUNT)) continue;
+          if (i < i_lo) i_lo = i;
+          if (i > i_hi) i_hi = i;
+          if (j < j_lo) j_lo = j;
+          if (j > j_hi) j_hi = j;
+        }
+      }
+  if (i_hi < 0) return psp_qc_layout_for(v, out, err);
+  double sp[3];
+  psp_volume_spacing(v, sp);
+  /* the muscles plus a margin of ZOOM_MARGIN_MM (at least a quarter of
+   * their extent) on every side, and in front down to the vertebral body */
+  double mi = fmax(ZOOM_MARGIN_MM, 0.25 * (double)(i_hi - i_lo + 1) * sp[0]) / sp[0];
+  double mj = fmax(ZOOM_MARGIN_MM, 0.25 * (double)(j_hi - j_lo + 1) * sp[1]) / sp[1];
+  int64_t i0 = i_lo - (int64_t)ceil(mi), i1 = i_hi + (int64_t)ceil(mi);
+  int64_t j0 = j_lo - (int64_t)ceil(mj + ZOOM_FRONT_MM / sp[1]), j1 = j_hi + (int64_t)ceil(mj);
+  i0 = i0 < 0 ? 0 : i0;
+  j0 = j0 < 0 ? 0 : j0;
+  i1 = i1 >= nx ? nx - 1 : i1;
+  j1 = j1 >= ny ? ny - 1 : j1;
+  return layout_crop(v, i0, j0, i1 - i0 + 1, j1 - j0 + 1, out, err);
+}
+
+static void fill_rowmap(const psp_qc_layout *L, int *rowmap) {
+  for (int y = 0; y < L->panel_h; y++) {
+    int64_t j = (int64_t)floor(((double)y + 0.5) * (double)L->crop_h / L->panel_h);
+    j = j < 0 ? 0 : j >= L->crop_h ? L->crop_h - 1 : j;
+    rowmap[y] = (int)(L->j0 + j);
+  }
 }
 
 static double hist_quantile(const int64_t *hist, int b0, int64_t n, double q, double lo,
@@ -414,7 +466,8 @@ static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) 
       memcpy(rl, rl - W, (size_t)W);
       continue;
     }
-    for (int64_t i = 0; i < d[0]; i++) {
+    for (int64_t ci = 0; ci < L->crop_w; ci++) {
+      const int64_t i = L->i0 + ci;
       float a = an[j * d[0] + i], f = ff[j * d[0] + i];
       float ga = isfinite(a) ? (a - job->wlo) * scale : 0.0f;
       uint8_t g = (uint8_t)(ga <= 0 ? 0 : ga >= 255 ? 255 : (int)(ga + 0.5f));
@@ -431,7 +484,7 @@ static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) 
         l = (v >= 1 && v < PSP_LABEL_COUNT) ? (int)v : 0;
       }
       for (int r = 0; r < fc; r++) {
-        size_t x = (size_t)(i * fc + r);
+        size_t x = (size_t)(ci * fc + r);
         ra[3 * x] = ra[3 * x + 1] = ra[3 * x + 2] = g;
         memcpy(rf + 3 * x, frgb, 3);
         rl[x] = (uint8_t)l;
@@ -459,14 +512,15 @@ static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) 
     for (int pan = 0; pan < 2; pan++) {
       int x0 = L->panel_x[pan], y0 = L->panel_y;
       if (isfinite(m->midline_i)) {
-        double xm = floor((m->midline_i + 0.5) * fc);
+        double xm = floor((m->midline_i - (double)L->i0 + 0.5) * fc);
         if (xm >= 0 && xm < W)
           for (int y = 0; y < H; y++)
             if ((y / 3) % 2 == 0) put(c, x0 + (int)xm, y0 + y, MARK_RGB);
       }
       for (int q = 0; q < 3; q++) {
         if (!isfinite(pts[q][0]) || !isfinite(pts[q][1])) continue;
-        double xd = floor((pts[q][0] + 0.5) * fc), yd = floor((pts[q][1] + 0.5) * L->row_scale);
+        double xd = floor((pts[q][0] - (double)L->i0 + 0.5) * fc),
+               yd = floor((pts[q][1] - (double)L->j0 + 0.5) * L->row_scale);
         if (xd < -CROSS_ARM || yd < -CROSS_ARM || xd > W + CROSS_ARM || yd > H + CROSS_ARM)
           continue;
         draw_cross(c, x0 + (int)xd, y0 + (int)yd, x0, y0, x0 + W, y0 + H);
@@ -593,7 +647,7 @@ bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_
   if (!same_grid(anatomy, ff, "FF map", err)) return false;
   if (labels && !same_grid(anatomy, labels, "label map", err)) return false;
   psp_qc_layout lay;
-  if (!psp_qc_layout_for(anatomy, &lay, err)) return false;
+  if (!psp_qc_layout_zoom(anatomy, labels, &lay, err)) return false;
   if (!psp_mkdir_p(qc_dir, err)) return false;
 
   qc_job job = {.anat = anatomy,
@@ -607,10 +661,7 @@ bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_
   if (!anatomy_window(anatomy, &job.wlo, &job.whi, err)) return false;
   int *rowmap = psp_malloc((size_t)lay.panel_h * sizeof *rowmap, err);
   if (!rowmap) return false;
-  for (int y = 0; y < lay.panel_h; y++) {
-    int64_t j = (int64_t)floor(((double)y + 0.5) * (double)anatomy->dims[1] / lay.panel_h);
-    rowmap[y] = (int)(j < 0 ? 0 : j >= anatomy->dims[1] ? anatomy->dims[1] - 1 : j);
-  }
+  fill_rowmap(&lay, rowmap);
   job.rowmap = rowmap;
 
   const int64_t nz = anatomy->dims[2];
@@ -661,16 +712,14 @@ uint8_t *psp_qc_render_rgb(const psp_volume *anatomy, const psp_volume *ff,
   qc_job job = {.anat = anatomy, .ff = ff, .labels = labels, .marks = marks, .lay = &lay};
   if (!same_grid(anatomy, ff, "FF map", err) ||
       (labels && !same_grid(anatomy, labels, "label map", err)) ||
-      !psp_qc_layout_for(anatomy, &lay, err) || !anatomy_window(anatomy, &job.wlo, &job.whi, err))
+      !psp_qc_layout_zoom(anatomy, labels, &lay, err) ||
+      !anatomy_window(anatomy, &job.wlo, &job.whi, err))
     return NULL;
   int *rowmap = psp_malloc((size_t)lay.panel_h * sizeof *rowmap, err);
   canvas c = {psp_malloc((size_t)lay.width * (size_t)lay.height * 3, err), lay.width, lay.height};
   uint8_t *lab = psp_malloc((size_t)lay.panel_w * (size_t)lay.panel_h, err);
   if (rowmap && c.rgb && lab) {
-    for (int y = 0; y < lay.panel_h; y++) {
-      int64_t j = (int64_t)floor(((double)y + 0.5) * (double)anatomy->dims[1] / lay.panel_h);
-      rowmap[y] = (int)(j < 0 ? 0 : j >= anatomy->dims[1] ? anatomy->dims[1] - 1 : j);
-    }
+    fill_rowmap(&lay, rowmap);
     job.rowmap = rowmap;
     render_slice(&c, lab, &job, k);
     *width = c.w;

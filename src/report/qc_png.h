@@ -19,20 +19,29 @@ typedef struct psp_qc_slice_marks {
 } psp_qc_slice_marks;
 
 /* Geometry of the images psp_qc_write_pngs writes for a grid (the same for
- * every slice). Display column x of a panel shows voxel i = x / col_scale;
- * display row y shows voxel j = floor((y + 0.5) * dims[1] / panel_h), so
+ * every slice). The panels show a crop of crop_w x crop_h voxels from
+ * (i0, j0). Display column x of a panel shows voxel i = i0 + x / col_scale;
+ * display row y shows voxel j = j0 + floor((y + 0.5) * crop_h / panel_h), so
  * rows are stretched by the spacing ratio and no voxel row is skipped. */
 typedef struct psp_qc_layout {
-  int width, height;       /* whole image */
-  int panel_x[2], panel_y; /* top-left corner of the anatomy / FF panels */
-  int panel_w, panel_h;    /* size of each panel */
-  int col_scale;           /* display pixels per voxel along i (integer) */
-  double row_scale;        /* display pixels per voxel along j (panel_h / dims[1]) */
+  int width, height;              /* whole image */
+  int panel_x[2], panel_y;        /* top-left corner of the anatomy / FF panels */
+  int panel_w, panel_h;           /* size of each panel */
+  int col_scale;                  /* display pixels per voxel along i (integer) */
+  double row_scale;               /* display pixels per voxel along j (panel_h / crop_h) */
+  int64_t i0, j0, crop_w, crop_h; /* the crop, in voxels */
 } psp_qc_layout;
 
-/* Layout for v's grid. Fails (PSP_ERR_LIMIT) when a panel would be larger
- * than 8192 pixels along either side, (PSP_ERR_USAGE) for an empty grid. */
+/* Layout for v's whole grid. Fails (PSP_ERR_LIMIT) when a panel would be
+ * larger than 8192 pixels along either side, (PSP_ERR_USAGE) for an empty
+ * grid. */
 bool psp_qc_layout_for(const psp_volume *v, psp_qc_layout *out, psp_error **err);
+/* Layout zoomed on the muscles: the bounding box of labels 1..4 over all
+ * slices plus a margin of 25 mm (at least a quarter of the box) on every
+ * side and 30 mm more in front (the vertebra), the same crop for every
+ * slice; the whole grid when labels is NULL or empty. */
+bool psp_qc_layout_zoom(const psp_volume *v, const psp_volume *labels, psp_qc_layout *out,
+                        psp_error **err);
 
 /* Outline colour of label 1..4 (colour-blind-aware: orange, sky blue,
  * reddish purple, yellow); black for any other value. */
@@ -62,6 +71,20 @@ void psp_qc_label_colour(int label, uint8_t rgb[3]);
 bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_volume *ff,
                        const psp_volume *labels, const psp_qc_slice_marks *marks,
                        int compression_level, psp_context *ctx, psp_error **err);
+
+/* For src/report/dicom_out.c: the image psp_qc_write_pngs writes for
+ * internal slice k, as a new RGB buffer (*width x *height x 3 bytes, rows top
+ * to bottom; caller frees), or NULL with err set. */
+uint8_t *psp_qc_render_rgb(const psp_volume *anatomy, const psp_volume *ff,
+                           const psp_volume *labels, const psp_qc_slice_marks *marks, int64_t k,
+                           int *width, int *height, psp_error **err);
+/* Draws s with the QC font (5x7 at 2x, upper case) with its top-left corner
+ * at (x, y), clipped to the buffer; returns the x after the text. */
+int psp_qc_draw_text(uint8_t *rgb, int width, int height, int x, int y, const char *s,
+                     const uint8_t colour[3]);
+/* Pixels per character and the height of a line of that font. */
+int psp_qc_char_advance(void);
+int psp_qc_line_height(void);
 
 /* ------------------------------------------------------------------------ */
 /* Sagittal reformat with the level assignment                               */

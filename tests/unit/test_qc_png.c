@@ -138,6 +138,37 @@ static void test_layout(void **state) {
   psp_volume_free(v);
 }
 
+/* The panels zoom on the muscles: the labels' bounding box over all slices
+ * plus 25 mm (at least a quarter of the box) around and 30 mm more in front,
+ * clamped to the grid; without labels the whole grid. */
+static void test_layout_zoom(void **state) {
+  (void)state;
+  int64_t dims[3] = {200, 200, 3};
+  double a[4][4] = {{-1.0, 0, 0, 0}, {0, -1.0, 0, 0}, {0, 0, 4, 0}, {0, 0, 0, 1}};
+  psp_volume *v = psp_volume_create(dims, a, NULL);
+  psp_volume *lab = psp_volume_create(dims, a, NULL);
+  psp_qc_layout L;
+  assert_true(psp_qc_layout_zoom(v, lab, &L, NULL)); /* no label: whole grid */
+  assert_int_equal(L.i0, 0);
+  assert_int_equal(L.crop_w, 200);
+  /* label 3 on i 90..109, j 120..139 of slice 1, label 1 at (100, 150) of slice 2 */
+  float *d = psp_volume_data_mut(lab);
+  for (int64_t j = 120; j < 140; j++)
+    for (int64_t i = 90; i < 110; i++)
+      d[1 * 200 * 200 + j * 200 + i] = 3;
+  d[2 * 200 * 200 + 150 * 200 + 100] = 1;
+  assert_true(psp_qc_layout_zoom(v, lab, &L, NULL));
+  /* box i 90..109 (20 mm), j 120..150 (31 mm): margins 25 mm; front +30 mm */
+  assert_int_equal(L.i0, 65);
+  assert_int_equal(L.crop_w, 134 - 65 + 1);
+  assert_int_equal(L.j0, 120 - 25 - 30);
+  assert_int_equal(L.crop_h, 175 - 65 + 1);
+  assert_int_equal(L.col_scale, 6); /* ceil(400 / 70) */
+  assert_int_equal(L.panel_w, 70 * 6);
+  psp_volume_free(v);
+  psp_volume_free(lab);
+}
+
 static void test_contours_and_marks(void **state) {
   (void)state;
   fixture f;
@@ -299,8 +330,11 @@ static void test_grid_mismatch(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_layout),        cmocka_unit_test(test_contours_and_marks),
-      cmocka_unit_test(test_deterministic), cmocka_unit_test(test_file_slice_names),
+      cmocka_unit_test(test_layout),
+      cmocka_unit_test(test_layout_zoom),
+      cmocka_unit_test(test_contours_and_marks),
+      cmocka_unit_test(test_deterministic),
+      cmocka_unit_test(test_file_slice_names),
       cmocka_unit_test(test_grid_mismatch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
