@@ -29,8 +29,33 @@ sanitize:
 bench: build
 	@bench/run.sh $(BUILD)/paraspinal
 
+# --- reliability: fuzzing, valgrind, ThreadSanitizer (README "Reliability") --
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 60
+FUZZ_LONG_SECONDS ?= 3600
+TSAN_BUILD ?= build-tsan
+
+.PHONY: fuzz fuzz-long valgrind tsan check-deep
+
+fuzz: deps
+	@for t in $(FUZZ_TARGETS); do tests/fuzz/run.sh $$t $(FUZZ_SECONDS) || exit 1; done
+
+fuzz-long: deps
+	@for t in $(FUZZ_TARGETS); do tests/fuzz/run.sh $$t $(FUZZ_LONG_SECONDS) || exit 1; done
+
+valgrind: build
+	@tests/reliability/memcheck.sh $(abspath $(BUILD))/paraspinal $(CURDIR) $(abspath $(BUILD))/memcheck
+
+tsan: deps
+	@CC=clang CXX=clang++ cmake -S . -B $(TSAN_BUILD) -DPSP_TSAN=ON >/dev/null
+	@cmake --build $(TSAN_BUILD) -j $(JOBS) >$(TSAN_BUILD).log 2>&1 || { tail -30 $(TSAN_BUILD).log; exit 1; }
+	@tests/reliability/tsan.sh $(abspath $(TSAN_BUILD))/paraspinal $(CURDIR) $(abspath $(TSAN_BUILD))/tsan \
+	  $(abspath $(TSAN_BUILD))
+
+check-deep: sanitize valgrind tsan fuzz
+
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz $(TSAN_BUILD)

@@ -173,6 +173,9 @@ typedef struct psp_load_options {
   /* Accept NaN voxels (a precomputed FF map marks "no signal" with NaN).
    * Infinite values are always an error. */
   bool allow_nan;
+  /* A magnitude image (water, fat, in-phase, opposed-phase): more than 0.1 %
+   * negative voxels is an error (PSP_ERR_DATA), a signed image is not one. */
+  bool magnitude;
 } psp_load_options;
 
 /* Loads a NIfTI-1/NIfTI-2 file (.nii or .nii.gz): uint8, int16, uint16,
@@ -429,14 +432,24 @@ typedef struct psp_analysis_options {
   const char *const *level_overrides;
   size_t n_level_overrides;
   const char *landmarks_path;
-  /* DICOM input (src/io/dicom_dcmtk.cpp): a folder tree scanned for the
-   * Dixon series; replaces the NIfTI paths above. dicom_series (may be NULL)
-   * names the SeriesInstanceUID to use when the choice is ambiguous. */
+  /* DICOM input (src/io/dicom.c, dicom_pair.c, dicom_dcmtk.cpp): a folder
+   * tree scanned for the Dixon series (water+fat, else in-phase+opposed-
+   * phase, else an FF map; see README "DICOM input"); replaces the NIfTI
+   * image paths above (--labels may still be a NIfTI file on its grid).
+   * dicom_series (may be NULL) is a comma-separated list of
+   * SeriesInstanceUIDs the choice is restricted to (needed when it is
+   * ambiguous: two candidates are an error, never a silent pick).
+   * dicom_toolkit_log lets DCMTK print its own warnings on stderr. */
   const char *dicom_dir;
   const char *dicom_series;
+  bool dicom_toolkit_log;
   /* Write patient identifiers (name, ID, birth date, accession number) into
    * report.json / CSV outputs. Default false: they never leave the input. */
   bool keep_identifiers;
+  /* With DICOM input: also write OUTDIR/dicom/seg.dcm (DICOM Segmentation)
+   * and OUTDIR/dicom/sc_NNN.dcm (QC Secondary Captures) in the source study
+   * (src/report/dicom_out.c). Refused (PSP_ERR_USAGE) for NIfTI input. */
+  bool dicom_out;
 } psp_analysis_options;
 
 void psp_analysis_options_default(psp_analysis_options *o);
@@ -502,6 +515,115 @@ const psp_volume *psp_phantom_volume(const psp_phantom *p, const char *which);
  * (created if missing). */
 bool psp_phantom_write(const psp_phantom *p, const char *outdir, const char *prefix,
                        psp_error **err);
+
+/* ------------------------------------------------------------------------ */
+/* DICOM output: phantom series (src/phantom/phantom_dicom.c) and, for       */
+/* analyze --dicom-out, SEG + Secondary Capture (src/report/dicom_out.c)     */
+/* ------------------------------------------------------------------------ */
+
+/* Whose conventions a DICOM series follows (details in the README, "DICOM
+ * output"): Siemens ImageType ...\DIXON\W, \F, \IN_PHASE, \OPP_PHASE and
+ * descriptions ending _W _F _in _opp; Philips ImageType / FrameType
+ * ...\DIXON\WATER, \FAT, \IN_PHASE, \OUT_PHASE, \FAT_FRACTION; GE IDEAL
+ * ImageType ORIGINAL\PRIMARY\OTHER with descriptions "WATER: ...". */
+typedef enum psp_dicom_vendor {
+  PSP_VENDOR_SIEMENS = 0,
+  PSP_VENDOR_PHILIPS = 1,
+  PSP_VENDOR_GE = 2,
+} psp_dicom_vendor;
+
+typedef enum psp_dicom_codec {
+  PSP_CODEC_NONE = 0,   /* Explicit VR Little Endian */
+  PSP_CODEC_RLE = 1,    /* RLE Lossless */
+  PSP_CODEC_JPEGLS = 2, /* JPEG-LS Lossless */
+} psp_dicom_codec;
+
+typedef struct psp_phantom_dicom_options {
+  psp_dicom_vendor vendor;
+  bool multiframe; /* Enhanced MR Image Storage, one multi-frame file per series */
+  psp_dicom_codec codec;
+  /* Which series: bit (1 << n) for n = 0 water, 1 fat, 2 in-phase,
+   * 3 opposed-phase, 4 fat-fraction map (percent). Default 0xF. */
+  unsigned series_mask;
+  /* Synthetic identifiers (NULL = "PHANTOM^TEST", "PSP-PHANTOM-0001"); the
+   * birth date (19700101), accession number (PSPACC0001) and study date are
+   * fixed so the identifier-leak tests have something to look for. */
+  const char *patient_name, *patient_id;
+  bool verbose; /* DCMTK's own log on stderr */
+} psp_phantom_dicom_options;
+
+void psp_phantom_dicom_options_default(psp_phantom_dicom_options *o);
+
+/* Writes the phantom as DICOM series in a vendor's conventions into
+ * DIR/NN_<image>/ (created): same study, one Frame of Reference, one series
+ * per image, geometry from the volumes' affine and file orientation. UIDs
+ * are derived from the content (same phantom and options, same bytes). On
+ * failure the series written so far are removed. */
+bool psp_phantom_write_dicom(const psp_phantom *p, const char *dir,
+                             const psp_phantom_dicom_options *o, psp_error **err);
+
+/* ------------------------------------------------------------------------ */
+/* Batch: cohort manifests (src/batch/manifest.c)                            */
+/* ------------------------------------------------------------------------ */
+
+/* The input kind of a manifest row. */
+typedef enum psp_input_kind {
+  PSP_INPUT_NONE = 0, /* discovered folder without a usable input: see problem */
+  PSP_INPUT_WATER_FAT = 1,
+  PSP_INPUT_IPOP = 2,
+  PSP_INPUT_FF = 3,
+  PSP_INPUT_DICOM = 4,
+} psp_input_kind;
+
+/* One subject (and session) of a cohort. Strings are borrowed from the
+ * manifest. Paths are resolved: a relative path in a manifest file is
+ * relative to the manifest's folder. Fields that do not apply are NULL. */
+typedef struct psp_manifest_row {
+  const char *subject; /* a safe folder name (psp_batch_id_valid) */
+  const char *session; /* a safe folder name, or "" for no session */
+  psp_input_kind kind;
+  const char *water, *fat, *inphase, *outphase, *ff, *dicom;
+  psp_ff_unit ff_unit;
+  const char *labels;       /* NULL: automatic segmentation */
+  const char *label_scheme; /* NULL, a built-in scheme name, or a TSV path */
+  const char *landmarks;    /* level-override file, or NULL */
+  const char *problem;      /* discovery only: why the folder cannot be analysed */
+  size_t line;              /* line of the row in the manifest; 0 when discovered */
+} psp_manifest_row;
+
+typedef struct psp_manifest psp_manifest;
+
+/* A manifest CSV (RFC 4180: comma-separated, "quoted" fields with ""
+ * escapes, LF or CRLF line ends, optional UTF-8 byte-order mark). The header
+ * row names the columns: subject (required), session, water+fat,
+ * inphase+outphase, ff (+ ff_unit: fraction|percent), dicom, labels,
+ * label_scheme, landmarks; each row fills exactly one input kind. Strict:
+ * unknown or repeated columns, wrong field counts, unsafe subject/session
+ * ids, rows repeating a subject/session (also when they differ only in
+ * letter case) and a subject with rows both with and without a session are
+ * errors (PSP_ERR_FORMAT) naming name:line:column. `name` is the manifest's
+ * path: relative paths in the rows are resolved against its folder. */
+psp_manifest *psp_manifest_parse(const char *text, size_t len, const char *name, psp_error **err);
+/* Reads and parses a manifest file; relative paths become absolute. */
+psp_manifest *psp_manifest_load(const char *path, psp_error **err);
+/* Discovers a BIDS-like tree: ROOT/sub-X/[ses-Y/]anat/ with *_water + *_fat,
+ * else *_inphase + *_outphase, else *_ff NIfTI files (.nii or .nii.gz), or
+ * ROOT/sub-X/[ses-Y/]dicom/ (a DICOM folder). Rows are sorted by subject then
+ * session; a folder without a usable input (or an ambiguous one) becomes a
+ * row of kind PSP_INPUT_NONE with `problem` set. Paths are absolute. */
+psp_manifest *psp_manifest_discover(const char *root, psp_context *ctx, psp_error **err);
+void psp_manifest_free(psp_manifest *m);
+size_t psp_manifest_row_count(const psp_manifest *m);
+/* Borrowed; NULL when i is out of range. */
+const psp_manifest_row *psp_manifest_row_at(const psp_manifest *m, size_t i);
+/* The manifest's path (or the discovery root). Borrowed. */
+const char *psp_manifest_name(const psp_manifest *m);
+/* The rows (all when rows is NULL, else rows[0..n_rows)) as manifest CSV,
+ * header included; rows of kind PSP_INPUT_NONE are left out. Caller frees. */
+char *psp_manifest_csv(const psp_manifest *m, const size_t *rows, size_t n_rows, psp_error **err);
+/* True when id can be a folder name: 1-64 characters from [A-Za-z0-9._-],
+ * not starting with '.' (so never "." or ".."). */
+bool psp_batch_id_valid(const char *id);
 
 /* Library version string. */
 const char *psp_version(void);

@@ -10,18 +10,24 @@ PACKAGES=(
   libnifti2-dev nettle-dev
   g++ libdcmtk-dev dcmtk
   chromium
-  orthanc curl python3-pydicom
+  orthanc curl python3-pydicom python3-numpy
+  jq
   snakemake
   clang libclang-rt-14-dev valgrind
+  libomp-14-dev
 )
 # chromium: only for the test that opens report.html headless and drives its
 # keyboard review (tests/integration/test_html_report.sh).
 # g++ libdcmtk-dev: the DICOM bridge (src/io/dicom_dcmtk.cpp); dcmtk: its
 #   command-line tools (storescu, dciodvfy...) used by the DICOM tests.
 # orthanc curl: the PACS round-trip test (tests/integration/test_orthanc.sh).
+# jq: scripts/pacs/orthanc-postprocess.sh reads Orthanc's REST answers with it (and its test).
 # python3-pydicom: real DICOM test files nobody here wrote (MR_small*.dcm).
+# python3-numpy: tests/tools/make_dicom.py (phantoms as vendor-style DICOM series).
 # snakemake: the cohort workflow in scripts/workflow and its test.
 # clang libclang-rt-14-dev valgrind: fuzzers, sanitizers and memcheck (make check-deep).
+# libomp-14-dev: LLVM's OpenMP runtime and its Archer tool for `make tsan` (ThreadSanitizer
+#   needs an OpenMP runtime it understands; GCC's libgomp gives false positives).
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -10,6 +10,7 @@
  * most inputs, and on a tie the first image (water, in-phase or FF map).
  */
 #include "core/internal.h"
+#include "io/dicom_read.h"
 #include "levels/levels.h"
 #include "segment/segment.h"
 
@@ -24,6 +25,8 @@ typedef struct {
   psp_geometry_source source;
   psp_volume *vol;
   char sha256[65];
+  psp_dicom_source *dicom; /* DICOM input: the series read (else NULL) */
+  char *owned_path;        /* DICOM input: "DIR [DICOM series UID]" */
 } input_slot;
 
 struct psp_result {
@@ -39,6 +42,7 @@ struct psp_result {
   psp_measurements *meas;
   psp_plausibility plaus;
   char scheme_name[256];
+  char dicom_selection[1024]; /* DICOM input: what was found, why this pair */
 };
 
 void psp_analysis_options_default(psp_analysis_options *o) {
@@ -63,6 +67,60 @@ static bool add_input(psp_result *r, const char *role, const char *path, psp_geo
   if (!s->vol) return false;
   r->n_inputs++;
   return true;
+}
+
+/* DICOM input: scan the folder, choose the Dixon images, load them. */
+static bool add_dicom_inputs(psp_result *r, psp_context *ctx, psp_error **err) {
+  const psp_analysis_options *o = &r->opt;
+  psp_dicom_scan *s = psp_dicom_scan_dir(o->dicom_dir, o->dicom_toolkit_log, ctx, err);
+  if (!s) return false;
+  psp_dicom_choice c;
+  bool ok = psp_dicom_choose(s, o->dicom_series, &c, err);
+  if (ok) {
+    psp_info(ctx, "%s: %s", o->dicom_dir, c.why);
+    snprintf(r->dicom_selection, sizeof r->dicom_selection, "%s", c.why);
+  }
+  for (int i = 0; ok && i < 2; i++) {
+    if (c.stack[i] < 0) continue;
+    input_slot *sl = &r->inputs[r->n_inputs];
+    switch (c.kind[i]) {
+    case PSP_DIXON_WATER:
+      sl->role = "water", sl->source = PSP_GEOM_WATER;
+      break;
+    case PSP_DIXON_FAT:
+      sl->role = "fat", sl->source = PSP_GEOM_FAT;
+      break;
+    case PSP_DIXON_INPHASE:
+      sl->role = "in-phase", sl->source = PSP_GEOM_INPHASE;
+      break;
+    case PSP_DIXON_OUTPHASE:
+      sl->role = "opposed-phase", sl->source = PSP_GEOM_OUTPHASE;
+      break;
+    default:
+      sl->role = "fat fraction", sl->source = PSP_GEOM_FF;
+      break;
+    }
+    const char *uid = s->inst[s->stacks[c.stack[i]].first_instance].series_uid;
+    size_t n = strlen(o->dicom_dir) + strlen(uid) + 32;
+    sl->owned_path = psp_malloc(n, err);
+    if (!sl->owned_path) {
+      ok = false;
+      break;
+    }
+    snprintf(sl->owned_path, n, "%s [DICOM series %s]", o->dicom_dir, uid);
+    sl->path = sl->owned_path;
+    sl->vol = psp_dicom_load_stack(s, c.stack[i], sl->source == PSP_GEOM_FF, &sl->dicom, sl->sha256,
+                                   ctx, err);
+    if (!sl->vol) {
+      free(sl->owned_path);
+      sl->owned_path = NULL;
+      ok = false;
+      break;
+    }
+    r->n_inputs++;
+  }
+  psp_dicom_scan_free(s);
+  return ok;
 }
 
 static bool check_and_align(psp_result *r, psp_context *ctx, psp_error **err) {
@@ -122,12 +180,18 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   bool wf = opt->water_path || opt->fat_path;
   bool ipop = opt->inphase_path || opt->outphase_path;
   bool ffin = opt->ff_path != NULL;
-  if (opt->dicom_dir) {
-    psp_error_set(err, PSP_ERR_UNSUPPORTED, "%s: DICOM input is not implemented yet",
-                  opt->dicom_dir);
+  const bool dcm = opt->dicom_dir != NULL;
+  if (dcm && (wf || ipop || ffin)) {
+    psp_error_set(err, PSP_ERR_USAGE,
+                  "--dicom replaces --water/--fat, --inphase/--outphase and --ff: give either a "
+                  "DICOM folder or NIfTI images");
     return NULL;
   }
-  if (wf + ipop + ffin != 1) {
+  if (!dcm && opt->dicom_series) {
+    psp_error_set(err, PSP_ERR_USAGE, "--series selects DICOM series: it needs --dicom DIR");
+    return NULL;
+  }
+  if (!dcm && wf + ipop + ffin != 1) {
     psp_error_set(
         err, PSP_ERR_USAGE,
         "give exactly one kind of input: --water and --fat, or --inphase and --outphase, or --ff");
@@ -175,6 +239,7 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   }
   psp_info(ctx, "loading inputs");
   double t0 = psp_now();
+  if (dcm && !add_dicom_inputs(r, ctx, err)) goto fail;
   if (wf && !(add_input(r, "water", opt->water_path, PSP_GEOM_WATER, false, ctx, err) &&
               add_input(r, "fat", opt->fat_path, PSP_GEOM_FAT, false, ctx, err)))
     goto fail;
@@ -187,6 +252,11 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
       !add_input(r, "labels", opt->labels_path, PSP_GEOM_LABELS, true, ctx, err))
     goto fail;
   if (!check_and_align(r, ctx, err)) goto fail;
+  if (dcm) { /* the kind of input the DICOM folder gave */
+    wf = slot_volume(r, PSP_GEOM_WATER) != NULL;
+    ipop = slot_volume(r, PSP_GEOM_INPHASE) != NULL;
+    ffin = !wf && !ipop;
+  }
   psp_context_add_time(ctx, "load", psp_now() - t0);
 
   psp_info(ctx, "computing the fat-fraction map");
@@ -236,8 +306,11 @@ fail:
 
 void psp_result_free(psp_result *r) {
   if (!r) return;
-  for (int a = 0; a < r->n_inputs; a++)
+  for (int a = 0; a < r->n_inputs; a++) {
     psp_volume_free(r->inputs[a].vol);
+    psp_dicom_source_free(r->inputs[a].dicom);
+    free(r->inputs[a].owned_path);
+  }
   psp_ffmap_free(r->ffmap);
   psp_volume_free(r->labels);
   psp_segmentation_free(r->seg);
@@ -279,6 +352,15 @@ void psp_result_input(const psp_result *r, int i, const char **role, const char 
   *path = r->inputs[i].path;
   *sha256 = r->inputs[i].sha256;
   *vol = r->inputs[i].vol;
+}
+const psp_dicom_source *psp_result_input_dicom(const psp_result *r, int i) {
+  return (i >= 0 && i < r->n_inputs) ? r->inputs[i].dicom : NULL;
+}
+const psp_dicom_source *psp_result_dicom_source(const psp_result *r) {
+  return r->n_inputs > 0 ? r->inputs[0].dicom : NULL;
+}
+const char *psp_result_dicom_selection(const psp_result *r) {
+  return r->dicom_selection[0] ? r->dicom_selection : NULL;
 }
 const char *psp_result_scheme_name(const psp_result *r) {
   return r->scheme_name;

@@ -14,6 +14,8 @@ int psp_cmd_ffmap(int argc, char **argv);
 int psp_cmd_phantom(int argc, char **argv);
 int psp_cmd_compare(int argc, char **argv);
 int psp_cmd_change(int argc, char **argv);
+int psp_cmd_dicominfo(int argc, char **argv);
+int psp_cmd_batch(int argc, char **argv);
 
 /* Prints the error to stderr prefixed with the command name, frees it and
  * returns its exit code. */

@@ -25,11 +25,22 @@ static const char ANALYZE_HELP[] =
     "0.87 erector spinae, 0.80 multifidus (see README): check the result, or bring\n"
     "your own labels.\n"
     "\n"
-    "Inputs (exactly one kind; NIfTI-1/2, .nii or .nii.gz):\n"
+    "Inputs (exactly one kind; NIfTI-1/2 .nii or .nii.gz, or a DICOM folder):\n"
     "  --water FILE --fat FILE        water and fat magnitude images (FF = F/(F+W))\n"
     "  --inphase FILE --outphase FILE two-point in-phase / opposed-phase magnitude images\n"
     "  --ff FILE [--ff-unit U]        a precomputed FF/PDFF map, U = fraction (default) or "
     "percent\n"
+    "  --dicom DIR                    a DICOM folder tree instead: the Dixon series are found\n"
+    "                                 and paired (water+fat, else in-phase+opposed-phase, else\n"
+    "                                 an FF map; see README \"DICOM input\"); list with\n"
+    "                                 'paraspinal dicominfo DIR'\n"
+    "  --series UID[,UID]             with --dicom: use only these SeriesInstanceUIDs (needed\n"
+    "                                 when the folder holds more than one candidate)\n"
+    "  --keep-identifiers             with --dicom: write patient/study identifiers into\n"
+    "                                 report.json (default: never)\n"
+    "  --dicom-out                    with --dicom: also write OUTDIR/dicom/seg.dcm (DICOM\n"
+    "                                 Segmentation) and OUTDIR/dicom/sc_NNN.dcm (QC images with\n"
+    "                                 the per-level table) into the source study, for a PACS\n"
     "  --labels FILE                  your own muscle label map on the same grid (default:\n"
     "                                 automatic segmentation)\n"
     "  --label-scheme S               for --labels: paraspinal (default: 1 MF left, 2 MF right,\n"
@@ -68,7 +79,7 @@ static const char FFMAP_HELP[] =
     "input's voxel grid.\n"
     "\n"
     "Inputs: --water FILE --fat FILE, or --inphase FILE --outphase FILE, or --ff FILE\n"
-    "        [--ff-unit fraction|percent]\n"
+    "        [--ff-unit fraction|percent], or --dicom DIR [--series UID[,UID]]\n"
     "Options: --geometry-from X, --volume N, --no-noise-correction, --noise-floor K,\n"
     "         --max-voxels N, -t/--threads N, -v/--verbose, -h/--help (as for analyze)\n";
 
@@ -89,7 +100,11 @@ enum {
   OPT_NO_QC,
   OPT_DISC,
   OPT_LANDMARKS,
+  OPT_DICOM,
+  OPT_SERIES,
+  OPT_KEEP_IDS,
   OPT_TIMINGS,
+  OPT_DICOM_OUT,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -110,6 +125,10 @@ static const struct option LONG_OPTS[] = {
     {"disc", required_argument, NULL, OPT_DISC},
     {"level", required_argument, NULL, OPT_DISC},
     {"landmarks", required_argument, NULL, OPT_LANDMARKS},
+    {"dicom", required_argument, NULL, OPT_DICOM},
+    {"series", required_argument, NULL, OPT_SERIES},
+    {"keep-identifiers", no_argument, NULL, OPT_KEEP_IDS},
+    {"dicom-out", no_argument, NULL, OPT_DICOM_OUT},
     {"timings", no_argument, NULL, OPT_TIMINGS},
     {"out", required_argument, NULL, 'o'},
     {"threads", required_argument, NULL, 't'},
@@ -215,6 +234,18 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
     case OPT_LANDMARKS:
       o.landmarks_path = optarg;
       break;
+    case OPT_DICOM:
+      o.dicom_dir = optarg;
+      break;
+    case OPT_SERIES:
+      o.dicom_series = optarg;
+      break;
+    case OPT_KEEP_IDS:
+      o.keep_identifiers = true;
+      break;
+    case OPT_DICOM_OUT:
+      o.dicom_out = true;
+      break;
     case OPT_MAX_VOXELS:
       if (!psp_cli_parse_int(optarg, &max_voxels) || max_voxels <= 0)
         return psp_cli_usage_error(cmd, "--max-voxels needs a positive integer, not '%s'", optarg);
@@ -240,10 +271,14 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
     }
   }
   if (optind < argc) return psp_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+  o.dicom_toolkit_log = verbose;
   o.level_overrides = level_items;
   o.n_level_overrides = n_levels;
   if (!out) return psp_cli_usage_error(cmd, "missing -o %s", ffmap ? "FF.nii.gz" : "OUTDIR");
   if (ffmap && o.labels_path) return psp_cli_usage_error(cmd, "ffmap takes no --labels");
+  if (o.dicom_out && (ffmap || !o.dicom_dir))
+    return psp_cli_usage_error(cmd, "--dicom-out needs DICOM input (analyze --dicom DIR) so the "
+                                    "results can reference the source study");
 
   psp_context *ctx = psp_cli_context(cmd, verbose, (int)threads);
   if (!ctx) return PSP_ERR_NOMEM;
@@ -282,6 +317,10 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
              "dseg.tsv,fatfraction.nii.gz%s} (%zu slice rows, %zu warnings)\n",
              out, o.write_qc ? ",qc/" : "", psp_measurements_slice_count(m),
              psp_context_warning_count(ctx));
+      if (o.dicom_out)
+        printf("wrote %s/dicom/ (seg.dcm: DICOM segmentation, unless no muscle was found; "
+               "sc_NNN.dcm: QC secondary captures; in the source study)\n",
+               out);
     }
     free(line);
   }

@@ -2,7 +2,8 @@
  * DESIGN: `paraspinal phantom`: parse options into psp_phantom_options
  * (fat fractions as fractions 0..1 or percent with a '%' sign; the file
  * orientation as a three-letter code), build the phantom with the library
- * and list what was written.
+ * and list what was written: NIfTI files with truth into -o, and/or DICOM
+ * series in a vendor's conventions into --dicom.
  */
 #include "cli/cli.h"
 
@@ -15,6 +16,7 @@
 
 static const char PHANTOM_HELP[] =
     "Usage: paraspinal phantom -o OUTDIR [options]\n"
+    "       paraspinal phantom --dicom DIR [--vendor V] [--multiframe] [--compress C] [options]\n"
     "\n"
     "Makes a synthetic lumbar axial Dixon phantom with known truth: water, fat, in-phase and\n"
     "opposed-phase images (uint16), the muscle labels, the true fat-fraction map, the true\n"
@@ -37,6 +39,20 @@ static const char PHANTOM_HELP[] =
     "  --orientation CODE       where the file axes i, j, k point, e.g. LPS (default), RAS,\n"
     "                           PLI, RPI; letters from L/R, P/A, S/I, each pair once\n"
     "  --oblique DEG            rotate the voxel grid about the k axis (-40..40 degrees)\n"
+    "\n"
+    "DICOM (with or without -o):\n"
+    "  --dicom DIR              write the images as DICOM series into DIR/series_NN/ (the\n"
+    "                           folders are emptied first), one study, synthetic identifiers\n"
+    "  --vendor V               siemens (default), philips or ge conventions (ImageType,\n"
+    "                           FrameType, series descriptions; see README)\n"
+    "  --multiframe             Enhanced MR Image Storage: one multi-frame file per series\n"
+    "                           (default: MR Image Storage, one file per slice)\n"
+    "  --compress C             none (default), rle (RLE Lossless) or jpegls (JPEG-LS\n"
+    "                           Lossless)\n"
+    "  --series LIST            which images: water,fat,inphase,outphase (default) and/or ff\n"
+    "                           (fat-fraction map in percent)\n"
+    "  --patient-name NAME      PatientName (default PHANTOM^TEST)\n"
+    "  --patient-id ID          PatientID (default PSP-PHANTOM-0001)\n"
     "  -t, --threads N          OpenMP threads (default: all cores; output is the same)\n"
     "  -v, --verbose            progress on stderr\n"
     "  -h, --help               this help\n"
@@ -62,6 +78,13 @@ enum {
   OPT_BIAS,
   OPT_ORIENT,
   OPT_OBLIQUE,
+  OPT_DICOM,
+  OPT_VENDOR,
+  OPT_MULTIFRAME,
+  OPT_COMPRESS,
+  OPT_SERIES,
+  OPT_PATIENT_NAME,
+  OPT_PATIENT_ID,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -78,6 +101,13 @@ static const struct option LONG_OPTS[] = {
     {"bias", required_argument, NULL, OPT_BIAS},
     {"orientation", required_argument, NULL, OPT_ORIENT},
     {"oblique", required_argument, NULL, OPT_OBLIQUE},
+    {"dicom", required_argument, NULL, OPT_DICOM},
+    {"vendor", required_argument, NULL, OPT_VENDOR},
+    {"multiframe", no_argument, NULL, OPT_MULTIFRAME},
+    {"compress", required_argument, NULL, OPT_COMPRESS},
+    {"series", required_argument, NULL, OPT_SERIES},
+    {"patient-name", required_argument, NULL, OPT_PATIENT_NAME},
+    {"patient-id", required_argument, NULL, OPT_PATIENT_ID},
     {"threads", required_argument, NULL, 't'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -146,9 +176,35 @@ static bool parse_orientation(const char *code, psp_orientation *o) {
   return true;
 }
 
+/* "water,fat,ff" -> bit mask (bit n = psp_dicom_image n); 0 on a bad item. */
+static unsigned parse_series(const char *s) {
+  static const char *const names[] = {"water", "fat", "inphase", "outphase", "ff"};
+  unsigned mask = 0;
+  char buf[128];
+  if (strlen(s) >= sizeof buf) return 0;
+  strcpy(buf, s);
+  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    unsigned bit = 0;
+    for (unsigned n = 0; n < 5; n++)
+      if (!strcmp(tok, names[n])) bit = 1u << n;
+    if (!bit) return 0;
+    mask |= bit;
+  }
+  return mask;
+}
+
+/* DICOM text fields: printable ASCII without the value separator. */
+static bool dicom_text_ok(const char *s, size_t max) {
+  size_t n = strlen(s);
+  if (n == 0 || n > max) return false;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] < 32 || s[i] > 126 || s[i] == '\\') return false;
+  return true;
+}
+
 static int parse_args(const char *cmd, int argc, char **argv, psp_phantom_options *o,
-                      const char **out, const char **prefix, bool *verbose, long long *threads,
-                      bool *help) {
+                      psp_phantom_dicom_options *dcm, const char **dicom_dir, const char **out,
+                      const char **prefix, bool *verbose, long long *threads, bool *help) {
   char buf[256], *f[3];
   optind = 1;
   opterr = 0;
@@ -241,6 +297,53 @@ static int parse_args(const char *cmd, int argc, char **argv, psp_phantom_option
         return psp_cli_usage_error(cmd, "--oblique needs an angle from -40 to 40 degrees, not '%s'",
                                    optarg);
       break;
+    case OPT_DICOM:
+      *dicom_dir = optarg;
+      break;
+    case OPT_VENDOR:
+      if (!strcmp(optarg, "siemens"))
+        dcm->vendor = PSP_VENDOR_SIEMENS;
+      else if (!strcmp(optarg, "philips"))
+        dcm->vendor = PSP_VENDOR_PHILIPS;
+      else if (!strcmp(optarg, "ge"))
+        dcm->vendor = PSP_VENDOR_GE;
+      else
+        return psp_cli_usage_error(cmd, "--vendor must be siemens, philips or ge, not '%s'",
+                                   optarg);
+      break;
+    case OPT_MULTIFRAME:
+      dcm->multiframe = true;
+      break;
+    case OPT_COMPRESS:
+      if (!strcmp(optarg, "none"))
+        dcm->codec = PSP_CODEC_NONE;
+      else if (!strcmp(optarg, "rle"))
+        dcm->codec = PSP_CODEC_RLE;
+      else if (!strcmp(optarg, "jpegls"))
+        dcm->codec = PSP_CODEC_JPEGLS;
+      else
+        return psp_cli_usage_error(cmd, "--compress must be none, rle or jpegls, not '%s'", optarg);
+      break;
+    case OPT_SERIES:
+      dcm->series_mask = parse_series(optarg);
+      if (!dcm->series_mask)
+        return psp_cli_usage_error(cmd,
+                                   "--series needs a comma-separated list of water, fat, inphase, "
+                                   "outphase, ff, not '%s'",
+                                   optarg);
+      break;
+    case OPT_PATIENT_NAME:
+      if (!dicom_text_ok(optarg, 64))
+        return psp_cli_usage_error(cmd, "--patient-name needs 1-64 printable ASCII characters "
+                                        "without '\\'");
+      dcm->patient_name = optarg;
+      break;
+    case OPT_PATIENT_ID:
+      if (!dicom_text_ok(optarg, 64))
+        return psp_cli_usage_error(cmd, "--patient-id needs 1-64 printable ASCII characters "
+                                        "without '\\'");
+      dcm->patient_id = optarg;
+      break;
     case 't':
       if (!psp_cli_parse_int(optarg, threads) || *threads < 1 || *threads > 1024)
         return psp_cli_usage_error(cmd, "--threads needs a number from 1 to 1024, not '%s'",
@@ -248,6 +351,7 @@ static int parse_args(const char *cmd, int argc, char **argv, psp_phantom_option
       break;
     case 'v':
       *verbose = true;
+      dcm->verbose = true;
       break;
     case 'h':
       *help = true;
@@ -259,7 +363,7 @@ static int parse_args(const char *cmd, int argc, char **argv, psp_phantom_option
     }
   }
   if (optind < argc) return psp_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-  if (!*out) return psp_cli_usage_error(cmd, "missing -o OUTDIR");
+  if (!*out && !*dicom_dir) return psp_cli_usage_error(cmd, "missing -o OUTDIR (or --dicom DIR)");
   return 0;
 }
 
@@ -267,10 +371,13 @@ int psp_cmd_phantom(int argc, char **argv) {
   const char *cmd = "phantom";
   psp_phantom_options o;
   psp_phantom_options_default(&o);
-  const char *out = NULL, *prefix = "phantom";
+  psp_phantom_dicom_options dcm;
+  psp_phantom_dicom_options_default(&dcm);
+  const char *out = NULL, *prefix = "phantom", *dicom_dir = NULL;
   bool verbose = false, help = false;
   long long threads = 0;
-  int rc = parse_args(cmd, argc, argv, &o, &out, &prefix, &verbose, &threads, &help);
+  int rc =
+      parse_args(cmd, argc, argv, &o, &dcm, &dicom_dir, &out, &prefix, &verbose, &threads, &help);
   if (rc != 0) return rc;
   if (help) {
     fputs(PHANTOM_HELP, stdout);
@@ -280,7 +387,8 @@ int psp_cmd_phantom(int argc, char **argv) {
   if (!ctx) return PSP_ERR_NOMEM;
   psp_error *err = NULL;
   psp_phantom *p = psp_phantom_create(&o, ctx, &err);
-  if (!p || !psp_phantom_write(p, out, prefix, &err)) {
+  if (!p || (out && !psp_phantom_write(p, out, prefix, &err)) ||
+      (dicom_dir && !psp_phantom_write_dicom(p, dicom_dir, &dcm, &err))) {
     rc = psp_cli_fail(cmd, err);
   } else {
     char code[4];
@@ -296,8 +404,17 @@ int psp_cmd_phantom(int argc, char **argv) {
     static const char *const suffixes[] = {"_water.nii.gz",    "_fat.nii.gz",  "_inphase.nii.gz",
                                            "_outphase.nii.gz", "_dseg.nii.gz", "_dseg.tsv",
                                            "_fftruth.nii.gz",  "_truth.csv",   "_anatomy.csv"};
-    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++)
+    for (size_t i = 0; out && i < sizeof suffixes / sizeof suffixes[0]; i++)
       printf("wrote %s/%s%s\n", out, prefix, suffixes[i]);
+    static const char *const images[] = {"water", "fat", "in-phase", "opposed-phase",
+                                         "fat fraction (percent)"};
+    static const char *const vendors[] = {"Siemens", "Philips", "GE"};
+    static const char *const codecs[] = {"uncompressed", "RLE Lossless", "JPEG-LS Lossless"};
+    for (unsigned n = 0; dicom_dir && n < 5; n++)
+      if (dcm.series_mask & (1u << n))
+        printf("wrote %s/series_%02u/ (%s, %s conventions, %s, %s)\n", dicom_dir, n + 1, images[n],
+               vendors[dcm.vendor], dcm.multiframe ? "enhanced multi-frame" : "single-frame",
+               codecs[dcm.codec]);
   }
   psp_phantom_free(p);
   psp_context_free(ctx);

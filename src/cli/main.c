@@ -5,6 +5,7 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,9 @@ static void usage(FILE *f) {
           "  ffmap     write the fat-fraction map of a Dixon scan as NIfTI\n"
           "  compare   Dice, HD95, area and FF differences between two label maps\n"
           "  change    follow-up: per-level change of area and FF between two analyze runs\n"
-          "  phantom   make a synthetic lumbar Dixon phantom with known truth\n"
+          "  phantom   make a synthetic lumbar Dixon phantom with known truth (NIfTI or DICOM)\n"
+          "  dicominfo list a DICOM folder's series, their Dixon type and the pair analyze uses\n"
+          "  batch     analyse a cohort (manifest or BIDS-like tree), resumable, cohort tables\n"
           "\n"
           "Run 'paraspinal <command> --help' for the options of a command.\n"
           "Exit codes: 0 ok, 1 internal error, 2 usage, 3 I/O, 4 file format, 5 geometry,\n"
@@ -30,6 +33,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  /* a file-size limit (ulimit -f) must fail the write with EFBIG and a
+   * message, not kill the process half-way through its outputs */
+  signal(SIGXFSZ, SIG_IGN);
   if (argc < 2) {
     usage(stderr);
     return PSP_ERR_USAGE;
@@ -48,6 +54,8 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "compare")) return psp_cmd_compare(argc - 1, argv + 1);
   if (!strcmp(cmd, "change")) return psp_cmd_change(argc - 1, argv + 1);
   if (!strcmp(cmd, "phantom")) return psp_cmd_phantom(argc - 1, argv + 1);
+  if (!strcmp(cmd, "dicominfo")) return psp_cmd_dicominfo(argc - 1, argv + 1);
+  if (!strcmp(cmd, "batch")) return psp_cmd_batch(argc - 1, argv + 1);
   fprintf(stderr, "paraspinal: unknown command '%s'\n\n", cmd);
   usage(stderr);
   return PSP_ERR_USAGE;

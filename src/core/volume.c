@@ -166,12 +166,32 @@ static void file_strides(const psp_orientation *o, const int64_t file_dims[3], i
 psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t file_dims[3],
                                        const double fa[4][4], const char *name, psp_error **err) {
   double det = det3(fa);
-  if (!(fabs(det) > 1e-12) || isnan(det)) {
+  /* an infinite determinant (entries near DBL_MAX) would leave the axis
+   * assignment below without a candidate */
+  if (!(fabs(det) > 1e-12) || !isfinite(det)) {
     psp_error_set(err, PSP_ERR_GEOMETRY,
                   "%s: the voxel-to-world matrix is singular (zero or invalid spacing or "
                   "direction); cannot place the image in space",
                   name);
     return NULL;
+  }
+  /* an absurd scale (found by fuzzing: 1e213 mm entries overflow the column
+   * norms) would make areas and volumes infinite downstream */
+  for (int f = 0; f < 3; f++) {
+    double s = col_norm(fa, f);
+    if (!(s >= 1e-4 && s <= 1e4)) {
+      psp_error_set(err, PSP_ERR_GEOMETRY,
+                    "%s: voxel spacing %g mm along voxel axis %d is outside any plausible range "
+                    "(0.0001 to 10000 mm)",
+                    name, s, f);
+      return NULL;
+    }
+    if (!(fabs(fa[f][3]) <= 1e7)) {
+      psp_error_set(err, PSP_ERR_GEOMETRY,
+                    "%s: image origin %g mm is outside any plausible range (|origin| <= 1e7 mm)",
+                    name, fa[f][3]);
+      return NULL;
+    }
   }
   /* Assign each file axis to the world axis it is most aligned with, largest
    * components first, so that the assignment is a permutation. */

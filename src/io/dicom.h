@@ -48,6 +48,9 @@ typedef struct psp_dicom_source {
   int64_t n_slices;
   char (*sop_instance_uid)[PSP_UID_LEN];
   int32_t *frame_number;
+  /* Added by the reader: number of files the series was read from. For a
+   * stack that is not axial, n_slices is 0 and the arrays are NULL. */
+  int64_t n_files;
 } psp_dicom_source;
 
 void psp_dicom_source_free(psp_dicom_source *s);

@@ -243,6 +243,15 @@ static nifti_image *parse_header(const unsigned char *hdr, size_t n, const char 
       }
     }
   }
+  /* unknown datatypes: our message, not nifti_clib's on stderr */
+  int datatype = version == 1 ? h1.datatype : h2.datatype;
+  if (!dtype_size(datatype)) {
+    psp_error_set(err, PSP_ERR_UNSUPPORTED,
+                  "%s: voxel datatype %s (code %d) is not supported (use uint8, int16, uint16, "
+                  "int32, float32 or float64)",
+                  name, dtype_name(datatype), datatype);
+    return NULL;
+  }
   nifti_set_debug_level(0);
   nifti_image *nim =
       version == 1 ? nifti_convert_n1hdr2nim(raw1, name) : nifti_convert_n2hdr2nim(raw2, name);

@@ -265,16 +265,20 @@ psp_level_overrides *psp_level_overrides_load(const char *path, psp_error **err)
   size_t len = 0;
   char *text = psp_read_file(path, &len, 1 << 20, err);
   if (!text) return NULL;
+  psp_level_overrides *ov = psp_level_overrides_parse_text(text, len, path, err);
+  free(text);
+  return ov;
+}
+
+psp_level_overrides *psp_level_overrides_parse_text(const char *text, size_t len, const char *path,
+                                                    psp_error **err) {
   psp_level_overrides *ov = psp_calloc(1, sizeof *ov, err);
-  if (!ov) {
-    free(text);
-    return NULL;
-  }
+  if (!ov) return NULL;
   size_t line = 0;
-  char *p = text, *endp = text + len;
+  const char *p = text, *endp = text + len;
   while (p < endp) {
-    char *nl = memchr(p, '\n', (size_t)(endp - p));
-    char *e = nl ? nl : endp;
+    const char *nl = memchr(p, '\n', (size_t)(endp - p));
+    const char *e = nl ? nl : endp;
     line++;
     char tmp[256];
     size_t l = (size_t)(e - p);
@@ -296,10 +300,8 @@ psp_level_overrides *psp_level_overrides_load(const char *path, psp_error **err)
     }
     p = nl ? nl + 1 : endp;
   }
-  free(text);
   return ov;
 fail:
-  free(text);
   psp_level_overrides_free(ov);
   return NULL;
 }

@@ -34,6 +34,10 @@ psp_level_overrides *psp_level_overrides_parse(const char *const *items, size_t 
  * '#' comments (whole line or trailing) ignored. Errors name the file and
  * line (PSP_ERR_IO when unreadable, PSP_ERR_USAGE for a bad line). */
 psp_level_overrides *psp_level_overrides_load(const char *path, psp_error **err);
+/* The same from text in memory (len bytes, NUL not needed); `path` names it
+ * in messages. */
+psp_level_overrides *psp_level_overrides_parse_text(const char *text, size_t len, const char *path,
+                                                    psp_error **err);
 /* Appends all items of b to a (e.g. command line after file). */
 bool psp_level_overrides_merge(psp_level_overrides *a, const psp_level_overrides *b,
                                psp_error **err);

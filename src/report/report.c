@@ -19,7 +19,9 @@
  * thread counts; the only time stamp is report.json's provenance.created.
  */
 #include "core/internal.h"
+#include "io/dicom_read.h"
 #include "levels/levels.h"
+#include "report/dicom_out.h"
 #include "report/html.h"
 #include "report/levels_csv.h"
 #include "report/qc_png.h"
@@ -244,6 +246,28 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
   return o;
 }
 
+/* A DICOM input: the folder as typed, the series and its file count; patient
+ * and study identifiers only with --keep-identifiers. */
+static void dicom_input_json(cJSON *o, const psp_dicom_source *d, const psp_analysis_options *opt) {
+  cJSON_AddStringToObject(o, "format", "dicom");
+  cJSON_AddStringToObject(o, "path", opt->dicom_dir);
+  cJSON_AddStringToObject(o, "series_uid", d->series_uid);
+  cJSON_AddStringToObject(o, "series_description", d->series_description);
+  cJSON_AddStringToObject(o, "manufacturer", d->manufacturer);
+  cJSON_AddNumberToObject(o, "n_files", (double)d->n_files);
+  if (!opt->keep_identifiers) return;
+  cJSON *p = cJSON_AddObjectToObject(o, "identifiers");
+  cJSON_AddStringToObject(p, "patient_name", d->patient_name);
+  cJSON_AddStringToObject(p, "patient_id", d->patient_id);
+  cJSON_AddStringToObject(p, "patient_birth_date", d->patient_birth_date);
+  cJSON_AddStringToObject(p, "patient_sex", d->patient_sex);
+  cJSON_AddStringToObject(p, "study_uid", d->study_uid);
+  cJSON_AddStringToObject(p, "study_date", d->study_date);
+  cJSON_AddStringToObject(p, "study_id", d->study_id);
+  cJSON_AddStringToObject(p, "accession_number", d->accession_number);
+  cJSON_AddStringToObject(p, "study_description", d->study_description);
+}
+
 static char *report_json(const psp_result *res, const char *argv_line, psp_context *ctx,
                          psp_error **err) {
   const psp_analysis_options *opt = psp_result_options(res);
@@ -268,16 +292,22 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
     psp_result_input(res, i, &role, &path, &sha, &v);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "role", role);
-    cJSON_AddStringToObject(o, "path", path);
+    const psp_dicom_source *dcm = psp_result_input_dicom(res, i);
+    if (dcm)
+      dicom_input_json(o, dcm, opt);
+    else
+      cJSON_AddStringToObject(o, "path", path);
     cJSON_AddStringToObject(o, "sha256", sha);
     cJSON_AddItemToObject(o, "grid", volume_json(v));
     cJSON_AddItemToArray(inputs, o);
   }
+  if (psp_result_dicom_selection(res))
+    cJSON_AddStringToObject(root, "dicom_selection", psp_result_dicom_selection(res));
   cJSON *options = cJSON_AddObjectToObject(root, "options");
   cJSON_AddStringToObject(options, "label_scheme", psp_result_scheme_name(res));
   cJSON_AddBoolToObject(options, "noise_bias_correction", opt->dixon.noise_bias_correction);
   cJSON_AddItemToObject(options, "noise_floor_factor", jnum(opt->dixon.noise_floor_factor, 4));
-  if (opt->ff_path)
+  if (!strcmp(psp_ffmap_source(ff), "ff-map"))
     cJSON_AddStringToObject(options, "ff_unit",
                             opt->ff_unit == PSP_FF_PERCENT ? "percent" : "fraction");
   cJSON_AddStringToObject(root, "geometry_from", psp_result_geometry_source(res));
@@ -287,7 +317,7 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
   cJSON_AddStringToObject(fat, "source", psp_ffmap_source(ff));
   cJSON_AddItemToObject(fat, "noise_sigma", jnum(psp_ffmap_noise_sigma(ff), 4));
   cJSON_AddItemToObject(fat, "signal_floor", jnum(psp_ffmap_signal_floor(ff), 4));
-  if (opt->inphase_path)
+  if (!strcmp(psp_ffmap_source(ff), "inphase+opposed-phase"))
     cJSON_AddItemToObject(fat, "fat_dominant_share", jnum(psp_ffmap_fat_dominant_share(ff), 4));
   psp_plausibility p = psp_result_plausibility(res);
   cJSON *pl = cJSON_AddObjectToObject(fat, "plausibility");
@@ -484,14 +514,20 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
                               psp_context *ctx, psp_error **err) {
   if (!psp_mkdir_p(outdir, err)) return false;
   char tmp[4096], tmpname[64], tmp_qc[4096], old_qc[4096], qc[4096];
+  char tmp_dcm[4096], old_dcm[4096], dcm[4096]; /* --dicom-out: OUTDIR/dicom */
   snprintf(tmpname, sizeof tmpname, ".paraspinal-tmp-%ld", (long)getpid());
   if (!psp_path_join(tmp, sizeof tmp, outdir, tmpname, err) ||
       !psp_path_join(tmp_qc, sizeof tmp_qc, tmp, "qc", err) ||
       !psp_path_join(old_qc, sizeof old_qc, tmp, "qc.old", err) ||
-      !psp_path_join(qc, sizeof qc, outdir, "qc", err))
+      !psp_path_join(qc, sizeof qc, outdir, "qc", err) ||
+      !psp_path_join(tmp_dcm, sizeof tmp_dcm, tmp, "dicom", err) ||
+      !psp_path_join(old_dcm, sizeof old_dcm, tmp, "dicom.old", err) ||
+      !psp_path_join(dcm, sizeof dcm, outdir, "dicom", err))
     return false;
   psp_remove_tree_shallow(tmp_qc);
   psp_remove_tree_shallow(old_qc);
+  psp_remove_tree_shallow(tmp_dcm);
+  psp_remove_tree_shallow(old_dcm);
   psp_remove_tree_shallow(tmp);
   if (!psp_mkdir_p(tmp, err)) return false;
   bool want_qc = psp_result_options(r)->write_qc;
@@ -515,6 +551,14 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
         psp_levels_csv(psp_result_levels(r), psp_result_measurements(r), psp_result_labels(r), err);
     ok = write_text_keep(tmp, OUT_NAMES[6], lcsv, err);
   }
+  /* --dicom-out: SEG + secondary captures (before report.json lists the warnings) */
+  const bool want_dcm = psp_result_options(r)->dicom_out;
+  if (ok && want_dcm) {
+    double td = psp_now();
+    ok = psp_dicom_out_write(r, psp_result_dicom_source(r), lcsv, tmp_dcm, ctx, err);
+    psp_context_add_time(ctx, "write.dicom", psp_now() - td);
+    t0 += psp_now() - td;
+  }
   ok = ok && write_text(tmp, OUT_NAMES[5], report_json(r, argv_line, ctx, err), err);
   psp_context_add_time(ctx, "write.tables", psp_now() - t0);
   t0 = psp_now();
@@ -529,6 +573,7 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   if (!ok) {
     psp_error_prefix(err, "%s: no output written", outdir);
     psp_remove_tree_shallow(tmp_qc);
+    psp_remove_tree_shallow(tmp_dcm);
     psp_remove_tree_shallow(tmp);
     return false;
   }
@@ -541,6 +586,7 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
       for (int j = 0; j < i; j++)
         if (psp_path_join(dst, sizeof dst, outdir, OUT_NAMES[j], NULL)) unlink(dst);
       psp_remove_tree_shallow(tmp_qc);
+      psp_remove_tree_shallow(tmp_dcm);
       psp_remove_tree_shallow(tmp);
       return false;
     }
@@ -554,6 +600,19 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
     }
     psp_remove_tree_shallow(old_qc);
     psp_remove_tree_shallow(tmp_qc);
+  }
+  /* the dicom folder too; a PACS script relies on it, so failing is an error */
+  if (want_dcm) {
+    bool moved = !(rename(dcm, old_dcm) != 0 && errno != ENOENT) && rename(tmp_dcm, dcm) == 0;
+    if (!moved)
+      psp_error_set(err, PSP_ERR_IO, "%s: cannot move the DICOM outputs into place: %s", dcm,
+                    strerror(errno));
+    psp_remove_tree_shallow(old_dcm);
+    psp_remove_tree_shallow(tmp_dcm);
+    if (!moved) {
+      psp_remove_tree_shallow(tmp);
+      return false;
+    }
   }
   psp_remove_tree_shallow(tmp);
   return true;
