@@ -62,6 +62,8 @@ static bool add_input(psp_result *r, const char *role, const char *path, psp_geo
   s->source = src;
   psp_load_options lo = r->opt.load;
   lo.allow_nan = (src == PSP_GEOM_FF);
+  lo.magnitude = src == PSP_GEOM_WATER || src == PSP_GEOM_FAT || src == PSP_GEOM_INPHASE ||
+                 src == PSP_GEOM_OUTPHASE;
   if (is_label) lo.volume_index = -1;
   s->vol = psp_nifti_load_hashed(path, &lo, s->sha256, ctx, err);
   if (!s->vol) return false;
@@ -176,6 +178,12 @@ static psp_volume *slot_volume(psp_result *r, psp_geometry_source src) {
   return NULL;
 }
 
+static const char *slot_path(psp_result *r, psp_geometry_source src) {
+  for (int a = 0; a < r->n_inputs; a++)
+    if (r->inputs[a].source == src) return r->inputs[a].path ? r->inputs[a].path : "";
+  return "";
+}
+
 psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_error **err) {
   bool wf = opt->water_path || opt->fat_path;
   bool ipop = opt->inphase_path || opt->outphase_path;
@@ -269,7 +277,17 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
                                    slot_volume(r, PSP_GEOM_OUTPHASE), &opt->dixon, ctx, err);
   else
     r->ffmap = psp_ffmap_from_ff(slot_volume(r, PSP_GEOM_FF), opt->ff_unit, ctx, err);
-  if (!r->ffmap) goto fail;
+  if (!r->ffmap) {
+    /* name the files the voxel-data problem is in */
+    if (wf)
+      psp_error_prefix(err, "%s and %s", slot_path(r, PSP_GEOM_WATER), slot_path(r, PSP_GEOM_FAT));
+    else if (ipop)
+      psp_error_prefix(err, "%s and %s", slot_path(r, PSP_GEOM_INPHASE),
+                       slot_path(r, PSP_GEOM_OUTPHASE));
+    else
+      psp_error_prefix(err, "%s", slot_path(r, PSP_GEOM_FF));
+    goto fail;
+  }
   r->plaus = psp_ffmap_plausibility(r->ffmap, ctx);
   psp_context_add_time(ctx, "ffmap", psp_now() - t0);
   if (opt->ffmap_only) {
