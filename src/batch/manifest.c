@@ -735,7 +735,7 @@ static bool list_dir(const char *dir, const char *prefix, bool want_dir, name_li
   }
   closedir(d);
   if (!ok) return psp_error_set(err, PSP_ERR_NOMEM, "out of memory listing %s", dir);
-  qsort(out->v, out->n, sizeof *out->v, cmp_str);
+  if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, cmp_str);
   return true;
 }
 

@@ -26,20 +26,23 @@ vg() {
   shift 2
   n=$((n + 1))
   local t0=$SECONDS
-  "${VG[@]}" --log-file="$name.vg.log" "$PSP" "$@" >"$name.out" 2>"$name.err"
+  # one log per process (%p): batch forks its workers and memcheck follows them
+  "${VG[@]}" --log-file="$name.%p.vg.log" "$PSP" "$@" >"$name.out" 2>"$name.err"
   local rc=$?
-  local summary
-  summary=$(grep -E "ERROR SUMMARY" "$name.vg.log" | tail -1 | sed 's/^==[0-9]*== //')
-  if [ $rc -eq 99 ]; then
-    echo "FAIL $name: memcheck found errors ($summary)"
-    grep -E "^==[0-9]+== (Invalid|Conditional|Use of|Syscall|Mismatched|[0-9,]+ bytes in)" \
-      "$name.vg.log" | head -20
+  local logs=("$name".*.vg.log) dirty=0
+  for l in "${logs[@]}"; do
+    grep -q "ERROR SUMMARY: 0 errors" "$l" || dirty=$((dirty + 1))
+  done
+  if [ $rc -eq 99 ] || [ $dirty -gt 0 ]; then
+    echo "FAIL $name: memcheck found errors in $dirty of ${#logs[@]} process(es)"
+    grep -hE "^==[0-9]+== (Invalid|Conditional|Use of|Syscall|Mismatched|[0-9,]+ bytes in|ERROR SUMMARY)" \
+      "${logs[@]}" | head -20
     fails=$((fails + 1))
   elif [ $rc -ne "$want" ]; then
     echo "FAIL $name: exit $rc, expected $want"; sed -n '1,20p' "$name.err"
     fails=$((fails + 1))
   else
-    echo "ok   $name: exit $rc, $summary ($((SECONDS - t0)) s)"
+    echo "ok   $name: exit $rc, ${#logs[@]} process(es), 0 errors ($((SECONDS - t0)) s)"
   fi
 }
 vg analyze-auto-qc 0 analyze --water "${P}_water.nii.gz" --fat "${P}_fat.nii.gz" -o auto -t 2

@@ -91,6 +91,8 @@ run analyze-auto-qc-4 analyze --water ph/p_water.nii.gz --fat ph/p_fat.nii.gz -o
 run analyze-labels analyze --water "${P}_water.nii.gz" --fat "${P}_fat.nii.gz" \
   --labels "${P}_dseg.nii.gz" -o lab -t 4 --no-qc
 run analyze-ipop analyze --inphase "${P}_inphase.nii.gz" --outphase "${P}_outphase.nii.gz" -o ipop -t 4
+run phantom-dicom phantom --dicom dcm --seed 7 --dims 96,80,16 --series water,fat -t 4
+run analyze-dicom analyze --dicom dcm -o dicom -t 4
 run ffmap ffmap --water "${P}_water.nii.gz" --fat "${P}_fat.nii.gz" -o ff.nii.gz -t 4
 run compare compare auto2/dseg.nii.gz "${P}_dseg.nii.gz" --water "${P}_water.nii.gz" \
   --fat "${P}_fat.nii.gz" --per-slice -t 4
