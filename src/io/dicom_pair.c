@@ -60,6 +60,7 @@ static const token_kind TOKENS[] = {
     {"FAT_IMAGE", PSP_DIXON_FAT},
     {"FAT_FRACTION", PSP_DIXON_FF},
     {"FATFRACTION", PSP_DIXON_FF},
+    {"FATFRAC", PSP_DIXON_FF},
     {"FAT_FRAC", PSP_DIXON_FF},
     {"FF", PSP_DIXON_FF},
     {"PDFF", PSP_DIXON_FF},
@@ -227,7 +228,8 @@ static int classify_description(const char *desc, psp_dixon_kind *kind, char *wh
       i++;
     } else if (!strcmp(words[i], "INPHASE") || !strcmp(words[i], "OUTPHASE") ||
                !strcmp(words[i], "OPPPHASE") || !strcmp(words[i], "FF") ||
-               !strcmp(words[i], "PDFF") || !strcmp(words[i], "FATFRACTION")) {
+               !strcmp(words[i], "PDFF") || !strcmp(words[i], "FATFRACTION") ||
+               !strcmp(words[i], "FATFRAC")) {
       k = lookup(words[i]);
     }
     if (k == PSP_DIXON_OTHER) continue;

@@ -60,6 +60,7 @@ static void test_classify(void **state) {
       {"ORIGINAL\\PRIMARY\\OTHER", "", "FAT: Ax LAVA-Flex", PSP_DIXON_FAT},
       {"ORIGINAL\\PRIMARY\\OTHER", "", "InPhase: Ax LAVA-Flex", PSP_DIXON_INPHASE},
       {"ORIGINAL\\PRIMARY\\OTHER", "", "OutPhase: Ax LAVA-Flex", PSP_DIXON_OUTPHASE},
+      {"ORIGINAL\\PRIMARY\\OTHER", "", "FatFrac: Ax LAVA-Flex", PSP_DIXON_FF},
       {"ORIGINAL\\PRIMARY\\OTHER", "", "Ax IDEAL FAT FRACTION", PSP_DIXON_FF},
       {"ORIGINAL\\PRIMARY\\OTHER", "", "Ax IDEAL WATER", PSP_DIXON_WATER},
       {"ORIGINAL\\PRIMARY\\OTHER", "", "Ax IDEAL OUT PHASE", PSP_DIXON_OUTPHASE},
