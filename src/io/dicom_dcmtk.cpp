@@ -296,6 +296,30 @@ int read_header(const char *path, bool toolkit_log, psp_dcm_instance *inst,
                   path, inst->n_frames, per_frame->card());
     return -1;
   }
+  /* native (not encapsulated) pixel data shorter than the frames it declares:
+   * refused before one plane per declared frame is built (a 1 KB file can
+   * declare 100000 frames; found by fuzzing). Only for >= 8-bit pixels. */
+  {
+    DcmXfer xfer(ds->getOriginalXfer());
+    DcmElement *px = NULL;
+    if (!xfer.isEncapsulated() && !inst->float_pixels && inst->bits_allocated >= 8 &&
+        ds->findAndGetElement(DCM_PixelData, px).good() && px) {
+      unsigned long long need = static_cast<unsigned long long>(inst->rows) *
+                                static_cast<unsigned long long>(inst->cols) *
+                                static_cast<unsigned long long>(inst->n_frames) *
+                                static_cast<unsigned long long>(
+                                    inst->samples_per_pixel > 0 ? inst->samples_per_pixel : 1) *
+                                static_cast<unsigned long long>(inst->bits_allocated / 8);
+      unsigned long long have = px->getLength();
+      if (have < need) {
+        psp_error_set(err, PSP_ERR_FORMAT,
+                      "%s: truncated pixel data (%llu bytes; %d x %d pixels x %d frames need "
+                      "%llu)",
+                      path, have, inst->cols, inst->rows, inst->n_frames, need);
+        return -1;
+      }
+    }
+  }
   psp_dcm_plane *planes = static_cast<psp_dcm_plane *>(
       psp_calloc(static_cast<size_t>(inst->n_frames), sizeof *planes, err));
   if (!planes) return -1;
