@@ -236,49 +236,6 @@ static const char TABLE_HEADER[] =
 /* Images                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static const psp_volume *qc_anatomy(const psp_result *r) {
-  for (int i = 0; i < psp_result_input_count(r); i++) {
-    const char *role, *path, *sha;
-    const psp_volume *v;
-    psp_result_input(r, i, &role, &path, &sha, &v);
-    if (!strcmp(role, "water") || !strcmp(role, "in-phase")) return v;
-  }
-  return psp_ffmap_ff(psp_result_ffmap(r));
-}
-
-/* The landmarks and flag reasons of the QC images (as report.c draws them). */
-static psp_qc_slice_marks *qc_marks(const psp_result *r, char (**status)[256], psp_error **err) {
-  const psp_segmentation *seg = psp_result_segmentation(r);
-  *status = NULL;
-  if (!seg) return NULL;
-  int64_t nz = psp_segmentation_slice_count(seg);
-  psp_qc_slice_marks *marks = psp_calloc((size_t)nz, sizeof *marks, err);
-  *status = psp_calloc((size_t)nz, sizeof **status, err);
-  if (!marks || !*status) {
-    free(marks);
-    free(*status);
-    *status = NULL;
-    return NULL;
-  }
-  for (int64_t k = 0; k < nz; k++) {
-    const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
-    psp_qc_slice_marks *m = &marks[k];
-    m->canal_i = lm->canal.found ? lm->canal.i : NAN;
-    m->canal_j = lm->canal.found ? lm->canal.j : NAN;
-    m->vb_i = lm->vertebral_body.found ? lm->vertebral_body.i : NAN;
-    m->vb_j = lm->vertebral_body.found ? lm->vertebral_body.j : NAN;
-    m->spinous_i = lm->spinous.found ? lm->spinous.i : NAN;
-    m->spinous_j = lm->spinous.found ? lm->spinous.j : NAN;
-    m->midline_i = lm->status == PSP_SLICE_OK ? lm->midline_i : NAN;
-    if (lm->status != PSP_SLICE_OK) {
-      snprintf((*status)[k], sizeof(*status)[k], "%s: %s", psp_slice_status_name(lm->status),
-               lm->reason);
-      m->status = (*status)[k];
-    }
-  }
-  return marks;
-}
-
 static void fill(uint8_t *rgb, int w, int x0, int y0, int x1, int y1, const uint8_t c[3]) {
   for (int y = y0; y < y1; y++)
     for (int x = x0; x < x1; x++)
@@ -290,7 +247,7 @@ static uint8_t *compose(const psp_result *r, const psp_qc_slice_marks *marks, co
                         size_t n, size_t cur, const char *title, int *width, int *height,
                         psp_error **err) {
   int qw = 0, qh = 0;
-  uint8_t *qc = psp_qc_render_rgb(qc_anatomy(r), psp_ffmap_ff(psp_result_ffmap(r)),
+  uint8_t *qc = psp_qc_render_rgb(psp_report_qc_anatomy(r), psp_ffmap_ff(psp_result_ffmap(r)),
                                   psp_result_labels(r), marks, ents[cur].slice, &qw, &qh, err);
   if (!qc) return NULL;
   const int adv = psp_qc_char_advance(), lh = psp_qc_line_height(), row_h = lh + GAP;
@@ -448,7 +405,7 @@ static bool write_sc(const psp_result *r, const psp_dicom_source *src, const cha
   char(*status)[256] = NULL;
   psp_qc_slice_marks *marks = NULL;
   if (ok && psp_result_segmentation(r)) {
-    marks = qc_marks(r, &status, err);
+    marks = psp_report_qc_marks(r, &status, err);
     ok = marks != NULL;
   }
   uint8_t **img = ok ? psp_calloc(n, sizeof *img, err) : NULL;

@@ -72,6 +72,14 @@ bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_
                        const psp_volume *labels, const psp_qc_slice_marks *marks,
                        int compression_level, psp_context *ctx, psp_error **err);
 
+/* From an analysis result (src/report/report.c), shared by the PNG and the
+ * DICOM writers: the image the QC panels show (water, in-phase, or the FF
+ * map itself; borrowed), and the landmarks and flag reasons of the automatic
+ * segmentation per slice (NULL, with *status NULL, when the labels were
+ * given or on failure with err set; the caller frees both). */
+const psp_volume *psp_report_qc_anatomy(const psp_result *r);
+psp_qc_slice_marks *psp_report_qc_marks(const psp_result *r, char (**status)[256], psp_error **err);
+
 /* For src/report/dicom_out.c: the image psp_qc_write_pngs writes for
  * internal slice k, as a new RGB buffer (*width x *height x 3 bytes, rows top
  * to bottom; caller frees), or NULL with err set. */

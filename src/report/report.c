@@ -385,7 +385,7 @@ static bool write_text(const char *dir, const char *name, char *text, psp_error 
 }
 
 /* The image the QC panels show: water, or in-phase, or the FF map itself. */
-static const psp_volume *qc_anatomy(const psp_result *r) {
+const psp_volume *psp_report_qc_anatomy(const psp_result *r) {
   for (int i = 0; i < psp_result_input_count(r); i++) {
     const char *role, *path, *sha;
     const psp_volume *v;
@@ -448,7 +448,7 @@ static bool write_sagittal(const psp_result *r, const char *qc_dir, psp_qc_sagit
       discs[i].name = dd->name;
       discs[i].inferred = dd->inferred;
     }
-    psp_qc_sagittal s = {.anatomy = qc_anatomy(r),
+    psp_qc_sagittal s = {.anatomy = psp_report_qc_anatomy(r),
                          .ff = ffv,
                          .anatomy_title = qc_anatomy_title(r),
                          .midline_i = mid,
@@ -471,40 +471,46 @@ static bool write_sagittal(const psp_result *r, const char *qc_dir, psp_qc_sagit
   return ok;
 }
 
-static bool write_qc(const psp_result *r, const char *qc_dir, psp_context *ctx, psp_error **err) {
+psp_qc_slice_marks *psp_report_qc_marks(const psp_result *r, char (**status)[256],
+                                        psp_error **err) {
   const psp_segmentation *seg = psp_result_segmentation(r);
-  const psp_volume *labels = psp_result_labels(r);
-  int64_t dims[3];
-  psp_volume_dims(labels, dims);
-  psp_qc_slice_marks *marks = NULL;
-  char(*status)[256] = NULL;
-  if (seg) {
-    marks = psp_calloc((size_t)dims[2], sizeof *marks, err);
-    status = psp_calloc((size_t)dims[2], sizeof *status, err);
-    if (!marks || !status) {
-      free(marks);
-      free(status);
-      return false;
-    }
-    for (int64_t k = 0; k < dims[2]; k++) {
-      const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
-      psp_qc_slice_marks *m = &marks[k];
-      m->canal_i = lm->canal.found ? lm->canal.i : NAN;
-      m->canal_j = lm->canal.found ? lm->canal.j : NAN;
-      m->vb_i = lm->vertebral_body.found ? lm->vertebral_body.i : NAN;
-      m->vb_j = lm->vertebral_body.found ? lm->vertebral_body.j : NAN;
-      m->spinous_i = lm->spinous.found ? lm->spinous.i : NAN;
-      m->spinous_j = lm->spinous.found ? lm->spinous.j : NAN;
-      m->midline_i = lm->status == PSP_SLICE_OK ? lm->midline_i : NAN;
-      if (lm->status != PSP_SLICE_OK) {
-        snprintf(status[k], sizeof status[k], "%s: %s", psp_slice_status_name(lm->status),
-                 lm->reason);
-        m->status = status[k];
-      }
+  *status = NULL;
+  if (!seg) return NULL;
+  int64_t nz = psp_segmentation_slice_count(seg);
+  psp_qc_slice_marks *marks = psp_calloc((size_t)nz, sizeof *marks, err);
+  *status = psp_calloc((size_t)nz, sizeof **status, err);
+  if (!marks || !*status) {
+    free(marks);
+    free(*status);
+    *status = NULL;
+    return NULL;
+  }
+  for (int64_t k = 0; k < nz; k++) {
+    const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
+    psp_qc_slice_marks *m = &marks[k];
+    m->canal_i = lm->canal.found ? lm->canal.i : NAN;
+    m->canal_j = lm->canal.found ? lm->canal.j : NAN;
+    m->vb_i = lm->vertebral_body.found ? lm->vertebral_body.i : NAN;
+    m->vb_j = lm->vertebral_body.found ? lm->vertebral_body.j : NAN;
+    m->spinous_i = lm->spinous.found ? lm->spinous.i : NAN;
+    m->spinous_j = lm->spinous.found ? lm->spinous.j : NAN;
+    m->midline_i = lm->status == PSP_SLICE_OK ? lm->midline_i : NAN;
+    if (lm->status != PSP_SLICE_OK) {
+      snprintf((*status)[k], sizeof(*status)[k], "%s: %s", psp_slice_status_name(lm->status),
+               lm->reason);
+      m->status = (*status)[k];
     }
   }
-  bool ok = psp_qc_write_pngs(qc_dir, qc_anatomy(r), psp_ffmap_ff(psp_result_ffmap(r)), labels,
-                              marks, -1, ctx, err);
+  return marks;
+}
+
+static bool write_qc(const psp_result *r, const char *qc_dir, psp_context *ctx, psp_error **err) {
+  const psp_volume *labels = psp_result_labels(r);
+  char(*status)[256] = NULL;
+  psp_qc_slice_marks *marks = psp_report_qc_marks(r, &status, err);
+  if (psp_result_segmentation(r) && !marks) return false;
+  bool ok = psp_qc_write_pngs(qc_dir, psp_report_qc_anatomy(r), psp_ffmap_ff(psp_result_ffmap(r)),
+                              labels, marks, -1, ctx, err);
   free(marks);
   free(status);
   return ok;
