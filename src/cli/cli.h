@@ -33,5 +33,7 @@ int psp_cli_opt_value(int argc, char **argv, int *i, const char *name, const cha
 /* Parses a non-negative integer / a double; false on garbage. */
 bool psp_cli_parse_int(const char *s, long long *out);
 bool psp_cli_parse_double(const char *s, double *out);
+/* --geometry-from NAME: auto, water, fat, inphase, outphase, ff or labels. */
+bool psp_cli_parse_geometry(const char *s, psp_geometry_source *out);
 
 #endif

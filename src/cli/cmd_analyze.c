@@ -195,17 +195,11 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
     case OPT_SCHEME:
       o.label_scheme = optarg;
       break;
-    case OPT_GEOM: {
-      static const char *const names[] = {"auto",     "water", "fat",   "inphase",
-                                          "outphase", "ff",    "labels"};
-      int found = -1;
-      for (int i = 0; i < 7; i++)
-        if (!strcmp(optarg, names[i])) found = i;
-      if (found < 0)
+    case OPT_GEOM:
+      if (!psp_cli_parse_geometry(optarg, &o.geometry_from))
         return psp_cli_usage_error(
             cmd, "--geometry-from must be auto, water, fat, inphase, outphase, ff or labels");
-      o.geometry_from = (psp_geometry_source)found;
-    } break;
+      break;
     case OPT_VOLUME: {
       long long v;
       if (!psp_cli_parse_int(optarg, &v) || v < 0)

@@ -283,17 +283,11 @@ int psp_cmd_batch(int argc, char **argv) {
         return psp_cli_usage_error(cmd, "--max-voxels needs a positive integer, not '%s'", optarg);
       settings.max_voxels = max_voxels;
       break;
-    case OPT_GEOM: {
-      static const char *const names[] = {"auto",     "water", "fat",   "inphase",
-                                          "outphase", "ff",    "labels"};
-      int found = -1;
-      for (int i = 0; i < 7; i++)
-        if (!strcmp(optarg, names[i])) found = i;
-      if (found < 0)
+    case OPT_GEOM:
+      if (!psp_cli_parse_geometry(optarg, &settings.geometry_from))
         return psp_cli_usage_error(
             cmd, "--geometry-from must be auto, water, fat, inphase, outphase, ff or labels");
-      settings.geometry_from = (psp_geometry_source)found;
-    } break;
+      break;
     case 'q':
       quiet = true;
       break;

@@ -113,6 +113,17 @@ bool psp_cli_parse_double(const char *s, double *out) {
   return true;
 }
 
+bool psp_cli_parse_geometry(const char *s, psp_geometry_source *out) {
+  static const char *const names[] = {"auto",     "water", "fat",   "inphase",
+                                      "outphase", "ff",    "labels"};
+  for (int i = 0; i < (int)(sizeof names / sizeof *names); i++)
+    if (!strcmp(s, names[i])) {
+      *out = (psp_geometry_source)i;
+      return true;
+    }
+  return false;
+}
+
 int psp_cli_opt_value(int argc, char **argv, int *i, const char *name, const char *alias,
                       const char **val) {
   const char *a = argv[*i];

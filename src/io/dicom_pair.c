@@ -310,22 +310,31 @@ void psp_dicom_classify_stacks(psp_dicom_scan *s) {
 
 /* ---- pairing -------------------------------------------------------------- */
 
+/* Next UID of a comma-separated --series list: *p advances past it; the
+ * UID (blanks trimmed) is [*uid, *uid + *n). False at the end of the list. */
+static bool next_uid(const char **p, const char **uid, size_t *n) {
+  const char *q = *p;
+  while (*q == ',' || *q == ' ')
+    q++;
+  if (!*q) return false;
+  const char *e = q;
+  while (*e && *e != ',')
+    e++;
+  const char *t = e;
+  while (t > q && t[-1] == ' ')
+    t--;
+  *uid = q;
+  *n = (size_t)(t - q);
+  *p = e;
+  return true;
+}
+
 static bool in_filter(const char *filter, const char *uid) {
   if (!filter) return true;
-  size_t n = strlen(uid);
-  const char *p = filter;
-  while (*p) {
-    while (*p == ',' || *p == ' ')
-      p++;
-    const char *e = p;
-    while (*e && *e != ',')
-      e++;
-    const char *t = e;
-    while (t > p && t[-1] == ' ')
-      t--;
-    if ((size_t)(t - p) == n && n > 0 && !strncmp(p, uid, n)) return true;
-    p = e;
-  }
+  size_t n = strlen(uid), m;
+  const char *p = filter, *u;
+  while (next_uid(&p, &u, &m))
+    if (m == n && n > 0 && !strncmp(u, uid, n)) return true;
   return false;
 }
 
@@ -373,37 +382,27 @@ bool psp_dicom_choose(const psp_dicom_scan *s, const char *filter, psp_dicom_cho
   c->stack[0] = c->stack[1] = -1;
   if (filter) {
     /* every UID given must name a series that was found */
-    const char *p = filter;
-    while (*p) {
-      while (*p == ',' || *p == ' ')
-        p++;
-      const char *e = p;
-      while (*e && *e != ',')
-        e++;
-      const char *t = e;
-      while (t > p && t[-1] == ' ')
-        t--;
-      if (t > p) {
-        bool found = false;
-        for (int32_t i = 0; i < s->n_stacks && !found; i++) {
-          const char *uid = s->inst[s->stacks[i].first_instance].series_uid;
-          found = strlen(uid) == (size_t)(t - p) && !strncmp(uid, p, (size_t)(t - p));
-        }
-        if (!found) {
-          psp_strbuf b;
-          psp_strbuf_init(&b);
-          psp_strbuf_printf(
-              &b, "%s: --series %.*s: no such SeriesInstanceUID in this folder; found:", s->dir,
-              (int)(t - p), p);
-          for (int32_t i = 0; i < s->n_stacks; i++)
-            list_stack(s, i, &b);
-          char *msg = psp_strbuf_take(&b, err);
-          if (msg) psp_error_set(err, PSP_ERR_USAGE, "%s", msg);
-          free(msg);
-          return false;
-        }
+    const char *p = filter, *u;
+    size_t m;
+    while (next_uid(&p, &u, &m)) {
+      if (m == 0) continue;
+      bool found = false;
+      for (int32_t i = 0; i < s->n_stacks && !found; i++) {
+        const char *uid = s->inst[s->stacks[i].first_instance].series_uid;
+        found = strlen(uid) == m && !strncmp(uid, u, m);
       }
-      p = e;
+      if (!found) {
+        psp_strbuf b;
+        psp_strbuf_init(&b);
+        psp_strbuf_printf(&b, "%s: --series %.*s: no such SeriesInstanceUID in this folder; found:",
+                          s->dir, (int)m, u);
+        for (int32_t i = 0; i < s->n_stacks; i++)
+          list_stack(s, i, &b);
+        char *msg = psp_strbuf_take(&b, err);
+        if (msg) psp_error_set(err, PSP_ERR_USAGE, "%s", msg);
+        free(msg);
+        return false;
+      }
     }
   }
   psp_strbuf found;
