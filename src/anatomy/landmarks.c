@@ -68,6 +68,7 @@ psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny) {
   w->ny = ny;
   w->queue = malloc((n + (size_t)(nx > ny ? nx : ny) + 1) * sizeof *w->queue);
   w->lab = malloc(n * sizeof *w->lab);
+  w->aux = malloc((n + 1) * sizeof *w->aux);
   w->m0 = malloc(n);
   w->m1 = malloc(n);
   w->m2 = malloc(n);
@@ -76,7 +77,7 @@ psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny) {
   w->f1 = malloc(n * sizeof *w->f1);
   w->integ0 = malloc(ni * sizeof *w->integ0);
   w->integ1 = malloc(ni * sizeof *w->integ1);
-  if (!w->queue || !w->lab || !w->m0 || !w->m1 || !w->m2 || !w->m3 || !w->f0 || !w->f1 ||
+  if (!w->queue || !w->lab || !w->aux || !w->m0 || !w->m1 || !w->m2 || !w->m3 || !w->f0 || !w->f1 ||
       !w->integ0 || !w->integ1) {
     psp_slice_work_free(w);
     return NULL;
@@ -88,6 +89,7 @@ void psp_slice_work_free(psp_slice_work *w) {
   if (!w) return;
   free(w->queue);
   free(w->lab);
+  free(w->aux);
   free(w->m0);
   free(w->m1);
   free(w->m2);
@@ -104,84 +106,15 @@ void psp_slice_work_free(psp_slice_work *w) {
 /* ------------------------------------------------------------------------ */
 
 int32_t psp_mask_components(const uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w) {
-  int64_t n = nx * ny;
-  int32_t *lab = w->lab, *q = w->queue;
-  memset(lab, 0, (size_t)n * sizeof *lab);
-  int32_t next = 0;
-  for (int64_t p0 = 0; p0 < n; p0++) {
-    if (!m[p0] || lab[p0]) continue;
-    next++;
-    int64_t head = 0, tail = 0;
-    q[tail++] = (int32_t)p0;
-    lab[p0] = next;
-    while (head < tail) {
-      int64_t p = q[head++];
-      int64_t i = p % nx, j = p / nx;
-      int64_t nb[4] = {i > 0 ? p - 1 : -1, i + 1 < nx ? p + 1 : -1, j > 0 ? p - nx : -1,
-                       j + 1 < ny ? p + nx : -1};
-      for (int c = 0; c < 4; c++)
-        if (nb[c] >= 0 && m[nb[c]] && !lab[nb[c]]) {
-          lab[nb[c]] = next;
-          q[tail++] = (int32_t)nb[c];
-        }
-    }
-  }
-  return next;
+  return psp_cc_label(m, false, nx, ny, false, w->lab, w->aux);
 }
 
 int64_t psp_mask_keep_largest(uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w) {
-  int32_t nc = psp_mask_components(m, nx, ny, w);
-  if (nc == 0) return 0;
-  int64_t *cnt = calloc((size_t)nc + 1, sizeof *cnt);
-  if (!cnt) return 0;
-  int64_t n = nx * ny;
-  for (int64_t p = 0; p < n; p++)
-    cnt[w->lab[p]]++;
-  int32_t best = 1;
-  for (int32_t c = 2; c <= nc; c++)
-    if (cnt[c] > cnt[best]) best = c;
-  int64_t size = cnt[best];
-  free(cnt);
-  for (int64_t p = 0; p < n; p++)
-    m[p] = w->lab[p] == best;
-  return size;
+  return psp_cc_keep_largest(m, nx, ny, false, w->lab, w->aux);
 }
 
 void psp_mask_fill_holes(uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w) {
-  int64_t n = nx * ny;
-  uint8_t *out = w->m3; /* 1 = background reachable from the border */
-  memset(out, 0, (size_t)n);
-  int32_t *q = w->queue;
-  int64_t tail = 0, head = 0;
-  for (int64_t i = 0; i < nx; i++)
-    for (int e = 0; e < 2; e++) {
-      int64_t p = e ? (ny - 1) * nx + i : i;
-      if (!m[p] && !out[p]) {
-        out[p] = 1;
-        q[tail++] = (int32_t)p;
-      }
-    }
-  for (int64_t j = 0; j < ny; j++)
-    for (int e = 0; e < 2; e++) {
-      int64_t p = j * nx + (e ? nx - 1 : 0);
-      if (!m[p] && !out[p]) {
-        out[p] = 1;
-        q[tail++] = (int32_t)p;
-      }
-    }
-  while (head < tail) {
-    int64_t p = q[head++];
-    int64_t i = p % nx, j = p / nx;
-    int64_t nb[4] = {i > 0 ? p - 1 : -1, i + 1 < nx ? p + 1 : -1, j > 0 ? p - nx : -1,
-                     j + 1 < ny ? p + nx : -1};
-    for (int c = 0; c < 4; c++)
-      if (nb[c] >= 0 && !m[nb[c]] && !out[nb[c]]) {
-        out[nb[c]] = 1;
-        q[tail++] = (int32_t)nb[c];
-      }
-  }
-  for (int64_t p = 0; p < n; p++)
-    m[p] = !out[p];
+  psp_cc_fill_holes(m, nx, ny, w->queue, w->aux);
 }
 
 /* Separable square min/max filter (grow = dilation) with running counts:

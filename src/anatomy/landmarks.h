@@ -50,6 +50,7 @@ typedef struct psp_slice_landmarks {
 typedef struct psp_slice_work {
   int64_t nx, ny;
   int32_t *queue, *lab;
+  int32_t *aux; /* nx * ny + 1: union-find parents of the component labelling */
   uint8_t *m0, *m1, *m2, *m3;
   float *f0, *f1;
   double *integ0, *integ1; /* (nx+1)*(ny+1) */

@@ -69,6 +69,23 @@ void psp_strbuf_free(psp_strbuf *b);
 /* Formats a double for CSV: "%.*f", or "" for NaN. */
 void psp_fmt_num(char *out, size_t n, double v, int decimals);
 
+/* Connected components of a 2-D mask (src/core/mask.c). lab: nx * ny
+ * labels out (0 = not in the mask, else 1..count numbered in the raster
+ * order of each component's first pixel); parent: scratch of at least
+ * nx * ny + 1 entries. invert labels the zero
+ * pixels instead. 4-connected unless conn8. Returns the component count. */
+int32_t psp_cc_label(const uint8_t *m, bool invert, int64_t nx, int64_t ny, bool conn8,
+                     int32_t *lab, int32_t *parent);
+/* Bounding box of the nonzero pixels of a 2-D mask: box = {i0, i1, j0, j1}
+ * (inclusive). False when the mask is empty. */
+bool psp_mask_box(const uint8_t *m, int64_t nx, int64_t ny, int64_t box[4]);
+/* Keeps the largest component of m (the first in raster order on ties);
+ * returns its size (0: empty mask). Same scratch as psp_cc_label. */
+int64_t psp_cc_keep_largest(uint8_t *m, int64_t nx, int64_t ny, bool conn8, int32_t *lab,
+                            int32_t *parent);
+/* Fills the holes of m: zero pixels not 4-connected to the slice border. */
+void psp_cc_fill_holes(uint8_t *m, int64_t nx, int64_t ny, int32_t *lab, int32_t *parent);
+
 /* Sorting helper: sorts floats ascending (deterministic). */
 void psp_sort_floats(float *v, size_t n);
 /* Quantile (0..1) of sorted values, linear interpolation. */

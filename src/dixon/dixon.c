@@ -349,15 +349,18 @@ static double otsu_hist(const int64_t *h, int nb, double lo, double hi) {
  * reason when there is no usable background. */
 static int64_t background_mask(const float *a, const float *b, int64_t n, uint8_t *bg,
                                const char **why) {
-  double lmin = INFINITY, lmax = -INFINITY;
+  /* log is monotonic: the extremes of log(a + b) are the logs of its
+   * extremes (min/max reductions do not depend on the thread count) */
+  double smin = INFINITY, smax = -INFINITY;
+#pragma omp parallel for schedule(static) reduction(min : smin) reduction(max : smax)
   for (int64_t i = 0; i < n; i++) {
     double s = (double)a[i] + (double)b[i];
     if (s > 0) {
-      double l = log(s);
-      lmin = fmin(lmin, l);
-      lmax = fmax(lmax, l);
+      smin = s < smin ? s : smin;
+      smax = s > smax ? s : smax;
     }
   }
+  const double lmin = smax > 0 ? log(smin) : INFINITY, lmax = smax > 0 ? log(smax) : -INFINITY;
   if (!(lmax > lmin + 1e-6)) {
     *why = "the images have no contrast";
     return 0;
@@ -368,16 +371,25 @@ static int64_t background_mask(const float *a, const float *b, int64_t n, uint8_
     *why = "out of memory";
     return 0;
   }
-  for (int64_t i = 0; i < n; i++) {
-    double s = (double)a[i] + (double)b[i];
-    if (s > 0) {
-      int k = (int)((log(s) - lmin) / (lmax - lmin) * NB);
-      h[k < NB ? k : NB - 1]++;
+#pragma omp parallel
+  {
+    int64_t loc[NB] = {0}; /* per-thread counts, added exactly */
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < n; i++) {
+      double s = (double)a[i] + (double)b[i];
+      if (s > 0) {
+        int k = (int)((log(s) - lmin) / (lmax - lmin) * NB);
+        loc[k < NB ? k : NB - 1]++;
+      }
     }
+#pragma omp critical(psp_dixon_hist)
+    for (int k = 0; k < NB; k++)
+      h[k] += loc[k];
   }
   double thr = exp(otsu_hist(h, NB, lmin, lmax));
   free(h);
   int64_t nbg = 0;
+#pragma omp parallel for schedule(static) reduction(+ : nbg)
   for (int64_t i = 0; i < n; i++) {
     bg[i] = ((double)a[i] + (double)b[i]) < thr;
     nbg += bg[i];
@@ -406,15 +418,28 @@ static bool bg_quartiles(const float *v, const uint8_t *bg, int64_t n, double li
   int64_t *h = calloc((size_t)nb, sizeof *h);
   if (!h) return false;
   int64_t total = 0;
-  for (int64_t i = 0; i < n; i++) {
-    if (!bg[i] || !(v[i] < limit)) continue;
-    int k = integer ? (int)floor(v[i] + 0.5) : (int)(v[i] / width);
-    if (k < 0) k = 0;
-    if (k >= nb) k = nb - 1;
-    h[k]++;
-    total++;
+  bool failed = false;
+#pragma omp parallel reduction(+ : total)
+  {
+    int64_t *loc = calloc((size_t)nb, sizeof *loc); /* per-thread counts, added exactly */
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < n; i++) {
+      if (!loc || !bg[i] || !(v[i] < limit)) continue;
+      int k = integer ? (int)floor(v[i] + 0.5) : (int)(v[i] / width);
+      if (k < 0) k = 0;
+      if (k >= nb) k = nb - 1;
+      loc[k]++;
+      total++;
+    }
+#pragma omp critical(psp_dixon_hist)
+    {
+      if (!loc) failed = true;
+      for (int k = 0; loc && k < nb; k++)
+        h[k] += loc[k];
+    }
+    free(loc);
   }
-  if (total < 100) {
+  if (failed || total < 100) {
     free(h);
     return false;
   }
@@ -439,16 +464,18 @@ static bool bg_quartiles(const float *v, const uint8_t *bg, int64_t n, double li
  * reason when it cannot be estimated. */
 static double channel_sigma(const float *v, const uint8_t *bg, int64_t n, int64_t nbg,
                             const char **why) {
-  int64_t zeros = 0, negative = 0;
+  int64_t zeros = 0, negative = 0, fractional = 0;
   double vmax = 0;
-  bool integer = true;
+#pragma omp parallel for schedule(static) reduction(+ : zeros, negative, fractional) \
+    reduction(max : vmax)
   for (int64_t i = 0; i < n; i++) {
     if (v[i] < 0) negative++;
-    if (integer && v[i] != floorf(v[i])) integer = false;
+    if (v[i] != floorf(v[i])) fractional++;
     if (!bg[i]) continue;
     if (v[i] == 0) zeros++;
-    vmax = fmax(vmax, v[i]);
+    if (v[i] > vmax) vmax = v[i];
   }
+  const bool integer = fractional == 0;
   if ((double)negative > 0.001 * (double)n) {
     *why = "the image has negative values (not a magnitude image)";
     return 0;
@@ -600,11 +627,12 @@ static bool check_pair(const psp_volume *a, const psp_volume *b, const char *na,
                          "%s grid %lld x %lld x %lld differs from the %s grid %lld x %lld x %lld",
                          na, (long long)a->dims[0], (long long)a->dims[1], (long long)a->dims[2],
                          nb, (long long)b->dims[0], (long long)b->dims[1], (long long)b->dims[2]);
-  int64_t n = psp_volume_voxel_count(a);
+  int64_t n = psp_volume_voxel_count(a), bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad)
   for (int64_t i = 0; i < n; i++)
-    if (!isfinite(a->data[i]) || !isfinite(b->data[i]))
-      return psp_error_set(err, PSP_ERR_DATA, "%s/%s images contain NaN or infinite values", na,
-                           nb);
+    bad += !isfinite(a->data[i]) || !isfinite(b->data[i]);
+  if (bad)
+    return psp_error_set(err, PSP_ERR_DATA, "%s/%s images contain NaN or infinite values", na, nb);
   return true;
 }
 
@@ -640,13 +668,27 @@ static double sum_p99(const float *a, const float *b, const uint8_t *bg, int64_t
   enum { NB = 65536 };
   memset(hist, 0, NB * sizeof *hist);
   int64_t total = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double s = (double)a[i] + (b ? (double)b[i] : 0.0);
-    if (!(s > 0) || (bg && !bg[i])) continue;
-    int k = (int)(s / smax * NB);
-    hist[k < NB ? k : NB - 1]++;
-    total++;
+  bool failed = false;
+#pragma omp parallel reduction(+ : total)
+  {
+    int64_t *loc = calloc(NB, sizeof *loc); /* per-thread counts, added exactly */
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < n; i++) {
+      double s = (double)a[i] + (b ? (double)b[i] : 0.0);
+      if (!loc || !(s > 0) || (bg && !bg[i])) continue;
+      int k = (int)(s / smax * NB);
+      loc[k < NB ? k : NB - 1]++;
+      total++;
+    }
+#pragma omp critical(psp_dixon_hist)
+    {
+      if (!loc) failed = true;
+      for (int k = 0; loc && k < NB; k++)
+        hist[k] += loc[k];
+    }
+    free(loc);
   }
+  if (failed) return -1.0;
   int64_t cum = 0;
   for (int k = 0; k < NB && total > 0; k++) {
     cum += hist[k];
@@ -663,8 +705,11 @@ static double sum_p99(const float *a, const float *b, const uint8_t *bg, int64_t
 static bool data_floor(const float *a, const float *b, const uint8_t *bg, int64_t n, double factor,
                        double *floor_out, psp_error **err) {
   double smax = 0;
-  for (int64_t i = 0; i < n; i++)
-    smax = fmax(smax, (double)a[i] + (b ? (double)b[i] : 0.0));
+#pragma omp parallel for schedule(static) reduction(max : smax)
+  for (int64_t i = 0; i < n; i++) {
+    double s = (double)a[i] + (b ? (double)b[i] : 0.0);
+    if (s > smax) smax = s;
+  }
   if (!(smax > 0))
     return psp_error_set(err, PSP_ERR_DATA, "the images are empty (no voxel has signal)");
   int64_t *h = psp_malloc(65536 * sizeof *h, err);
@@ -672,8 +717,9 @@ static bool data_floor(const float *a, const float *b, const uint8_t *bg, int64_
   double p99 = sum_p99(a, b, NULL, n, smax, h), level = 0.01 * p99;
   /* believed only when it is low: otherwise the "background" is dark tissue */
   double bg99 = bg ? sum_p99(a, b, bg, n, smax, h) : 0.0;
-  if (bg99 < 0.1 * p99) level = fmax(level, bg99);
   free(h);
+  if (p99 < 0 || bg99 < 0) return psp_error_set(err, PSP_ERR_NOMEM, "out of memory");
+  if (bg99 < 0.1 * p99) level = fmax(level, bg99);
   *floor_out = fmax(factor / 3.0 * level, FLT_MIN);
   return true;
 }
@@ -728,8 +774,11 @@ static psp_ffmap *magnitude_map(const psp_volume *a, const psp_volume *b, bool i
     if (ok)
       rician_correct(b->data, a->data, m->fat->data, a->dims, sig[1], tab, a->data, fw2, skip);
   } else if (ok) {
-    memcpy(m->water->data, a->data, (size_t)n * sizeof(float));
-    memcpy(m->fat->data, b->data, (size_t)n * sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+      m->water->data[i] = a->data[i];
+      m->fat->data[i] = b->data[i];
+    }
   }
   if (!ok) {
     psp_ffmap_free(m);
@@ -753,72 +802,15 @@ psp_ffmap *psp_ffmap_from_water_fat(const psp_volume *water, const psp_volume *f
 /* ------------------------------------------------------------------------ */
 
 /* Body of one slice: largest 8-connected component of sig, holes filled.
- * lab/stack are scratch of plane size. Returns the body size. */
+ * lab/parent are scratch of plane size (+ 1). Returns the body size. */
 static int64_t slice_body(const uint8_t *sig, uint8_t *body, int64_t nx, int64_t ny, int32_t *lab,
-                          int64_t *stack) {
-  const int64_t plane = nx * ny;
-  for (int64_t p = 0; p < plane; p++)
-    lab[p] = 0;
-  int32_t next = 0, best = 0;
-  int64_t best_n = 0;
-  for (int64_t p0 = 0; p0 < plane; p0++) {
-    if (!sig[p0] || lab[p0]) continue;
-    int64_t top = 0, cnt = 0;
-    lab[p0] = ++next;
-    stack[top++] = p0;
-    while (top) {
-      int64_t p = stack[--top];
-      cnt++;
-      int64_t i = p % nx, j = p / nx;
-      for (int64_t dj = -1; dj <= 1; dj++)
-        for (int64_t di = -1; di <= 1; di++) {
-          int64_t ii = i + di, jj = j + dj;
-          if (ii < 0 || jj < 0 || ii >= nx || jj >= ny) continue;
-          int64_t u = jj * nx + ii;
-          if (sig[u] && !lab[u]) {
-            lab[u] = next;
-            stack[top++] = u;
-          }
-        }
-    }
-    if (cnt > best_n) {
-      best_n = cnt;
-      best = next;
-    }
-  }
-  if (best_n == 0) return 0;
-  /* outside = not body, reachable from the image border (4-connected) */
-  for (int64_t p = 0; p < plane; p++)
-    body[p] = lab[p] == best ? 1 : 0;
-  for (int64_t p = 0; p < plane; p++)
-    lab[p] = 0; /* reuse: 1 = outside */
-  int64_t top = 0;
-  for (int64_t p = 0; p < plane; p++) {
-    int64_t i = p % nx, j = p / nx;
-    if ((i == 0 || j == 0 || i == nx - 1 || j == ny - 1) && !body[p]) {
-      lab[p] = 1;
-      stack[top++] = p;
-    }
-  }
-  while (top) {
-    int64_t p = stack[--top];
-    int64_t i = p % nx, j = p / nx;
-    const int64_t nb[4][2] = {{i - 1, j}, {i + 1, j}, {i, j - 1}, {i, j + 1}};
-    for (int q = 0; q < 4; q++) {
-      int64_t ii = nb[q][0], jj = nb[q][1];
-      if (ii < 0 || jj < 0 || ii >= nx || jj >= ny) continue;
-      int64_t u = jj * nx + ii;
-      if (!body[u] && !lab[u]) {
-        lab[u] = 1;
-        stack[top++] = u;
-      }
-    }
-  }
+                          int32_t *parent) {
+  memcpy(body, sig, (size_t)(nx * ny));
+  if (psp_cc_keep_largest(body, nx, ny, true, lab, parent) == 0) return 0;
+  psp_cc_fill_holes(body, nx, ny, lab, parent);
   int64_t n = 0;
-  for (int64_t p = 0; p < plane; p++) {
-    body[p] = lab[p] ? 0 : 1;
+  for (int64_t p = 0; p < nx * ny; p++)
     n += body[p];
-  }
   return n;
 }
 
@@ -833,8 +825,8 @@ static bool body_mask(const uint8_t *sig, const int64_t d[3], uint8_t *body, psp
     uint8_t *clean = malloc((size_t)plane);
     uint8_t *rows = malloc((size_t)plane); /* horizontal 3-sums */
     int32_t *lab = malloc((size_t)plane * sizeof *lab);
-    int64_t *stack = malloc((size_t)plane * sizeof *stack);
-    bool ok = clean && rows && lab && stack;
+    int32_t *parent = malloc((size_t)(plane + 1) * sizeof *parent);
+    bool ok = clean && rows && lab && parent;
     if (!ok) {
 #pragma omp critical(psp_dixon_fail)
       failed = true;
@@ -860,43 +852,56 @@ static bool body_mask(const uint8_t *sig, const int64_t d[3], uint8_t *body, psp
         for (int64_t i = 0; i < nx; i++)
           c[i] = (mid[i] + (up ? up[i] : 0) + (dn ? dn[i] : 0)) >= 5;
       }
-      if (slice_body(clean, bd, nx, ny, lab, stack) < 50) memset(bd, 0, (size_t)plane);
+      if (slice_body(clean, bd, nx, ny, lab, parent) < 50) memset(bd, 0, (size_t)plane);
     }
     free(clean);
     free(rows);
     free(lab);
-    free(stack);
+    free(parent);
   }
   if (failed) return psp_error_set(err, PSP_ERR_NOMEM, "out of memory finding the body outline");
   return true;
 }
 
 /* Chamfer distance (mm) of body pixels to the nearest non-body pixel inside
- * the image; pixels outside the image are not counted as outside. */
-static void slice_distance(const uint8_t *body, float *dist, int64_t nx, int64_t ny, double sx,
-                           double sy) {
+ * the image; pixels outside the image are not counted as outside. Only the
+ * body's bounding box plus one pixel (r = {i0, i1, j0, j1}, inside the
+ * image) is visited and written: every body pixel and its in-image
+ * neighbours lie there. */
+static void slice_distance(const uint8_t *body, float *dist, int64_t nx, const int64_t r[4],
+                           double sx, double sy) {
   const double dd = sqrt(sx * sx + sy * sy);
-  for (int64_t p = 0; p < nx * ny; p++)
-    dist[p] = body[p] ? FLT_MAX : 0.0f;
-  for (int pass = 0; pass < 2; pass++) {
-    int64_t step = pass == 0 ? 1 : -1;
-    int64_t j0 = pass == 0 ? 0 : ny - 1, i0 = pass == 0 ? 0 : nx - 1;
-    for (int64_t j = j0; j >= 0 && j < ny; j += step)
-      for (int64_t i = i0; i >= 0 && i < nx; i += step) {
-        int64_t p = j * nx + i;
-        if (!body[p]) continue;
-        double best = dist[p];
-        const int64_t off[4][2] = {{-step, 0}, {0, -step}, {-step, -step}, {step, -step}};
-        const double w[4] = {sx, sy, dd, dd};
-        for (int q = 0; q < 4; q++) {
-          int64_t ii = i + off[q][0], jj = j + off[q][1];
-          if (ii < 0 || jj < 0 || ii >= nx || jj >= ny) continue;
-          double c = (double)dist[jj * nx + ii] + w[q];
-          if (c < best) best = c;
-        }
-        dist[p] = (float)best;
+  for (int64_t j = r[2]; j <= r[3]; j++)
+    for (int64_t i = r[0]; i <= r[1]; i++)
+      dist[j * nx + i] = body[j * nx + i] ? FLT_MAX : 0.0f;
+  /* forward pass: left, up, up-left, up-right; backward: the mirror. The
+   * minimum does not depend on the order the neighbours are tried in. */
+  for (int64_t j = r[2]; j <= r[3]; j++)
+    for (int64_t i = r[0]; i <= r[1]; i++) {
+      int64_t p = j * nx + i;
+      if (!body[p]) continue;
+      double best = dist[p];
+      if (i > r[0]) best = fmin(best, (double)dist[p - 1] + sx);
+      if (j > r[2]) {
+        best = fmin(best, (double)dist[p - nx] + sy);
+        if (i > r[0]) best = fmin(best, (double)dist[p - nx - 1] + dd);
+        if (i < r[1]) best = fmin(best, (double)dist[p - nx + 1] + dd);
       }
-  }
+      dist[p] = (float)best;
+    }
+  for (int64_t j = r[3]; j >= r[2]; j--)
+    for (int64_t i = r[1]; i >= r[0]; i--) {
+      int64_t p = j * nx + i;
+      if (!body[p]) continue;
+      double best = dist[p];
+      if (i < r[1]) best = fmin(best, (double)dist[p + 1] + sx);
+      if (j < r[3]) {
+        best = fmin(best, (double)dist[p + nx] + sy);
+        if (i < r[1]) best = fmin(best, (double)dist[p + nx + 1] + dd);
+        if (i > r[0]) best = fmin(best, (double)dist[p + nx - 1] + dd);
+      }
+      dist[p] = (float)best;
+    }
 }
 
 /* The outer layer of the body: body voxels 2..12 mm inside the outline of
@@ -918,19 +923,24 @@ static bool outer_layer(const uint8_t *body, const int64_t d[3], const double sp
     for (int64_t k = 0; k < nz; k++) {
       if (!dist) continue;
       const uint8_t *bd = body + k * plane;
-      int64_t nb = 0;
-      for (int64_t p = 0; p < plane; p++)
-        nb += bd[p];
-      if (nb == 0 || nb > plane * 97 / 100) continue;
-      slice_distance(bd, dist, nx, ny, sp[0], sp[1]);
-      for (int64_t j = 0; j < ny; j++) {
-        double ej = fmin((double)j * sp[1], (double)(ny - 1 - j) * sp[1]);
-        for (int64_t i = 0; i < nx; i++) {
+      int64_t box[4], nb = 0;
+      if (!psp_mask_box(bd, nx, ny, box)) continue;
+      for (int64_t j = box[2]; j <= box[3]; j++)
+        for (int64_t i = box[0]; i <= box[1]; i++)
+          nb += bd[j * nx + i];
+      if (nb > plane * 97 / 100) continue;
+      const int64_t r[4] = {box[0] > 0 ? box[0] - 1 : 0, box[1] + 1 < nx ? box[1] + 1 : nx - 1,
+                            box[2] > 0 ? box[2] - 1 : 0, box[3] + 1 < ny ? box[3] + 1 : ny - 1};
+      slice_distance(bd, dist, nx, r, sp[0], sp[1]);
+      /* away from the image border: columns and rows more than
+       * SUBCUT_MAX_MM from both edges */
+      for (int64_t j = box[2]; j <= box[3]; j++) {
+        if (!(fmin((double)j * sp[1], (double)(ny - 1 - j) * sp[1]) > SUBCUT_MAX_MM)) continue;
+        for (int64_t i = box[0]; i <= box[1]; i++) {
           int64_t p = j * nx + i;
-          double ei = fmin((double)i * sp[0], (double)(nx - 1 - i) * sp[0]);
-          double edge = ei < ej ? ei : ej;
           band[k * plane + p] =
-              bd[p] && dist[p] > SUBCUT_MIN_MM && dist[p] <= SUBCUT_MAX_MM && edge > SUBCUT_MAX_MM;
+              bd[p] && dist[p] > SUBCUT_MIN_MM && dist[p] <= SUBCUT_MAX_MM &&
+              fmin((double)i * sp[0], (double)(nx - 1 - i) * sp[0]) > SUBCUT_MAX_MM;
         }
       }
     }
@@ -1461,15 +1471,35 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
   int64_t nv = 0;
   /* signal: FF defined (for a precomputed map also != 0: masked background) */
   const bool ffmap_input = m->water == NULL;
-  for (int64_t i = 0; sig && i < n; i++)
-    sig[i] = !isnan(v->data[i]) && !(ffmap_input && v->data[i] == 0);
-  if (!sig || !body || !vals || !body_mask(sig, v->dims, body, NULL) ||
+  const int64_t plane = v->dims[0] * v->dims[1], nz = v->dims[2];
+  int64_t *start = calloc((size_t)nz + 1, sizeof *start);
+  if (sig) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+      sig[i] = !isnan(v->data[i]) && !(ffmap_input && v->data[i] == 0);
+  }
+  if (!sig || !body || !vals || !start || !body_mask(sig, v->dims, body, NULL) ||
       !outer_layer(body, v->dims, sp, sig, NULL)) {
     snprintf(r.message, sizeof r.message, "subcutaneous fat check skipped: out of memory");
     goto done;
   }
-  for (int64_t i = 0; i < n; i++)
-    if (sig[i] && !isnan(v->data[i])) vals[nv++] = v->data[i];
+  /* gather the layer's FF slice by slice (the order does not matter: sorted) */
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < nz; k++) {
+    int64_t c = 0;
+    for (int64_t i = k * plane; i < (k + 1) * plane; i++)
+      c += sig[i] && !isnan(v->data[i]);
+    start[k + 1] = c;
+  }
+  for (int64_t k = 0; k < nz; k++)
+    start[k + 1] += start[k];
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < nz; k++) {
+    int64_t o = start[k];
+    for (int64_t i = k * plane; i < (k + 1) * plane; i++)
+      if (sig[i] && !isnan(v->data[i])) vals[o++] = v->data[i];
+  }
+  nv = start[nz];
   r.subcut_voxels = nv;
   if (nv < SUBCUT_MIN_VOXELS) {
     snprintf(r.message, sizeof r.message,
@@ -1503,5 +1533,6 @@ done:
   free(sig);
   free(body);
   free(vals);
+  free(start);
   return r;
 }
