@@ -54,9 +54,8 @@ void psp_analysis_options_default(psp_analysis_options *o) {
   psp_dixon_options_default(&o->dixon);
 }
 
-static bool add_input(psp_result *r, const char *role, const char *path, psp_geometry_source src,
-                      bool is_label, psp_context *ctx, psp_error **err) {
-  input_slot *s = &r->inputs[r->n_inputs];
+static void load_slot(const psp_result *r, input_slot *s, const char *role, const char *path,
+                      psp_geometry_source src, bool is_label, psp_context *ctx, psp_error **err) {
   s->role = role;
   s->path = path;
   s->source = src;
@@ -66,9 +65,52 @@ static bool add_input(psp_result *r, const char *role, const char *path, psp_geo
                  src == PSP_GEOM_OUTPHASE;
   if (is_label) lo.volume_index = -1;
   s->vol = psp_nifti_load_hashed(path, &lo, s->sha256, ctx, err);
+}
+
+static bool add_input(psp_result *r, const char *role, const char *path, psp_geometry_source src,
+                      bool is_label, psp_context *ctx, psp_error **err) {
+  input_slot *s = &r->inputs[r->n_inputs];
+  load_slot(r, s, role, path, src, is_label, ctx, err);
   if (!s->vol) return false;
   r->n_inputs++;
   return true;
+}
+
+/* The two images of a Dixon pair, read and inflated at the same time (one
+ * thread each; a file's inflate is serial). Each load logs into a forked
+ * context replayed in input order, and the first input's error wins, so
+ * messages and errors are those of loading them one after the other. */
+static bool add_input_pair(psp_result *r, const char *const role[2], const char *const path[2],
+                           const psp_geometry_source src[2], psp_context *ctx, psp_error **err) {
+  input_slot *s = &r->inputs[r->n_inputs];
+  psp_context *sub[2] = {psp_context_fork(ctx), psp_context_fork(ctx)};
+  psp_error *e[2] = {NULL, NULL};
+  if (!sub[0] || !sub[1]) {
+    psp_context_free(sub[0]);
+    psp_context_free(sub[1]);
+    return psp_error_set(err, PSP_ERR_NOMEM, "out of memory");
+  }
+#pragma omp parallel for num_threads(2) schedule(static, 1)
+  for (int i = 0; i < 2; i++)
+    load_slot(r, &s[i], role[i], path[i], src[i], false, sub[i], &e[i]);
+  bool joined = psp_context_join(ctx, sub[0]);
+  joined = psp_context_join(ctx, sub[1]) && joined;
+  if (!joined) psp_warn(ctx, "some messages of loading the inputs were lost (out of memory)");
+  int bad = e[0] ? 0 : e[1] ? 1 : -1;
+  if (bad < 0) {
+    r->n_inputs += 2;
+    return true;
+  }
+  for (int i = 0; i < 2; i++) {
+    psp_volume_free(s[i].vol);
+    s[i].vol = NULL;
+  }
+  if (err)
+    *err = e[bad];
+  else
+    psp_error_free(e[bad]);
+  psp_error_free(e[1 - bad]);
+  return false;
 }
 
 /* DICOM input: scan the folder, choose the Dixon images, load them. */
@@ -248,12 +290,14 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   psp_info(ctx, "loading inputs");
   double t0 = psp_now();
   if (dcm && !add_dicom_inputs(r, ctx, err)) goto fail;
-  if (wf && !(add_input(r, "water", opt->water_path, PSP_GEOM_WATER, false, ctx, err) &&
-              add_input(r, "fat", opt->fat_path, PSP_GEOM_FAT, false, ctx, err)))
+  if (wf && !add_input_pair(r, (const char *const[2]){"water", "fat"},
+                            (const char *const[2]){opt->water_path, opt->fat_path},
+                            (const psp_geometry_source[2]){PSP_GEOM_WATER, PSP_GEOM_FAT}, ctx, err))
     goto fail;
-  if (ipop &&
-      !(add_input(r, "in-phase", opt->inphase_path, PSP_GEOM_INPHASE, false, ctx, err) &&
-        add_input(r, "opposed-phase", opt->outphase_path, PSP_GEOM_OUTPHASE, false, ctx, err)))
+  if (ipop && !add_input_pair(r, (const char *const[2]){"in-phase", "opposed-phase"},
+                              (const char *const[2]){opt->inphase_path, opt->outphase_path},
+                              (const psp_geometry_source[2]){PSP_GEOM_INPHASE, PSP_GEOM_OUTPHASE},
+                              ctx, err))
     goto fail;
   if (ffin && !add_input(r, "fat fraction", opt->ff_path, PSP_GEOM_FF, false, ctx, err)) goto fail;
   if (!opt->ffmap_only && opt->labels_path &&

@@ -25,6 +25,13 @@ struct psp_context {
     double seconds;
   } stages[PSP_MAX_STAGES];
   size_t n_stages;
+  /* a forked context records its messages for psp_context_join instead */
+  bool buffered, lost;
+  struct {
+    psp_log_level level;
+    char *text;
+  } * held;
+  size_t n_held, cap_held;
 };
 
 psp_context *psp_context_create(void) {
@@ -41,7 +48,33 @@ void psp_context_free(psp_context *ctx) {
   for (size_t i = 0; i < ctx->n_warnings; i++)
     free(ctx->warnings[i]);
   free(ctx->warnings);
+  for (size_t i = 0; i < ctx->n_held; i++)
+    free(ctx->held[i].text);
+  free(ctx->held);
   free(ctx);
+}
+
+psp_context *psp_context_fork(const psp_context *parent) {
+  psp_context *c = psp_context_create();
+  if (!c) return NULL;
+  c->threads = parent->threads;
+  c->log_level = parent->log_level;
+  c->max_voxels = parent->max_voxels;
+  c->buffered = true;
+  return c;
+}
+
+bool psp_context_join(psp_context *parent, psp_context *child) {
+  bool ok = true;
+  for (size_t i = 0; i < child->n_held; i++) {
+    if (child->held[i].level == PSP_LOG_WARN)
+      psp_warn(parent, "%s", child->held[i].text);
+    else
+      psp_log(parent, child->held[i].level, "%s", child->held[i].text);
+  }
+  ok = ok && !child->lost;
+  psp_context_free(child);
+  return ok;
 }
 
 void psp_context_set_threads(psp_context *ctx, int n) {
@@ -63,6 +96,25 @@ static void vlog(psp_context *ctx, psp_log_level level, const char *fmt, va_list
   if (!ctx) return;
   char buf[2048];
   vsnprintf(buf, sizeof buf, fmt, ap);
+  if (ctx->buffered) { /* replayed in order by psp_context_join */
+    if (level > ctx->log_level && !keep) return;
+    if (ctx->n_held == ctx->cap_held) {
+      size_t cap = ctx->cap_held ? ctx->cap_held * 2 : 8;
+      void *h = realloc(ctx->held, cap * sizeof *ctx->held);
+      if (h) {
+        ctx->held = h;
+        ctx->cap_held = cap;
+      }
+    }
+    char *copy = ctx->n_held < ctx->cap_held ? strdup(buf) : NULL;
+    if (copy) {
+      ctx->held[ctx->n_held].level = level;
+      ctx->held[ctx->n_held++].text = copy;
+    } else {
+      ctx->lost = true;
+    }
+    return;
+  }
   if (keep) {
     if (ctx->n_warnings == ctx->cap_warnings) {
       size_t cap = ctx->cap_warnings ? ctx->cap_warnings * 2 : 8;

@@ -69,6 +69,15 @@ void psp_strbuf_free(psp_strbuf *b);
 /* Formats a double for CSV: "%.*f", or "" for NaN. */
 void psp_fmt_num(char *out, size_t n, double v, int decimals);
 
+/* A context for work run in parallel with its parent's (e.g. loading two
+ * inputs at once): same settings, but its messages are held, not logged,
+ * until psp_context_join replays them into the parent in order (warnings
+ * are kept there) and frees the child; so the parent's warnings do not
+ * depend on which thread finished first. Join returns false when a message
+ * was lost for want of memory. */
+psp_context *psp_context_fork(const psp_context *parent);
+bool psp_context_join(psp_context *parent, psp_context *child);
+
 /* Connected components of a 2-D mask (src/core/mask.c). lab: nx * ny
  * labels out (0 = not in the mask, else 1..count numbered in the raster
  * order of each component's first pixel); parent: scratch of at least

@@ -220,7 +220,7 @@ static void test_csv_roundtrip(void **state) {
 }
 
 static void touch(const char *dir, const char *name) {
-  char p[1024];
+  char p[2400];
   assert_true(psp_mkdir_p(dir, NULL));
   snprintf(p, sizeof p, "%s/%s", dir, name);
   FILE *f = fopen(p, "w");
