@@ -461,6 +461,9 @@ typedef struct psp_result psp_result;
 psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_error **err);
 void psp_result_free(psp_result *r);
 /* Borrowed parts. */
+/* The FF map. After a full analysis (not ffmap_only) it keeps only the FF:
+ * the water and fat magnitudes are released once measured (memory), so
+ * psp_ffmap_water / psp_ffmap_fat return NULL. */
 const psp_ffmap *psp_result_ffmap(const psp_result *r);
 const psp_volume *psp_result_labels(const psp_result *r);
 const psp_measurements *psp_result_measurements(const psp_result *r);

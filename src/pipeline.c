@@ -333,6 +333,12 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     goto fail;
   }
   r->plaus = psp_ffmap_plausibility(r->ffmap, ctx);
+  /* memory: the map holds what was needed of the Dixon inputs; only the
+   * QC background image (water or in-phase) and the labels keep voxels */
+  for (int a = 0; a < r->n_inputs; a++)
+    if (r->inputs[a].source != PSP_GEOM_WATER && r->inputs[a].source != PSP_GEOM_INPHASE &&
+        r->inputs[a].source != PSP_GEOM_LABELS)
+      psp_volume_release_data(r->inputs[a].vol);
   psp_context_add_time(ctx, "ffmap", psp_now() - t0);
   if (opt->ffmap_only) {
     psp_scheme_free(scheme);
@@ -347,6 +353,7 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     if (r->seg) r->labels = psp_segmentation_take_labels(r->seg);
   }
   if (!r->labels) goto fail;
+  psp_volume_release_data(slot_volume(r, PSP_GEOM_LABELS)); /* mapped into r->labels */
   psp_context_add_time(ctx, opt->labels_path ? "labels" : "segment", psp_now() - t0);
   psp_info(ctx, "measuring");
   t0 = psp_now();
@@ -357,6 +364,7 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   t0 = psp_now();
   r->levels = psp_levels_detect(r->ffmap, r->seg, r->ov, ctx, err);
   if (!r->levels) goto fail;
+  psp_ffmap_release_magnitudes(r->ffmap); /* measured: the outputs need only the FF */
   psp_context_add_time(ctx, "levels", psp_now() - t0);
   psp_scheme_free(scheme);
   return r;

@@ -49,6 +49,11 @@ psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t fil
                                        psp_error **err);
 /* The inverse: file dims, file affine and voxels in the file's order for the
  * volume's remembered orientation. out must hold voxel_count floats. */
+/* The file layout of psp_volume_to_file_order without copying: internal
+ * voxel (i, j, k) goes to file index offset + i stride[0] + j stride[1] +
+ * k stride[2]. */
+void psp_volume_file_layout(const psp_volume *v, int64_t file_dims[3], double fa[4][4],
+                            int64_t stride[3], int64_t *offset);
 void psp_volume_to_file_order(const psp_volume *v, float *out, int64_t file_dims[3],
                               double file_affine[4][4]);
 
@@ -68,6 +73,14 @@ void psp_strbuf_free(psp_strbuf *b);
 
 /* Formats a double for CSV: "%.*f", or "" for NaN. */
 void psp_fmt_num(char *out, size_t n, double v, int decimals);
+
+/* Frees a volume's voxels but keeps its grid (dims, affine, orientation):
+ * for inputs whose voxels were consumed and whose header the report still
+ * describes. psp_volume_data then returns NULL. */
+void psp_volume_release_data(psp_volume *v);
+/* Frees the (corrected) water and fat magnitudes of a map once measured;
+ * psp_ffmap_water / psp_ffmap_fat then return NULL, the FF stays. */
+void psp_ffmap_release_magnitudes(psp_ffmap *m);
 
 /* A context for work run in parallel with its parent's (e.g. loading two
  * inputs at once): same settings, but its messages are held, not logged,

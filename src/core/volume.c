@@ -61,6 +61,12 @@ psp_volume *psp_volume_clone(const psp_volume *src, psp_error **err) {
   return v;
 }
 
+void psp_volume_release_data(psp_volume *v) {
+  if (!v) return;
+  free(v->data);
+  v->data = NULL;
+}
+
 void psp_volume_free(psp_volume *v) {
   if (!v) return;
   free(v->data);
@@ -255,8 +261,8 @@ psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t fil
   return v;
 }
 
-void psp_volume_to_file_order(const psp_volume *v, float *out, int64_t file_dims[3],
-                              double fa[4][4]) {
+void psp_volume_file_layout(const psp_volume *v, int64_t file_dims[3], double fa[4][4],
+                            int64_t stride[3], int64_t *offset) {
   const psp_orientation *o = &v->orient;
   for (int a = 0; a < 3; a++)
     file_dims[o->file_axis[a]] = v->dims[a];
@@ -272,8 +278,13 @@ void psp_volume_to_file_order(const psp_volume *v, float *out, int64_t file_dims
       if (o->flip[a]) fa[r][3] += v->affine[r][a] * (double)(v->dims[a] - 1);
     }
   }
+  file_strides(o, file_dims, stride, offset, v->dims);
+}
+
+void psp_volume_to_file_order(const psp_volume *v, float *out, int64_t file_dims[3],
+                              double fa[4][4]) {
   int64_t stride[3], offset;
-  file_strides(o, file_dims, stride, &offset, v->dims);
+  psp_volume_file_layout(v, file_dims, fa, stride, &offset);
   for (int64_t k = 0; k < v->dims[2]; k++)
     for (int64_t j = 0; j < v->dims[1]; j++) {
       const float *src = v->data + psp_idx(v->dims, 0, j, k);

@@ -1432,6 +1432,12 @@ void psp_ffmap_free(psp_ffmap *m) {
   free(m);
 }
 
+void psp_ffmap_release_magnitudes(psp_ffmap *m) {
+  psp_volume_free(m->water);
+  psp_volume_free(m->fat);
+  m->water = m->fat = NULL;
+}
+
 const psp_volume *psp_ffmap_ff(const psp_ffmap *m) {
   return m->ff;
 }

@@ -711,18 +711,15 @@ static unsigned char *gzip_parallel(const unsigned char *in, size_t len, size_t 
 bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, const char *description,
                     psp_error **err) {
   int64_t n = psp_volume_voxel_count(v);
-  float *fo = psp_malloc((size_t)n * sizeof(float), err);
-  if (!fo) return false;
-  int64_t fdims[3];
+  int64_t fdims[3], stride[3], offset;
   double fa[4][4];
-  psp_volume_to_file_order(v, fo, fdims, fa);
+  psp_volume_file_layout(v, fdims, fa, stride, &offset);
 
   int dt = nifti_dtype(dtype);
   int64_t dims8[8] = {3, fdims[0], fdims[1], fdims[2], 1, 1, 1, 1};
   nifti_set_debug_level(0);
   nifti_image *nim = nifti_make_new_nim(dims8, dt, 0);
   if (!nim) {
-    free(fo);
     return psp_error_set(err, PSP_ERR_NOMEM, "%s: cannot build NIfTI header", path);
   }
   for (int r = 0; r < 4; r++)
@@ -749,7 +746,6 @@ bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, cons
   nifti_1_header hdr;
   if (nifti_convert_nim2n1hdr(nim, &hdr) != 0) {
     nifti_image_free(nim);
-    free(fo);
     return psp_error_set(err, PSP_ERR_INTERNAL, "%s: cannot build NIfTI-1 header", path);
   }
   nifti_image_free(nim);
@@ -760,34 +756,39 @@ bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, cons
   size_t body = (size_t)n * (size_t)bytes;
   size_t total = 352 + body;
   unsigned char *out = psp_malloc(total, err);
-  if (!out) {
-    free(fo);
-    return false;
-  }
+  if (!out) return false;
   memcpy(out, &hdr, sizeof hdr);
   memset(out + 348, 0, 4); /* no extensions */
   unsigned char *d = out + 352;
-  for (int64_t i = 0; i < n; i++) {
-    float x = fo[i];
-    switch (dt) {
-    case DT_FLOAT32:
-      memcpy(d + i * 4, &x, 4);
-      break;
-    case DT_UINT8: {
-      uint8_t y = isnan(x) ? 0 : x <= 0 ? 0 : x >= 255 ? 255 : (uint8_t)lrintf(x);
-      d[i] = y;
-    } break;
-    case DT_INT16: {
-      int16_t y = isnan(x) ? 0 : x <= -32768 ? -32768 : x >= 32767 ? 32767 : (int16_t)lrintf(x);
-      memcpy(d + i * 2, &y, 2);
-    } break;
-    case DT_UINT16: {
-      uint16_t y = isnan(x) ? 0 : x <= 0 ? 0 : x >= 65535 ? 65535 : (uint16_t)lrintf(x);
-      memcpy(d + i * 2, &y, 2);
-    } break;
+  /* converted straight into file order (disjoint rows per thread) */
+  const float *src = psp_volume_data(v);
+  const int64_t nx = v->dims[0], ny = v->dims[1], nz = v->dims[2];
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t k = 0; k < nz; k++)
+    for (int64_t j = 0; j < ny; j++) {
+      const float *row = src + (k * ny + j) * nx;
+      const int64_t base = offset + j * stride[1] + k * stride[2];
+      for (int64_t i = 0; i < nx; i++) {
+        const float x = row[i];
+        const int64_t o = base + i * stride[0];
+        switch (dt) {
+        case DT_FLOAT32:
+          memcpy(d + o * 4, &x, 4);
+          break;
+        case DT_UINT8:
+          d[o] = isnan(x) ? 0 : x <= 0 ? 0 : x >= 255 ? 255 : (uint8_t)lrintf(x);
+          break;
+        case DT_INT16: {
+          int16_t y = isnan(x) ? 0 : x <= -32768 ? -32768 : x >= 32767 ? 32767 : (int16_t)lrintf(x);
+          memcpy(d + o * 2, &y, 2);
+        } break;
+        case DT_UINT16: {
+          uint16_t y = isnan(x) ? 0 : x <= 0 ? 0 : x >= 65535 ? 65535 : (uint16_t)lrintf(x);
+          memcpy(d + o * 2, &y, 2);
+        } break;
+        }
+      }
     }
-  }
-  free(fo);
   bool ok;
   if (ends_with(path, ".gz")) {
     size_t zn = 0;
