@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Real two-point IP/OP scan (../shared/data/ipop-chaos11): the fat-dominant
 # ambiguity must be resolved so subcutaneous fat comes out with FF > 0.8.
+# The automatic segmentation must find the spine (not a kidney, bowel or the
+# subcutaneous fat) on most slices, with anatomically plausible results.
 source "$(dirname "$0")/../integration/lib.sh"
 D="$SRC/../shared/data/ipop-chaos11"
 if [ ! -f "$D/inphase.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
@@ -10,4 +12,28 @@ cat out.txt
 med=$(sed -n 's/.*subcutaneous fat FF median \([0-9.]*\) %.*/\1/p' out.txt)
 [ -n "$med" ] || fail "no subcutaneous fat FF reported"
 awk -v m="${med:-0}" 'BEGIN { exit !(m > 80) }' || fail "subcutaneous fat FF median $med % is not > 80 %"
+
+# segmentation (no labels exist for this scan): reached 24 of 26 slices
+MIN_SEGMENTED=20
+run "$PSP" analyze --inphase "$D/inphase.nii.gz" --outphase "$D/outphase.nii.gz" -o seg > seg.txt 2>&1
+n=$(sed -n 's/.*automatic segmentation: \([0-9]*\) of 26 slices segmented.*/\1/p' seg.txt)
+echo "segmented slices: ${n:-none} (minimum $MIN_SEGMENTED)"
+[ "${n:-0}" -ge "$MIN_SEGMENTED" ] || fail "only ${n:-0} of 26 slices segmented (minimum $MIN_SEGMENTED)"
+# the spinal canal moves little between neighbouring segmented slices (9 mm
+# apart): at most 10 mm; a canal found on a kidney or in the fat jumps
+awk -v sp=1.816 '
+  /"status":/ { ok = ($0 ~ /"ok"/) }
+  /"spinal_canal":/ { want = ok; next }
+  want && /"voxel_lps":/ { gsub(/[][,]/, " "); i = $2; j = $3
+    if (m++ && sqrt((i - pi)^2 + (j - pj)^2) * sp > 10) { printf "canal jumps %.0f mm at slice %d\n", sqrt((i - pi)^2 + (j - pj)^2) * sp, $4; bad = 1 }
+    pi = i; pj = j; want = 0 }
+  END { exit bad || m == 0 }' seg/report.json || fail "spinal canal not continuous along the segmented slices"
+# left and right volumes within 30 %, and the erector spinae larger than the
+# multifidus at these thoracolumbar levels
+awk -F, 'NR > 1 { v[$4 " " $5] += $7 }
+  END { for (m in v) printf "%s: %.0f mm^2 summed\n", m, v[m]
+    mf = v["multifidus left"] / v["multifidus right"]; es = v["erector_spinae left"] / v["erector_spinae right"]
+    if (mf > 1.3 || mf < 1 / 1.3 || es > 1.3 || es < 1 / 1.3) { print "left/right ratio MF " mf ", ES " es; bad = 1 }
+    if (v["erector_spinae left"] + v["erector_spinae right"] <= v["multifidus left"] + v["multifidus right"]) { print "erector spinae not larger than multifidus"; bad = 1 }
+    exit bad }' seg/slices.csv || fail "implausible muscle volumes"
 finish
