@@ -542,42 +542,122 @@ static bool estimate_noise(const psp_volume *a, const psp_volume *b, const char 
 /* Noise-bias correction                                                     */
 /* ------------------------------------------------------------------------ */
 
-typedef struct cand {
-  float d, m2;
-} cand;
-
-/* Sum of m2 over the k (<= WIN_K) candidates with the smallest d, by
- * insertion into a sorted list (ties: the earlier candidate first). */
-static double sum_k_nearest(const cand *c, int n, int k) {
-  float d[WIN_K], m2[WIN_K];
-  int sz = 0;
-  for (int i = 0; i < n; i++) {
-    if (sz == k && c[i].d >= d[k - 1]) continue;
-    int p = sz < k ? sz++ : k - 1;
-    for (; p > 0 && d[p - 1] > c[i].d; p--) {
-      d[p] = d[p - 1];
-      m2[p] = m2[p - 1];
+/* Sum of m2 over the k (<= WIN_K) of the n candidates with the smallest d,
+ * added in increasing d, ties in candidate order. key[i] = (bits of d_i)
+ * << 8 | i: d >= 0, so the float's bits order like its value, and the
+ * index makes every key unique, so "the k smallest keys in increasing
+ * order" is exactly that selection and that order (a stable partial sort).
+ * Quickselect, then an insertion sort of the k: cheaper than keeping a
+ * sorted list while scanning (the work of the noise-bias correction is
+ * almost all here). */
+static double sum_k_nearest(uint64_t *key, const float *m2, int n, int k) {
+  int lo = 0, hi = n - 1;
+  while (hi > lo && k < n) {
+    /* partition key[lo..hi] about the median of three */
+    int mid = lo + (hi - lo) / 2;
+    uint64_t a = key[lo], b = key[mid], c = key[hi];
+    uint64_t piv = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+    int i = lo, j = hi;
+    while (i <= j) {
+      while (key[i] < piv)
+        i++;
+      while (key[j] > piv)
+        j--;
+      if (i <= j) {
+        uint64_t t = key[i];
+        key[i++] = key[j];
+        key[j--] = t;
+      }
     }
-    d[p] = c[i].d;
-    m2[p] = c[i].m2;
+    /* key[lo..j] <= piv <= key[i..hi]; the k-th smallest (index k - 1) */
+    if (k - 1 <= j)
+      hi = j;
+    else if (k - 1 >= i)
+      lo = i;
+    else
+      break;
+  }
+  for (int i = 1; i < k; i++) {
+    uint64_t t = key[i];
+    int p = i;
+    for (; p > 0 && key[p - 1] > t; p--)
+      key[p] = key[p - 1];
+    key[p] = t;
   }
   double s = 0;
-  for (int i = 0; i < sz; i++)
-    s += m2[i];
+  for (int i = 0; i < k; i++)
+    s += m2[key[i] & 0xff];
   return s;
 }
 
-/* out = m - sigma c(t) per voxel, neighbours chosen by similarity in g.
- * Voxels whose raw F + W (s1 + s2, s2 may be NULL) is below skip can only
- * end below the floor: they get the A = 0 correction. */
+/* The same for a full window (WIN_MAX candidates, k = WIN_K) by ranks:
+ * rank_i = #{j : d_j < d_i, or d_j = d_i and j < i}, all distinct; the
+ * candidates of rank < k go to slot rank, added in slot order: the same
+ * selection and order as above. db: the bits of d (d >= 0: ordered like
+ * the values). Branch-free over a fixed trip count, so it vectorises;
+ * built also for AVX2 where the compiler supports function clones (the
+ * integer ranks are the same on every path). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define PSP_VECTORISE __attribute__((optimize("O3,tree-vectorize")))
+#else
+#define PSP_VECTORISE
+#endif
+#if defined(__x86_64__) && defined(__linux__) && (defined(__clang__) || __GNUC__ >= 6)
+#define PSP_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define PSP_AVX2_CLONE
+#endif
+PSP_AVX2_CLONE PSP_VECTORISE static double sum_k_nearest_full(const uint32_t *db, const float *m2) {
+  float slot[WIN_K];
+  int32_t rank[WIN_MAX] = {0}; /* accumulated over j, vectorised over i */
+  uint32_t low = 0;
+  for (int i = 0; i < WIN_MAX; i++)
+    low |= db[i];
+  if (!(low & 63)) {
+    /* the 6 lowest bits of every d are 0 (e.g. integer data below 2^17):
+     * the index fits there, one 32-bit key per candidate (sign bit 0) */
+    int32_t key[WIN_MAX];
+    for (int i = 0; i < WIN_MAX; i++)
+      key[i] = (int32_t)(db[i] | (uint32_t)i);
+    for (int j = 0; j < WIN_MAX; j++) {
+      const int32_t kj = key[j];
+      for (int i = 0; i < WIN_MAX; i++)
+        rank[i] += kj < key[i];
+    }
+  } else {
+    for (int j = 0; j < WIN_MAX; j++) {
+      const uint32_t dj = db[j];
+      for (int i = 0; i < WIN_MAX; i++)
+        rank[i] += (dj < db[i]) | ((dj == db[i]) & (j < i));
+    }
+  }
+  for (int i = 0; i < WIN_MAX; i++)
+    if (rank[i] < WIN_K) slot[rank[i]] = m2[i];
+  double s = 0;
+  for (int i = 0; i < WIN_K; i++)
+    s += slot[i];
+  return s;
+}
+
+/* Corrected magnitude of m (guide image g: the other image) for the voxels
+ * with s1 (+ s2) at or above skip; the others get the bias at A = 0.
+ * Candidates in window order (rows of the window, then columns; centre
+ * left out), so ties resolve the same inside the image and at its edges. */
 static void rician_correct(const float *m, const float *g, float *out, const int64_t d[3],
                            double sigma, const double *tab, const float *s1, const float *s2,
                            double skip) {
   const int64_t nx = d[0], ny = d[1], nz = d[2];
   const double inv_s2 = 1.0 / (sigma * sigma), c0 = sigma * rice_bias(0.0);
+  int64_t off[WIN_MAX];
+  int no = 0;
+  for (int64_t dj = -WIN_R; dj <= WIN_R; dj++)
+    for (int64_t di = -WIN_R; di <= WIN_R; di++)
+      if (di || dj) off[no++] = dj * nx + di;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < nz; k++) {
-    cand c[WIN_MAX];
+    uint64_t key[WIN_MAX];
+    uint32_t db[WIN_MAX];
+    float m2[WIN_MAX];
     const float *ms = m + k * nx * ny, *gs = g + k * nx * ny;
     float *os = out + k * nx * ny;
     for (int64_t j = 0; j < ny; j++)
@@ -587,23 +667,38 @@ static void rician_correct(const float *m, const float *g, float *out, const int
           os[v] = (float)(ms[v] - c0);
           continue;
         }
-        float gv = gs[v];
-        int cnt = 0;
-        for (int64_t dj = -WIN_R; dj <= WIN_R; dj++) {
-          int64_t jj = j + dj;
-          if (jj < 0 || jj >= ny) continue;
-          for (int64_t di = -WIN_R; di <= WIN_R; di++) {
-            int64_t ii = i + di;
-            if (ii < 0 || ii >= nx || (di == 0 && dj == 0)) continue;
-            int64_t u = jj * nx + ii;
-            c[cnt].d = fabsf(gs[u] - gv);
-            c[cnt].m2 = ms[u] * ms[u];
-            cnt++;
+        const float gv = gs[v];
+        double s;
+        int kk = WIN_K;
+        if (i >= WIN_R && i < nx - WIN_R && j >= WIN_R && j < ny - WIN_R) {
+          for (int q = 0; q < WIN_MAX; q++) {
+            const int64_t u = v + off[q];
+            const float dd = fabsf(gs[u] - gv);
+            memcpy(&db[q], &dd, sizeof db[q]);
+            m2[q] = ms[u] * ms[u];
           }
+          s = sum_k_nearest_full(db, m2);
+        } else {
+          int cnt = 0;
+          for (int64_t dj = -WIN_R; dj <= WIN_R; dj++) {
+            int64_t jj = j + dj;
+            if (jj < 0 || jj >= ny) continue;
+            for (int64_t di = -WIN_R; di <= WIN_R; di++) {
+              int64_t ii = i + di;
+              if (ii < 0 || ii >= nx || (di == 0 && dj == 0)) continue;
+              int64_t u = jj * nx + ii;
+              float dd = fabsf(gs[u] - gv);
+              uint32_t bits;
+              memcpy(&bits, &dd, sizeof bits);
+              key[cnt] = (uint64_t)bits << 8 | (uint64_t)cnt;
+              m2[cnt] = ms[u] * ms[u];
+              cnt++;
+            }
+          }
+          /* (fewer candidates only at the corners of tiny images) */
+          kk = cnt < WIN_K ? cnt : WIN_K;
+          s = sum_k_nearest(key, m2, cnt, kk);
         }
-        /* (fewer candidates only at the corners of tiny images) */
-        int kk = cnt < WIN_K ? cnt : WIN_K;
-        double s = sum_k_nearest(c, cnt, kk);
         double corr = kk ? table_correction(tab, s * inv_s2 / kk - 2.0) : rice_bias(0.0);
         os[v] = (float)(ms[v] - sigma * corr);
       }
