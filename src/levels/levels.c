@@ -38,8 +38,8 @@
  *    the track passes them (factor >= 0.5), a gap of more than 1.6 x the
  *    median spacing gets evenly spaced "inferred" discs (flagged, confidence
  *    0.2) so that the names above it are not shifted by one.
- * 4. Anchor: the lumbosacral junction. The width of marrow-like bone
- *    (evidence between disc + C/2 and min(0.88, M + 0.35)), walked left and
+ * 4. Anchor: the lumbosacral junction, else the iliac crests. The width
+ *    of marrow-like bone (evidence between disc + C/2 and min(0.88, M + 0.35)), walked left and
  *    right from the midline through the core box rows (2 mm gaps bridged;
  *    the row's width is the smaller side, the slice's the 75th percentile
  *    over rows), is compared between the vertebrae above the lowest disc
@@ -47,10 +47,18 @@
  *    wider than a lumbar body (ratio >= 1.45, >= 8 mm wider, >= 25 mm half
  *    width, lumbar bodies >= 10 mm). When found, the lowest disc is L5/S1.
  *    Not searched when the sanity factor is below 0.5 (an unreliable track
- *    cannot anchor anything). Without an anchor the names are relative (D1 = the most inferior disc
- *    found, V1 the vertebra above it, V0 below), never guessed. The iliac
- *    crests and the lowest rib are NOT used as anchors (the crests' level
- *    varies by a whole vertebra between people; ribs are not detected).
+ *    cannot anchor anything). Else the iliac crest top (iliac.c: iliac
+ *    bone on both sides from the bottom of the stack up to the crest; the
+ *    disc nearest above it, or within the lower third of the vertebra
+ *    below it, is L4/L5 - Tuffier's line) names the discs with a moderate
+ *    confidence (0.45, 0.30 when the crest lies mid-vertebra) and the flag
+ *    "iliac_crest_anchor": the crest's level varies by about a vertebra
+ *    between people. Beside a sacrum anchor the crest only confirms it; a
+ *    disagreement is flagged ("anchors_disagree") and the sacrum, seen
+ *    directly, is kept with 0.7 x its confidence. Without an anchor the
+ *    names are relative (D1 = the most inferior disc found, V1 the vertebra
+ *    above it, V0 below), never guessed. The lowest rib is not used (ribs
+ *    are not detected).
  *    Transitional anatomy is flagged ("transitional_suspected"), not
  *    guessed: a sacrum-wide vertebra above the anchor disc (sacralised L5,
  *    or the lowest disc is S1/S2), and an anchored stack reaching above
@@ -73,16 +81,17 @@
  * the sanity factor; inferred discs 0.2; a disc confirmed by an override at
  * least 0.9. A slice's confidence: the lower of its bracketing discs x the
  * anchor factor (sacrum 0.6-0.95 by width ratio, x 0.6 when transitional
- * anatomy is suspected; override 0.95; relative names 0.25) x 0.7 when
+ * anatomy is suspected, x 0.7 when the iliac crest disagrees; iliac crest
+ * 0.3-0.45; override 0.95; relative names 0.25) x 0.7 when
  * extrapolated beyond the outermost disc (at most one median spacing; further
  * out the name is "").
  *
  * Determinism: serial code (no OpenMP) over a few hundred slices; results
  * do not depend on the thread count.
  */
-#include "levels/levels.h"
+#include "levels/iliac.h"
+#include "levels/levels_priv.h"
 
-#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,236 +113,6 @@
 #define ANCHOR_OVERRIDE 0.95
 
 /* ------------------------------------------------------------------------ */
-/* Names and ordinals                                                        */
-/* ------------------------------------------------------------------------ */
-
-/* Vertebra ordinal v: S1 = -1, L5 = 0, ..., L1 = 4, T12 = 5, ..., T1 = 16. */
-void psp_levels_vertebra_name(int o, char out[16]) {
-  if (o == -1)
-    snprintf(out, 16, "S1");
-  else if (o >= 0 && o <= 4)
-    snprintf(out, 16, "L%d", 5 - o);
-  else if (o >= 5 && o <= 16)
-    snprintf(out, 16, "T%d", 17 - o);
-  else
-    out[0] = '\0';
-}
-
-void psp_levels_disc_name(int o, char out[16]) {
-  char up[16], lo[16];
-  psp_levels_vertebra_name(o, up);
-  psp_levels_vertebra_name(o - 1, lo);
-  if (!up[0] || !lo[0] || o < 0) {
-    out[0] = '\0';
-    return;
-  }
-  snprintf(out, 16, "%.7s/%.7s", up, lo);
-}
-
-/* Parses "L4", "T12", "S1" (upper case) at s; returns characters used, 0 on
- * failure. */
-static int parse_vertebra(const char *s, int *v) {
-  int n = 0;
-  if (s[0] != 'L' && s[0] != 'T' && s[0] != 'S') return 0;
-  if (!isdigit((unsigned char)s[1])) return 0;
-  int num = s[1] - '0';
-  n = 2;
-  if (isdigit((unsigned char)s[2])) {
-    num = num * 10 + (s[2] - '0');
-    n = 3;
-  }
-  if (s[0] == 'L' && num >= 1 && num <= 5)
-    *v = 5 - num;
-  else if (s[0] == 'T' && num >= 1 && num <= 12)
-    *v = 17 - num;
-  else if (s[0] == 'S' && num == 1)
-    *v = -1;
-  else
-    return 0;
-  return n;
-}
-
-/* Half-ordinal of a level name: 2 o for disc o, 2 v + 1 for vertebra v. */
-static bool parse_level(const char *name, int *half) {
-  char up[16];
-  size_t n = strlen(name);
-  if (n == 0 || n >= sizeof up) return false;
-  for (size_t i = 0; i <= n; i++)
-    up[i] = (char)toupper((unsigned char)name[i]);
-  int a, b;
-  int u = parse_vertebra(up, &a);
-  if (!u) return false;
-  if (up[u] == '\0') {
-    if (a < 0) return false; /* "S1" alone: not a lumbar/thoracic level */
-    *half = 2 * a + 1;
-    return true;
-  }
-  if (up[u] != '/' && up[u] != '-') return false;
-  int w = parse_vertebra(up + u + 1, &b);
-  if (!w || up[u + 1 + w] != '\0' || b != a - 1) return false;
-  *half = 2 * a;
-  return true;
-}
-
-static void half_name(int half, char out[16]) {
-  if (half % 2 == 0)
-    psp_levels_disc_name(half / 2, out);
-  else
-    psp_levels_vertebra_name((half - 1) / 2, out);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Overrides                                                                 */
-/* ------------------------------------------------------------------------ */
-
-typedef struct ov_item {
-  char name[16]; /* canonical ("L4/L5") */
-  int half;
-  int64_t file_slice;
-} ov_item;
-
-struct psp_level_overrides {
-  ov_item *items;
-  size_t n, cap;
-};
-
-static bool ov_add(psp_level_overrides *ov, const char *text, const char *where, psp_error **err) {
-  char buf[128];
-  size_t len = strlen(text);
-  while (len > 0 && isspace((unsigned char)text[len - 1]))
-    len--;
-  while (len > 0 && isspace((unsigned char)*text)) {
-    text++;
-    len--;
-  }
-  if (len >= sizeof buf)
-    return psp_error_set(err, PSP_ERR_USAGE, "%slevel override '%.40s...' is too long", where,
-                         text);
-  memcpy(buf, text, len);
-  buf[len] = '\0';
-  char *eq = strchr(buf, '=');
-  if (!eq)
-    return psp_error_set(err, PSP_ERR_USAGE,
-                         "%slevel override '%s' is not NAME=SLICE (e.g. L4/L5=12)", where, buf);
-  *eq = '\0';
-  char *name = buf, *num = eq + 1;
-  size_t nl = strlen(name);
-  while (nl > 0 && isspace((unsigned char)name[nl - 1]))
-    name[--nl] = '\0';
-  while (isspace((unsigned char)*num))
-    num++;
-  int half;
-  if (!parse_level(name, &half))
-    return psp_error_set(err, PSP_ERR_USAGE,
-                         "%slevel override '%s=%s': '%s' is not a disc (L4/L5, L5/S1, T12/L1, ...) "
-                         "or a vertebra (L1..L5, T1..T12)",
-                         where, name, num, name);
-  char *end = NULL;
-  long long s = strtoll(num, &end, 10);
-  if (!*num || end == num || *end != '\0' || s < 0 || s > 100000)
-    return psp_error_set(err, PSP_ERR_USAGE,
-                         "%slevel override '%s=%s': the slice must be a non-negative integer",
-                         where, name, num);
-  if (ov->n == ov->cap) {
-    size_t nc = ov->cap ? 2 * ov->cap : 8;
-    ov_item *ni = realloc(ov->items, nc * sizeof *ni);
-    if (!ni) return psp_error_set(err, PSP_ERR_NOMEM, "out of memory (level overrides)");
-    ov->items = ni;
-    ov->cap = nc;
-  }
-  ov_item *it = &ov->items[ov->n++];
-  half_name(half, it->name);
-  it->half = half;
-  it->file_slice = (int64_t)s;
-  return true;
-}
-
-psp_level_overrides *psp_level_overrides_parse(const char *const *items, size_t n,
-                                               psp_error **err) {
-  psp_level_overrides *ov = psp_calloc(1, sizeof *ov, err);
-  if (!ov) return NULL;
-  for (size_t i = 0; i < n; i++)
-    if (!items[i] || !ov_add(ov, items[i], "", err)) {
-      if (!items[i]) psp_error_set(err, PSP_ERR_USAGE, "level override %zu is missing", i);
-      psp_level_overrides_free(ov);
-      return NULL;
-    }
-  return ov;
-}
-
-psp_level_overrides *psp_level_overrides_load(const char *path, psp_error **err) {
-  size_t len = 0;
-  char *text = psp_read_file(path, &len, 1 << 20, err);
-  if (!text) return NULL;
-  psp_level_overrides *ov = psp_level_overrides_parse_text(text, len, path, err);
-  free(text);
-  return ov;
-}
-
-psp_level_overrides *psp_level_overrides_parse_text(const char *text, size_t len, const char *path,
-                                                    psp_error **err) {
-  psp_level_overrides *ov = psp_calloc(1, sizeof *ov, err);
-  if (!ov) return NULL;
-  size_t line = 0;
-  const char *p = text, *endp = text + len;
-  while (p < endp) {
-    const char *nl = memchr(p, '\n', (size_t)(endp - p));
-    const char *e = nl ? nl : endp;
-    line++;
-    char tmp[256];
-    size_t l = (size_t)(e - p);
-    if (l >= sizeof tmp) {
-      psp_error_set(err, PSP_ERR_USAGE, "%s:%zu: line too long", path, line);
-      goto fail;
-    }
-    memcpy(tmp, p, l);
-    tmp[l] = '\0';
-    char *hash = strchr(tmp, '#');
-    if (hash) *hash = '\0';
-    char *q = tmp;
-    while (isspace((unsigned char)*q))
-      q++;
-    if (*q) {
-      char where[300];
-      snprintf(where, sizeof where, "%s:%zu: ", path, line);
-      if (!ov_add(ov, q, where, err)) goto fail;
-    }
-    p = nl ? nl + 1 : endp;
-  }
-  return ov;
-fail:
-  psp_level_overrides_free(ov);
-  return NULL;
-}
-
-bool psp_level_overrides_merge(psp_level_overrides *a, const psp_level_overrides *b,
-                               psp_error **err) {
-  if (!a || !b) return true;
-  for (size_t i = 0; i < b->n; i++) {
-    char t[64];
-    snprintf(t, sizeof t, "%s=%lld", b->items[i].name, (long long)b->items[i].file_slice);
-    if (!ov_add(a, t, "", err)) return false;
-  }
-  return true;
-}
-
-void psp_level_overrides_free(psp_level_overrides *ov) {
-  if (!ov) return;
-  free(ov->items);
-  free(ov);
-}
-
-size_t psp_level_overrides_count(const psp_level_overrides *ov) {
-  return ov ? ov->n : 0;
-}
-
-const char *psp_level_overrides_name(const psp_level_overrides *ov, size_t i, int64_t *file_slice) {
-  if (!ov || i >= ov->n) return NULL;
-  if (file_slice) *file_slice = ov->items[i].file_slice;
-  return ov->items[i].name;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Result object                                                             */
 /* ------------------------------------------------------------------------ */
 
@@ -351,6 +130,8 @@ struct psp_levels {
   bool *is_disc;
   double *frac, *conf, *profile, *col_i, *col_j;
   bool *col_ok;
+  psp_iliac_slice *iliac; /* per slice */
+  double crest;           /* iliac crest top (internal slice), NaN */
   psp_level_disc *disc;
   size_t ndisc, capdisc;
   bool anchored;
@@ -398,6 +179,7 @@ void psp_levels_free(psp_levels *lv) {
   free(lv->col_i);
   free(lv->col_j);
   free(lv->col_ok);
+  free(lv->iliac);
   free(lv->disc);
   free(lv->flags);
   free(lv);
@@ -1106,7 +888,7 @@ static bool apply_overrides(psp_levels *lv, const psp_level_overrides *ov, ancho
   if (an->found && an->base != base)
     add_flag(lv, ctx, "override_contradicts_detection",
              "the manual override names the stack %d level(s) away from the detected lumbosacral "
-             "junction; the override is trusted",
+             "junction or iliac crest; the override is trusted",
              base - an->base);
   char buf[256];
   size_t len = 0;
@@ -1121,6 +903,72 @@ static bool apply_overrides(psp_levels *lv, const psp_level_overrides *ov, ancho
   an->found = true;
   an->base = base;
   an->conf = ANCHOR_OVERRIDE;
+  return true;
+}
+
+/* The iliac-crest anchor (iliac.c): names the discs when the sacrum did
+ * not; beside a sacrum anchor it only confirms it or, when the two
+ * disagree, is flagged and the sacrum (seen directly) is kept with a lower
+ * confidence. Returns false on out-of-memory only. */
+static bool iliac_anchor(psp_levels *lv, const psp_iliac_input *in, anchor_info *an,
+                         psp_context *ctx, psp_error **err) {
+  psp_iliac il;
+  if (!psp_iliac_detect(in, lv->iliac, &il, err)) return false;
+  if (!il.found) {
+    psp_info(ctx, "levels: iliac crest: %s", il.why);
+    return true;
+  }
+  lv->crest = il.crest;
+  double *pos = psp_malloc(lv->ndisc * sizeof *pos, err);
+  if (!pos) return false;
+  for (size_t i = 0; i < lv->ndisc; i++)
+    pos[i] = lv->disc[i].slice;
+  psp_iliac_rule r = psp_iliac_name_discs(pos, lv->ndisc, lv->dz, lv->spacing, il.crest);
+  free(pos);
+  double cf = file_pos(lv, il.crest);
+  if (!r.ok) {
+    psp_info(ctx,
+             "levels: iliac crest top at slice %.1f (file %.1f) lies more than one disc spacing "
+             "beyond the discs found: not used as an anchor",
+             il.crest, cf);
+    return true;
+  }
+  char l45[16];
+  psp_levels_disc_name(1, l45);
+  if (an->found) {
+    size_t len = strlen(lv->anchor);
+    if (r.base == an->base) {
+      snprintf(lv->anchor + len, sizeof lv->anchor - len,
+               "; the iliac crest top (file %.1f) agrees", cf);
+    } else {
+      char other[16];
+      psp_levels_disc_name(an->base, other);
+      an->conf *= 0.7;
+      add_flag(lv, ctx, "anchors_disagree",
+               "the iliac crest top (file slice %.1f) would name the stack %d level(s) away from "
+               "the sacrum anchor (lowest disc %s): the sacrum is kept with a lower confidence; "
+               "transitional anatomy or an unusually high or low crest; check the level names",
+               cf, r.base - an->base, other);
+    }
+    return true;
+  }
+  an->found = true;
+  an->base = r.base;
+  an->conf = r.conf;
+  snprintf(lv->anchor, sizeof lv->anchor,
+           "iliac crest top at slice %.1f (file %.1f), %.0f mm %s the disc named %s%s "
+           "(intercristal line)",
+           il.crest, cf, fabs(r.offset_mm), r.offset_mm >= 0 ? "above" : "below", l45,
+           r.extrapolated ? " (not detected: one spacing beyond the discs found)" : "");
+  add_flag(lv, ctx, "iliac_crest_anchor",
+           "levels named from the iliac crest top (file slice %.1f): the crests lie between the "
+           "lower third of L4 and the upper third of L5 in most adults but can be a level higher "
+           "or lower (sex, build, transitional vertebrae), so the names may be off by one "
+           "level%s; confirm with --disc NAME=SLICE",
+           cf,
+           r.ambiguous ? "; here the crest lies mid-vertebra, between two namings (the disc "
+                         "above it taken as L4/L5)"
+                       : "");
   return true;
 }
 
@@ -1222,6 +1070,7 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
   lv->z0 = psp_volume_slice_z(ffv, 0);
   lv->z1 = nz > 1 ? psp_volume_slice_z(ffv, 1) : lv->z0 + sp[2];
   lv->spacing = NAN;
+  lv->crest = NAN;
   lv->name = psp_calloc((size_t)nz, sizeof *lv->name, err);
   lv->is_disc = psp_calloc((size_t)nz, sizeof *lv->is_disc, err);
   lv->frac = psp_calloc((size_t)nz, sizeof *lv->frac, err);
@@ -1230,10 +1079,11 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
   lv->col_i = psp_calloc((size_t)nz, sizeof *lv->col_i, err);
   lv->col_j = psp_calloc((size_t)nz, sizeof *lv->col_j, err);
   lv->col_ok = psp_calloc((size_t)nz, sizeof *lv->col_ok, err);
+  lv->iliac = psp_calloc((size_t)nz, sizeof *lv->iliac, err);
   double *mem = psp_calloc((size_t)nz * 5, sizeof *mem, err);
   double *buf = psp_calloc((size_t)(d[0] * d[1]) + 16, sizeof *buf, err);
   if (!lv->name || !lv->is_disc || !lv->frac || !lv->conf || !lv->profile || !lv->col_i ||
-      !lv->col_j || !lv->col_ok || !mem || !buf) {
+      !lv->col_j || !lv->col_ok || !lv->iliac || !mem || !buf) {
     free(mem);
     free(buf);
     psp_levels_free(lv);
@@ -1372,9 +1222,18 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
 
   /* 4. anchor */
   anchor_info an = {false, 0, 0};
-  if (lv->ndisc > 0 && gfac >= 0.5)
-    an = find_sacrum(lv, width, lo, ctx);
-  else if (lv->ndisc > 0)
+  if (lv->ndisc > 0 && gfac >= 0.5) an = find_sacrum(lv, width, lo, ctx);
+  if (lv->ndisc > 0 && gfac >= 0.5) {
+    psp_iliac_input in = {
+        ff, {d[0], d[1], d[2]}, {sp[0], sp[1], sp[2]}, c.cj, c.mid, lo, sym ? 1.0 : fmin(0.85, hi),
+        sym};
+    if (!iliac_anchor(lv, &in, &an, ctx, err)) {
+      free(mem);
+      free(buf);
+      psp_levels_free(lv);
+      return NULL;
+    }
+  } else if (lv->ndisc > 0)
     psp_info(ctx, "levels: the column track is too unreliable to look for an anchor");
 
   /* 5. overrides */
@@ -1388,7 +1247,7 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
   lv->anchored = an.found;
   if (!an.found && lv->ndisc > 0)
     add_flag(lv, ctx, "no_anchor",
-             "no anchor (lumbosacral junction) in view: levels are relative only (D1 = the most "
+             "no anchor (sacrum or iliac crests) in view: levels are relative only (D1 = the most "
              "inferior disc found, V1 the vertebra above it); give --disc NAME=SLICE to name them");
   if (an.found && an.base <= 5 && an.base + (int)lv->ndisc - 1 >= 6)
     add_flag(lv, ctx, "transitional_suspected",
@@ -1407,7 +1266,9 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
            "in front of the spinal canal, landmarks from %s) along the slice axis, prominence >= "
            "%.2f x the marrow-disc contrast (marrow %.2f, contrast %.2f), >= %.0f mm apart, "
            "sub-slice centroid; anchor: sacrum (bony width >= %.2f x the lumbar bodies below the "
-           "lowest disc) or manual override; otherwise relative names",
+           "lowest disc), else the iliac crest top (highest slice with iliac bone on both sides; "
+           "the disc at or above it, or one within a third of a vertebra below it, is L4/L5), or "
+           "manual override; otherwise relative names",
            sym ? "min(FF, 1-FF) (in-phase/opposed-phase input)" : "FF", 2 * BOX_HALF_W_MM,
            BOX_DEPTH_MM, BOX_GAP_MM, seg ? "the segmentation" : "psp_landmarks",
            lv->dz > 6.0 ? PROMINENCE_SHARE_THICK : PROMINENCE_SHARE, M, C, MIN_SEP_MM,
@@ -1501,4 +1362,17 @@ const char *psp_levels_flag_key(const psp_levels *lv, size_t i) {
 const char *psp_levels_flag_message(const psp_levels *lv, size_t i) {
   if (!lv || i >= lv->nflags) return NULL;
   return lv->flags[i].msg;
+}
+
+double psp_levels_iliac_crest(const psp_levels *lv) {
+  return lv ? lv->crest : NAN;
+}
+
+bool psp_levels_iliac_both(const psp_levels *lv, int64_t k) {
+  return lv && k >= 0 && k < lv->nz && lv->iliac[k].both;
+}
+
+double psp_levels_iliac_area(const psp_levels *lv, int64_t k, int side) {
+  if (!lv || k < 0 || k >= lv->nz || side < 0 || side > 1) return NAN;
+  return lv->iliac[k].area_mm2[side];
 }

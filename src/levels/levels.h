@@ -2,7 +2,8 @@
  * levels.h — vertebral level assignment along the axial stack (internal API,
  * not installed). psp_levels_detect finds the intervertebral discs on the
  * fat-fraction map (disc: almost no fat; vertebral marrow: a lot), looks for
- * the lumbosacral junction as the anchor and names every internal slice k:
+ * an anchor (the sacrum below the lowest disc, else the iliac crest top)
+ * and names every internal slice k:
  * a vertebra ("L4"), a disc ("L4/L5"), a relative name when no anchor is in
  * view ("D1" = the most inferior disc found, "V1" = the vertebra above it,
  * "V0" the one below it) or "" when unknown. Manual overrides
@@ -109,6 +110,12 @@ bool psp_levels_anchored(const psp_levels *lv);
 const char *psp_levels_anchor(const psp_levels *lv);
 /* One-line description of the method and its parameters (borrowed). */
 const char *psp_levels_method(const psp_levels *lv);
+/* Iliac crest top (sub-slice, internal numbering; NaN when not found) and
+ * per slice whether iliac bone was seen on both sides, and its area (mm^2)
+ * on the right (side 0) and left (side 1). For QC and reports. */
+double psp_levels_iliac_crest(const psp_levels *lv);
+bool psp_levels_iliac_both(const psp_levels *lv, int64_t k);
+double psp_levels_iliac_area(const psp_levels *lv, int64_t k, int side);
 /* Slice spacing (mm) along the slice axis. */
 double psp_levels_slice_spacing_mm(const psp_levels *lv);
 /* A (fractional) internal slice position in the input file's numbering. */
@@ -117,7 +124,8 @@ double psp_levels_file_position(const psp_levels *lv, double k);
 double psp_levels_spacing_mm(const psp_levels *lv);
 /* Flags: short machine-readable keys ("no_anchor", "weak_evidence",
  * "transitional_suspected", "override_contradicts_detection",
- * "disc_gap_inferred", "column_not_found", "override_applied") with a
+ * "disc_gap_inferred", "column_not_found", "column_shifted",
+ * "iliac_crest_anchor", "anchors_disagree", "override_applied") with a
  * human-readable message each (borrowed). Each message was also passed to
  * psp_warn (except "override_applied", logged as info). */
 size_t psp_levels_flag_count(const psp_levels *lv);

@@ -11,7 +11,12 @@
  * relative names, low confidence, the no_anchor flag; overrides (agreeing,
  * contradicting, on a flipped file orientation, from a file) and their
  * parse errors; levels.csv equal to an independent computation from the
- * slice rows; identical results at 1 and 2 threads.
+ * slice rows; identical results at 1 and 2 threads. The iliac-crest
+ * anchor: its naming rule and crest-top logic on synthetic inputs, and the
+ * whole detection on the sacrum-free crop with painted bilateral iliac
+ * wings (top at a disc: named right; mid-vertebra: flagged ambiguous and
+ * less confident; one side only, or a band that narrows downwards: no
+ * anchor).
  *
  * Run with "--realdata" (tests/realdata/test_levels_tum01.sh does, with
  * PSP_SHARED_DATA set) it instead runs the checks on the real development
@@ -22,6 +27,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "levels/iliac.h"
 #include "levels/levels.h"
 #include "report/levels_csv.h"
 
@@ -758,6 +764,234 @@ static void test_levels_csv(void **state) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* iliac-crest anchor                                                        */
+/* ------------------------------------------------------------------------ */
+
+static void print_levels(const char *tag, const psp_levels *lv);
+
+static void test_iliac_rule(void **state) {
+  (void)state;
+  const double disc[4] = {2.0, 11.0, 19.0, 27.0}; /* 4 mm slices, 33 mm spacing */
+  const double S = 33.0, dz = 4.0;
+  /* crest 2 mm above the lowest disc: it is L4/L5 */
+  psp_iliac_rule r = psp_iliac_name_discs(disc, 4, dz, S, 2.5);
+  assert_true(r.ok);
+  assert_int_equal(r.base, 1);
+  assert_false(r.ambiguous);
+  assert_false(r.extrapolated);
+  assert_true(fabs(r.offset_mm - 2.0) < 1e-9);
+  assert_true(r.conf > 0.4 && r.conf < 0.5); /* below a sacrum anchor (>= 0.6) */
+  /* lower third of the vertebra above disc 0 (crest in lower L4) */
+  r = psp_iliac_name_discs(disc, 4, dz, S, 4.5);
+  assert_true(r.ok && r.base == 1 && !r.ambiguous);
+  /* upper third (crest in upper L5, just below disc 1): disc 1 is L4/L5 */
+  r = psp_iliac_name_discs(disc, 4, dz, S, 9.0);
+  assert_true(r.ok && r.base == 0 && !r.ambiguous);
+  assert_true(r.offset_mm < 0);
+  /* mid-vertebra: ambiguous, the disc above taken, lower confidence */
+  r = psp_iliac_name_discs(disc, 4, dz, S, 6.5);
+  assert_true(r.ok && r.base == 0 && r.ambiguous);
+  assert_true(r.conf <= 0.3 + 1e-9);
+  /* below the lowest disc, within the (virtual) vertebra below it */
+  r = psp_iliac_name_discs(disc, 4, dz, S, -3.0);
+  assert_true(r.ok && r.base == 1 && r.ambiguous && !r.extrapolated);
+  r = psp_iliac_name_discs(disc, 4, dz, S, -5.5); /* near the undetected disc below */
+  assert_true(r.ok && r.base == 2 && r.extrapolated && !r.ambiguous);
+  assert_true(r.conf < 0.45 && r.conf > 0.3);
+  /* more than one spacing beyond the discs: no naming */
+  assert_false(psp_iliac_name_discs(disc, 4, dz, S, -7.0).ok);
+  assert_false(psp_iliac_name_discs(disc, 4, dz, S, 36.0).ok);
+  assert_false(psp_iliac_name_discs(disc, 0, dz, S, 2.0).ok);
+  assert_false(psp_iliac_name_discs(disc, 4, dz, S, NAN).ok);
+  /* spacing unknown (one disc): 38 mm assumed */
+  r = psp_iliac_name_discs(disc, 1, dz, NAN, 2.0);
+  assert_true(r.ok && r.base == 1);
+}
+
+/* Synthetic per-slice results: "both" on the listed slices, summed area
+ * falling from 1000 mm^2 at slice 0 by 100 per slice (or rising with
+ * `narrowing`). */
+static psp_iliac crest_of(const int *on, size_t n_on, int64_t nz, double dz, bool narrowing) {
+  psp_iliac_slice *sl = calloc((size_t)nz, sizeof *sl);
+  for (size_t i = 0; i < n_on; i++) {
+    int64_t k = on[i];
+    sl[k].both = true;
+    double a = narrowing ? 200.0 + 100.0 * (double)k : 1000.0 - 100.0 * (double)k;
+    sl[k].area_mm2[0] = sl[k].area_mm2[1] = 0.5 * fmax(a, 120.0);
+  }
+  psp_iliac out;
+  psp_iliac_crest(sl, nz, dz, &out);
+  free(sl);
+  return out;
+}
+
+static void test_iliac_crest_logic(void **state) {
+  (void)state;
+  const int run[] = {0, 1, 2, 3};
+  psp_iliac c = crest_of(run, 4, 20, 4.0, false);
+  assert_true(c.found);
+  assert_true(c.crest == 3.5);
+  /* a single missing slice is bridged at 4 mm, not at 9 mm */
+  const int gap[] = {0, 1, 3, 4};
+  c = crest_of(gap, 4, 20, 4.0, false);
+  assert_true(c.found && c.top == 4);
+  c = crest_of(gap, 4, 20, 9.0, false); /* run 0-1, then two "both" slices just above */
+  assert_false(c.found);
+  c = crest_of(gap, 3, 20, 9.0, false); /* run 0-1, one stray slice above: tolerated */
+  assert_true(c.found && c.top == 1);
+  /* not at the bottom of the stack: the pelvis is not in view */
+  const int high[] = {3, 4, 5, 6};
+  assert_false(crest_of(high, 4, 20, 4.0, false).found);
+  /* one slice only, or a run reaching the top of the stack */
+  const int one[] = {0};
+  assert_false(crest_of(one, 1, 20, 4.0, false).found);
+  const int all[] = {0, 1, 2, 3, 4, 5};
+  assert_false(crest_of(all, 6, 6, 4.0, false).found);
+  assert_false(crest_of(all, 6, 7, 4.0, false).found); /* 4 mm above it: too little */
+  assert_true(crest_of(all, 6, 9, 4.0, false).found);
+  /* narrowing downwards (a rib tip): no */
+  assert_false(crest_of(run, 4, 20, 4.0, true).found);
+  /* bilateral bone again just above the run: inconsistent */
+  const int again[] = {0, 1, 2, 3, 6, 7};
+  assert_false(crest_of(again, 6, 20, 4.0, false).found);
+  /* ... but bilateral bone far above (ribs) is not the crest's business */
+  const int ribs[] = {0, 1, 2, 3, 14, 15, 16};
+  c = crest_of(ribs, 7, 20, 4.0, false);
+  assert_true(c.found && c.top == 3);
+}
+
+/* Paints an oblique bony band (marrow FF 0.45, 14 mm thick) on both sides
+ * (or the left only) of slices 0..top of the FF map, where the posterior
+ * iliac crest and wing lie: 60-115 mm lateral, from 35 mm behind the
+ * vertebral-body core centre (medial end) to 10 mm behind it (lateral). */
+static void paint_wings(psp_ffmap *m, const psp_levels *ref, int64_t top, bool both_sides) {
+  psp_volume *v = (psp_volume *)psp_ffmap_ff(m);
+  int64_t d[3];
+  double sp[3];
+  psp_volume_dims(v, d);
+  psp_volume_spacing(v, sp);
+  float *x = psp_volume_data_mut(v);
+  for (int64_t k = 0; k <= top; k++) {
+    double ci, cj;
+    if (!psp_levels_column(ref, k, &ci, &cj)) fail_msg("no column on slice %lld", (long long)k);
+    for (int64_t j = 0; j < d[1]; j++)
+      for (int64_t i = 0; i < d[0]; i++) {
+        double lat = (i - ci) * sp[0], ap = (j - cj) * sp[1];
+        if (!both_sides && lat < 0) continue;
+        double u = (fabs(lat) - 60.0) / 55.0; /* 0..1 along the band */
+        if (u < 0 || u > 1) continue;
+        double centre = 35.0 - 25.0 * u;
+        if (fabs(ap - centre) <= 7.0) x[(k * d[1] + j) * d[0] + i] = 0.45f;
+      }
+  }
+}
+
+static void test_iliac_anchor_phantom(void **state) {
+  (void)state;
+  psp_phantom_options o;
+  psp_phantom_options_default(&o);
+  psp_phantom *p = make_phantom(&o);
+  psp_ffmap *m = ffmap_of(p);
+  char path[1200];
+  snprintf(path, sizeof path, "%s/ilc", PSP_SCRATCH_DIR);
+  psp_error *err = NULL;
+  if (!psp_phantom_write(p, path, "ph", &err)) fail_msg("write: %s", psp_error_message(err));
+  snprintf(path, sizeof path, "%s/ilc/ph_anatomy.csv", PSP_SCRATCH_DIR);
+  char(*truth)[16] = read_anatomy(path, o.dims[2]);
+  const int64_t k0 = 9; /* crop from inside L5: no sacrum; L4/L5 at crop slice 4 */
+  psp_ffmap *plain = crop_ff(m, k0);
+  psp_levels *ref = detect(plain, NULL, 2);
+  assert_false(psp_levels_anchored(ref));
+  assert_true(isnan(psp_levels_iliac_crest(ref)));
+  for (int64_t k = 0; k < psp_levels_slice_count(ref); k++)
+    assert_false(psp_levels_iliac_both(ref, k));
+
+  /* crest top at the L4/L5 disc (slices 0..4 of the crop) */
+  psp_ffmap *c = crop_ff(m, k0);
+  paint_wings(c, ref, 4, true);
+  psp_levels *lv = detect(c, NULL, 2);
+  print_levels("painted crest at L4/L5", lv);
+  assert_true(psp_levels_anchored(lv));
+  assert_non_null(strstr(psp_levels_anchor(lv), "iliac crest"));
+  assert_true(has_flag(lv, "iliac_crest_anchor"));
+  assert_false(has_flag(lv, "no_anchor"));
+  assert_true(fabs(psp_levels_iliac_crest(lv) - 4.5) <= 0.51);
+  assert_string_equal(psp_levels_disc(lv, 0)->name, "L4/L5");
+  int64_t checked = 0;
+  for (int64_t k = 0; k < psp_levels_slice_count(lv); k++) {
+    const char *got = psp_levels_name(lv, k), *want = truth[k + k0];
+    if (!got[0] || boundary_distance((double)(k + k0) * o.spacing[2]) < 0.5 * o.spacing[2])
+      continue;
+    if (strcmp(got, want) != 0) fail_msg("slice %lld: '%s', phantom '%s'", (long long)k, got, want);
+    /* moderate: above relative names, below a sacrum anchor */
+    assert_true(psp_levels_confidence(lv, k) > 0.25 && psp_levels_confidence(lv, k) <= 0.45);
+    checked++;
+  }
+  assert_true(checked >= 10);
+  psp_levels_free(lv);
+  psp_ffmap_free(c);
+
+  /* crest top mid-L4 (slices 0..7; the L4 body spans crop slices 5-11):
+   * ambiguous, the disc above taken as L4/L5 (one level off here, as the
+   * flag warns), lower confidence */
+  c = crop_ff(m, k0);
+  paint_wings(c, ref, 7, true);
+  lv = detect(c, NULL, 2);
+  print_levels("painted crest mid-L4", lv);
+  assert_true(psp_levels_anchored(lv));
+  bool said = false;
+  for (size_t i = 0; i < psp_levels_flag_count(lv); i++)
+    if (!strcmp(psp_levels_flag_key(lv, i), "iliac_crest_anchor"))
+      said = strstr(psp_levels_flag_message(lv, i), "mid-vertebra") != NULL;
+  assert_true(said);
+  for (int64_t k = 0; k < psp_levels_slice_count(lv); k++)
+    assert_true(psp_levels_confidence(lv, k) <= 0.3);
+  psp_levels_free(lv);
+  psp_ffmap_free(c);
+
+  /* one side only: no anchor */
+  c = crop_ff(m, k0);
+  paint_wings(c, ref, 4, false);
+  lv = detect(c, NULL, 2);
+  assert_false(psp_levels_anchored(lv));
+  assert_true(has_flag(lv, "no_anchor"));
+  psp_levels_free(lv);
+  psp_ffmap_free(c);
+
+  /* with the sacrum in view (uncropped phantom) and wings painted high (a
+   * crest two levels up, at L3/L4): the sacrum is kept, the disagreement
+   * flagged and the confidence lowered */
+  psp_levels *full = detect(m, NULL, 2);
+  psp_ffmap *w = crop_ff(m, 0);
+  paint_wings(w, full, 21, true); /* L3/L4 disc at z = 105 mm = slice 21 */
+  lv = detect(w, NULL, 2);
+  print_levels("painted crest at L3/L4 with the sacrum", lv);
+  assert_true(psp_levels_anchored(lv));
+  assert_non_null(strstr(psp_levels_anchor(lv), "sacrum"));
+  assert_true(has_flag(lv, "anchors_disagree"));
+  assert_string_equal(psp_levels_disc(lv, 0)->name, "L5/S1");
+  for (int64_t k = 0; k < psp_levels_slice_count(lv); k++)
+    assert_true(psp_levels_confidence(lv, k) <= 0.95 * 0.7 + 1e-9);
+  psp_levels_free(lv);
+  psp_ffmap_free(w);
+  /* ... and painted at L4/L5 (slice 13) they agree: no flag */
+  w = crop_ff(m, 0);
+  paint_wings(w, full, 13, true);
+  lv = detect(w, NULL, 2);
+  assert_false(has_flag(lv, "anchors_disagree"));
+  assert_non_null(strstr(psp_levels_anchor(lv), "agrees"));
+  psp_levels_free(lv);
+  psp_ffmap_free(w);
+
+  psp_levels_free(full);
+  psp_levels_free(ref);
+  psp_ffmap_free(plain);
+  free(truth);
+  psp_ffmap_free(m);
+  psp_phantom_free(p);
+}
+
+/* ------------------------------------------------------------------------ */
 /* real data (only with --realdata)                                          */
 /* ------------------------------------------------------------------------ */
 
@@ -771,6 +1005,8 @@ static void print_levels(const char *tag, const psp_levels *lv) {
   }
   for (size_t i = 0; i < psp_levels_flag_count(lv); i++)
     printf("  flag %s: %s\n", psp_levels_flag_key(lv, i), psp_levels_flag_message(lv, i));
+  printf("  iliac crest top: file slice %.2f\n",
+         psp_levels_file_position(lv, psp_levels_iliac_crest(lv)));
   printf("  method: %s\n", psp_levels_method(lv));
 }
 
@@ -809,18 +1045,30 @@ static void test_real_tum01(void **state) {
   }
   double S = psp_levels_spacing_mm(lv);
   assert_true(S > 28.0 && S < 45.0);
-  /* no sacrum in view: names must be relative and not confident */
-  if (!psp_levels_anchored(lv)) {
-    assert_true(has_flag(lv, "no_anchor"));
-    for (int64_t k = 0; k < psp_levels_slice_count(lv); k++)
-      assert_true(psp_levels_confidence(lv, k) <= 0.3);
-  }
+  /* no sacrum in view, but the iliac crests: on the lowest slices two
+   * oblique marrow-FF bands (~0.3, like the vertebral marrow) run
+   * anterolaterally from beside the erector spinae, seen by eye on slices
+   * 0-2 and gone from slice 3-4 up (the bands on the upper slices are the
+   * colon and, at slices 24-28, the lowest ribs). The crest top at the
+   * lowest disc makes it L4/L5 (and the top disc L1/L2, as the data README
+   * reads slice 28); moderate confidence, flagged. */
+  assert_true(psp_levels_anchored(lv));
+  assert_non_null(strstr(psp_levels_anchor(lv), "iliac crest"));
+  assert_true(has_flag(lv, "iliac_crest_anchor"));
+  assert_false(has_flag(lv, "no_anchor"));
+  double crest = psp_levels_file_position(lv, psp_levels_iliac_crest(lv));
+  assert_true(crest >= 1.5 && crest <= 4.5);
+  assert_string_equal(psp_levels_disc(lv, 0)->name, "L4/L5");
+  assert_string_equal(psp_levels_disc(lv, 3)->name, "L1/L2");
+  for (int64_t k = 0; k < psp_levels_slice_count(lv); k++)
+    assert_true(psp_levels_confidence(lv, k) <= 0.45);
   /* with the reading of the data README (slice 28 near L1/L2) as an override */
   psp_level_overrides *ov = parse1("L1/L2=27");
   psp_levels *lo = psp_levels_detect(m, NULL, ov, ctx, &err);
   assert_non_null(lo);
   print_levels("dixon-tum01 with L1/L2=27", lo);
   assert_string_equal(psp_levels_disc(lo, 0)->name, "L4/L5");
+  assert_false(has_flag(lo, "override_contradicts_detection")); /* agrees with the crest */
   psp_levels_free(lo);
   psp_level_overrides_free(ov);
   psp_levels_free(lv);
@@ -850,6 +1098,7 @@ static void test_real_chaos11(void **state) {
   /* an abdomen without the sacrum, 9 mm slices, T1-weighted IP/OP: whatever
    * is found must not be claimed with confidence */
   assert_false(psp_levels_anchored(lv));
+  assert_true(isnan(psp_levels_iliac_crest(lv))); /* bottom slice above the pelvis */
   for (int64_t k = 0; k < psp_levels_slice_count(lv); k++)
     assert_true(psp_levels_confidence(lv, k) <= 0.3);
   psp_levels_free(lv);
@@ -868,12 +1117,14 @@ int main(int argc, char **argv) {
     return cmocka_run_group_tests_name("levels_realdata", real, NULL, NULL);
   }
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_phantom_5mm),       cmocka_unit_test(test_phantom_4mm),
-      cmocka_unit_test(test_phantom_9mm),       cmocka_unit_test(test_crop_without_sacrum),
-      cmocka_unit_test(test_threads_identical), cmocka_unit_test(test_override_parse),
-      cmocka_unit_test(test_override_applied),  cmocka_unit_test(test_override_flipped_file),
-      cmocka_unit_test(test_levels_csv),        cmocka_unit_test(test_with_segmentation),
-      cmocka_unit_test(test_degenerate),        cmocka_unit_test(test_phantom_ipop),
+      cmocka_unit_test(test_phantom_5mm),          cmocka_unit_test(test_phantom_4mm),
+      cmocka_unit_test(test_phantom_9mm),          cmocka_unit_test(test_crop_without_sacrum),
+      cmocka_unit_test(test_threads_identical),    cmocka_unit_test(test_override_parse),
+      cmocka_unit_test(test_override_applied),     cmocka_unit_test(test_override_flipped_file),
+      cmocka_unit_test(test_levels_csv),           cmocka_unit_test(test_with_segmentation),
+      cmocka_unit_test(test_degenerate),           cmocka_unit_test(test_phantom_ipop),
+      cmocka_unit_test(test_iliac_rule),           cmocka_unit_test(test_iliac_crest_logic),
+      cmocka_unit_test(test_iliac_anchor_phantom),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
