@@ -130,36 +130,42 @@ void psp_mask_fill_holes(uint8_t *m, int64_t nx, int64_t ny, psp_slice_work *w) 
  * O(1) per voxel whatever the radius. Outside the slice counts as empty. */
 static void morph(uint8_t *m, int64_t nx, int64_t ny, int r, bool grow, psp_slice_work *w) {
   if (r <= 0) return;
+  /* only the mask's bounding box grown by r changes (outside it every
+   * pixel is empty before and after): the work follows the mask's size */
+  int64_t box[4];
+  if (!psp_mask_box(m, nx, ny, box)) return;
+  const int64_t x0 = box[0] - r > 0 ? box[0] - r : 0, x1 = box[1] + r < nx ? box[1] + r : nx - 1;
+  const int64_t y0 = box[2] - r > 0 ? box[2] - r : 0, y1 = box[3] + r < ny ? box[3] + r : ny - 1;
   uint8_t *t = w->m3;
   int32_t *cnt = w->queue; /* prefix counts of one row / column */
   int64_t full = 2 * (int64_t)r + 1;
-  for (int64_t j = 0; j < ny; j++) {
+  for (int64_t j = y0; j <= y1; j++) {
     const uint8_t *row = m + j * nx;
     cnt[0] = 0;
-    for (int64_t i = 0; i < nx; i++)
-      cnt[i + 1] = cnt[i] + (row[i] != 0);
-    for (int64_t i = 0; i < nx; i++) {
-      int64_t a = i - r < 0 ? 0 : i - r, b = i + r + 1 > nx ? nx : i + r + 1;
-      int64_t c = cnt[b] - cnt[a];
+    for (int64_t i = x0; i <= x1; i++)
+      cnt[i - x0 + 1] = cnt[i - x0] + (row[i] != 0);
+    for (int64_t i = x0; i <= x1; i++) {
+      int64_t a = i - r < x0 ? x0 : i - r, b = i + r + 1 > x1 + 1 ? x1 + 1 : i + r + 1;
+      int64_t c = cnt[b - x0] - cnt[a - x0];
       t[j * nx + i] = grow ? c > 0 : c == full;
     }
   }
-  /* vertical pass row by row (cache-friendly): cnt[i] = set pixels of
+  /* vertical pass row by row (cache-friendly): cnt[i - x0] = set pixels of
    * column i in rows [j - r, j + r] */
-  memset(cnt, 0, (size_t)nx * sizeof *cnt);
-  for (int64_t j = 0; j < r && j < ny; j++)
-    for (int64_t i = 0; i < nx; i++)
-      cnt[i] += t[j * nx + i] != 0;
-  for (int64_t j = 0; j < ny; j++) {
-    if (j + r < ny)
-      for (int64_t i = 0; i < nx; i++)
-        cnt[i] += t[(j + r) * nx + i] != 0;
-    if (j - r - 1 >= 0)
-      for (int64_t i = 0; i < nx; i++)
-        cnt[i] -= t[(j - r - 1) * nx + i] != 0;
+  memset(cnt, 0, (size_t)(x1 - x0 + 1) * sizeof *cnt);
+  for (int64_t j = y0; j < y0 + r && j <= y1; j++)
+    for (int64_t i = x0; i <= x1; i++)
+      cnt[i - x0] += t[j * nx + i] != 0;
+  for (int64_t j = y0; j <= y1; j++) {
+    if (j + r <= y1)
+      for (int64_t i = x0; i <= x1; i++)
+        cnt[i - x0] += t[(j + r) * nx + i] != 0;
+    if (j - r - 1 >= y0)
+      for (int64_t i = x0; i <= x1; i++)
+        cnt[i - x0] -= t[(j - r - 1) * nx + i] != 0;
     uint8_t *row = m + j * nx;
-    for (int64_t i = 0; i < nx; i++)
-      row[i] = grow ? cnt[i] > 0 : cnt[i] == full;
+    for (int64_t i = x0; i <= x1; i++)
+      row[i] = grow ? cnt[i - x0] > 0 : cnt[i - x0] == full;
   }
 }
 

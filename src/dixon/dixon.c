@@ -958,6 +958,8 @@ static bool body_mask(const uint8_t *sig, const int64_t d[3], uint8_t *body, psp
   return true;
 }
 
+#define MIN2(a, b) ((b) < (a) ? (b) : (a))
+
 /* Chamfer distance (mm) of body pixels to the nearest non-body pixel inside
  * the image; pixels outside the image are not counted as outside. Only the
  * body's bounding box plus one pixel (r = {i0, i1, j0, j1}, inside the
@@ -976,11 +978,11 @@ static void slice_distance(const uint8_t *body, float *dist, int64_t nx, const i
       int64_t p = j * nx + i;
       if (!body[p]) continue;
       double best = dist[p];
-      if (i > r[0]) best = fmin(best, (double)dist[p - 1] + sx);
+      if (i > r[0]) best = MIN2(best, (double)dist[p - 1] + sx);
       if (j > r[2]) {
-        best = fmin(best, (double)dist[p - nx] + sy);
-        if (i > r[0]) best = fmin(best, (double)dist[p - nx - 1] + dd);
-        if (i < r[1]) best = fmin(best, (double)dist[p - nx + 1] + dd);
+        best = MIN2(best, (double)dist[p - nx] + sy);
+        if (i > r[0]) best = MIN2(best, (double)dist[p - nx - 1] + dd);
+        if (i < r[1]) best = MIN2(best, (double)dist[p - nx + 1] + dd);
       }
       dist[p] = (float)best;
     }
@@ -989,11 +991,11 @@ static void slice_distance(const uint8_t *body, float *dist, int64_t nx, const i
       int64_t p = j * nx + i;
       if (!body[p]) continue;
       double best = dist[p];
-      if (i < r[1]) best = fmin(best, (double)dist[p + 1] + sx);
+      if (i < r[1]) best = MIN2(best, (double)dist[p + 1] + sx);
       if (j < r[3]) {
-        best = fmin(best, (double)dist[p + nx] + sy);
-        if (i < r[1]) best = fmin(best, (double)dist[p + nx + 1] + dd);
-        if (i > r[0]) best = fmin(best, (double)dist[p + nx - 1] + dd);
+        best = MIN2(best, (double)dist[p + nx] + sy);
+        if (i < r[1]) best = MIN2(best, (double)dist[p + nx + 1] + dd);
+        if (i > r[0]) best = MIN2(best, (double)dist[p + nx - 1] + dd);
       }
       dist[p] = (float)best;
     }
