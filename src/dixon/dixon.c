@@ -344,6 +344,18 @@ static double otsu_hist(const int64_t *h, int nb, double lo, double hi) {
 /* Noise estimation                                                          */
 /* ------------------------------------------------------------------------ */
 
+/* Adds one thread's histogram (loc; NULL: its allocation failed) into h;
+ * called by every thread of a parallel region. Integer counts: the sum does
+ * not depend on the order the threads arrive in. */
+static void hist_merge(int64_t *h, const int64_t *loc, int nb, bool *failed) {
+#pragma omp critical(psp_dixon_hist)
+  {
+    if (!loc) *failed = true;
+    for (int k = 0; loc && k < nb; k++)
+      h[k] += loc[k];
+  }
+}
+
 /* Background mask: voxels of a + b below the Otsu threshold of log(a + b)
  * (zeros included). Returns the number of background voxels, 0 with a
  * reason when there is no usable background. */
@@ -382,9 +394,8 @@ static int64_t background_mask(const float *a, const float *b, int64_t n, uint8_
         loc[k < NB ? k : NB - 1]++;
       }
     }
-#pragma omp critical(psp_dixon_hist)
-    for (int k = 0; k < NB; k++)
-      h[k] += loc[k];
+    bool unused = false;
+    hist_merge(h, loc, NB, &unused);
   }
   double thr = exp(otsu_hist(h, NB, lmin, lmax));
   free(h);
@@ -431,12 +442,7 @@ static bool bg_quartiles(const float *v, const uint8_t *bg, int64_t n, double li
       loc[k]++;
       total++;
     }
-#pragma omp critical(psp_dixon_hist)
-    {
-      if (!loc) failed = true;
-      for (int k = 0; loc && k < nb; k++)
-        h[k] += loc[k];
-    }
+    hist_merge(h, loc, nb, &failed);
     free(loc);
   }
   if (failed || total < 100) {
@@ -775,12 +781,7 @@ static double sum_p99(const float *a, const float *b, const uint8_t *bg, int64_t
       loc[k < NB ? k : NB - 1]++;
       total++;
     }
-#pragma omp critical(psp_dixon_hist)
-    {
-      if (!loc) failed = true;
-      for (int k = 0; loc && k < NB; k++)
-        hist[k] += loc[k];
-    }
+    hist_merge(hist, loc, NB, &failed);
     free(loc);
   }
   if (failed) return -1.0;
