@@ -302,22 +302,26 @@ void psp_iliac_crest(const psp_iliac_slice *sl, int64_t nz, double dz, psp_iliac
 bool psp_iliac_detect(const psp_iliac_input *in, psp_iliac_slice *per_slice, psp_iliac *out,
                       psp_error **err) {
   const int64_t nx = in->dims[0], ny = in->dims[1], nz = in->dims[2];
-  work wk = {0};
-  wk.m = psp_malloc((size_t)(nx * ny) + 1, err);
-  wk.t = psp_malloc((size_t)(nx * ny) + 1, err);
-  wk.stack = psp_malloc(((size_t)(nx * ny) + 1) * sizeof *wk.stack, err);
-  if (!wk.m || !wk.t || !wk.stack) {
+  bool oom = false;
+  /* slices in parallel, each thread with its own scratch; every slice
+   * writes only its own record */
+#pragma omp parallel reduction(|| : oom)
+  {
+    work wk = {0};
+    wk.m = malloc((size_t)(nx * ny) + 1);
+    wk.t = malloc((size_t)(nx * ny) + 1);
+    wk.stack = malloc(((size_t)(nx * ny) + 1) * sizeof *wk.stack);
+    const bool ready = wk.m && wk.t && wk.stack;
+    if (!ready) oom = true;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < nz; k++)
+      if (ready) detect_slice(in, k, &wk, &per_slice[k]);
     free(wk.m);
     free(wk.t);
     free(wk.stack);
-    return false;
   }
-  for (int64_t k = 0; k < nz; k++)
-    detect_slice(in, k, &wk, &per_slice[k]);
+  if (oom) return psp_error_set(err, PSP_ERR_NOMEM, "out of memory finding the iliac crests");
   psp_iliac_crest(per_slice, nz, in->spacing[2], out);
-  free(wk.m);
-  free(wk.t);
-  free(wk.stack);
   return true;
 }
 
