@@ -42,7 +42,7 @@ static const char *SLICE_COLUMNS =
     "level_confidence\n";
 static const char *VOLUME_COLUMNS =
     "muscle,side,label,volume_mm3,ff_mean_pct,ff_ratio_pct,ff_median_pct,ff_q1_pct,ff_q3_pct,"
-    "fat_infiltration_pct,n_voxels,n_no_signal\n";
+    "fat_infiltration_pct,n_voxels,n_no_signal,max_area_mm2,max_area_slice,max_area_level\n";
 
 static void csv_num(psp_strbuf *b, double v, int dec, bool comma) {
   char s[64];
@@ -77,12 +77,25 @@ static char *slices_csv(const psp_measurements *m, const psp_levels *lv, psp_err
   return psp_strbuf_take(&b, err);
 }
 
-static char *volumes_csv(const psp_measurements *m, psp_error **err) {
+/* The slice row of label l with the largest area (the first, inferior to
+ * superior, on ties); NULL when the label is absent. Users report the
+ * maximum cross-sectional area besides per-level values. */
+static const psp_region_metrics *max_area_row(const psp_measurements *m, int l) {
+  const psp_region_metrics *best = NULL;
+  for (size_t i = 0; i < psp_measurements_slice_count(m); i++) {
+    const psp_region_metrics *r = psp_measurements_slice_row(m, i);
+    if (r->label == l && (!best || r->area_mm2 > best->area_mm2)) best = r;
+  }
+  return best;
+}
+
+static char *volumes_csv(const psp_measurements *m, const psp_levels *lv, psp_error **err) {
   psp_strbuf b;
   psp_strbuf_init(&b);
   psp_strbuf_append(&b, VOLUME_COLUMNS);
   for (int l = 1; l < PSP_LABEL_COUNT; l++) {
     const psp_region_metrics *r = psp_measurements_volume_row(m, l);
+    const psp_region_metrics *mx = max_area_row(m, l);
     psp_strbuf_printf(&b, "%s,%s,%d,", psp_label_muscle(l), psp_label_side(l), l);
     csv_num(&b, r->volume_mm3, 1, true);
     csv_num(&b, 100 * r->ff_mean, 3, true);
@@ -91,7 +104,16 @@ static char *volumes_csv(const psp_measurements *m, psp_error **err) {
     csv_num(&b, 100 * r->ff_q1, 3, true);
     csv_num(&b, 100 * r->ff_q3, 3, true);
     csv_num(&b, 100 * r->fat_infiltration, 3, true);
-    psp_strbuf_printf(&b, "%lld,%lld\n", (long long)r->n_voxels, (long long)r->n_no_signal);
+    psp_strbuf_printf(&b, "%lld,%lld,", (long long)r->n_voxels, (long long)r->n_no_signal);
+    if (mx) {
+      csv_num(&b, mx->area_mm2, 2, true);
+      /* the slice in the internal inferior-to-superior order, like the
+       * level: the same whatever the file's axis order (file_slice in
+       * report.json) */
+      psp_strbuf_printf(&b, "%lld,%s\n", (long long)mx->slice, psp_levels_name(lv, mx->slice));
+    } else {
+      psp_strbuf_append(&b, ",,\n");
+    }
   }
   return psp_strbuf_take(&b, err);
 }
@@ -339,8 +361,18 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
   cJSON_AddItemToObject(root, "segmentation",
                         segmentation_json(psp_result_segmentation(res), psp_result_labels(res)));
   cJSON *vols = cJSON_AddArrayToObject(root, "volumes");
-  for (int l = 1; l < PSP_LABEL_COUNT; l++)
-    cJSON_AddItemToArray(vols, metrics_json(psp_measurements_volume_row(m, l), false));
+  for (int l = 1; l < PSP_LABEL_COUNT; l++) {
+    cJSON *v = metrics_json(psp_measurements_volume_row(m, l), false);
+    const psp_region_metrics *mx = max_area_row(m, l);
+    if (mx) {
+      cJSON *o = cJSON_AddObjectToObject(v, "max_area");
+      cJSON_AddItemToObject(o, "area_mm2", jnum(mx->area_mm2, 2));
+      cJSON_AddNumberToObject(o, "slice", (double)mx->slice);
+      cJSON_AddNumberToObject(o, "file_slice", (double)mx->file_slice);
+      cJSON_AddStringToObject(o, "level", psp_levels_name(psp_result_levels(res), mx->slice));
+    }
+    cJSON_AddItemToArray(vols, v);
+  }
   cJSON *slices = cJSON_AddArrayToObject(root, "slices");
   for (size_t i = 0; i < psp_measurements_slice_count(m); i++)
     cJSON_AddItemToArray(slices, metrics_json(psp_measurements_slice_row(m, i), true));
@@ -550,7 +582,8 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   ok = ok && write_text(tmp, OUT_NAMES[2], psp_labels_dseg_tsv(), err);
   ok = ok && write_text(tmp, OUT_NAMES[3],
                         slices_csv(psp_result_measurements(r), psp_result_levels(r), err), err);
-  ok = ok && write_text(tmp, OUT_NAMES[4], volumes_csv(psp_result_measurements(r), err), err);
+  ok = ok && write_text(tmp, OUT_NAMES[4],
+                        volumes_csv(psp_result_measurements(r), psp_result_levels(r), err), err);
   char *lcsv = NULL;
   if (ok) {
     lcsv =
