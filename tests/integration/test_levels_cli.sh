@@ -21,6 +21,14 @@ awk -F, 'FNR == 1 { next }
     printf "%d vertebra slices checked, %d wrong\n", n, bad; exit (n < 10 || bad > 0)
   }' ph/p_anatomy.csv out/slices.csv || fail "level names on vertebra slices"
 grep -q '^L4/L5,disc' out/levels.csv || fail "levels.csv has no L4/L5 disc rows"
+# volumes.csv's maximum cross-sectional area = an independent maximum over
+# slices.csv (area, slice and that slice's level), per label
+awk -F, 'FNR == 1 { next }
+  FILENAME == ARGV[1] { if (!($6 in a) || $7 + 0 > a[$6] + 0) { a[$6] = $7; k[$6] = $1; lv[$6] = $17 }; next }
+  { n++; if ($13 != a[$3] || $14 != k[$3] || $15 != lv[$3]) {
+      printf "label %s: max area %s at %s (%s), slices.csv says %s at %s (%s)\n",
+        $3, $13, $14, $15, a[$3], k[$3], lv[$3]; bad++ } }
+  END { exit (n != 4 || bad > 0) }' out/slices.csv out/volumes.csv || fail "max_area columns of volumes.csv"
 grep -q '^L3,vertebra' out/levels.csv || fail "levels.csv has no L3 vertebra rows"
 # a deliberately wrong override (L4/L5 where L3/L4 is): trusted, and warned
 l34=$(awk -F, 'NR > 1 && $17 == "L3/L4" { print $2; exit }' out/slices.csv)
