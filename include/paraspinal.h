@@ -337,16 +337,18 @@ char *psp_labels_dseg_tsv(void);
  * volume). FF values are fractions 0..1 (reports print percent); NaN when
  * the region has no voxel with signal. */
 typedef struct psp_region_metrics {
-  int label;           /* 1..4 */
-  int64_t slice;       /* internal slice k; -1 for whole-volume rows */
-  int64_t file_slice;  /* index along the input file's slice axis; -1 */
-  double z_mm;         /* world z of the slice centre; NaN for volume rows */
-  int64_t n_voxels;    /* voxels in the label */
-  int64_t n_no_signal; /* of those, voxels below the noise floor */
-  double area_mm2;     /* slice rows: n_voxels x pixel area */
-  double volume_mm3;   /* n_voxels x voxel volume */
-  double ff_mean;      /* mean of voxel FF (voxels with signal) */
-  double ff_ratio;     /* sum F / sum (F+W); NaN for an FF-map input */
+  int label;            /* 1..4 */
+  int64_t slice;        /* internal slice k; -1 for whole-volume rows */
+  int64_t file_slice;   /* index along the input file's slice axis; -1 */
+  double z_mm;          /* world z of the slice centre; NaN for volume rows */
+  int64_t n_voxels;     /* voxels in the label */
+  int64_t n_no_signal;  /* of those, voxels below the noise floor */
+  double area_mm2;      /* slice rows: n_voxels x pixel area */
+  double volume_mm3;    /* n_voxels x voxel volume */
+  double ff_mean;       /* mean of voxel FF (voxels with signal) */
+  double ff_ratio;      /* sum F / sum (F+W); NaN for an FF-map input */
+  double sum_f, sum_fw; /* the sums behind ff_ratio (voxels with signal), so that regions
+                           can be combined; NaN for an FF-map input */
   double ff_median;
   double ff_q1, ff_q3;     /* interquartile range */
   double fcsa_mm2;         /* area x (1 - ff_mean) (slice rows) */

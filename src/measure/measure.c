@@ -26,6 +26,8 @@ struct psp_measurements {
 static void ff_stats(psp_region_metrics *m, float *ff, size_t n, double sum_f, double sum_fw,
                      bool have_wf) {
   m->ff_mean = m->ff_median = m->ff_q1 = m->ff_q3 = m->ff_ratio = m->fat_infiltration = NAN;
+  m->sum_f = have_wf ? sum_f : NAN;
+  m->sum_fw = have_wf ? sum_fw : NAN;
   if (n == 0) return;
   double s = 0;
   size_t fatty = 0;

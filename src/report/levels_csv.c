@@ -20,9 +20,9 @@
  *
  * Combining regions (side both, mf+es): area and fcsa add up (an absent
  * label adds 0); ff_mean and fat_infiltration are exact voxel-weighted
- * means over voxels with signal (n_voxels - n_no_signal); ff_ratio (sum F /
- * sum (F+W)) cannot be combined from slice rows and is left empty for
- * combined rows.
+ * means over voxels with signal (n_voxels - n_no_signal); ff_ratio is
+ * sum F / sum (F+W) over the combined voxels (the rows carry their sums;
+ * empty for an FF-map input).
  *
  * Vertebral segment (vertebra rows): the slices named that vertebra (disc
  * slices excluded). seg_*_mean are plain means over those slices (area and
@@ -67,7 +67,7 @@ typedef struct combo {
 
 static combo combine(const psp_region_metrics *const *row, const int *labels, int nl) {
   combo c = {false, 0, 0, NAN, NAN, NAN, 0};
-  double wsum = 0, ffs = 0, fis = 0;
+  double wsum = 0, ffs = 0, fis = 0, sf = 0, sfw = 0;
   int present = 0;
   for (int a = 0; a < nl; a++) {
     const psp_region_metrics *r = row[labels[a]];
@@ -84,7 +84,10 @@ static combo combine(const psp_region_metrics *const *row, const int *labels, in
       if (isfinite(r->fat_infiltration)) fis += w * r->fat_infiltration;
     }
     if (nl == 1) c.ff_ratio = r->ff_ratio;
+    sf += r->sum_f; /* NaN (FF-map input) stays NaN */
+    sfw += r->sum_fw;
   }
+  if (nl > 1 && sfw > 0) c.ff_ratio = sf / sfw;
   if (wsum > 0) {
     c.ff_mean = ffs / wsum;
     c.fat_inf = fis / wsum;
