@@ -30,6 +30,17 @@ psp_context *psp_cli_context(const char *cmd, bool verbose, int threads);
  * missing. */
 int psp_cli_opt_value(int argc, char **argv, int *i, const char *name, const char *alias,
                       const char **val);
+/* The arguments every command with two positional arguments (compare,
+ * change) treats alike: positionals (also after "--" and a lone "-"), -h /
+ * --help and -v / --verbose. Returns 1 when argv[i] was one of them
+ * (recorded in the struct), 0 when it is another option, or the usage exit
+ * code (error printed) for a third positional. */
+typedef struct psp_cli_common {
+  const char *positional[2];
+  int npos;
+  bool only_positional, help, verbose;
+} psp_cli_common;
+int psp_cli_common_arg(const char *cmd, const char *arg, psp_cli_common *c);
 /* Parses a non-negative integer / a double; false on garbage. */
 bool psp_cli_parse_int(const char *s, long long *out);
 bool psp_cli_parse_double(const char *s, double *out);

@@ -78,28 +78,17 @@ typedef struct change_args {
 static int parse_args(int argc, char **argv, change_args *a) {
   memset(a, 0, sizeof *a);
   a->min_conf = 0.5;
-  const char *positional[2] = {NULL, NULL};
-  int npos = 0;
-  bool only_positional = false;
+  psp_cli_common c = {{NULL, NULL}, 0, false, false, false};
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
-    if (only_positional || arg[0] != '-' || !strcmp(arg, "-")) {
-      if (npos >= 2) return psp_cli_usage_error(CMD, "unexpected extra argument '%s'", arg);
-      positional[npos++] = arg;
-      continue;
-    }
-    if (!strcmp(arg, "--")) {
-      only_positional = true;
-      continue;
-    }
-    if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+    int common = psp_cli_common_arg(CMD, arg, &c);
+    a->verbose = c.verbose;
+    if (c.help) {
       a->help = true;
       return 0;
     }
-    if (!strcmp(arg, "-v") || !strcmp(arg, "--verbose")) {
-      a->verbose = true;
-      continue;
-    }
+    if (common == 1) continue;
+    if (common) return common;
     const char *val = NULL;
     int r = psp_cli_opt_value(argc, argv, &i, "--out", "-o", &val);
     if (r < 0) return psp_cli_usage_error(CMD, "option --out needs a value");
@@ -117,11 +106,11 @@ static int parse_args(int argc, char **argv, change_args *a) {
     }
     return psp_cli_usage_error(CMD, "unknown option '%s'", arg);
   }
-  if (npos < 2)
+  if (c.npos < 2)
     return psp_cli_usage_error(
-        CMD, "expected two analyze output folders: BASELINE FOLLOWUP (got %d)", npos);
-  a->base = positional[0];
-  a->follow = positional[1];
+        CMD, "expected two analyze output folders: BASELINE FOLLOWUP (got %d)", c.npos);
+  a->base = c.positional[0];
+  a->follow = c.positional[1];
   if (!a->out) return psp_cli_usage_error(CMD, "missing -o OUT (the output folder)");
   return 0;
 }

@@ -82,28 +82,17 @@ typedef struct compare_args {
 static int parse_args(int argc, char **argv, compare_args *a) {
   memset(a, 0, sizeof *a);
   a->pred_scheme = a->truth_scheme = "paraspinal";
-  const char *positional[2] = {NULL, NULL};
-  int npos = 0;
-  bool only_positional = false;
+  psp_cli_common c = {{NULL, NULL}, 0, false, false, false};
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
-    if (only_positional || arg[0] != '-' || !strcmp(arg, "-")) {
-      if (npos >= 2) return psp_cli_usage_error(CMD, "unexpected extra argument '%s'", arg);
-      positional[npos++] = arg;
-      continue;
-    }
-    if (!strcmp(arg, "--")) {
-      only_positional = true;
-      continue;
-    }
-    if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+    int common = psp_cli_common_arg(CMD, arg, &c);
+    a->verbose = c.verbose;
+    if (c.help) {
       a->help = true;
       return 0;
     }
-    if (!strcmp(arg, "-v") || !strcmp(arg, "--verbose")) {
-      a->verbose = true;
-      continue;
-    }
+    if (common == 1) continue;
+    if (common) return common;
     if (!strcmp(arg, "--per-slice")) {
       a->per_slice = true;
       continue;
@@ -142,10 +131,10 @@ static int parse_args(int argc, char **argv, compare_args *a) {
     }
     return psp_cli_usage_error(CMD, "unknown option '%s'", arg);
   }
-  if (npos < 2)
-    return psp_cli_usage_error(CMD, "expected two label maps: PRED TRUTH (got %d)", npos);
-  a->pred = positional[0];
-  a->truth = positional[1];
+  if (c.npos < 2)
+    return psp_cli_usage_error(CMD, "expected two label maps: PRED TRUTH (got %d)", c.npos);
+  a->pred = c.positional[0];
+  a->truth = c.positional[1];
   if ((a->water != NULL) != (a->fat != NULL))
     return psp_cli_usage_error(CMD, "--water and --fat go together");
   if (a->ff && a->water)

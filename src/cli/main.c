@@ -124,6 +124,27 @@ bool psp_cli_parse_geometry(const char *s, psp_geometry_source *out) {
   return false;
 }
 
+int psp_cli_common_arg(const char *cmd, const char *arg, psp_cli_common *c) {
+  if (c->only_positional || arg[0] != '-' || !strcmp(arg, "-")) {
+    if (c->npos >= 2) return psp_cli_usage_error(cmd, "unexpected extra argument '%s'", arg);
+    c->positional[c->npos++] = arg;
+    return 1;
+  }
+  if (!strcmp(arg, "--")) {
+    c->only_positional = true;
+    return 1;
+  }
+  if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+    c->help = true;
+    return 1;
+  }
+  if (!strcmp(arg, "-v") || !strcmp(arg, "--verbose")) {
+    c->verbose = true;
+    return 1;
+  }
+  return 0;
+}
+
 int psp_cli_opt_value(int argc, char **argv, int *i, const char *name, const char *alias,
                       const char **val) {
   const char *a = argv[*i];
