@@ -41,6 +41,33 @@ typedef struct psp_cli_common {
   bool only_positional, help, verbose;
 } psp_cli_common;
 int psp_cli_common_arg(const char *cmd, const char *arg, psp_cli_common *c);
+/* The analysis settings analyze and batch share: getopt codes, their long
+ * options (PSP_CLI_RUN_LONG_OPTS inside a struct option table) and where
+ * each command keeps the values. */
+enum {
+  PSP_CLI_OPT_NO_QC = 900, /* below the commands' own codes (1000 and up) */
+  PSP_CLI_OPT_NO_NOISE,
+  PSP_CLI_OPT_NOISE_FLOOR,
+  PSP_CLI_OPT_MAX_VOXELS,
+  PSP_CLI_OPT_GEOM,
+};
+#define PSP_CLI_RUN_LONG_OPTS                                                                      \
+  {"no-qc", no_argument, NULL, PSP_CLI_OPT_NO_QC},                                                 \
+      {"no-noise-correction", no_argument, NULL, PSP_CLI_OPT_NO_NOISE},                            \
+      {"noise-floor", required_argument, NULL, PSP_CLI_OPT_NOISE_FLOOR},                           \
+      {"max-voxels", required_argument, NULL, PSP_CLI_OPT_MAX_VOXELS}, {                           \
+    "geometry-from", required_argument, NULL, PSP_CLI_OPT_GEOM                                     \
+  }
+typedef struct psp_cli_run_opts {
+  bool *write_qc, *noise_correction;
+  double *noise_floor;
+  long long *max_voxels;
+  psp_geometry_source *geometry_from;
+} psp_cli_run_opts;
+/* Applies getopt result opt (value arg) if it is one of the shared
+ * settings: returns 0 when applied, -1 when opt is another option, else
+ * the usage exit code (error printed). */
+int psp_cli_run_option(const char *cmd, int opt, const char *arg, const psp_cli_run_opts *t);
 /* Parses a non-negative integer / a double; false on garbage. */
 bool psp_cli_parse_int(const char *s, long long *out);
 bool psp_cli_parse_double(const char *s, double *out);

@@ -92,12 +92,7 @@ enum {
   OPT_FF_UNIT,
   OPT_LABELS,
   OPT_SCHEME,
-  OPT_GEOM,
   OPT_VOLUME,
-  OPT_NO_NOISE,
-  OPT_NOISE_FLOOR,
-  OPT_MAX_VOXELS,
-  OPT_NO_QC,
   OPT_DISC,
   OPT_LANDMARKS,
   OPT_DICOM,
@@ -116,12 +111,8 @@ static const struct option LONG_OPTS[] = {
     {"ff-unit", required_argument, NULL, OPT_FF_UNIT},
     {"labels", required_argument, NULL, OPT_LABELS},
     {"label-scheme", required_argument, NULL, OPT_SCHEME},
-    {"geometry-from", required_argument, NULL, OPT_GEOM},
     {"volume", required_argument, NULL, OPT_VOLUME},
-    {"no-noise-correction", no_argument, NULL, OPT_NO_NOISE},
-    {"noise-floor", required_argument, NULL, OPT_NOISE_FLOOR},
-    {"max-voxels", required_argument, NULL, OPT_MAX_VOXELS},
-    {"no-qc", no_argument, NULL, OPT_NO_QC},
+    PSP_CLI_RUN_LONG_OPTS,
     {"disc", required_argument, NULL, OPT_DISC},
     {"level", required_argument, NULL, OPT_DISC},
     {"landmarks", required_argument, NULL, OPT_LANDMARKS},
@@ -163,7 +154,12 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
   optind = 1;
   opterr = 0;
   int c;
+  const psp_cli_run_opts run = {&o.write_qc, &o.dixon.noise_bias_correction,
+                                &o.dixon.noise_floor_factor, &max_voxels, &o.geometry_from};
   while ((c = getopt_long(argc, argv, ":o:t:vh", LONG_OPTS, NULL)) != -1) {
+    int shared = psp_cli_run_option(cmd, c, optarg, &run);
+    if (shared > 0) return shared;
+    if (shared == 0) continue;
     switch (c) {
     case OPT_WATER:
       o.water_path = optarg;
@@ -195,28 +191,12 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
     case OPT_SCHEME:
       o.label_scheme = optarg;
       break;
-    case OPT_GEOM:
-      if (!psp_cli_parse_geometry(optarg, &o.geometry_from))
-        return psp_cli_usage_error(
-            cmd, "--geometry-from must be auto, water, fat, inphase, outphase, ff or labels");
-      break;
     case OPT_VOLUME: {
       long long v;
       if (!psp_cli_parse_int(optarg, &v) || v < 0)
         return psp_cli_usage_error(cmd, "--volume needs a volume index >= 0, not '%s'", optarg);
       o.load.volume_index = v;
     } break;
-    case OPT_NO_NOISE:
-      o.dixon.noise_bias_correction = false;
-      break;
-    case OPT_NOISE_FLOOR:
-      if (!psp_cli_parse_double(optarg, &o.dixon.noise_floor_factor) ||
-          o.dixon.noise_floor_factor < 0)
-        return psp_cli_usage_error(cmd, "--noise-floor needs a number >= 0, not '%s'", optarg);
-      break;
-    case OPT_NO_QC:
-      o.write_qc = false;
-      break;
     case OPT_DISC:
       if (n_levels == sizeof level_items / sizeof level_items[0])
         return psp_cli_usage_error(cmd, "too many --disc overrides (at most 64)");
@@ -239,10 +219,6 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
       break;
     case OPT_DICOM_OUT:
       o.dicom_out = true;
-      break;
-    case OPT_MAX_VOXELS:
-      if (!psp_cli_parse_int(optarg, &max_voxels) || max_voxels <= 0)
-        return psp_cli_usage_error(cmd, "--max-voxels needs a positive integer, not '%s'", optarg);
       break;
     case 'o':
       out = optarg;

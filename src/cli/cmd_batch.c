@@ -73,11 +73,6 @@ enum {
   OPT_ONLY,
   OPT_AGGREGATE,
   OPT_LIST,
-  OPT_NO_QC,
-  OPT_NO_NOISE,
-  OPT_NOISE_FLOOR,
-  OPT_MAX_VOXELS,
-  OPT_GEOM,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -91,11 +86,7 @@ static const struct option LONG_OPTS[] = {
     {"only", required_argument, NULL, OPT_ONLY},
     {"aggregate", required_argument, NULL, OPT_AGGREGATE},
     {"list", no_argument, NULL, OPT_LIST},
-    {"no-qc", no_argument, NULL, OPT_NO_QC},
-    {"no-noise-correction", no_argument, NULL, OPT_NO_NOISE},
-    {"noise-floor", required_argument, NULL, OPT_NOISE_FLOOR},
-    {"max-voxels", required_argument, NULL, OPT_MAX_VOXELS},
-    {"geometry-from", required_argument, NULL, OPT_GEOM},
+    PSP_CLI_RUN_LONG_OPTS,
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -228,7 +219,15 @@ int psp_cmd_batch(int argc, char **argv) {
   optind = 1;
   opterr = 0;
   int c;
+  const psp_cli_run_opts run = {&settings.write_qc, &settings.noise_correction,
+                                &settings.noise_floor, &max_voxels, &settings.geometry_from};
   while ((c = getopt_long(argc, argv, ":o:j:t:qvh", LONG_OPTS, NULL)) != -1) {
+    int shared = psp_cli_run_option(cmd, c, optarg, &run);
+    if (shared > 0) return shared;
+    if (shared == 0) {
+      if (c == PSP_CLI_OPT_MAX_VOXELS) settings.max_voxels = max_voxels;
+      continue;
+    }
     switch (c) {
     case OPT_MANIFEST:
       manifest_path = optarg;
@@ -267,26 +266,6 @@ int psp_cmd_batch(int argc, char **argv) {
       break;
     case OPT_LIST:
       list = true;
-      break;
-    case OPT_NO_QC:
-      settings.write_qc = false;
-      break;
-    case OPT_NO_NOISE:
-      settings.noise_correction = false;
-      break;
-    case OPT_NOISE_FLOOR:
-      if (!psp_cli_parse_double(optarg, &settings.noise_floor) || settings.noise_floor < 0)
-        return psp_cli_usage_error(cmd, "--noise-floor needs a number >= 0, not '%s'", optarg);
-      break;
-    case OPT_MAX_VOXELS:
-      if (!psp_cli_parse_int(optarg, &max_voxels) || max_voxels <= 0)
-        return psp_cli_usage_error(cmd, "--max-voxels needs a positive integer, not '%s'", optarg);
-      settings.max_voxels = max_voxels;
-      break;
-    case OPT_GEOM:
-      if (!psp_cli_parse_geometry(optarg, &settings.geometry_from))
-        return psp_cli_usage_error(
-            cmd, "--geometry-from must be auto, water, fat, inphase, outphase, ff or labels");
       break;
     case 'q':
       quiet = true;

@@ -124,6 +124,32 @@ bool psp_cli_parse_geometry(const char *s, psp_geometry_source *out) {
   return false;
 }
 
+int psp_cli_run_option(const char *cmd, int opt, const char *arg, const psp_cli_run_opts *t) {
+  switch (opt) {
+  case PSP_CLI_OPT_NO_QC:
+    *t->write_qc = false;
+    return 0;
+  case PSP_CLI_OPT_NO_NOISE:
+    *t->noise_correction = false;
+    return 0;
+  case PSP_CLI_OPT_NOISE_FLOOR:
+    if (!psp_cli_parse_double(arg, t->noise_floor) || *t->noise_floor < 0)
+      return psp_cli_usage_error(cmd, "--noise-floor needs a number >= 0, not '%s'", arg);
+    return 0;
+  case PSP_CLI_OPT_MAX_VOXELS:
+    if (!psp_cli_parse_int(arg, t->max_voxels) || *t->max_voxels <= 0)
+      return psp_cli_usage_error(cmd, "--max-voxels needs a positive integer, not '%s'", arg);
+    return 0;
+  case PSP_CLI_OPT_GEOM:
+    if (!psp_cli_parse_geometry(arg, t->geometry_from))
+      return psp_cli_usage_error(
+          cmd, "--geometry-from must be auto, water, fat, inphase, outphase, ff or labels");
+    return 0;
+  default:
+    return -1;
+  }
+}
+
 int psp_cli_common_arg(const char *cmd, const char *arg, psp_cli_common *c) {
   if (c->only_positional || arg[0] != '-' || !strcmp(arg, "-")) {
     if (c->npos >= 2) return psp_cli_usage_error(cmd, "unexpected extra argument '%s'", arg);
