@@ -9,12 +9,14 @@ source "$(dirname "$0")/../integration/lib.sh"
 D="$SRC/../shared/data/dixon-tum01"
 if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
 cd "$S"
-# minimum Dice per label: reached 0.799 / 0.800 / 0.869 / 0.873, all 0.887 (minus ~0.03;
-# v1 reached 0.641 / 0.659 / 0.827 / 0.842, all 0.880)
-MIN_MF_L=0.77 MIN_MF_R=0.77 MIN_ES_L=0.84 MIN_ES_R=0.84 MIN_ALL=0.86
-# the worst slice (all four muscles together; reached 0.76 at L5/S1) and the
-# multifidus area over the volume (reached -1 % / +8 %; v1 -25 % / -20 %)
-MIN_SLICE_ALL=0.72 MAX_MF_AREA_PCT=12
+# minimum Dice per label: reached 0.838 / 0.862 / 0.874 / 0.883, all 0.905 (minus ~0.03;
+# before the lamina front limit 0.799 / 0.800 / 0.869 / 0.873, all 0.887; v1 reached
+# 0.641 / 0.659 / 0.827 / 0.842, all 0.880)
+MIN_MF_L=0.80 MIN_MF_R=0.83 MIN_ES_L=0.84 MIN_ES_R=0.85 MIN_ALL=0.87
+# the worst slice (all four muscles together; reached 0.87), the worst single
+# muscle on a slice (reached 0.71; the issue: none below 0.70; before 0.60) and
+# the multifidus area over the volume (reached +1 % / +10 %; v1 -25 % / -20 %)
+MIN_SLICE_ALL=0.84 MIN_SLICE_MUSCLE=0.68 MAX_MF_AREA_PCT=12
 run "$PSP" analyze --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" -o out
 run "$PSP" compare out/dseg.nii.gz "$D/labels_manual.nii.gz" --truth-scheme lpm \
   --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" --per-slice --csv cmp.csv > cmp.txt 2>&1
@@ -33,6 +35,8 @@ check "right erector spinae" $MIN_ES_R
 check "all" $MIN_ALL
 awk -F, -v min="$MIN_SLICE_ALL" 'NR > 1 && $3 != "" && $1 == 0 && $8 + 0 < min { print "slice " $3 ": Dice " $8; bad = 1 }
   END { exit bad }' cmp.csv || fail "a slice's Dice (all muscles) below $MIN_SLICE_ALL"
+awk -F, -v min="$MIN_SLICE_MUSCLE" 'NR > 1 && $3 != "" && $1 >= 1 && $8 + 0 < min { print $2 " slice " $3 ": Dice " $8; bad = 1 }
+  END { exit bad }' cmp.csv || fail "a muscle's Dice on a slice below $MIN_SLICE_MUSCLE"
 awk -F, -v max="$MAX_MF_AREA_PCT" 'NR > 1 && $3 == "" && ($1 == 1 || $1 == 2) {
     printf "%s: area %+.1f %%\n", $2, $10; if ($10 > max || $10 < -max) bad = 1 }
   END { exit bad }' cmp.csv || fail "multifidus area off by more than $MAX_MF_AREA_PCT %"
