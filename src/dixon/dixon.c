@@ -608,7 +608,18 @@ static double sum_k_nearest(uint64_t *key, const float *m2, int n, int k) {
 #else
 #define PSP_VECTORISE
 #endif
-#if defined(__x86_64__) && defined(__linux__) && (defined(__clang__) || __GNUC__ >= 6)
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+/* no clones under the sanitizers: their runtimes are not up yet when the
+ * dynamic loader runs the clones' ifunc resolvers (TSan crashes there) */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) ||                               \
+    __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
+    __has_feature(memory_sanitizer)
+#define PSP_NO_CLONES 1
+#endif
+#if defined(__x86_64__) && defined(__linux__) && (defined(__clang__) || __GNUC__ >= 6) &&          \
+    !defined(PSP_NO_CLONES)
 #define PSP_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
 #else
 #define PSP_AVX2_CLONE
