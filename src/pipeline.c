@@ -90,7 +90,10 @@ static bool add_input_pair(psp_result *r, const char *const role[2], const char 
     psp_context_free(sub[1]);
     return psp_error_set(err, PSP_ERR_NOMEM, "out of memory");
   }
-#pragma omp parallel for num_threads(2) schedule(static, 1)
+  /* two threads only when the run may use two (batch workers run with
+   * one each: no oversubscription) */
+  const int nth = psp_context_threads(ctx) > 1 ? 2 : 1;
+#pragma omp parallel for num_threads(nth) schedule(static, 1)
   for (int i = 0; i < 2; i++)
     load_slot(r, &s[i], role[i], path[i], src[i], false, sub[i], &e[i]);
   bool joined = psp_context_join(ctx, sub[0]);
