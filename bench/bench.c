@@ -6,13 +6,16 @@
  * Floor: the time to bring the input voxels into memory = read both files
  * and inflate them with libdeflate (nothing else). Then, for 1 and 2
  * threads, `analyze` with all default outputs (automatic segmentation, QC
- * images, report.html) into a fresh folder, REPS times, each run in a child
- * process so its peak memory (max RSS) can be read; per stage the median of
+ * images, report.html) into a fresh folder; REPS rounds of floor, 1 thread,
+ * 2 threads (interleaved, so a drifting machine speed hits all alike), each
+ * analyze in a child process so its own peak memory (max RSS) can be read
+ * (wait4); per stage the median of
  * the runs (the library's own stage timings, psp_context_timing). Prints the
  * per-stage table, the ratio total / floor, the 1 -> 2 thread speed-up of the
  * compute stages and end to end, peak memory against the budget of 8 x
  * (input voxels x 4 bytes), and whether the outputs of 1 and 2 threads are
  * byte-identical. */
+#define _DEFAULT_SOURCE /* wait4: one child's own resource usage */
 #include "paraspinal.h"
 
 #include <libdeflate.h>
@@ -101,12 +104,8 @@ static int run_child(const char *water, const char *fat, int threads, const char
   ssize_t got = read(fd[0], t, sizeof *t);
   close(fd[0]);
   int status;
-  if (waitpid(pid, &status, 0) < 0) return -1;
-  /* the largest max RSS of the children waited for so far: the runs of one
-   * thread setting are measured after those of the other, so each setting
-   * reads the running maximum (reported per setting as the larger) */
-  struct rusage ru;
-  getrusage(RUSAGE_CHILDREN, &ru);
+  struct rusage ru; /* this child's own peak memory */
+  if (wait4(pid, &status, 0, &ru) < 0) return -1;
   *maxrss_kb = ru.ru_maxrss;
   return (got == (ssize_t)sizeof *t && WIFEXITED(status) && WEXITSTATUS(status) == 0) ? 0 : -1;
 }
@@ -136,49 +135,51 @@ int main(int argc, char **argv) {
   if (reps < 1 || reps > MAX_REPS) reps = 5;
   const char *water = argv[1], *fat = argv[2];
 
-  /* the floor */
-  double fl[MAX_REPS];
+  /* Rounds: the floor, then analyze at 1 and at 2 threads, repeated reps
+   * times, so that a drift of the machine's speed (shared hosts, clock
+   * changes) falls on all three alike and the ratios stay fair. */
+  const char *stages[] = {"load",   "ffmap",       "segment.landmarks", "segment",  "measure",
+                          "levels", "write.nifti", "write.tables",      "write.qc", "write.html"};
+  const int nst = (int)(sizeof stages / sizeof *stages);
+  double fl[MAX_REPS], per[2][16][MAX_REPS], tot[2][MAX_REPS];
+  double med[2][16], total[2];
+  long rss[2] = {0, 0};
+  char dirs[2][64];
   size_t bytes = 0;
+  for (int ti = 0; ti < 2; ti++) {
+    snprintf(dirs[ti], sizeof dirs[ti], "/tmp/psp_bench_%d_XXXXXX", ti + 1);
+    if (!mkdtemp(dirs[ti])) return 1;
+  }
   for (int r = 0; r < reps; r++) {
     double t0 = psp_now();
     bytes = floor_one(water) + floor_one(fat);
     fl[r] = psp_now() - t0;
-  }
-  if (!bytes) {
-    fprintf(stderr, "psp_bench: cannot read %s / %s\n", water, fat);
-    return 1;
-  }
-  double floor_s = median(fl, reps);
-
-  const char *stages[] = {"load",   "ffmap",       "segment.landmarks", "segment",  "measure",
-                          "levels", "write.nifti", "write.tables",      "write.qc", "write.html"};
-  const int nst = (int)(sizeof stages / sizeof *stages);
-  double med[2][16], total[2];
-  long rss[2] = {0, 0};
-  char dirs[2][64];
-  for (int ti = 0; ti < 2; ti++) {
-    int threads = ti + 1;
-    double per[16][MAX_REPS], tot[MAX_REPS];
-    snprintf(dirs[ti], sizeof dirs[ti], "/tmp/psp_bench_%d_XXXXXX", threads);
-    if (!mkdtemp(dirs[ti])) return 1;
-    for (int r = 0; r < reps; r++) {
+    if (!bytes) {
+      fprintf(stderr, "psp_bench: cannot read %s / %s\n", water, fat);
+      return 1;
+    }
+    for (int ti = 0; ti < 2; ti++) {
       run_times t;
       long kb = 0;
-      if (run_child(water, fat, threads, dirs[ti], &t, &kb) != 0) {
+      if (run_child(water, fat, ti + 1, dirs[ti], &t, &kb) != 0) {
         fprintf(stderr, "psp_bench: analyze failed\n");
         return 1;
       }
       if (kb > rss[ti]) rss[ti] = kb;
       for (int s = 0; s < nst; s++)
-        per[s][r] = stage_of(&t, stages[s]);
-      tot[r] = t.total;
+        per[ti][s][r] = stage_of(&t, stages[s]);
+      tot[ti][r] = t.total;
     }
+  }
+  double floor_s = median(fl, reps);
+  for (int ti = 0; ti < 2; ti++) {
     for (int s = 0; s < nst; s++)
-      med[ti][s] = median(per[s], reps);
-    total[ti] = median(tot, reps);
+      med[ti][s] = median(per[ti][s], reps);
+    total[ti] = median(tot[ti], reps);
   }
 
-  printf("scan: %s + %s; %d runs per setting, medians\n", water, fat, reps);
+  printf("scan: %s + %s; %d rounds (floor, 1 thread, 2 threads interleaved), medians\n", water, fat,
+         reps);
   printf("floor (read + inflate both inputs with libdeflate, %.1f MB): %.4f s\n", bytes / 1e6,
          floor_s);
   printf("\n%-20s %10s %10s %8s %9s\n", "stage", "1 thread", "2 threads", "1->2", "x floor");
