@@ -1,0 +1,34 @@
+/*
+ * noise.h — noise estimation and Rician bias correction of Dixon magnitudes
+ * (src/dixon/noise.c; internal, not installed).
+ */
+#ifndef PSP_DIXON_NOISE_H
+#define PSP_DIXON_NOISE_H
+
+#include "core/internal.h"
+
+#define TAB_N 330 /* correction table entries: t in [-2, 64) in steps of 0.2 */
+
+/* Estimates the per-component sigma of both images from their common
+ * background (sig = 0 and a warning when it cannot); *bg_out: the
+ * background mask (caller frees; NULL when there is none). */
+bool psp_dixon_estimate_noise(const psp_volume *a, const psp_volume *b, const char *what,
+                              bool correction_wanted, psp_context *ctx, double sig[2],
+                              uint8_t **bg_out, psp_error **err);
+/* Builds the correction table tab[TAB_N] (units of sigma). */
+bool psp_dixon_correction_table(double *tab, psp_error **err);
+/* Raw a + b below which a voxel cannot reach the floor after correction. */
+double psp_dixon_skip_level(const double *tab, double floor_v, double sig_a, double sig_b);
+/* Corrected magnitude of m into out, guided by the other image g; voxels
+ * with s1 (+ s2) below skip get the bias at A = 0. */
+void psp_dixon_rician_correct(const float *m, const float *g, float *out, const int64_t d[3],
+                              double sigma, const double *tab, const float *s1, const float *s2,
+                              double skip);
+/* Adds one thread's histogram (loc; NULL: its allocation failed) into h;
+ * called by every thread of a parallel region. */
+void psp_dixon_hist_merge(int64_t *h, const int64_t *loc, int nb, bool *failed);
+/* In-place Cholesky solve of the symmetric positive definite n x n system
+ * a x = b (x in b); false when a is not positive definite. */
+bool psp_dixon_cholesky_solve(double *a, double *b, int n);
+
+#endif
