@@ -332,6 +332,7 @@ static double hist_quantile(const int64_t *hist, int b0, int64_t n, double q, do
 static bool anatomy_window(const psp_volume *v, float *wlo, float *whi, psp_error **err) {
   int64_t n = psp_volume_voxel_count(v);
   double vmin = INFINITY, vmax = -INFINITY;
+#pragma omp parallel for schedule(static) reduction(min : vmin) reduction(max : vmax)
   for (int64_t p = 0; p < n; p++) {
     float x = v->data[p];
     if (!isfinite(x)) continue;
@@ -351,12 +352,30 @@ static bool anatomy_window(const psp_volume *v, float *wlo, float *whi, psp_erro
   if (!hist) return false;
   double bw = (vmax - vmin) / HIST_BINS;
   int64_t count = 0;
-  for (int64_t p = 0; p < n; p++) {
-    float x = v->data[p];
-    if (!isfinite(x)) continue;
-    int b = (int)(((double)x - vmin) / bw);
-    hist[b < 0 ? 0 : b >= HIST_BINS ? HIST_BINS - 1 : b]++;
-    count++;
+  bool failed = false;
+  /* per-thread counts added exactly: the same at any thread count */
+#pragma omp parallel reduction(+ : count)
+  {
+    int64_t *loc = calloc(HIST_BINS, sizeof *loc);
+#pragma omp for schedule(static) nowait
+    for (int64_t p = 0; p < n; p++) {
+      float x = v->data[p];
+      if (!loc || !isfinite(x)) continue;
+      int b = (int)(((double)x - vmin) / bw);
+      loc[b < 0 ? 0 : b >= HIST_BINS ? HIST_BINS - 1 : b]++;
+      count++;
+    }
+#pragma omp critical(psp_qc_hist)
+    {
+      if (!loc) failed = true;
+      for (int b = 0; loc && b < HIST_BINS; b++)
+        hist[b] += loc[b];
+    }
+    free(loc);
+  }
+  if (failed) {
+    free(hist);
+    return psp_error_set(err, PSP_ERR_NOMEM, "out of memory (QC window)");
   }
   double top = hist_quantile(hist, 0, count, 0.995, vmin, bw);
   double thr = vmin + 0.1 * (top - vmin);
