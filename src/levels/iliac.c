@@ -100,26 +100,44 @@ typedef struct work {
 /* Erosion (erode = true) or dilation of the w x h mask a into b with an
  * elliptic element of half axes rx, ry voxels; outside the box is empty. */
 static void morph(const uint8_t *a, uint8_t *b, int64_t w, int64_t h, int rx, int ry, bool erode) {
+  /* the element's offsets, once (same test as per pixel: inside the
+   * ellipse of half axes rx + 0.5, ry + 0.5) */
+  const int ew = 2 * rx + 1, eh = 2 * ry + 1;
+  int64_t *off = malloc((size_t)ew * (size_t)eh * 2 * sizeof *off);
+  int ne = 0;
+  for (int dj = -ry; off && dj <= ry; dj++)
+    for (int di = -rx; di <= rx; di++) {
+      double u = (double)di / (rx + 0.5), v = (double)dj / (ry + 0.5);
+      if (u * u + v * v > 1.0) continue;
+      off[2 * ne] = di;
+      off[2 * ne + 1] = dj;
+      ne++;
+    }
   for (int64_t j = 0; j < h; j++)
     for (int64_t i = 0; i < w; i++) {
       bool acc = erode;
-      for (int dj = -ry; dj <= ry && acc == erode; dj++)
-        for (int di = -rx; di <= rx; di++) {
-          double u = (double)di / (rx + 0.5), v = (double)dj / (ry + 0.5);
-          if (u * u + v * v > 1.0) continue;
-          int64_t x = i + di, y = j + dj;
-          bool s = x >= 0 && y >= 0 && x < w && y < h && a[y * w + x];
-          if (erode && !s) {
-            acc = false;
-            break;
+      if (!off) { /* out of memory: the per-pixel test */
+        for (int dj = -ry; dj <= ry && acc == erode; dj++)
+          for (int di = -rx; di <= rx && acc == erode; di++) {
+            double u = (double)di / (rx + 0.5), v = (double)dj / (ry + 0.5);
+            if (u * u + v * v > 1.0) continue;
+            int64_t x = i + di, y = j + dj;
+            bool s = x >= 0 && y >= 0 && x < w && y < h && a[y * w + x];
+            if (s != erode) acc = s;
           }
-          if (!erode && s) {
-            acc = true;
+      } else {
+        for (int e = 0; e < ne; e++) {
+          int64_t x = i + off[2 * e], y = j + off[2 * e + 1];
+          bool s = x >= 0 && y >= 0 && x < w && y < h && a[y * w + x];
+          if (s != erode) {
+            acc = s;
             break;
           }
         }
+      }
       b[j * w + i] = acc;
     }
+  free(off);
 }
 
 /* Marrow evidence of voxel (i, j): FF, or min(FF, 1 - FF); no signal 0. */
@@ -167,7 +185,7 @@ static void detect_slice(const psp_iliac_input *in, int64_t k, work *wk, psp_ili
             (evid(sl, nx, gi + 1, gj, in->sym) - evid(sl, nx, gi - 1, gj, in->sym)) / (2 * sx);
         double gy =
             (evid(sl, nx, gi, gj + 1, in->sym) - evid(sl, nx, gi, gj - 1, in->sym)) / (2 * sy);
-        ok = hypot(gx, gy) <= GRAD_MAX;
+        ok = gx * gx + gy * gy <= GRAD_MAX * GRAD_MAX; /* hypot(gx, gy) <= GRAD_MAX */
       }
       wk->m[j * w + i] = ok;
     }
