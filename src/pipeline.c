@@ -108,7 +108,7 @@ static bool add_input_pair(psp_result *r, const char *const role[2], const char 
     psp_volume_free(s[i].vol);
     s[i].vol = NULL;
   }
-  if (err)
+  if (err && !*err) /* the psp_error_set contract: an error already set stays */
     *err = e[bad];
   else
     psp_error_free(e[bad]);

@@ -65,14 +65,13 @@ psp_context *psp_context_fork(const psp_context *parent) {
 }
 
 bool psp_context_join(psp_context *parent, psp_context *child) {
-  bool ok = true;
+  const bool ok = !child->lost;
   for (size_t i = 0; i < child->n_held; i++) {
     if (child->held[i].level == PSP_LOG_WARN)
       psp_warn(parent, "%s", child->held[i].text);
     else
       psp_log(parent, child->held[i].level, "%s", child->held[i].text);
   }
-  ok = ok && !child->lost;
   psp_context_free(child);
   return ok;
 }
