@@ -285,10 +285,10 @@ static bool watershed2(const float *ff, const uint8_t *region, uint8_t val, cons
 
 /* Builds the compartment of one side (value side + 1 in comp). Returns its
  * voxel count. sgn = +1 for the left side (i increases towards the left). */
-static int64_t build_compartment(const float *ff, const float *sig, const uint8_t *body, int64_t nx,
-                                 int64_t ny, double sx, double sy, const psp_slice_landmarks *lm,
-                                 const slice_levels *lv, int side, uint8_t *comp, uint8_t *seed,
-                                 psp_slice_work *w) {
+static int64_t build_compartment(const float *ff, const float *sm, const float *sig,
+                                 const uint8_t *inner, int64_t nx, int64_t ny, double sx, double sy,
+                                 const psp_slice_landmarks *lm, const slice_levels *lv, int side,
+                                 uint8_t *comp, uint8_t *seed, psp_slice_work *w) {
   int64_t n = nx * ny;
   int sgn = side == 0 ? 1 : -1;
   double mid = lm->midline_i, cj = lm->canal.j, ci = lm->canal.i;
@@ -316,37 +316,18 @@ static int64_t build_compartment(const float *ff, const float *sig, const uint8_
     for (int64_t i = 0; i < nx; i++)
       yf[i] = -INFINITY;
   }
-  /* the skin and the layer under it: never muscle */
-  memcpy(sel, body, (size_t)n);
-  psp_mask_erode(sel, nx, ny, (int)psp_seg_vox(SKIN_MM, sx), w);
-  /* 3 x 3 mean FF (NaN-aware): the strict mask is cut by fat planes, not
-   * by noise */
-  float *sm = w->f1;
-  for (int64_t j = 0; j < ny; j++)
-    for (int64_t i = 0; i < nx; i++) {
-      double acc = 0;
-      int m = 0;
-      for (int64_t b = j - 1; b <= j + 1; b++)
-        for (int64_t a = i - 1; a <= i + 1; a++) {
-          if (a < 0 || b < 0 || a >= nx || b >= ny) continue;
-          float v = ff[b * nx + a];
-          if (isnan(v)) continue;
-          acc += v;
-          m++;
-        }
-      sm[j * nx + i] = m ? (float)(acc / m) : NAN;
-    }
   for (int64_t j = 0; j < ny; j++)
     for (int64_t i = 0; i < nx; i++) {
       int64_t p = j * nx + i;
       double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
-      double dc = hypot(((double)i - ci) * sx, y);
+      double dx = ((double)i - ci) * sx;
       /* behind the lamina medially; lateral to the facets the erector
        * spinae reaches forward onto the transverse processes */
       double yl = lv->y_ant_lat;
       double y_ant = rc + (d <= 15.0 ? 0.0 : d >= 35.0 ? yl : yl * (d - 15.0) / 20.0);
       y_ant = fmax(y_ant, yf[i]); /* behind the lamina */
-      roi[p] = sel[p] && !isnan(ff[p]) && d >= gap[j] && d <= D_MAX_MM && y >= y_ant && dc > cr;
+      roi[p] = inner[p] && !isnan(ff[p]) && d >= gap[j] && d <= D_MAX_MM && y >= y_ant &&
+               dx * dx + y * y > cr * cr;
       strict[p] = roi[p] && ff[p] < lv->t_strict && sm[p] < lv->t_strict;
     }
   /* opening radius ~1.5 mm; none at coarse pixels (>= 2.5 mm), where one
@@ -1023,9 +1004,10 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
     psp_slice_work *w = psp_slice_work_create(nx, ny);
     float *crop_ff = malloc((size_t)plane * sizeof *crop_ff);
     float *crop_w = wv ? malloc((size_t)plane * sizeof *crop_w) : NULL;
+    float *crop_sm = malloc((size_t)plane * sizeof *crop_sm);
     uint8_t *crop_body = malloc((size_t)plane), *crop_comp = malloc((size_t)plane);
     uint8_t *crop_seed = malloc((size_t)plane);
-    bool ready = w && crop_ff && crop_body && crop_comp && crop_seed && (!wv || crop_w);
+    bool ready = w && crop_ff && crop_sm && crop_body && crop_comp && crop_seed && (!wv || crop_w);
     if (!ready) oom = true;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < nz; k++) {
@@ -1112,10 +1094,28 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
       lmc.midline_i -= (double)ci0;
       lmc.canal.i -= (double)ci0;
       lmc.canal.j -= (double)cj0;
+      /* per slice, for both sides: the body without the skin and the layer
+       * under it (never muscle), and the 3 x 3 mean FF (NaN-aware), so the
+       * strict mask is cut by fat planes, not by noise */
+      psp_mask_erode(crop_body, cnx, cny, (int)psp_seg_vox(SKIN_MM, sp[0]), w);
+      for (int64_t j = 0; j < cny; j++)
+        for (int64_t i = 0; i < cnx; i++) {
+          double acc = 0;
+          int m = 0;
+          for (int64_t b = j - 1; b <= j + 1; b++)
+            for (int64_t a = i - 1; a <= i + 1; a++) {
+              if (a < 0 || b < 0 || a >= cnx || b >= cny) continue;
+              float v = crop_ff[b * cnx + a];
+              if (isnan(v)) continue;
+              acc += v;
+              m++;
+            }
+          crop_sm[j * cnx + i] = m ? (float)(acc / m) : NAN;
+        }
       int64_t nvs[2] = {0, 0};
       for (int side = 0; side < 2; side++)
-        nvs[side] = build_compartment(crop_ff, crop_w, crop_body, cnx, cny, sp[0], sp[1], &lmc, L,
-                                      side, crop_comp, crop_seed, w);
+        nvs[side] = build_compartment(crop_ff, crop_sm, crop_w, crop_body, cnx, cny, sp[0], sp[1],
+                                      &lmc, L, side, crop_comp, crop_seed, w);
       for (int64_t j = 0; j < cny; j++)
         for (int64_t i = 0; i < cnx; i++) {
           int64_t q = (j + cj0) * nx + i + ci0;
@@ -1133,6 +1133,7 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
       }
     }
     free(crop_ff);
+    free(crop_sm);
     free(crop_w);
     free(crop_body);
     free(crop_comp);
