@@ -20,7 +20,11 @@
  * larger than the multifidus); columns dz_mm (band centre), n_slices,
  * share (median multifidus share of the band's slices), rho_0 .. rho_110.
  *
- * Usage: make_mf_rho_profile DSEG.nii.gz MF_LEFT MF_RIGHT ES_LEFT ES_RIGHT [--by-level] > TSV
+ * With --es-rise (es_front_rise.tsv) the rise of the erector spinae's
+ * front lateral of 35 mm from the midline (see es_rise_table below).
+ *
+ * Usage: make_mf_rho_profile DSEG.nii.gz MF_LEFT MF_RIGHT ES_LEFT ES_RIGHT
+ *        [--by-level | --es-rise] > TSV
  * (left = the side of larger internal i, i.e. patient left from the affine;
  * for the MuscleMap template: 2 1 4 3). Build: see models/README.md.
  */
@@ -43,10 +47,79 @@ static int cmpd(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Midline of one slice: the mean midpoint between the two multifidus
+ * medial edges over the rows where both exist; NAN with fewer than 5. */
+static double slice_midline(const float *s, const int64_t d[3], const int mf[2]) {
+  double sumi = 0;
+  int cnt = 0;
+  for (int64_t j = 0; j < d[1]; j++) {
+    int64_t a = -1, b = -1;
+    for (int64_t i = 0; i < d[0]; i++) {
+      int x = (int)s[j * d[0] + i];
+      if (x == mf[0] && a < 0) a = i;
+      if (x == mf[1]) b = i;
+    }
+    if (a >= 0 && b >= 0 && a > b) {
+      sumi += 0.5 * (double)(a + b);
+      cnt++;
+    }
+  }
+  return cnt < 5 ? NAN : sumi / cnt;
+}
+
+/* --es-rise (models/es_front_rise.tsv): on every slice from the anchor up,
+ * per side, the front of MF + ES (its most anterior voxel, mm) in 5 mm
+ * bins of d (distance from the midline) from 40 mm on, minus the front in
+ * the bin at 35 mm: how far the erector spinae's front lies further back
+ * laterally. Columns d_mm, n, q25, median, q75. */
+#define RISE_N 9
+static int es_rise_table(const float *v, const int64_t d[3], const double sp[3], const int mf[2],
+                         const int es[2], int64_t anchor) {
+  static double vals[RISE_N][MAXV];
+  int nv[RISE_N] = {0};
+  for (int64_t k = anchor; k < d[2]; k++) {
+    const float *s = v + k * d[0] * d[1];
+    double mid = slice_midline(s, d, mf);
+    if (isnan(mid)) continue;
+    for (int side = 0; side < 2; side++) {
+      int sg = side == 0 ? 1 : -1;
+      double front[RISE_N + 1];
+      for (int b = 0; b <= RISE_N; b++)
+        front[b] = INFINITY;
+      for (int64_t j = 0; j < d[1]; j++)
+        for (int64_t i = 0; i < d[0]; i++) {
+          int x = (int)s[j * d[0] + i];
+          if (x != mf[side] && x != es[side]) continue;
+          double dd = sg * ((double)i - mid) * sp[0];
+          int b = (int)floor((dd - 32.5) / 5.0); /* bin 0: 32.5..37.5 mm */
+          if (b < 0 || b > RISE_N) continue;
+          front[b] = fmin(front[b], (double)j * sp[1]);
+        }
+      if (isinf(front[0])) continue;
+      for (int b = 1; b <= RISE_N; b++)
+        if (!isinf(front[b]) && nv[b - 1] < MAXV) vals[b - 1][nv[b - 1]++] = front[b] - front[0];
+    }
+  }
+  printf("d_mm\tn\tq25\tmedian\tq75\n");
+  for (int b = 0; b < RISE_N; b++) {
+    int m = nv[b];
+    if (!m) {
+      printf("%d\t0\t\t\t\n", 40 + 5 * b);
+      continue;
+    }
+    qsort(vals[b], (size_t)m, sizeof(double), cmpd);
+    printf("%d\t%d\t%.2f\t%.2f\t%.2f\n", 40 + 5 * b, m, vals[b][m / 4], vals[b][m / 2],
+           vals[b][3 * m / 4]);
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   bool by_level = argc == 7 && !strcmp(argv[6], "--by-level");
-  if (argc != 6 && !by_level) {
-    fprintf(stderr, "usage: %s DSEG MF_LEFT MF_RIGHT ES_LEFT ES_RIGHT\n", argv[0]);
+  bool es_rise = argc == 7 && !strcmp(argv[6], "--es-rise");
+  if (argc != 6 && !by_level && !es_rise) {
+    fprintf(stderr, "usage: %s DSEG MF_LEFT MF_RIGHT ES_LEFT ES_RIGHT [--by-level|--es-rise]\n",
+            argv[0]);
     return 2;
   }
   psp_context *ctx = psp_context_create();
@@ -85,9 +158,16 @@ int main(int argc, char **argv) {
       ok = ok && !isnan(share[q]) && share[q] < 0.5;
     if (ok) anchor = k;
   }
-  if (by_level && anchor < 0) {
+  if ((by_level || es_rise) && anchor < 0) {
     fprintf(stderr, "no anchor slice\n");
     return 1;
+  }
+  if (es_rise) {
+    int rc = es_rise_table(v, d, sp, mf, es, anchor);
+    free(share);
+    psp_volume_free(l);
+    psp_context_free(ctx);
+    return rc;
   }
   for (int64_t k = 0; k < d[2]; k++) {
     const float *s = v + k * d[0] * d[1];

@@ -8,7 +8,11 @@
  * produce realistic partial volume. Along u the spine is a fixed layout:
  * sacrum below u = 0, then per level a 10 mm disc and a 30 mm vertebra
  * (L5/S1, L5, L4/L5, L4, ... L1, T12/L1, T12, ...); muscles, psoas and
- * quadratus lumborum change smoothly with u.
+ * quadratus lumborum change smoothly with u. The erector spinae's front
+ * rises backwards lateral of the multifidus (0.30-0.45 mm per mm, per side;
+ * the MuscleMap template's curve is about 0.4), with quadratus lumborum in
+ * front of it behind the plane of the transverse processes and a thin fat
+ * plane between them; flat at the sacrum, full from 40 mm above S1.
  *
  * Signal model (what the FF module assumes): tissue total signal S and fat
  * fraction FF give W0 = S(1-FF), F0 = S FF (averaged over sub-voxels), times
@@ -90,6 +94,7 @@ typedef struct anat {
   double sgrad[PSP_LABEL_COUNT][2]; /* uneven streak density per muscle */
   double bias_c[6];
   double bias_zmid, bias_zhalf;
+  double es_rise[2]; /* slope of the erector spinae's front lateral of the multifidus */
 } anat;
 
 /* Everything that depends only on the height u. */
@@ -104,6 +109,7 @@ typedef struct zpar {
   double w_mf[2], w_es[2];
   double psoas_r, psoas_x, psoas_y;
   double ql_s;
+  double es_rise_s; /* 0 at the sacrum .. 1 from 40 mm above S1: the front's rise */
 } zpar;
 
 typedef struct tissue {
@@ -283,6 +289,7 @@ static void zpar_at(const anat *an, double t, zpar *z) {
     z->psoas_y = an->yv + 0.15 * r;
   }
   z->ql_s = clampd((u - 50.0) / 60.0, 0.0, 1.0);
+  z->es_rise_s = clampd(u / 40.0, 0.0, 1.0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -373,6 +380,17 @@ static int compartment(const anat *an, const zpar *z, double x, double y, double
   double ms = (xb - d) / sqrt(1.0 + an->split_tilt * an->split_tilt);
   if (fabs(ms) < 0.5 * an->split_mm) return T_FATPLANE;
   bool mf = ms > 0;
+  if (!mf) {
+    /* the erector spinae's front rises laterally, as the middle layer of
+     * the thoracolumbar fascia runs from the transverse processes back to
+     * the lateral raphe (about 0.4 mm per mm in the MuscleMap template);
+     * in front of it, behind the plane of the transverse processes,
+     * quadratus lumborum, with only a thin fat plane between them. None at
+     * the sacrum, where the erector spinae arises from the bone. */
+    double dr = 4.0 + z->w_mf[side] + 2.0;
+    double yfl = y0 + an->es_rise[side] * z->es_rise_s * fmax(0.0, d - dr);
+    if (y <= yfl) return y > yfl - an->plane_mm ? T_FATPLANE : T_QL;
+  }
   out->label = mf ? (side == 0 ? PSP_LABEL_MF_LEFT : PSP_LABEL_MF_RIGHT)
                   : (side == 0 ? PSP_LABEL_ES_LEFT : PSP_LABEL_ES_RIGHT);
   /* streak field: waves elongated along the fibres (z), plus a per-muscle
@@ -621,6 +639,9 @@ static void make_anatomy(const psp_phantom_options *o, anat *an) {
   double span = (double)(o->dims[2] - 1) * o->spacing[2];
   an->bias_zmid = 0.5 * span;
   an->bias_zhalf = fmax(0.5 * span, 50.0);
+  /* drawn last, so the draws above stay those of earlier versions */
+  for (int s = 0; s < 2; s++)
+    an->es_rise[s] = rng_uniform(&rs, 0.30, 0.45);
 }
 
 static double bias_at(const anat *an, double amplitude, double x, double y, double t) {

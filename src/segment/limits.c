@@ -177,3 +177,106 @@ void psp_seg_lamina_limits(const float *sig, int64_t nx, int64_t ny, double sx, 
     yf[i] = m % 2 ? win[m / 2] : 0.5 * (win[m / 2 - 1] + win[m / 2]);
   }
 }
+
+/* Rise of the erector spinae's front edge lateral of ES_REF_MM (mm further
+ * back than at ES_REF_MM), every 5 mm of d from 40 mm: the medians of the
+ * MuscleMap abdomen template (MIT licence; 186 slice-sides above its L5/S1
+ * anchor), models/es_front_rise.tsv. dixon-tum01's manual labels give the
+ * same curve within 1-2 mm (checked, not used). Beyond the table: the last
+ * step's slope. */
+static const double ES_RISE[ES_RISE_N] = {1.5, 3.5, 5.5, 7.5, 9.5, 11.5, 14.0, 15.5, 17.5};
+
+double psp_segment_es_rise(int i) {
+  return i >= 0 && i < ES_RISE_N ? ES_RISE[i] : NAN;
+}
+
+static double es_rise_at(double d) {
+  if (d <= ES_REF_MM) return 0.0;
+  double u = (d - ES_REF_MM) / ES_RISE_STEP_MM - 1.0; /* index into ES_RISE */
+  if (u < 0) return ES_RISE[0] * (d - ES_REF_MM) / ES_RISE_STEP_MM;
+  int i = (int)u;
+  if (i >= ES_RISE_N - 1)
+    return ES_RISE[ES_RISE_N - 1] + (ES_RISE[ES_RISE_N - 1] - ES_RISE[ES_RISE_N - 2]) *
+                                        (u - (ES_RISE_N - 1)); /* extrapolated */
+  return ES_RISE[i] + (ES_RISE[i + 1] - ES_RISE[i]) * (u - i);
+}
+
+/* The erector spinae's front edge lateral of the transverse process roots:
+ * from the compartment's most anterior point between ES_REF_LO_MM and
+ * ES_REF_HI_MM from the midline (the most medial of equals; the rule of
+ * build_compartment there, or the muscle's edge), the front rises
+ * backwards laterally with the template's curve (the middle layer of the
+ * thoracolumbar fascia runs from the transverse processes back to the
+ * lateral raphe; in front of it lies quadratus lumborum). Per column, a fat
+ * plane within ES_SEARCH_MM of that line (a voxel fattier than both its
+ * neighbours ES_PLANE_MM in front and behind by ES_PLANE_CONTRAST of fat -
+ * muscle) is the edge where the image shows one; elsewhere the line less
+ * ES_FRONT_TOL_MM. The edge is smoothed by a running median over
+ * ES_COLS_MM of columns. Voxels of the side's value in front of it are
+ * removed. Returns the number removed. */
+int64_t psp_seg_es_front_limit(uint8_t *comp, uint8_t val, const float *ff, double muscle,
+                               double fat, int64_t nx, int64_t ny, double sx, double sy, double mid,
+                               int sgn) {
+  double y0 = INFINITY, d0 = INFINITY;
+  for (int64_t j = 0; j < ny && isinf(y0); j++)
+    for (int64_t i = 0; i < nx; i++) {
+      double d = sgn * ((double)i - mid) * sx;
+      if (comp[j * nx + i] == val && d >= ES_REF_LO_MM && d <= ES_REF_HI_MM) {
+        y0 = (double)j * sy;
+        d0 = fmin(d0, d);
+      }
+    }
+  if (isinf(y0)) return 0;
+  double *cut = malloc((size_t)nx * 2 * sizeof *cut);
+  if (!cut) return 0;
+  double *tmp = cut + nx;
+  int64_t r = psp_seg_vox(ES_PLANE_MM, sy);
+  double need = ES_PLANE_CONTRAST * (fat - muscle), floor_ff = muscle + 0.2 * (fat - muscle);
+  for (int64_t i = 0; i < nx; i++) {
+    double d = sgn * ((double)i - mid) * sx;
+    cut[i] = -INFINITY;
+    if (d <= d0) continue;
+    double yl = y0 + es_rise_at(ES_REF_MM + d - d0);
+    cut[i] = yl - ES_FRONT_TOL_MM;
+    if (!ff) continue;
+    int64_t ja = (int64_t)ceil((yl - ES_SEARCH_MM) / sy),
+            jb = (int64_t)floor((yl + ES_SEARCH_MM) / sy);
+    double best = need;
+    for (int64_t j = ja < r ? r : ja; j <= jb && j + r < ny; j++) {
+      int64_t p = j * nx + i;
+      if (comp[p] != val && comp[p - r * nx] != val && comp[p + r * nx] != val) continue;
+      float a = ff[p - r * nx], b = ff[p + r * nx], c = ff[p];
+      if (isnan(a) || isnan(b) || isnan(c) || !(c > floor_ff)) continue;
+      double con = c - fmax(a, b);
+      if (con > best) {
+        best = con;
+        cut[i] = (double)j * sy + 0.5 * sy; /* the plane goes too */
+      }
+    }
+  }
+  /* running median over the columns lateral of d0 */
+  int64_t h = psp_seg_vox(0.5 * ES_COLS_MM, sx);
+  double win[64];
+  if (h > 31) h = 31;
+  for (int64_t i = 0; i < nx; i++) {
+    tmp[i] = cut[i];
+    if (isinf(cut[i])) continue;
+    int m = 0;
+    for (int64_t q = i - h; q <= i + h; q++)
+      if (q >= 0 && q < nx && !isinf(cut[q])) win[m++] = cut[q];
+    qsort(win, (size_t)m, sizeof *win, psp_seg_cmp_double);
+    tmp[i] = m % 2 ? win[m / 2] : 0.5 * (win[m / 2 - 1] + win[m / 2]);
+  }
+  int64_t removed = 0;
+  for (int64_t j = 0; j < ny; j++)
+    for (int64_t i = 0; i < nx; i++) {
+      int64_t p = j * nx + i;
+      if (comp[p] != val || isinf(tmp[i])) continue;
+      if ((double)j * sy < tmp[i]) {
+        comp[p] = 0;
+        removed++;
+      }
+    }
+  free(cut);
+  return removed;
+}

@@ -34,4 +34,39 @@ void psp_seg_medial_limits(const float *ff, int64_t nx, int64_t ny, double sx, d
 void psp_seg_lamina_limits(const float *sig, int64_t nx, int64_t ny, double sx, double sy,
                            double mid, double cj, double rc, int sgn, double *yf, double *raw);
 
+/* The erector spinae's front edge lateral of the transverse processes:
+ * removes the voxels of value val (one side's compartment) in front of a
+ * line that starts at the compartment's own most anterior point between
+ * ES_REF_LO_MM and ES_REF_HI_MM from the midline and rises backwards
+ * laterally as in the MuscleMap template (table: psp_segment_es_rise), less
+ * ES_FRONT_TOL_MM, or at a fat plane seen within ES_SEARCH_MM of that line
+ * in ff (NULL: the line only; muscle, fat: the slice's FF levels). Returns
+ * the number removed. */
+#define ES_REF_MM 35.0 /* the template's rise is measured from here */
+#ifndef ES_REF_LO_MM
+#define ES_REF_LO_MM 30.0
+#endif
+#ifndef ES_REF_HI_MM
+#define ES_REF_HI_MM 55.0
+#endif
+#define ES_RISE_STEP_MM 5.0
+#define ES_RISE_N 9
+#ifndef ES_FRONT_TOL_MM
+#define ES_FRONT_TOL_MM 4.0
+#endif
+#ifndef ES_SEARCH_MM
+#define ES_SEARCH_MM 6.0
+#endif
+#define ES_PLANE_MM 2.0
+#ifndef ES_PLANE_CONTRAST
+#define ES_PLANE_CONTRAST 0.15
+#endif
+#define ES_COLS_MM 6.0
+int64_t psp_seg_es_front_limit(uint8_t *comp, uint8_t val, const float *ff, double muscle,
+                               double fat, int64_t nx, int64_t ny, double sx, double sy, double mid,
+                               int sgn);
+/* The compiled rise table, entry i (d = ES_REF_MM + 5 (i + 1) mm); NAN
+ * outside. */
+double psp_segment_es_rise(int i);
+
 #endif

@@ -91,7 +91,8 @@
  * subject's proportion; the height prior assumes the lowest segmented slice
  * is near L5/S1 (a scan starting higher gets too large a multifidus); the
  * anterior boundary of the ES (transverse processes, fascia towards
- * quadratus lumborum) is a rule, not an image edge. Tried and rejected
+ * quadratus lumborum) is a rule plus the template's lateral rise (below),
+ * an image edge only where a fat plane shows. Tried and rejected
  * (measured, not kept): moving that rule forward lets the compartment leak
  * into the muscles in front (tum01 ES area +16..19 %); cutting a front
  * layer up to 12 mm thick at a fat ridge along each column (runs of >= 10
@@ -99,19 +100,35 @@
  * the phantoms' erector spinae at 3 mm pixels (phantom02 left ES 0.846 ->
  * 0.819); a stricter chaining rule for thin pieces cut by the front limit
  * changed nothing measurable (tum01's quadratus lumborum is not a separate
- * strict component). A front limit for the erector spinae learned from
- * the MuscleMap template (its front edge per 5 mm of d, measured from the
- * multifidus front at the midline: about -8 mm at d = 25-35 mm rising to
- * +12 mm at d = 70-75 mm, by lower / upper half of the lumbar spine;
- * dixon-tum01's manual labels show the same curve within 2-3 mm)
- * removes the wedge in front of it that the flat rule keeps (on tum01
- * 9,100 of the 12,600 erector voxels outside the manual labels lie on rays
- * 75-90 degrees from O): applied after the fact to the segmentation of
- * tum01 (a script, not in this code) it gave erector Dice
- * 0.874/0.883 -> 0.885/0.893 and area +5/+8 -> +1/+3 %, but phantom01's
- * 0.933/0.947 -> 0.913/0.924 and phantom02's 0.846/0.874 -> 0.822/0.851,
- * because the phantom generator's erector front is flat (not kept; the
- * phantom anatomy would have to follow the template first).
+ * strict component).
+ *
+ * The erector spinae's front lateral of the transverse process roots
+ * (src/segment/limits.c, psp_seg_es_front_limit; from 24 mm above the
+ * lowest segmented slice): from the compartment's most anterior point 30-55
+ * mm from the midline the front rises backwards with the MuscleMap
+ * template's curve (median over 186 slice-sides of how far the front of MF +
+ * ES lies behind its front at 35 mm: 1.5 mm at 40 mm, 9.5 at 60, 17.5 at 80;
+ * models/es_front_rise.tsv), the middle layer of the thoracolumbar fascia
+ * running from the transverse processes to the lateral raphe, with
+ * quadratus lumborum in front of it that the FF map does not separate.
+ * Per column a fat plane within 6 mm of that line is the edge where the
+ * image shows one, else the line less 4 mm; running median over 6 mm of
+ * columns. What was learned from which data: the curve from the template
+ * only; dixon-tum01's manual labels give the same curve within 1-2 mm
+ * (checked, not used), and tum01 DIAGNOSED the error (9,100 of its 12,600
+ * erector voxels outside the manual labels lay on rays 75-90 degrees from O,
+ * a wedge in front of the true front); the 4 mm tolerance (2, 3, 4 tried)
+ * and the 24 mm start (16, 24, 32 tried: below it the compartment's own
+ * front, which anchors the line, lies 6 mm behind the manual one, and
+ * tum01's L5 slices lost 0.03-0.05) were chosen on tum01. Measured on tum01:
+ * erector Dice 0.874/0.883 -> 0.896/0.916, area +5/+8 -> -1/0 %, multifidus
+ * 0.838/0.862 -> 0.843/0.865 (the split's rays end at the new front), all
+ * muscles 0.905 -> 0.925. The phantom generator's erector front now rises
+ * the same way (slope 0.30-0.45 per side, quadratus lumborum in front behind
+ * a thin fat plane); on it the plane search matters (default phantom right
+ * erector 0.938 with the line only, 0.965 with it); on tum01 no plane is
+ * found and the line decides. Moving the flat lateral front forward with it
+ * (Y_ANT_LAT 0 / -3 mm) leaked again (area +10 / +15 %).
  *
  * The medial and lamina limits of step 2 (the multifidus on the upper
  * lumbar slices of dixon-tum01 was too large, 9 muscle-slices below Dice
@@ -165,6 +182,9 @@
 #define MAX_MUSCLE_MM2 6000.0    /* 60 cm^2: above the largest lumbar erector spinae */
 #define MAX_LR_RATIO 2.0
 #define Y_ANT_LAT 5.0
+#ifndef ES_FRONT_DZ_MM
+#define ES_FRONT_DZ_MM 24.0
+#endif
 #define SACRAL_MM 10.0     /* height above the lowest spine slice taken as lumbosacral */
 #define Y_ANT_SACRAL -10.0 /* lateral front limit there, relative to the canal's back edge */
 #define SKIN_MM 6.0
@@ -203,6 +223,7 @@ typedef struct slice_levels {
   double muscle, fat, t_loose, t_strict;
   double y_ant_lat; /* mm: how far the lateral front limit lies behind the canal's back edge */
   bool split_ok;
+  bool es_front; /* apply the erector spinae's lateral front limit */
 } slice_levels;
 
 /* Seeded watershed (priority flood) inside region == val on the 3 x 3 mean
@@ -1068,6 +1089,7 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
       {
         double t = fmin(fmax((double)(k - k_low) * sp[2] / SACRAL_MM, 0.0), 1.0);
         L->y_ant_lat = Y_ANT_SACRAL + t * (Y_ANT_LAT - Y_ANT_SACRAL);
+        L->es_front = (double)(k - k_low) * sp[2] >= ES_FRONT_DZ_MM;
       }
       L->t_strict = L->muscle + STRICT_SHARE * (L->fat - L->muscle);
       uint8_t *c = comp + k * plane;
@@ -1115,7 +1137,11 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
       int64_t nvs[2] = {0, 0};
       for (int side = 0; side < 2; side++)
         nvs[side] = build_compartment(crop_ff, crop_sm, crop_w, crop_body, cnx, cny, sp[0], sp[1],
-                                      &lmc, L, side, crop_comp, crop_seed, w);
+                                      &lmc, L, side, crop_comp, crop_seed, w) -
+                    (!L->es_front ? 0
+                                  : psp_seg_es_front_limit(
+                                        crop_comp, (uint8_t)(side + 1), crop_ff, L->muscle, L->fat,
+                                        cnx, cny, sp[0], sp[1], lmc.midline_i, side == 0 ? 1 : -1));
       for (int64_t j = 0; j < cny; j++)
         for (int64_t i = 0; i < cnx; i++) {
           int64_t q = (j + cj0) * nx + i + ci0;
