@@ -2,21 +2,23 @@
 # Automatic segmentation on the real development scan ../shared/data/dixon-tum01
 # (analyze WITHOUT --labels), compared with its manual labels. The asserted
 # Dice values are what this version reaches minus a small margin — NOT the
-# issue's targets (erector spinae >= 0.90, multifidus >= 0.85), which it does
-# not reach yet; see README "What it does today". Also checks the per-slice
+# issue's targets (erector spinae >= 0.90, multifidus >= 0.85), which it
+# reaches only in part (README "Automatic segmentation"). Also checks the per-slice
 # segmentation record in report.json and that slices.csv keeps its columns.
 source "$(dirname "$0")/../integration/lib.sh"
 D="$SRC/../shared/data/dixon-tum01"
 if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
 cd "$S"
-# minimum Dice per label: reached 0.838 / 0.862 / 0.874 / 0.883, all 0.905 (minus ~0.03;
-# before the lamina front limit 0.799 / 0.800 / 0.869 / 0.873, all 0.887; v1 reached
+# minimum Dice per label: reached 0.844 / 0.864 / 0.902 / 0.919, all 0.928 (minus ~0.02-0.03;
+# before the erector's rising front 0.838 / 0.862 / 0.874 / 0.883, all 0.905; before the
+# lamina front limit 0.799 / 0.800 / 0.869 / 0.873, all 0.887; v1 reached
 # 0.641 / 0.659 / 0.827 / 0.842, all 0.880)
-MIN_MF_L=0.80 MIN_MF_R=0.83 MIN_ES_L=0.84 MIN_ES_R=0.85 MIN_ALL=0.87
-# the worst slice (all four muscles together; reached 0.87), the worst single
-# muscle on a slice (reached 0.71; the issue: none below 0.70; before 0.60) and
-# the multifidus area over the volume (reached +1 % / +10 %; v1 -25 % / -20 %)
-MIN_SLICE_ALL=0.84 MIN_SLICE_MUSCLE=0.68 MAX_MF_AREA_PCT=12
+MIN_MF_L=0.82 MIN_MF_R=0.84 MIN_ES_L=0.88 MIN_ES_R=0.89 MIN_ALL=0.90
+# the worst slice (all four muscles together; reached 0.88), the worst single
+# muscle on a slice (reached 0.71; the issue: none below 0.70; before 0.60), the
+# multifidus area over the volume (reached 0 % / +10 %; v1 -25 % / -20 %) and the
+# erector spinae's (reached +3 % / +3 %; before its rising front +5 % / +8 %)
+MIN_SLICE_ALL=0.85 MIN_SLICE_MUSCLE=0.68 MAX_MF_AREA_PCT=12 MAX_ES_AREA_PCT=6
 run "$PSP" analyze --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" -o out
 run "$PSP" compare out/dseg.nii.gz "$D/labels_manual.nii.gz" --truth-scheme lpm \
   --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" --per-slice --csv cmp.csv > cmp.txt 2>&1
@@ -40,6 +42,9 @@ awk -F, -v min="$MIN_SLICE_MUSCLE" 'NR > 1 && $3 != "" && $1 >= 1 && $8 + 0 < mi
 awk -F, -v max="$MAX_MF_AREA_PCT" 'NR > 1 && $3 == "" && ($1 == 1 || $1 == 2) {
     printf "%s: area %+.1f %%\n", $2, $10; if ($10 > max || $10 < -max) bad = 1 }
   END { exit bad }' cmp.csv || fail "multifidus area off by more than $MAX_MF_AREA_PCT %"
+awk -F, -v max="$MAX_ES_AREA_PCT" 'NR > 1 && $3 == "" && ($1 == 3 || $1 == 4) {
+    printf "%s: area %+.1f %%\n", $2, $10; if ($10 > max || $10 < -max) bad = 1 }
+  END { exit bad }' cmp.csv || fail "erector spinae area off by more than $MAX_ES_AREA_PCT %"
 # the segmentation record: method, one entry per slice with status, reason, landmarks
 grep -q '"segmentation"' out/report.json || fail "report.json has no segmentation object"
 n=$(grep -c '"status":' out/report.json)
