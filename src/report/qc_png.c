@@ -28,20 +28,37 @@
  * deficiency: left MF orange / left ES reddish purple, right MF sky blue /
  * right ES yellow. Landmarks are white crosses with a black halo.
  *
+ * PNG: 8-bit indexed colour, one fixed palette for every image: N_GREY = 239
+ * grey levels (level q shows grey round(q * 255 / 238)) and the 17 fixed
+ * colours (background, text, status, no signal, marks, halo, the 4 labels,
+ * and the sagittal's disc, grid, plot and 4 confidence colours). Panels are
+ * quantised straight from the float value to the nearest level, so a grey
+ * is off by at most 0.54 of an 8-bit step (invisible); the fixed colours are
+ * exact. One byte per pixel instead of three makes rendering, filtering and
+ * deflate about 3x cheaper and the files smaller. Encoded by libpng with
+ * the "sub" filter on every row and zlib level 1, default strategy: on
+ * tum01's 29 slices the smallest of the single filters (none / sub / up);
+ * Z_RLE, which suited the RGB images, gave 80 % larger files here. (A
+ * hand-written encoder over libdeflate was measured 1.5-2x faster in the
+ * encoding, about 40 ms of CPU over 29 slices, and not kept: PNG stays with
+ * the library.)
+ * psp_qc_render_rgb (DICOM Secondary Capture) draws the same image into an
+ * RGB canvas with the exact 8-bit greys, as before.
+ *
  * Text: a built-in 5x7 bitmap font (ASCII 32..95, lower case shown as upper
- * case) drawn at 2x. Threads: slices are rendered and PNG-encoded in
- * parallel into memory (libpng with a custom write function and error
- * handler, so libpng never prints), in batches to bound memory; each slice
- * records a status and the files are written after the parallel region, one
- * by one, each atomically. Every byte depends only on the slice's data, so
- * output is identical at any thread count.
+ * case) drawn at 2x. Threads: slices are rendered, encoded and each written
+ * atomically by the worker that rendered it (schedule(dynamic, 1)), so the
+ * writes (an fsync each) overlap with the rendering of other slices; the
+ * outcome of each slice is recorded and the first failure in slice order is
+ * reported. Every byte depends only on the slice's data, so output is
+ * identical at any thread count.
  */
 #include "report/qc_png.h"
 
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <png.h>
-#include <zlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +80,8 @@ enum {
   MAX_PANEL_SIDE = 8192,
   CROSS_ARM = 5,
   HIST_BINS = 4096,
+  MINMAX_BLOCK = 65536,
+  OUTLINE_RUN = 32,
   DEFAULT_LEVEL = 1,
 };
 
@@ -70,25 +89,76 @@ enum {
 /* Colours                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static const uint8_t LABEL_RGB[PSP_LABEL_COUNT][3] = {
-    {0, 0, 0},       /* none */
-    {255, 150, 0},   /* 1 left multifidus: orange */
-    {86, 180, 255},  /* 2 right multifidus: sky blue */
-    {235, 110, 200}, /* 3 left erector spinae: reddish purple */
-    {245, 235, 60},  /* 4 right erector spinae: yellow */
+/* The fixed colours; the PNGs are 8-bit indexed: palette entries
+ * 0..N_GREY-1 are grey levels, N_GREY + id the fixed colour id. */
+enum ink_id {
+  INK_BG,
+  INK_TEXT,
+  INK_STATUS,
+  INK_NAN,
+  INK_MARK,
+  INK_HALO,
+  INK_LABEL0, /* + label - 1: MF L, MF R, ES L, ES R */
+  INK_DISC = INK_LABEL0 + PSP_LABEL_COUNT - 1,
+  INK_GRID,
+  INK_PLOT_BG,
+  INK_CONF0, /* + confidence class 0..3 */
+  N_INK = INK_CONF0 + 4,
+  N_GREY = 256 - N_INK,
+};
+static const uint8_t INK_RGB[N_INK][3] = {
+    [INK_BG] = {24, 24, 24},
+    [INK_TEXT] = {235, 235, 235},
+    [INK_STATUS] = {255, 140, 60},
+    [INK_NAN] = {22, 30, 88},
+    [INK_MARK] = {255, 255, 255},
+    [INK_HALO] = {0, 0, 0},
+    [INK_LABEL0 + 0] = {255, 150, 0},   /* 1 left multifidus: orange */
+    [INK_LABEL0 + 1] = {86, 180, 255},  /* 2 right multifidus: sky blue */
+    [INK_LABEL0 + 2] = {235, 110, 200}, /* 3 left erector spinae: reddish purple */
+    [INK_LABEL0 + 3] = {245, 235, 60},  /* 4 right erector spinae: yellow */
+    [INK_DISC] = {80, 220, 255},
+    [INK_GRID] = {70, 70, 70},
+    [INK_PLOT_BG] = {36, 36, 36},
+    [INK_CONF0 + 0] = {90, 90, 90},  /* confidence unknown */
+    [INK_CONF0 + 1] = {213, 94, 0},  /* < 0.4: vermillion */
+    [INK_CONF0 + 2] = {230, 159, 0}, /* 0.4 .. 0.7: orange */
+    [INK_CONF0 + 3] = {0, 158, 115}, /* >= 0.7: bluish green */
 };
 static const char *const LABEL_TEXT[PSP_LABEL_COUNT] = {"", "MF L", "MF R", "ES L", "ES R"};
 
-static const uint8_t BG_RGB[3] = {24, 24, 24};
-static const uint8_t TEXT_RGB[3] = {235, 235, 235};
-static const uint8_t STATUS_RGB[3] = {255, 140, 60};
-static const uint8_t NAN_RGB[3] = {22, 30, 88};
-static const uint8_t MARK_RGB[3] = {255, 255, 255};
-static const uint8_t HALO_RGB[3] = {0, 0, 0};
+/* A colour as drawn: RGB on an RGB canvas, the palette index on an indexed
+ * one. */
+typedef struct ink {
+  uint8_t rgb[3];
+  uint8_t idx;
+} ink;
+
+static ink fixed(int id) {
+  ink k = {{INK_RGB[id][0], INK_RGB[id][1], INK_RGB[id][2]}, (uint8_t)(N_GREY + id)};
+  return k;
+}
+
+/* Grey level (palette index) of the 8-bit grey g, and the grey shown for
+ * level q: the nearest of N_GREY evenly spaced levels. */
+static uint8_t grey_level(int g) {
+  return (uint8_t)((g * (N_GREY - 1) + 127) / 255);
+}
+
+static uint8_t level_grey(int q) {
+  return (uint8_t)((q * 255 + (N_GREY - 1) / 2) / (N_GREY - 1));
+}
+
+static ink grey_ink(uint8_t g) {
+  ink k = {{g, g, g}, grey_level(g)};
+  return k;
+}
 
 void psp_qc_label_colour(int label, uint8_t rgb[3]) {
-  int l = (label > 0 && label < PSP_LABEL_COUNT) ? label : 0;
-  memcpy(rgb, LABEL_RGB[l], 3);
+  if (label > 0 && label < PSP_LABEL_COUNT)
+    memcpy(rgb, INK_RGB[INK_LABEL0 + label - 1], 3);
+  else
+    memset(rgb, 0, 3);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -173,32 +243,38 @@ static const uint8_t *glyph(char c) {
 /* Canvas                                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* bpp 1: palette indices (the PNGs); bpp 3: RGB (psp_qc_render_rgb and
+ * psp_qc_draw_text). */
 typedef struct canvas {
-  uint8_t *rgb;
-  int w, h;
+  uint8_t *px;
+  int w, h, bpp;
 } canvas;
 
-static void put(canvas *c, int x, int y, const uint8_t rgb[3]) {
+static void put(canvas *c, int x, int y, ink k) {
   if (x < 0 || y < 0 || x >= c->w || y >= c->h) return;
-  memcpy(c->rgb + ((size_t)y * (size_t)c->w + (size_t)x) * 3, rgb, 3);
+  size_t p = (size_t)y * (size_t)c->w + (size_t)x;
+  if (c->bpp == 1)
+    c->px[p] = k.idx;
+  else
+    memcpy(c->px + 3 * p, k.rgb, 3);
 }
 
-static void fill_rect(canvas *c, int x0, int y0, int w, int h, const uint8_t rgb[3]) {
+static void fill_rect(canvas *c, int x0, int y0, int w, int h, ink k) {
   for (int y = y0; y < y0 + h; y++)
     for (int x = x0; x < x0 + w; x++)
-      put(c, x, y, rgb);
+      put(c, x, y, k);
 }
 
 /* Draws text with its top-left corner at (x, y); stops before max_x. Returns
  * the x after the last character drawn. */
-static int draw_text(canvas *c, int x, int y, const char *s, const uint8_t rgb[3], int max_x) {
+static int draw_text(canvas *c, int x, int y, const char *s, ink k, int max_x) {
   for (; *s; s++) {
     if (x + GLYPH_W * TEXT_SCALE > max_x) break;
     const uint8_t *g = glyph(*s);
     for (int r = 0; r < GLYPH_H; r++)
       for (int col = 0; col < GLYPH_W; col++) {
         if (!(g[r] & (0x10 >> col))) continue;
-        fill_rect(c, x + col * TEXT_SCALE, y + r * TEXT_SCALE, TEXT_SCALE, TEXT_SCALE, rgb);
+        fill_rect(c, x + col * TEXT_SCALE, y + r * TEXT_SCALE, TEXT_SCALE, TEXT_SCALE, k);
       }
     x += CHAR_ADV;
   }
@@ -208,13 +284,14 @@ static int draw_text(canvas *c, int x, int y, const char *s, const uint8_t rgb[3
 /* A single letter on a black box, for the orientation labels. */
 static void draw_boxed_letter(canvas *c, int x, int y, char ch) {
   char s[2] = {ch, '\0'};
-  fill_rect(c, x, y, GLYPH_W * TEXT_SCALE + 4, LINE_H + 4, HALO_RGB);
-  draw_text(c, x + 2, y + 2, s, TEXT_RGB, c->w);
+  fill_rect(c, x, y, GLYPH_W * TEXT_SCALE + 4, LINE_H + 4, fixed(INK_HALO));
+  draw_text(c, x + 2, y + 2, s, fixed(INK_TEXT), c->w);
 }
 
 /* Cross centred on (cx, cy) with a black halo, clipped to the rectangle. */
 static void draw_cross(canvas *c, int cx, int cy, int x0, int y0, int x1, int y1) {
   for (int pass = 0; pass < 2; pass++) {
+    ink k = fixed(pass == 0 ? INK_HALO : INK_MARK);
     for (int d = -CROSS_ARM; d <= CROSS_ARM; d++) {
       int pts[2][2] = {{cx + d, cy}, {cx, cy + d}};
       for (int p = 0; p < 2; p++) {
@@ -222,7 +299,7 @@ static void draw_cross(canvas *c, int cx, int cy, int x0, int y0, int x1, int y1
           for (int ox = -pass + 1; ox <= 1 - pass; ox++) {
             int x = pts[p][0] + (pass == 0 ? ox : 0), y = pts[p][1] + (pass == 0 ? oy : 0);
             if (x < x0 || y < y0 || x >= x1 || y >= y1) continue;
-            put(c, x, y, pass == 0 ? HALO_RGB : MARK_RGB);
+            put(c, x, y, k);
           }
       }
     }
@@ -277,22 +354,49 @@ bool psp_qc_layout_for(const psp_volume *v, psp_qc_layout *out, psp_error **err)
   return layout_crop(v, 0, 0, v->dims[0], v->dims[1], out, err);
 }
 
+#define IS_MUSCLE(x) ((x) >= 1 && (x) < PSP_LABEL_COUNT)
+/* Bounding box (i, j) of labels 1..4 over all slices; unchanged when there
+ * is none. Slices in parallel; min / max reductions are exact, so the box
+ * does not depend on the thread count. */
+static void muscle_box(const psp_volume *labels, int64_t *i_lo, int64_t *i_hi, int64_t *j_lo,
+                       int64_t *j_hi) {
+  const int64_t nx = labels->dims[0], ny = labels->dims[1], nz = labels->dims[2];
+  int64_t il = *i_lo, ih = *i_hi, jl = *j_lo, jh = *j_hi;
+#pragma omp parallel for schedule(static) reduction(min : il, jl) reduction(max : ih, jh)
+  for (int64_t k = 0; k < nz; k++)
+    for (int64_t j = 0; j < ny; j++) {
+      /* the row's first and last muscle voxel (most rows have none) */
+      const float *row = labels->data + (k * ny + j) * nx;
+      int64_t a = 0, b = nx - 1;
+      for (; a + 16 <= nx; a += 16) { /* 16 at a time, branch-free (vectorised) */
+        int any = 0;
+#pragma omp simd reduction(| : any)
+        for (int q = 0; q < 16; q++)
+          any |= (row[a + q] >= 1.0f) & (row[a + q] < (float)PSP_LABEL_COUNT);
+        if (any) break;
+      }
+      while (a < nx && !IS_MUSCLE(row[a]))
+        a++;
+      if (a == nx) continue;
+      while (!IS_MUSCLE(row[b]))
+        b--;
+      il = a < il ? a : il;
+      ih = b > ih ? b : ih;
+      jl = j < jl ? j : jl;
+      jh = j > jh ? j : jh;
+    }
+  *i_lo = il;
+  *i_hi = ih;
+  *j_lo = jl;
+  *j_hi = jh;
+}
+#undef IS_MUSCLE
+
 bool psp_qc_layout_zoom(const psp_volume *v, const psp_volume *labels, psp_qc_layout *out,
                         psp_error **err) {
-  const int64_t nx = v->dims[0], ny = v->dims[1], nz = v->dims[2], plane = nx * ny;
+  const int64_t nx = v->dims[0], ny = v->dims[1];
   int64_t i_lo = nx, i_hi = -1, j_lo = ny, j_hi = -1;
-  if (labels)
-    for (int64_t k = 0; k < nz; k++)
-      for (int64_t j = 0; j < ny; j++) {
-        const float *row = labels->data + k * plane + j * nx;
-        for (int64_t i = 0; i < nx; i++) {
-          if (!(row[i] >= 1 && row[i] < PSP_LABEL_COUNT)) continue;
-          if (i < i_lo) i_lo = i;
-          if (i > i_hi) i_hi = i;
-          if (j < j_lo) j_lo = j;
-          if (j > j_hi) j_hi = j;
-        }
-      }
+  if (labels) muscle_box(labels, &i_lo, &i_hi, &j_lo, &j_hi);
   if (i_hi < 0) return psp_qc_layout_for(v, out, err);
   double sp[3];
   psp_volume_spacing(v, sp);
@@ -328,17 +432,38 @@ static double hist_quantile(const int64_t *hist, int b0, int64_t n, double q, do
   return lo + (double)HIST_BINS * bw;
 }
 
+/* Min and max of the finite values of x[0..n-1] (+inf / -inf when there is
+ * none); a non-finite value is replaced by the neutral element, so the loop
+ * has no branch and vectorises. */
+static void finite_minmax(const float *x, int64_t n, float *lo, float *hi) {
+  float a = INFINITY, b = -INFINITY;
+#pragma omp simd reduction(min : a) reduction(max : b)
+  for (int64_t p = 0; p < n; p++) {
+    bool fin = fabsf(x[p]) <= FLT_MAX;
+    float u = fin ? x[p] : INFINITY, w = fin ? x[p] : -INFINITY;
+    a = u < a ? u : a;
+    b = w > b ? w : b;
+  }
+  *lo = a;
+  *hi = b;
+}
+
 /* Display window of the anatomy: 1st..99.5th percentile of the body. */
 static bool anatomy_window(const psp_volume *v, float *wlo, float *whi, psp_error **err) {
   int64_t n = psp_volume_voxel_count(v);
-  double vmin = INFINITY, vmax = -INFINITY;
-#pragma omp parallel for schedule(static) reduction(min : vmin) reduction(max : vmax)
-  for (int64_t p = 0; p < n; p++) {
-    float x = v->data[p];
-    if (!isfinite(x)) continue;
-    if (x < vmin) vmin = x;
-    if (x > vmax) vmax = x;
+  /* min and max of the finite voxels, per block of voxels (exact in float,
+   * vectorised) */
+  float fmin_ = INFINITY, fmax_ = -INFINITY;
+  const int64_t nblk = (n + MINMAX_BLOCK - 1) / MINMAX_BLOCK;
+#pragma omp parallel for schedule(static) reduction(min : fmin_) reduction(max : fmax_)
+  for (int64_t q = 0; q < nblk; q++) {
+    int64_t p0 = q * MINMAX_BLOCK, m = n - p0 < MINMAX_BLOCK ? n - p0 : MINMAX_BLOCK;
+    float lo, hi;
+    finite_minmax(v->data + p0, m, &lo, &hi);
+    fmin_ = lo < fmin_ ? lo : fmin_;
+    fmax_ = hi > fmax_ ? hi : fmax_;
   }
+  const double vmin = fmin_, vmax = fmax_;
   *wlo = 0;
   *whi = 1;
   if (!(vmax > vmin)) {
@@ -410,40 +535,40 @@ typedef struct qc_job {
 typedef struct slice_out {
   unsigned char *png;
   size_t len, cap;
-  psp_status status;
+  psp_status status; /* rendering or encoding failed: why in msg */
   char msg[160];
+  psp_error *write_err; /* writing the file failed */
 } slice_out;
 
 static void draw_legend(canvas *c, const qc_job *job) {
   const psp_qc_layout *L = job->lay;
+  const ink text = fixed(INK_TEXT);
   int y1 = L->panel_y + L->panel_h + PAD, y2 = y1 + LINE_H + LINE_GAP;
   int x = L->panel_x[0], xmax = L->panel_x[0] + L->panel_w;
   for (int l = 1; l < PSP_LABEL_COUNT; l++) {
-    fill_rect(c, x, y1, LINE_H, LINE_H, LABEL_RGB[l]);
-    x = draw_text(c, x + LINE_H + 6, y1, LABEL_TEXT[l], TEXT_RGB, xmax) + 2 * CHAR_ADV;
+    fill_rect(c, x, y1, LINE_H, LINE_H, fixed(INK_LABEL0 + l - 1));
+    x = draw_text(c, x + LINE_H + 6, y1, LABEL_TEXT[l], text, xmax) + 2 * CHAR_ADV;
   }
   if (job->marks) {
     x = L->panel_x[0];
-    fill_rect(c, x, y2, LINE_H, LINE_H, BG_RGB);
+    fill_rect(c, x, y2, LINE_H, LINE_H, fixed(INK_BG));
     draw_cross(c, x + LINE_H / 2, y2 + LINE_H / 2, x - 1, y2 - 1, x + LINE_H + 1, y2 + LINE_H + 1);
-    x = draw_text(c, x + LINE_H + 6, y2, "LANDMARKS", TEXT_RGB, xmax) + 2 * CHAR_ADV;
+    x = draw_text(c, x + LINE_H + 6, y2, "LANDMARKS", text, xmax) + 2 * CHAR_ADV;
     for (int yy = 0; yy < LINE_H; yy++)
-      if ((yy / 3) % 2 == 0) put(c, x + LINE_H / 2, y2 + yy, MARK_RGB);
-    draw_text(c, x + LINE_H + 6, y2, "MIDLINE", TEXT_RGB, xmax);
+      if ((yy / 3) % 2 == 0) put(c, x + LINE_H / 2, y2 + yy, fixed(INK_MARK));
+    draw_text(c, x + LINE_H + 6, y2, "MIDLINE", text, xmax);
   }
   x = L->panel_x[1];
   xmax = L->panel_x[1] + L->panel_w;
-  x = draw_text(c, x, y1, "FF 0%", TEXT_RGB, xmax) + 8;
+  x = draw_text(c, x, y1, "FF 0%", text, xmax) + 8;
   int ramp = 128;
-  for (int i = 0; i < ramp && x + i < xmax; i++) {
-    uint8_t g = (uint8_t)((i * 255 + (ramp - 1) / 2) / (ramp - 1));
-    uint8_t rgb[3] = {g, g, g};
-    fill_rect(c, x + i, y1, 1, LINE_H, rgb);
-  }
-  draw_text(c, x + ramp + 8, y1, "100%", TEXT_RGB, xmax);
+  for (int i = 0; i < ramp && x + i < xmax; i++)
+    fill_rect(c, x + i, y1, 1, LINE_H,
+              grey_ink((uint8_t)((i * 255 + (ramp - 1) / 2) / (ramp - 1))));
+  draw_text(c, x + ramp + 8, y1, "100%", text, xmax);
   x = L->panel_x[1];
-  fill_rect(c, x, y2, LINE_H, LINE_H, NAN_RGB);
-  draw_text(c, x + LINE_H + 6, y2, "NO SIGNAL", TEXT_RGB, xmax);
+  fill_rect(c, x, y2, LINE_H, LINE_H, fixed(INK_NAN));
+  draw_text(c, x + LINE_H + 6, y2, "NO SIGNAL", text, xmax);
 }
 
 static void draw_header(canvas *c, const qc_job *job, int64_t k) {
@@ -452,13 +577,89 @@ static void draw_header(canvas *c, const qc_job *job, int64_t k) {
   if (fabs(z) < 0.05) z = 0; /* no "-0.0" */
   snprintf(s, sizeof s, "SLICE %03lld   K %lld   Z %.1f MM",
            (long long)psp_volume_file_slice(job->anat, k), (long long)k, z);
-  draw_text(c, PAD, PAD, s, TEXT_RGB, c->w - PAD);
+  draw_text(c, PAD, PAD, s, fixed(INK_TEXT), c->w - PAD);
   const char *st = job->marks ? job->marks[k].status : NULL;
-  if (st && *st) draw_text(c, PAD, PAD + LINE_H + LINE_GAP, st, STATUS_RGB, c->w - PAD);
+  if (st && *st) draw_text(c, PAD, PAD + LINE_H + LINE_GAP, st, fixed(INK_STATUS), c->w - PAD);
+}
+
+/* v rounded and clamped to 0..top (branch-free, so that loops vectorise). */
+static inline int clamp_round(float v, int top) {
+  v = v > 0.0f ? v : 0.0f;
+  v = v < (float)top ? v : (float)top;
+  return (int)(v + 0.5f);
+}
+
+/* The panels' pixels of one voxel row: crop_w voxels from i0, each
+ * repeated fc times; rl receives the label of each display column. vox is
+ * scratch for 3 x crop_w bytes. */
+static void panel_row(const canvas *c, const qc_job *job, const float *an, const float *ff,
+                      const float *lb, uint8_t *ra, uint8_t *rf, uint8_t *rl, uint8_t *vox) {
+  const psp_qc_layout *L = job->lay;
+  const int fc = L->col_scale;
+  if (c->bpp == 1) {
+    const int64_t n = L->crop_w;
+    const float sa = (float)(N_GREY - 1) / (job->whi - job->wlo), sf = (float)(N_GREY - 1);
+    const float wlo = job->wlo;
+    uint8_t *gq = vox, *fq = vox + n, *lq = vox + 2 * n;
+    an += L->i0;
+    ff += L->i0;
+#pragma omp simd
+    for (int64_t ci = 0; ci < n; ci++) {
+      float a = an[ci], f = ff[ci];
+      gq[ci] = (uint8_t)clamp_round(fabsf(a) <= FLT_MAX ? (a - wlo) * sa : 0.0f, N_GREY - 1);
+      fq[ci] = f != f ? (uint8_t)(N_GREY + INK_NAN) : (uint8_t)clamp_round(f * sf, N_GREY - 1);
+    }
+    if (lb) {
+      lb += L->i0;
+#pragma omp simd
+      for (int64_t ci = 0; ci < n; ci++) {
+        float v = lb[ci];
+        lq[ci] = (uint8_t)(int)(v >= 1.0f && v < (float)PSP_LABEL_COUNT ? v : 0.0f);
+      }
+    } else {
+      memset(lq, 0, (size_t)n);
+    }
+    for (int x = 0, ci = 0, r = 0; x < L->panel_w; x++) {
+      ra[x] = gq[ci];
+      rf[x] = fq[ci];
+      rl[x] = lq[ci];
+      if (++r == fc) {
+        r = 0;
+        ci++;
+      }
+    }
+    return;
+  }
+  const float scale = 255.0f / (job->whi - job->wlo);
+  const uint8_t *nan_rgb = INK_RGB[INK_NAN];
+  for (int64_t ci = 0; ci < L->crop_w; ci++) {
+    const int64_t i = L->i0 + ci;
+    float a = an[i], f = ff[i];
+    uint8_t g = (uint8_t)clamp_round(isfinite(a) ? (a - job->wlo) * scale : 0.0f, 255);
+    uint8_t frgb[3];
+    if (isnan(f)) {
+      memcpy(frgb, nan_rgb, 3);
+    } else {
+      frgb[0] = frgb[1] = frgb[2] = (uint8_t)clamp_round(f * 255.0f, 255);
+    }
+    int l = 0;
+    if (lb) l = (lb[i] >= 1 && lb[i] < PSP_LABEL_COUNT) ? (int)lb[i] : 0;
+    for (int r = 0; r < fc; r++) {
+      size_t x = (size_t)(ci * fc + r);
+      ra[3 * x] = ra[3 * x + 1] = ra[3 * x + 2] = g;
+      memcpy(rf + 3 * x, frgb, 3);
+      rl[x] = (uint8_t)l;
+    }
+  }
+}
+
+/* Bytes of the scratch buffer render_slice needs. */
+static size_t scratch_size(const psp_qc_layout *L) {
+  return (size_t)L->panel_w * (size_t)L->panel_h + 3 * (size_t)L->crop_w;
 }
 
 /* Renders slice k into c (allocated by the caller, c->w x c->h). lab is a
- * panel-sized scratch buffer. */
+ * scratch buffer of scratch_size() bytes. */
 static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) {
   const psp_qc_layout *L = job->lay;
   const int64_t *d = job->anat->dims;
@@ -466,62 +667,51 @@ static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) 
   const float *an = job->anat->data + k * plane;
   const float *ff = job->ff->data + k * plane;
   const float *lb = job->labels ? job->labels->data + k * plane : NULL;
-  const int W = L->panel_w, H = L->panel_h, fc = L->col_scale;
-  const float scale = 255.0f / (job->whi - job->wlo);
+  const int W = L->panel_w, H = L->panel_h, fc = L->col_scale, bpp = c->bpp;
 
-  const size_t stride = (size_t)c->w * 3;
-  for (int x = 0; x < c->w; x++)
-    memcpy(c->rgb + 3 * (size_t)x, BG_RGB, 3);
-  for (int y = 1; y < c->h; y++)
-    memcpy(c->rgb + (size_t)y * stride, c->rgb, stride);
+  const size_t stride = (size_t)c->w * (size_t)bpp;
+  if (bpp == 1) {
+    memset(c->px, N_GREY + INK_BG, stride * (size_t)c->h);
+  } else {
+    for (int x = 0; x < c->w; x++)
+      memcpy(c->px + 3 * (size_t)x, INK_RGB[INK_BG], 3);
+    for (int y = 1; y < c->h; y++)
+      memcpy(c->px + (size_t)y * stride, c->px, stride);
+  }
   for (int y = 0; y < H; y++) {
     int64_t j = job->rowmap[y];
-    uint8_t *ra = c->rgb + (size_t)(L->panel_y + y) * stride + (size_t)L->panel_x[0] * 3;
-    uint8_t *rf = c->rgb + (size_t)(L->panel_y + y) * stride + (size_t)L->panel_x[1] * 3;
+    uint8_t *ra = c->px + (size_t)(L->panel_y + y) * stride + (size_t)L->panel_x[0] * bpp;
+    uint8_t *rf = c->px + (size_t)(L->panel_y + y) * stride + (size_t)L->panel_x[1] * bpp;
     uint8_t *rl = lab + (size_t)y * (size_t)W;
     if (y > 0 && job->rowmap[y - 1] == j) { /* upscaled: repeat the row above */
-      memcpy(ra, ra - stride, (size_t)W * 3);
-      memcpy(rf, rf - stride, (size_t)W * 3);
+      memcpy(ra, ra - stride, (size_t)W * bpp);
+      memcpy(rf, rf - stride, (size_t)W * bpp);
       memcpy(rl, rl - W, (size_t)W);
       continue;
     }
-    for (int64_t ci = 0; ci < L->crop_w; ci++) {
-      const int64_t i = L->i0 + ci;
-      float a = an[j * d[0] + i], f = ff[j * d[0] + i];
-      float ga = isfinite(a) ? (a - job->wlo) * scale : 0.0f;
-      uint8_t g = (uint8_t)(ga <= 0 ? 0 : ga >= 255 ? 255 : (int)(ga + 0.5f));
-      uint8_t frgb[3];
-      if (isnan(f)) {
-        memcpy(frgb, NAN_RGB, 3);
-      } else {
-        float gf = f * 255.0f;
-        frgb[0] = frgb[1] = frgb[2] = (uint8_t)(gf <= 0 ? 0 : gf >= 255 ? 255 : (int)(gf + 0.5f));
-      }
-      int l = 0;
-      if (lb) {
-        float v = lb[j * d[0] + i];
-        l = (v >= 1 && v < PSP_LABEL_COUNT) ? (int)v : 0;
-      }
-      for (int r = 0; r < fc; r++) {
-        size_t x = (size_t)(ci * fc + r);
-        ra[3 * x] = ra[3 * x + 1] = ra[3 * x + 2] = g;
-        memcpy(rf + 3 * x, frgb, 3);
-        rl[x] = (uint8_t)l;
-      }
-    }
+    panel_row(c, job, an + j * d[0], ff + j * d[0], lb ? lb + j * d[0] : NULL, ra, rf, rl,
+              lab + (size_t)W * (size_t)H);
   }
   /* outlines: label pixels with a differing 4-neighbour (or the panel edge) */
   if (lb) {
     for (int y = 0; y < H; y++)
-      for (int x = 0; x < W; x++) {
-        uint8_t l = lab[(size_t)y * W + x];
-        if (!l) continue;
-        bool edge = x == 0 || y == 0 || x == W - 1 || y == H - 1 ||
-                    lab[(size_t)y * W + x - 1] != l || lab[(size_t)y * W + x + 1] != l ||
-                    lab[(size_t)(y - 1) * W + x] != l || lab[(size_t)(y + 1) * W + x] != l;
-        if (!edge) continue;
-        put(c, L->panel_x[0] + x, L->panel_y + y, LABEL_RGB[l]);
-        put(c, L->panel_x[1] + x, L->panel_y + y, LABEL_RGB[l]);
+      for (int x0 = 0; x0 < W; x0 += OUTLINE_RUN) {
+        const int x1 = x0 + OUTLINE_RUN < W ? x0 + OUTLINE_RUN : W;
+        const uint8_t *row = lab + (size_t)y * W;
+        uint8_t any = 0; /* skip runs without a label (most of the panel) */
+#pragma omp simd reduction(| : any)
+        for (int x = x0; x < x1; x++)
+          any |= row[x];
+        if (!any) continue;
+        for (int x = x0; x < x1; x++) {
+          uint8_t l = row[x];
+          if (!l) continue;
+          bool edge = x == 0 || y == 0 || x == W - 1 || y == H - 1 || row[x - 1] != l ||
+                      row[x + 1] != l || row[x - W] != l || row[x + W] != l;
+          if (!edge) continue;
+          put(c, L->panel_x[0] + x, L->panel_y + y, fixed(INK_LABEL0 + l - 1));
+          put(c, L->panel_x[1] + x, L->panel_y + y, fixed(INK_LABEL0 + l - 1));
+        }
       }
   }
   /* landmarks */
@@ -534,7 +724,7 @@ static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) 
         double xm = floor((m->midline_i - (double)L->i0 + 0.5) * fc);
         if (xm >= 0 && xm < W)
           for (int y = 0; y < H; y++)
-            if ((y / 3) % 2 == 0) put(c, x0 + (int)xm, y0 + y, MARK_RGB);
+            if ((y / 3) % 2 == 0) put(c, x0 + (int)xm, y0 + y, fixed(INK_MARK));
       }
       for (int q = 0; q < 3; q++) {
         if (!isfinite(pts[q][0]) || !isfinite(pts[q][1])) continue;
@@ -563,6 +753,22 @@ static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) 
 /* PNG encoding into memory                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* The PNG palette: N_GREY grey levels, then the fixed colours. */
+static void palette_rgb(uint8_t pal[256][3]) {
+  for (int q = 0; q < N_GREY; q++)
+    pal[q][0] = pal[q][1] = pal[q][2] = level_grey(q);
+  memcpy(pal[N_GREY], INK_RGB, sizeof INK_RGB);
+}
+
+static void fail(slice_out *o, psp_status st, const char *msg) {
+  o->status = st;
+  snprintf(o->msg, sizeof o->msg, "%s", msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* PNG encoding into memory (libpng)                                         */
+/* ------------------------------------------------------------------------ */
+
 static void png_on_error(png_structp png, png_const_charp msg) {
   slice_out *o = png_get_error_ptr(png);
   if (o->status == PSP_OK) {
@@ -585,8 +791,7 @@ static void png_on_write(png_structp png, png_bytep data, png_size_t len) {
       cap *= 2;
     unsigned char *p = realloc(o->png, cap);
     if (!p) {
-      o->status = PSP_ERR_NOMEM;
-      snprintf(o->msg, sizeof o->msg, "out of memory encoding a QC image");
+      fail(o, PSP_ERR_NOMEM, "out of memory encoding a QC image");
       png_longjmp(png, 1);
     }
     o->png = p;
@@ -600,13 +805,25 @@ static void png_on_flush(png_structp png) {
   (void)png;
 }
 
+/* Encodes the indexed canvas c (bpp 1) as a PNG into o with libpng: 8-bit
+ * palette (palette_rgb), one fixed filter, "sub" (on the 29 slices of a
+ * 400 x 400 scan the smallest files of the single filters), zlib at the
+ * given level with its default strategy (on indexed rows smaller and
+ * faster than Z_RLE). */
 static void encode_png(const canvas *c, int level, slice_out *o) {
+  uint8_t pal[256][3];
+  png_color plte[256];
+  palette_rgb(pal);
+  for (int i = 0; i < 256; i++) {
+    plte[i].red = pal[i][0];
+    plte[i].green = pal[i][1];
+    plte[i].blue = pal[i][2];
+  }
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, o, png_on_error, png_on_warning);
   png_infop info = png ? png_create_info_struct(png) : NULL;
   if (!info) {
     if (png) png_destroy_write_struct(&png, NULL);
-    o->status = PSP_ERR_NOMEM;
-    snprintf(o->msg, sizeof o->msg, "out of memory creating a PNG encoder");
+    fail(o, PSP_ERR_NOMEM, "out of memory creating a PNG encoder");
     return;
   }
   if (setjmp(png_jmpbuf(png))) {
@@ -616,35 +833,40 @@ static void encode_png(const canvas *c, int level, slice_out *o) {
   }
   png_set_write_fn(png, o, png_on_write, png_on_flush);
   png_set_compression_level(png, level);
-  png_set_compression_strategy(png, Z_RLE);
-  /* one fixed filter, "up": upscaled rows repeat and become runs of zeros;
-   * on 29 slices of a 400 x 400 scan it gave the smallest files
-   * of the single filters, and libpng's adaptive choice costs 50 % more time
-   * for 5 % smaller files */
-  png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_UP);
-  png_set_IHDR(png, info, (png_uint_32)c->w, (png_uint_32)c->h, 8, PNG_COLOR_TYPE_RGB,
+  png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_SUB);
+  png_set_IHDR(png, info, (png_uint_32)c->w, (png_uint_32)c->h, 8, PNG_COLOR_TYPE_PALETTE,
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_set_PLTE(png, info, plte, 256);
   png_write_info(png, info);
   for (int y = 0; y < c->h; y++)
-    png_write_row(png, c->rgb + (size_t)y * (size_t)c->w * 3);
+    png_write_row(png, c->px + (size_t)y * (size_t)c->w);
   png_write_end(png, info);
   png_destroy_write_struct(&png, &info);
 }
 
-static void do_slice(const qc_job *job, int64_t k, slice_out *o) {
+/* Renders, encodes and writes QC_DIR/slice_NNN.png for slice k; the
+ * outcome in o (the PNG bytes are freed). */
+static void do_slice(const qc_job *job, const char *qc_dir, int64_t k, slice_out *o) {
   const psp_qc_layout *L = job->lay;
-  canvas c = {NULL, L->width, L->height};
-  c.rgb = malloc((size_t)c.w * (size_t)c.h * 3);
-  uint8_t *lab = malloc((size_t)L->panel_w * (size_t)L->panel_h);
-  if (!c.rgb || !lab) {
-    o->status = PSP_ERR_NOMEM;
-    snprintf(o->msg, sizeof o->msg, "out of memory rendering a QC image");
+  canvas c = {NULL, L->width, L->height, 1};
+  c.px = malloc((size_t)c.w * (size_t)c.h);
+  uint8_t *lab = malloc(scratch_size(L));
+  if (!c.px || !lab) {
+    fail(o, PSP_ERR_NOMEM, "out of memory rendering a QC image");
   } else {
     render_slice(&c, lab, job, k);
     encode_png(&c, job->level, o);
   }
-  free(c.rgb);
+  free(c.px);
   free(lab);
+  if (o->status == PSP_OK) {
+    char name[64], path[4096];
+    snprintf(name, sizeof name, "slice_%03lld.png", (long long)psp_volume_file_slice(job->anat, k));
+    if (psp_path_join(path, sizeof path, qc_dir, name, &o->write_err))
+      psp_write_file_atomic(path, o->png, o->len, &o->write_err);
+  }
+  free(o->png);
+  o->png = NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -679,38 +901,37 @@ bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_
                          : compression_level > 9 ? 9
                                                  : compression_level};
   if (!anatomy_window(anatomy, &job.wlo, &job.whi, err)) return false;
+  const int64_t nz = anatomy->dims[2];
   int *rowmap = psp_malloc((size_t)lay.panel_h * sizeof *rowmap, err);
-  if (!rowmap) return false;
+  slice_out *outs = psp_calloc((size_t)nz, sizeof *outs, err);
+  if (!rowmap || !outs) {
+    free(rowmap);
+    free(outs);
+    return false;
+  }
   fill_rowmap(&lay, rowmap);
   job.rowmap = rowmap;
 
-  const int64_t nz = anatomy->dims[2];
   int nth = psp_context_threads(ctx);
   if (nth < 1) nth = 1;
-  const int64_t batch = 4 * (int64_t)nth;
-  slice_out *outs = psp_calloc((size_t)batch, sizeof *outs, err);
-  bool ok = outs != NULL;
-  for (int64_t k0 = 0; ok && k0 < nz; k0 += batch) {
-    int64_t nb = nz - k0 < batch ? nz - k0 : batch;
-    memset(outs, 0, (size_t)batch * sizeof *outs);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
-    for (int64_t b = 0; b < nb; b++)
-      do_slice(&job, k0 + b, &outs[b]);
-    for (int64_t b = 0; b < nb; b++) {
-      if (ok && outs[b].status != PSP_OK) {
-        psp_error_set(err, outs[b].status, "QC image of slice %lld: %s", (long long)(k0 + b),
-                      outs[b].msg);
-        ok = false;
-      }
-      if (ok) {
-        char name[64], path[4096];
-        snprintf(name, sizeof name, "slice_%03lld.png",
-                 (long long)psp_volume_file_slice(anatomy, k0 + b));
-        ok = psp_path_join(path, sizeof path, qc_dir, name, err) &&
-             psp_write_file_atomic(path, outs[b].png, outs[b].len, err);
-      }
-      free(outs[b].png);
+  for (int64_t k = 0; k < nz; k++)
+    do_slice(&job, qc_dir, k, &outs[k]);
+  /* the first failure in slice order */
+  bool ok = true;
+  for (int64_t k = 0; k < nz; k++) {
+    if (ok && outs[k].status != PSP_OK) {
+      psp_error_set(err, outs[k].status, "QC image of slice %lld: %s", (long long)k, outs[k].msg);
+      ok = false;
     }
+    if (ok && outs[k].write_err) {
+      if (err && !*err) {
+        *err = outs[k].write_err;
+        outs[k].write_err = NULL;
+      }
+      ok = false;
+    }
+    psp_error_free(outs[k].write_err);
   }
   free(outs);
   free(rowmap);
@@ -736,27 +957,29 @@ uint8_t *psp_qc_render_rgb(const psp_volume *anatomy, const psp_volume *ff,
       !anatomy_window(anatomy, &job.wlo, &job.whi, err))
     return NULL;
   int *rowmap = psp_malloc((size_t)lay.panel_h * sizeof *rowmap, err);
-  canvas c = {psp_malloc((size_t)lay.width * (size_t)lay.height * 3, err), lay.width, lay.height};
-  uint8_t *lab = psp_malloc((size_t)lay.panel_w * (size_t)lay.panel_h, err);
-  if (rowmap && c.rgb && lab) {
+  canvas c = {psp_malloc((size_t)lay.width * (size_t)lay.height * 3, err), lay.width, lay.height,
+              3};
+  uint8_t *lab = psp_malloc(scratch_size(&lay), err);
+  if (rowmap && c.px && lab) {
     fill_rowmap(&lay, rowmap);
     job.rowmap = rowmap;
     render_slice(&c, lab, &job, k);
     *width = c.w;
     *height = c.h;
   } else {
-    free(c.rgb);
-    c.rgb = NULL;
+    free(c.px);
+    c.px = NULL;
   }
   free(rowmap);
   free(lab);
-  return c.rgb;
+  return c.px;
 }
 
 int psp_qc_draw_text(uint8_t *rgb, int width, int height, int x, int y, const char *s,
                      const uint8_t colour[3]) {
-  canvas c = {rgb, width, height};
-  return draw_text(&c, x, y, s, colour, width);
+  canvas c = {rgb, width, height, 3};
+  ink k = {{colour[0], colour[1], colour[2]}, 0};
+  return draw_text(&c, x, y, s, k, width);
 }
 
 int psp_qc_char_advance(void) {
@@ -789,16 +1012,6 @@ enum {
   SAG_NAME_W = 8 * CHAR_ADV,
   SAG_MIN_WIDTH = 560,
 };
-static const uint8_t DISC_RGB[3] = {80, 220, 255};
-static const uint8_t GRID_RGB[3] = {70, 70, 70};
-static const uint8_t PLOT_BG_RGB[3] = {36, 36, 36};
-static const uint8_t CONF_RGB[4][3] = {
-    {90, 90, 90},  /* unknown */
-    {213, 94, 0},  /* < 0.4: vermillion */
-    {230, 159, 0}, /* 0.4 .. 0.7: orange */
-    {0, 158, 115}, /* >= 0.7: bluish green */
-};
-
 static int conf_class(double c) {
   if (!(c > 0)) return 0;
   if (c < 0.4) return 1;
@@ -813,17 +1026,17 @@ static int text_width(const char *s) {
 
 /* Horizontal line from x0 to x1 (inclusive) at row y: pattern on/off
  * pixels (off = 0: solid). */
-static void hline(canvas *c, int x0, int x1, int y, int on, int off, const uint8_t rgb[3]) {
+static void hline(canvas *c, int x0, int x1, int y, int on, int off, ink k) {
   for (int x = x0; x <= x1; x++)
-    if (off == 0 || (x - x0) % (on + off) < on) put(c, x, y, rgb);
+    if (off == 0 || (x - x0) % (on + off) < on) put(c, x, y, k);
 }
 
 /* Bresenham line. */
-static void draw_line(canvas *c, int x0, int y0, int x1, int y1, const uint8_t rgb[3]) {
+static void draw_line(canvas *c, int x0, int y0, int x1, int y1, ink k) {
   int dx = abs(x1 - x0), dy = -abs(y1 - y0);
   int sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1, e = dx + dy;
   for (;;) {
-    put(c, x0, y0, rgb);
+    put(c, x0, y0, k);
     if (x0 == x1 && y0 == y1) break;
     int e2 = 2 * e;
     if (e2 >= dy) {
@@ -897,7 +1110,7 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
   double *mid = psp_malloc((size_t)nz * sizeof *mid, err);
   float *pa = psp_malloc((size_t)(ny * nz) * sizeof *pa, err);
   float *pf = psp_malloc((size_t)(ny * nz) * sizeof *pf, err);
-  canvas c = {NULL, 0, 0};
+  canvas c = {NULL, 0, 0, 1};
   int *rowk = NULL, *colj = NULL;
   sag_label *used = NULL;
   slice_out o;
@@ -967,12 +1180,12 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
   c.w = name_x + SAG_NAME_W + PAD;
   if (c.w < SAG_MIN_WIDTH) c.w = SAG_MIN_WIDTH;
   c.h = HEADER_H + (int)H + LEGEND_H;
-  c.rgb = psp_malloc((size_t)c.w * (size_t)c.h * 3, err);
+  c.px = psp_malloc((size_t)c.w * (size_t)c.h, err);
   rowk = psp_malloc((size_t)H * sizeof *rowk, err);
   colj = psp_malloc((size_t)Wp * sizeof *colj, err);
   used = psp_malloc((size_t)(2 * nz + s->n_discs + 1) * sizeof *used, err);
-  if (!c.rgb || !rowk || !colj || !used) goto done;
-  fill_rect(&c, 0, 0, c.w, c.h, BG_RGB);
+  if (!c.px || !rowk || !colj || !used) goto done;
+  memset(c.px, N_GREY + INK_BG, (size_t)c.w * (size_t)c.h);
   for (long y = 0; y < H; y++) {
     int64_t q = (int64_t)floor(((double)y + 0.5) * (double)nz / (double)H);
     rowk[y] = (int)(nz - 1 - (q < 0 ? 0 : q >= nz ? nz - 1 : q));
@@ -985,32 +1198,24 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
   /* panels */
   float wlo, whi;
   if (!anatomy_window(A, &wlo, &whi, err)) goto done;
-  const float scale = 255.0f / (whi - wlo);
+  const float sa = (float)(N_GREY - 1) / (whi - wlo), sf = (float)(N_GREY - 1);
   for (long y = 0; y < H; y++) {
-    int64_t k = rowk[y];
+    const int64_t k = rowk[y];
+    uint8_t *ra = c.px + (size_t)(py + y) * (size_t)c.w + px[0];
+    uint8_t *rf = c.px + (size_t)(py + y) * (size_t)c.w + px[1];
     for (long x = 0; x < Wp; x++) {
-      int64_t j = colj[x];
+      const int64_t j = colj[x];
       float a = pa[k * ny + j], f = pf[k * ny + j];
-      float ga = isfinite(a) ? (a - wlo) * scale : 0.0f;
-      uint8_t g = (uint8_t)(ga <= 0 ? 0 : ga >= 255 ? 255 : (int)(ga + 0.5f));
-      uint8_t grey[3] = {g, g, g};
-      put(&c, px[0] + (int)x, py + (int)y, grey);
-      if (isnan(f)) {
-        put(&c, px[1] + (int)x, py + (int)y, NAN_RGB);
-      } else {
-        float gf = f * 255.0f;
-        uint8_t v = (uint8_t)(gf <= 0 ? 0 : gf >= 255 ? 255 : (int)(gf + 0.5f));
-        uint8_t frgb[3] = {v, v, v};
-        put(&c, px[1] + (int)x, py + (int)y, frgb);
-      }
+      ra[x] = (uint8_t)clamp_round(isfinite(a) ? (a - wlo) * sa : 0.0f, N_GREY - 1);
+      rf[x] = isnan(f) ? (uint8_t)(N_GREY + INK_NAN) : (uint8_t)clamp_round(f * sf, N_GREY - 1);
     }
   }
   /* marrow profile plot */
-  fill_rect(&c, prof_x, py, SAG_PROF_W, (int)H, PLOT_BG_RGB);
+  fill_rect(&c, prof_x, py, SAG_PROF_W, (int)H, fixed(INK_PLOT_BG));
   for (int q = 0; q <= 4; q++) {
     int x = prof_x + q * (SAG_PROF_W - 1) / 4;
     for (long y = 0; y < H; y++)
-      if (q % 2 == 0 || y % 4 < 2) put(&c, x, py + (int)y, GRID_RGB);
+      if (q % 2 == 0 || y % 4 < 2) put(&c, x, py + (int)y, fixed(INK_GRID));
   }
   if (s->profile) {
     int lx = -1, ly = -1;
@@ -1023,8 +1228,8 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
       v = v < 0 ? 0 : v > 1 ? 1 : v;
       int x = prof_x + (int)lround(v * (SAG_PROF_W - 1));
       int y = py + (int)floor(((double)nz - 0.5 - (double)k) * (double)H / (double)nz);
-      if (lx >= 0) draw_line(&c, lx, ly, x, y, TEXT_RGB);
-      fill_rect(&c, x - 1, y - 1, 3, 3, TEXT_RGB);
+      if (lx >= 0) draw_line(&c, lx, ly, x, y, fixed(INK_TEXT));
+      fill_rect(&c, x - 1, y - 1, 3, 3, fixed(INK_TEXT));
       lx = x;
       ly = y;
     }
@@ -1033,7 +1238,8 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
   for (long y = 0; y < H; y++) {
     double cf = s->confidence ? s->confidence[rowk[y]] : NAN;
     const char *nm = s->names ? s->names[rowk[y]] : "";
-    fill_rect(&c, bar_x, py + (int)y, SAG_BAR_W, 1, CONF_RGB[nm && nm[0] ? conf_class(cf) : 0]);
+    fill_rect(&c, bar_x, py + (int)y, SAG_BAR_W, 1,
+              fixed(INK_CONF0 + (nm && nm[0] ? conf_class(cf) : 0)));
   }
   /* file slice numbers every `step` slices */
   {
@@ -1050,8 +1256,8 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
       int y = py + (int)floor(((double)nz - 0.5 - (double)k) * (double)H / (double)nz);
       char t[32];
       snprintf(t, sizeof t, "%lld", (long long)fs);
-      draw_text(&c, px[0] - 8 - text_width(t), y - LINE_H / 2, t, TEXT_RGB, px[0]);
-      hline(&c, px[0] - 5, px[0] - 1, y, 1, 0, TEXT_RGB);
+      draw_text(&c, px[0] - 8 - text_width(t), y - LINE_H / 2, t, fixed(INK_TEXT), px[0]);
+      hline(&c, px[0] - 5, px[0] - 1, y, 1, 0, fixed(INK_TEXT));
     }
   }
   /* discs: dotted (dashed when inferred) lines and their names */
@@ -1062,15 +1268,15 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
     int y = py + (int)floor(((double)nz - 0.5 - m->slice) * (double)H / (double)nz);
     if (y >= py + H) y = py + (int)H - 1;
     int on = m->inferred ? 6 : 2, off = m->inferred ? 4 : 2;
-    hline(&c, px[0] - 4, px[0] + (int)Wp - 1, y, on, off, DISC_RGB);
-    hline(&c, px[1], px[1] + (int)Wp - 1, y, on, off, DISC_RGB);
-    hline(&c, prof_x, bar_x - 1, y, on, off, DISC_RGB);
-    hline(&c, bar_x - 4, name_x - 2, y, 1, 0, DISC_RGB);
+    hline(&c, px[0] - 4, px[0] + (int)Wp - 1, y, on, off, fixed(INK_DISC));
+    hline(&c, px[1], px[1] + (int)Wp - 1, y, on, off, fixed(INK_DISC));
+    hline(&c, prof_x, bar_x - 1, y, on, off, fixed(INK_DISC));
+    hline(&c, bar_x - 4, name_x - 2, y, 1, 0, fixed(INK_DISC));
     const char *nm = m->name && m->name[0] ? m->name : "DISC";
     int ty = y - LINE_H / 2;
     if (ty < py - LINE_H / 2) ty = py - LINE_H / 2;
     if (label_place(used, &nused, ty, ty + LINE_H - 1))
-      draw_text(&c, name_x, ty, nm, DISC_RGB, c.w);
+      draw_text(&c, name_x, ty, nm, fixed(INK_DISC), c.w);
   }
   /* vertebra (non-disc) names at the middle of each run of slices */
   if (s->names) {
@@ -1087,7 +1293,7 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
         int ty = y - LINE_H / 2;
         if (ty >= py - 2 && ty + LINE_H <= py + H + 2 &&
             label_place(used, &nused, ty, ty + LINE_H - 1))
-          draw_text(&c, name_x, ty, nm, TEXT_RGB, c.w);
+          draw_text(&c, name_x, ty, nm, fixed(INK_TEXT), c.w);
       }
       k0 = k1 + 1;
     }
@@ -1111,26 +1317,26 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
     snprintf(t, sizeof t,
              "SAGITTAL AT THE MIDLINE (%d COLUMN%s, %.1f MM)   SLICE THICKNESS %.1f MM", ncol,
              ncol > 1 ? "S" : "", ncol * sp[0], sp[2]);
-    draw_text(&c, PAD, PAD, t, TEXT_RGB, c.w - PAD);
+    draw_text(&c, PAD, PAD, t, fixed(INK_TEXT), c.w - PAD);
     int y2 = PAD + LINE_H + LINE_GAP;
-    draw_text(&c, px[0], y2, s->anatomy_title ? s->anatomy_title : "IMAGE", TEXT_RGB,
+    draw_text(&c, px[0], y2, s->anatomy_title ? s->anatomy_title : "IMAGE", fixed(INK_TEXT),
               px[0] + (int)Wp);
-    draw_text(&c, px[1], y2, "FF", TEXT_RGB, px[1] + (int)Wp);
-    draw_text(&c, prof_x, y2, "MARROW FF", TEXT_RGB, prof_x + SAG_PROF_W + PAD);
-    draw_text(&c, name_x, y2, "LEVEL", TEXT_RGB, c.w);
-    draw_text(&c, PAD, y2, "FILE", TEXT_RGB, px[0]);
+    draw_text(&c, px[1], y2, "FF", fixed(INK_TEXT), px[1] + (int)Wp);
+    draw_text(&c, prof_x, y2, "MARROW FF", fixed(INK_TEXT), prof_x + SAG_PROF_W + PAD);
+    draw_text(&c, name_x, y2, "LEVEL", fixed(INK_TEXT), c.w);
+    draw_text(&c, PAD, y2, "FILE", fixed(INK_TEXT), px[0]);
     int y3 = py + (int)H + PAD, y4 = y3 + LINE_H + LINE_GAP, x = PAD;
-    hline(&c, x, x + 24, y3 + LINE_H / 2, 2, 2, DISC_RGB);
-    x = draw_text(&c, x + 30, y3, "DISC", TEXT_RGB, c.w) + 2 * CHAR_ADV;
-    hline(&c, x, x + 24, y3 + LINE_H / 2, 6, 4, DISC_RGB);
-    x = draw_text(&c, x + 30, y3, "INFERRED DISC", TEXT_RGB, c.w) + 2 * CHAR_ADV;
-    draw_text(&c, x, y3, "PROFILE 0-100%", TEXT_RGB, c.w);
+    hline(&c, x, x + 24, y3 + LINE_H / 2, 2, 2, fixed(INK_DISC));
+    x = draw_text(&c, x + 30, y3, "DISC", fixed(INK_TEXT), c.w) + 2 * CHAR_ADV;
+    hline(&c, x, x + 24, y3 + LINE_H / 2, 6, 4, fixed(INK_DISC));
+    x = draw_text(&c, x + 30, y3, "INFERRED DISC", fixed(INK_TEXT), c.w) + 2 * CHAR_ADV;
+    draw_text(&c, x, y3, "PROFILE 0-100%", fixed(INK_TEXT), c.w);
     x = PAD;
-    x = draw_text(&c, x, y4, "CONFIDENCE", TEXT_RGB, c.w) + CHAR_ADV;
+    x = draw_text(&c, x, y4, "CONFIDENCE", fixed(INK_TEXT), c.w) + CHAR_ADV;
     static const char *const conf_txt[4] = {"NONE", "<0.4", "0.4-0.7", ">=0.7"};
     for (int q = 3; q >= 0; q--) {
-      fill_rect(&c, x, y4, LINE_H, LINE_H, CONF_RGB[q]);
-      x = draw_text(&c, x + LINE_H + 6, y4, conf_txt[q], TEXT_RGB, c.w) + 2 * CHAR_ADV;
+      fill_rect(&c, x, y4, LINE_H, LINE_H, fixed(INK_CONF0 + q));
+      x = draw_text(&c, x + LINE_H + 6, y4, conf_txt[q], fixed(INK_TEXT), c.w) + 2 * CHAR_ADV;
     }
   }
 
@@ -1157,7 +1363,7 @@ done:
   free(mid);
   free(pa);
   free(pf);
-  free(c.rgb);
+  free(c.px);
   free(rowk);
   free(colj);
   free(used);

@@ -62,12 +62,14 @@ void psp_qc_label_colour(int label, uint8_t rgb[3]);
  *
  * anatomy and ff are required; labels and marks (an array of dims[2]
  * entries) may be NULL. All volumes must share one grid (dims, spacing,
- * directions; PSP_ERR_GEOMETRY otherwise). compression_level is the zlib
- * level 0..9, or < 0 for the default (3). Slices are rendered and encoded in
- * parallel (ctx's thread count; ctx may be NULL) and written one by one,
- * each atomically; the bytes do not depend on the thread count. On failure
- * images already written stay in QC_DIR (the caller's output folder is
- * all-or-nothing as a whole). */
+ * directions; PSP_ERR_GEOMETRY otherwise). The PNGs are 8-bit indexed
+ * colour (greys quantised to 239 levels; see the DESIGN comment of
+ * qc_png.c). compression_level is the zlib level 0..9 (libpng), or
+ * < 0 for the default (1). Slices are rendered, encoded and written (each
+ * atomically) in parallel (ctx's thread count; ctx may be NULL); the bytes
+ * do not depend on the thread count. On failure the error of the first
+ * failing slice is reported and the images written stay in QC_DIR (the
+ * caller's output folder is all-or-nothing as a whole). */
 bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_volume *ff,
                        const psp_volume *labels, const psp_qc_slice_marks *marks,
                        int compression_level, psp_context *ctx, psp_error **err);
@@ -82,7 +84,8 @@ psp_qc_slice_marks *psp_report_qc_marks(const psp_result *r, char (**status)[256
 
 /* For src/report/dicom_out.c: the image psp_qc_write_pngs writes for
  * internal slice k, as a new RGB buffer (*width x *height x 3 bytes, rows top
- * to bottom; caller frees), or NULL with err set. */
+ * to bottom; caller frees), or NULL with err set. Its greys are the exact
+ * 8-bit values (the PNGs' are quantised to 239 levels). */
 uint8_t *psp_qc_render_rgb(const psp_volume *anatomy, const psp_volume *ff,
                            const psp_volume *labels, const psp_qc_slice_marks *marks, int64_t k,
                            int *width, int *height, psp_error **err);

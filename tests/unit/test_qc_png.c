@@ -2,8 +2,9 @@
  * libpng: image size from the spacing (non-square pixels), 1-pixel outlines
  * in each label's colour and not filled, patient right on the image's left,
  * FF grey levels and the no-signal colour, landmark crosses, status text,
- * file names from the file's own slice index, grid mismatch refused, and
- * byte-identical files at 1 and 2 threads. */
+ * file names from the file's own slice index, grid mismatch refused,
+ * byte-identical files at 1 and 2 threads, and the indexed PNG against the
+ * RGB rendering (psp_qc_render_rgb). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -307,6 +308,48 @@ static void test_file_slice_names(void **state) {
   free_case(&f);
 }
 
+/* The PNGs are 8-bit indexed (one palette, greys quantised to 239 levels);
+ * psp_qc_render_rgb (DICOM Secondary Capture) draws the same image in RGB
+ * with exact greys: same size, every coloured pixel identical, greys within
+ * one 8-bit step. */
+static void test_indexed_matches_rgb(void **state) {
+  (void)state;
+  fixture f;
+  make_case(&f);
+  const char *dir = PSP_SCRATCH_DIR "/qc_rgb";
+  write_case(&f, dir, 1);
+  char path[512];
+  path_of(path, sizeof path, dir, 1);
+  png_image pi;
+  memset(&pi, 0, sizeof pi);
+  pi.version = PNG_IMAGE_VERSION;
+  assert_true(png_image_begin_read_from_file(&pi, path));
+  assert_true(pi.format & PNG_FORMAT_FLAG_COLORMAP);
+  png_image_free(&pi);
+  image im = read_png(path);
+  int w = 0, h = 0;
+  psp_error *err = NULL;
+  uint8_t *rgb = psp_qc_render_rgb(f.anat, f.ff, f.lab, f.marks, 1, &w, &h, &err);
+  assert_non_null(rgb);
+  assert_int_equal(w, im.w);
+  assert_int_equal(h, im.h);
+  int greys_off = 0;
+  for (size_t p = 0; p < (size_t)w * (size_t)h; p++) {
+    const uint8_t *a = rgb + 3 * p, *b = im.rgb + 3 * p;
+    if (a[0] == a[1] && a[1] == a[2]) {
+      assert_true(b[0] == b[1] && b[1] == b[2]);
+      assert_true(abs((int)a[0] - (int)b[0]) <= 1);
+      greys_off += a[0] != b[0];
+    } else {
+      assert_true(a[0] == b[0] && a[1] == b[1] && a[2] == b[2]);
+    }
+  }
+  assert_true(greys_off < w * h / 2);
+  free(rgb);
+  free(im.rgb);
+  free_case(&f);
+}
+
 static void test_grid_mismatch(void **state) {
   (void)state;
   fixture f;
@@ -335,6 +378,7 @@ int main(void) {
       cmocka_unit_test(test_contours_and_marks),
       cmocka_unit_test(test_deterministic),
       cmocka_unit_test(test_file_slice_names),
+      cmocka_unit_test(test_indexed_matches_rgb),
       cmocka_unit_test(test_grid_mismatch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
