@@ -176,23 +176,9 @@ int main(int argc, char **argv) {
       band = (int)floor((double)(k - anchor) * sp[2] / BAND_MM);
       if (band >= NBAND) band = NBAND - 1;
     }
-    double sumi = 0;
-    int cnt = 0;
-    for (int64_t j = 0; j < d[1]; j++) {
-      int64_t a = -1, b = -1; /* medial edges: first left MF, last right MF */
-      for (int64_t i = 0; i < d[0]; i++) {
-        int x = (int)s[j * d[0] + i];
-        if (x == mf[0] && a < 0) a = i;
-        if (x == mf[1]) b = i;
-      }
-      if (a >= 0 && b >= 0 && a > b) {
-        sumi += 0.5 * (double)(a + b);
-        cnt++;
-      }
-    }
-    if (cnt < 5) continue;
+    double mid = slice_midline(s, d, mf), oj = -1;
+    if (isnan(mid)) continue;
     if (band >= 0 && nsh[band] < 256) shares[band][nsh[band]++] = share[k];
-    double mid = sumi / cnt, oj = -1;
     for (int64_t j = 0; j < d[1] && oj < 0; j++)
       for (int64_t i = 0; i < d[0]; i++) {
         int x = (int)s[j * d[0] + i];

@@ -314,15 +314,21 @@ static void test_flagged_slices(void **state) {
   psp_phantom_free(p);
 }
 
+/* models/NAME opened past its header line (fails the test if missing). */
+static FILE *open_model(const char *name) {
+  char path[2048], line[512];
+  snprintf(path, sizeof path, "%s/models/%s", PSP_SOURCE_DIR, name);
+  FILE *f = fopen(path, "r");
+  if (!f) fail_msg("cannot open %s", path);
+  assert_non_null(fgets(line, sizeof line, f)); /* header */
+  return f;
+}
+
 /* The compiled prior by height equals models/mf_rho_by_level.tsv. */
 static void test_model_table_by_level(void **state) {
   (void)state;
-  char path[2048];
-  snprintf(path, sizeof path, "%s/models/mf_rho_by_level.tsv", PSP_SOURCE_DIR);
-  FILE *f = fopen(path, "r");
-  if (!f) fail_msg("cannot open %s", path);
+  FILE *f = open_model("mf_rho_by_level.tsv");
   char line[512];
-  assert_non_null(fgets(line, sizeof line, f)); /* header */
   int band = 0;
   while (fgets(line, sizeof line, f)) {
     double dz = 0, share = 0, rho[12];
@@ -349,12 +355,8 @@ static void test_model_table_by_level(void **state) {
 /* The compiled multifidus prior equals models/mf_rho_profile.tsv. */
 static void test_model_table(void **state) {
   (void)state;
-  char path[2048];
-  snprintf(path, sizeof path, "%s/models/mf_rho_profile.tsv", PSP_SOURCE_DIR);
-  FILE *f = fopen(path, "r");
-  if (!f) fail_msg("cannot open %s", path);
+  FILE *f = open_model("mf_rho_profile.tsv");
   char line[256];
-  assert_non_null(fgets(line, sizeof line, f)); /* header */
   int rows = 0;
   while (fgets(line, sizeof line, f)) {
     int deg = 0, n = 0;
@@ -377,12 +379,8 @@ static void test_model_table(void **state) {
  * models/es_front_rise.tsv (medians). */
 static void test_es_rise_table(void **state) {
   (void)state;
-  char path[2048];
-  snprintf(path, sizeof path, "%s/models/es_front_rise.tsv", PSP_SOURCE_DIR);
-  FILE *f = fopen(path, "r");
-  if (!f) fail_msg("cannot open %s", path);
+  FILE *f = open_model("es_front_rise.tsv");
   char line[256];
-  assert_non_null(fgets(line, sizeof line, f)); /* header */
   int rows = 0;
   while (fgets(line, sizeof line, f)) {
     int dmm = 0, n = 0;
