@@ -63,9 +63,13 @@
  * is its part 2..12 mm inside the outline, away from the image border (the
  * field of view may cut the body). Its median FF must exceed 60 %.
  *
- * Files: the noise estimation and the bias correction are in
- * src/dixon/noise.c; this file builds the maps, the IP/OP fat dominance,
- * the body outline and the plausibility check.
+ * Files: the noise estimation, the bias correction and the FF fill are in
+ * src/dixon/noise.c (its DESIGN comment: passes and kernels); this file
+ * builds the maps, the IP/OP fat dominance, the body outline and the
+ * plausibility check. Passes: the checks of the inputs ride on the noise
+ * estimation's first pass; the floor's two percentiles share one pass;
+ * water/fat without correction copy the magnitudes and fill the FF in one
+ * pass.
  *
  * Threads: parallel loops write disjoint outputs and per-slice sums added
  * in slice order: results do not depend on the thread count.
@@ -111,13 +115,7 @@ static bool check_pair(const psp_volume *a, const psp_volume *b, const char *na,
                          "%s grid %lld x %lld x %lld differs from the %s grid %lld x %lld x %lld",
                          na, (long long)a->dims[0], (long long)a->dims[1], (long long)a->dims[2],
                          nb, (long long)b->dims[0], (long long)b->dims[1], (long long)b->dims[2]);
-  int64_t n = psp_volume_voxel_count(a), bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : bad)
-  for (int64_t i = 0; i < n; i++)
-    bad += !isfinite(a->data[i]) || !isfinite(b->data[i]);
-  if (bad)
-    return psp_error_set(err, PSP_ERR_DATA, "%s/%s images contain NaN or infinite values", na, nb);
-  return true;
+  return true; /* (non-finite values: found by psp_dixon_estimate_noise's first pass) */
 }
 
 static bool check_options(const psp_dixon_options *o, psp_error **err) {
@@ -145,29 +143,10 @@ static psp_ffmap *ffmap_new(const psp_volume *like, bool with_wf, const char *so
   return m;
 }
 
-/* 99th percentile of a[i] (+ b[i]) over the voxels with a positive sum
- * (and bg[i] when bg is given), from a 65536-bin histogram; 0 when none. */
-static double sum_p99(const float *a, const float *b, const uint8_t *bg, int64_t n, double smax,
-                      int64_t *hist) {
+/* 99th percentile from a 65536-bin histogram of s / smax (total voxels);
+ * 0 when none. */
+static double hist_p99(const int64_t *hist, int64_t total, double smax) {
   enum { NB = 65536 };
-  memset(hist, 0, NB * sizeof *hist);
-  int64_t total = 0;
-  bool failed = false;
-#pragma omp parallel reduction(+ : total)
-  {
-    int64_t *loc = calloc(NB, sizeof *loc); /* per-thread counts, added exactly */
-#pragma omp for schedule(static) nowait
-    for (int64_t i = 0; i < n; i++) {
-      double s = (double)a[i] + (b ? (double)b[i] : 0.0);
-      if (!loc || !(s > 0) || (bg && !bg[i])) continue;
-      int k = (int)(s / smax * NB);
-      loc[k < NB ? k : NB - 1]++;
-      total++;
-    }
-    psp_dixon_hist_merge(hist, loc, NB, &failed);
-    free(loc);
-  }
-  if (failed) return -1.0;
   int64_t cum = 0;
   for (int k = 0; k < NB && total > 0; k++) {
     cum += hist[k];
@@ -176,28 +155,66 @@ static double sum_p99(const float *a, const float *b, const uint8_t *bg, int64_t
   return 0.0;
 }
 
-/* Floor of F + W (= a + b) when sigma is unknown: factor / 3 times the
+/* Floor of F + W (= a (+ b)) when sigma is unknown: factor / 3 times the
  * larger of 1 % of its 99th percentile and the 99th percentile of the
  * background class (scanner backgrounds that are neither zero nor Rayleigh:
  * filtered or partly masked noise), the latter only when below 10 % of the
- * former. */
+ * former. smax: the largest F + W. Both percentiles from one pass:
+ * histograms of the voxels with a positive sum, and of those in bg; F + W
+ * all integers (integer: up to PSP_DIXON_LUT_MAX): the bin of each value
+ * once, by the same formula, when there are far fewer values than voxels. */
 static bool data_floor(const float *a, const float *b, const uint8_t *bg, int64_t n, double factor,
-                       double *floor_out, psp_error **err) {
-  double smax = 0;
-#pragma omp parallel for schedule(static) reduction(max : smax)
-  for (int64_t i = 0; i < n; i++) {
-    double s = (double)a[i] + (b ? (double)b[i] : 0.0);
-    if (s > smax) smax = s;
-  }
+                       double smax, bool integer, double *floor_out, psp_error **err) {
+  enum { NB = 65536 };
   if (!(smax > 0))
     return psp_error_set(err, PSP_ERR_DATA, "the images are empty (no voxel has signal)");
-  int64_t *h = psp_malloc(65536 * sizeof *h, err);
+  int64_t *h = psp_calloc(2 * NB, sizeof *h, err), total = 0, total_bg = 0;
   if (!h) return false;
-  double p99 = sum_p99(a, b, NULL, n, smax, h), level = 0.01 * p99;
+  uint16_t *lut =
+      integer && 8.0 * smax < (double)n ? malloc(((size_t)smax + 1) * sizeof *lut) : NULL;
+  if (lut) {
+    const int64_t top = (int64_t)smax;
+#pragma omp parallel for schedule(static)
+    for (int64_t v = 1; v <= top; v++) {
+      int k = (int)((double)v / smax * NB);
+      lut[v] = (uint16_t)(k < NB ? k : NB - 1);
+    }
+  }
+  bool failed = false;
+#pragma omp parallel reduction(+ : total, total_bg)
+  {
+    /* per-thread counts, added exactly */
+    int64_t *loc = calloc(bg ? 2 * NB : NB, sizeof *loc);
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < n; i++) {
+      double s = (double)a[i] + (b ? (double)b[i] : 0.0);
+      if (!loc || !(s > 0)) continue;
+      int k;
+      if (lut) {
+        k = lut[(int64_t)s];
+      } else {
+        k = (int)(s / smax * NB);
+        k = k < NB ? k : NB - 1;
+      }
+      loc[k]++;
+      total++;
+      if (bg && bg[i]) {
+        loc[NB + k]++;
+        total_bg++;
+      }
+    }
+    psp_dixon_hist_merge(h, loc, bg ? 2 * NB : NB, &failed);
+    free(loc);
+  }
+  free(lut);
+  if (failed) {
+    free(h);
+    return psp_error_set(err, PSP_ERR_NOMEM, "out of memory");
+  }
+  double p99 = hist_p99(h, total, smax), level = 0.01 * p99;
   /* believed only when it is low: otherwise the "background" is dark tissue */
-  double bg99 = bg ? sum_p99(a, b, bg, n, smax, h) : 0.0;
+  double bg99 = bg ? hist_p99(h + NB, total_bg, smax) : 0.0;
   free(h);
-  if (p99 < 0 || bg99 < 0) return psp_error_set(err, PSP_ERR_NOMEM, "out of memory");
   if (bg99 < 0.1 * p99) level = fmax(level, bg99);
   *floor_out = fmax(factor / 3.0 * level, FLT_MIN);
   return true;
@@ -205,22 +222,18 @@ static bool data_floor(const float *a, const float *b, const uint8_t *bg, int64_
 
 /* FF = F / (F + W) where F + W >= floor, NaN elsewhere. */
 static void fill_ff(psp_ffmap *m) {
-  int64_t n = psp_volume_voxel_count(m->ff);
-  const float *w = m->water->data, *f = m->fat->data;
-  float *ff = m->ff->data;
-  const double floor_v = m->floor;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    double s = (double)w[i] + (double)f[i];
-    ff[i] = s >= floor_v ? (float)((double)f[i] / s) : NAN;
-  }
+  psp_dixon_fill_ff(m->water->data, m->fat->data, m->ff->data, psp_volume_voxel_count(m->ff),
+                    m->floor, NULL, NULL);
 }
 
 /* Common part of the magnitude inputs: checks, map, noise, floor, and the
  * (corrected) magnitudes of a and b in m->water and m->fat. For IP/OP input
- * F + W = a. */
+ * F + W = a. Water/fat without correction: the FF too, in the same pass
+ * (*ff_done). */
 static psp_ffmap *magnitude_map(const psp_volume *a, const psp_volume *b, bool ipop,
-                                const psp_dixon_options *opt, psp_context *ctx, psp_error **err) {
+                                const psp_dixon_options *opt, psp_context *ctx, bool *ff_done,
+                                psp_error **err) {
+  *ff_done = false;
   psp_dixon_options def;
   if (!opt) {
     psp_dixon_options_default(&def);
@@ -233,16 +246,19 @@ static psp_ffmap *magnitude_map(const psp_volume *a, const psp_volume *b, bool i
   if (!m) return NULL;
   int64_t n = psp_volume_voxel_count(a);
   const float *fw2 = ipop ? NULL : b->data; /* second term of the raw F + W */
-  double sig[2], tab[TAB_N];
+  double sig[2], tab[TAB_N], fw_max = 0;
+  bool fw_integer = false;
   uint8_t *bg = NULL;
   bool ok = psp_dixon_estimate_noise(a, b, ipop ? "in-phase/opposed-phase" : "water/fat",
-                                     opt->noise_bias_correction, ctx, sig, &bg, err);
+                                     opt->noise_bias_correction, !ipop, ctx, sig, &bg, &fw_max,
+                                     &fw_integer, err);
   if (ok && sig[0] > 0) {
     m->sigma = sqrt(0.5 * (sig[0] * sig[0] + sig[1] * sig[1]));
     double fw_sigma = ipop ? sig[0] : sqrt(sig[0] * sig[0] + sig[1] * sig[1]);
     m->floor = fmax(opt->noise_floor_factor * fw_sigma, FLT_MIN);
   } else if (ok) {
-    ok = data_floor(a->data, fw2, bg, n, opt->noise_floor_factor, &m->floor, err);
+    ok = data_floor(a->data, fw2, bg, n, opt->noise_floor_factor, fw_max, fw_integer, &m->floor,
+                    err);
   }
   free(bg);
   if (ok && sig[0] > 0 && opt->noise_bias_correction) {
@@ -254,12 +270,15 @@ static psp_ffmap *magnitude_map(const psp_volume *a, const psp_volume *b, bool i
     if (ok)
       psp_dixon_rician_correct(b->data, a->data, m->fat->data, a->dims, sig[1], tab, a->data, fw2,
                                skip);
-  } else if (ok) {
+  } else if (ok && ipop) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
       m->water->data[i] = a->data[i];
       m->fat->data[i] = b->data[i];
     }
+  } else if (ok) { /* the copies and the FF in one pass */
+    psp_dixon_fill_ff(a->data, b->data, m->ff->data, n, m->floor, m->water->data, m->fat->data);
+    *ff_done = true;
   }
   if (!ok) {
     psp_ffmap_free(m);
@@ -271,9 +290,10 @@ static psp_ffmap *magnitude_map(const psp_volume *a, const psp_volume *b, bool i
 psp_ffmap *psp_ffmap_from_water_fat(const psp_volume *water, const psp_volume *fat,
                                     const psp_dixon_options *opt, psp_context *ctx,
                                     psp_error **err) {
-  psp_ffmap *m = magnitude_map(water, fat, false, opt, ctx, err);
+  bool ff_done;
+  psp_ffmap *m = magnitude_map(water, fat, false, opt, ctx, &ff_done, err);
   if (!m) return NULL;
-  fill_ff(m);
+  if (!ff_done) fill_ff(m);
   psp_info(ctx, "fat fraction from water/fat: no-signal floor F+W < %.4g", m->floor);
   return m;
 }
@@ -319,19 +339,27 @@ static bool body_mask(const uint8_t *sig, const int64_t d[3], uint8_t *body, psp
       uint8_t *bd = body + k * plane;
       /* 3 x 3 majority (>= 5 of the 9, outside the image counts 0) as a
        * separable box sum: horizontal sums, then vertical */
+      /* (edges apart: the inner loops vectorise) */
       for (int64_t j = 0; j < ny; j++) {
         const uint8_t *r = sg + j * nx;
         uint8_t *o = rows + j * nx;
-        for (int64_t i = 0; i < nx; i++)
-          o[i] = (uint8_t)((i > 0 ? r[i - 1] : 0) + r[i] + (i + 1 < nx ? r[i + 1] : 0));
+        o[0] = (uint8_t)(r[0] + (nx > 1 ? r[1] : 0));
+        for (int64_t i = 1; i < nx - 1; i++)
+          o[i] = (uint8_t)(r[i - 1] + r[i] + r[i + 1]);
+        if (nx > 1) o[nx - 1] = (uint8_t)(r[nx - 2] + r[nx - 1]);
       }
       for (int64_t j = 0; j < ny; j++) {
         const uint8_t *up = j > 0 ? rows + (j - 1) * nx : NULL;
         const uint8_t *mid = rows + j * nx;
         const uint8_t *dn = j + 1 < ny ? rows + (j + 1) * nx : NULL;
         uint8_t *c = clean + j * nx;
-        for (int64_t i = 0; i < nx; i++)
-          c[i] = (mid[i] + (up ? up[i] : 0) + (dn ? dn[i] : 0)) >= 5;
+        if (up && dn) {
+          for (int64_t i = 0; i < nx; i++)
+            c[i] = (up[i] + mid[i] + dn[i]) >= 5;
+        } else {
+          for (int64_t i = 0; i < nx; i++)
+            c[i] = (mid[i] + (up ? up[i] : 0) + (dn ? dn[i] : 0)) >= 5;
+        }
       }
       if (slice_body(clean, bd, nx, ny, lab, parent) < 50) memset(bd, 0, (size_t)plane);
     }
@@ -457,9 +485,13 @@ typedef struct grid_norm {
   double c[3], h[3];
 } grid_norm;
 
-static void norm_coords(const grid_norm *gn, int64_t i, int64_t j, int64_t k, double *phi) {
-  poly_basis(((double)i - gn->c[0]) / gn->h[0], ((double)j - gn->c[1]) / gn->h[1],
-             ((double)k - gn->c[2]) / gn->h[2], phi);
+/* Normalised coordinates (i - c) / h along axis ax for i = 0..n-1 (the
+ * basis of voxel i, j, k: poly_basis(x[i], y[j], (k - c) / h)). */
+static double *axis_coords(const grid_norm *gn, int ax, int64_t n, psp_error **err) {
+  double *x = psp_malloc((size_t)(n > 0 ? n : 1) * sizeof *x, err);
+  for (int64_t i = 0; x && i < n; i++)
+    x[i] = ((double)i - gn->c[ax]) / gn->h[ax];
+  return x;
 }
 
 static double poly_eval(const double *coef, const double *phi) {
@@ -477,14 +509,25 @@ static double poly_eval(const double *coef, const double *phi) {
  * reference): a plain fit, then two refits without the voxels whose residual
  * exceeds 3 sd (sd from the mean absolute residual). Every 4th voxel
  * in-plane is used; per-slice sums are added in slice order. coef gets the
- * field only. */
+ * field only. Of the class indicators (1 for the voxel's class, 0 for the
+ * others) only the voxel's own adds anything: the others' terms are +-0,
+ * which leave every sum unchanged (up to the sign of a zero residual, of
+ * which only |r| is used), so they are skipped; the normal matrix is
+ * symmetric (the same products added in the same order): its upper half
+ * is accumulated. */
 static bool fit_field(const float *y, const uint8_t *cls, int nc, const int64_t d[3],
                       const grid_norm *gn, int np, double coef[NPOLY], psp_error **err) {
   const int64_t nx = d[0], ny = d[1], nz = d[2];
   const int nu = np + nc - 1;
   enum { STRIDE = NUNK * NUNK + NUNK + 3 };
   double *acc = psp_malloc((size_t)nz * STRIDE * sizeof *acc, err);
-  if (!acc) return false;
+  double *xs = acc ? axis_coords(gn, 0, nx, err) : NULL;
+  double *ys = xs ? axis_coords(gn, 1, ny, err) : NULL;
+  if (!ys) {
+    free(acc);
+    free(xs);
+    return false;
+  }
   double sol[NUNK] = {0};
   double cut = INFINITY;
   for (int round = 0; round < 3; round++) {
@@ -496,24 +539,33 @@ static bool fit_field(const float *y, const uint8_t *cls, int nc, const int64_t 
         double *a = acc + k * STRIDE;
         memset(a, 0, STRIDE * sizeof *a);
         double phi[NUNK];
+        const double zk = ((double)k - gn->c[2]) / gn->h[2];
         for (int64_t j = 0; j < ny; j += 2)
           for (int64_t i = 0; i < nx; i += 2) {
             int64_t v = psp_idx(d, i, j, k);
-            if (!cls[v]) continue;
-            norm_coords(gn, i, j, k, phi);
-            for (int c = 1; c < nc; c++)
-              phi[np + c - 1] = cls[v] == c + 1;
-            double r = y[v];
-            for (int p = 0; p < nu; p++)
+            const int cv = cls[v];
+            if (!cv) continue;
+            poly_basis(xs[i], ys[j], zk, phi);
+            const int ci = cv >= 2 && cv <= nc ? np + cv - 2 : -1; /* the indicator that is 1 */
+            const double yv = y[v];
+            double r = yv;
+            for (int p = 0; p < np; p++)
               r -= cf[p] * phi[p];
+            if (ci >= 0) r -= cf[ci];
             if (round > 0 && fabs(r) > cut_r) continue;
             a[NUNK * NUNK + NUNK] += 1;
             a[NUNK * NUNK + NUNK + 1] += fabs(r);
             if (pass == 1) continue;
-            for (int p = 0; p < nu; p++) {
-              for (int q = 0; q < nu; q++)
+            for (int p = 0; p < np; p++) {
+              for (int q = p; q < np; q++)
                 a[p * NUNK + q] += phi[p] * phi[q];
-              a[NUNK * NUNK + p] += phi[p] * y[v];
+              a[NUNK * NUNK + p] += phi[p] * yv;
+            }
+            if (ci >= 0) {
+              for (int p = 0; p < np; p++)
+                a[p * NUNK + ci] += phi[p];
+              a[ci * NUNK + ci] += 1.0;
+              a[NUNK * NUNK + ci] += yv;
             }
           }
       }
@@ -522,7 +574,7 @@ static bool fit_field(const float *y, const uint8_t *cls, int nc, const int64_t 
         const double *a = acc + k * STRIDE;
         for (int p = 0; p < nu; p++) {
           for (int q = 0; q < nu; q++)
-            mat[p * nu + q] += a[p * NUNK + q];
+            mat[p * nu + q] += a[p <= q ? p * NUNK + q : q * NUNK + p];
           rhs[p] += a[NUNK * NUNK + p];
         }
         cnt += a[NUNK * NUNK + NUNK];
@@ -544,6 +596,8 @@ static bool fit_field(const float *y, const uint8_t *cls, int nc, const int64_t 
   }
 out:
   free(acc);
+  free(xs);
+  free(ys);
   memset(coef, 0, NPOLY * sizeof *coef);
   memcpy(coef, sol, (size_t)np * sizeof *coef);
   return true;
@@ -559,9 +613,10 @@ static int histogram_classes(const float *v, int64_t n, double depth, double *th
   double lo = INFINITY, hi = -INFINITY;
   int64_t cnt = 0;
   for (int64_t i = 0; i < n; i++)
-    if (isfinite(v[i])) {
-      lo = fmin(lo, v[i]);
-      hi = fmax(hi, v[i]);
+    if (isfinite(v[i])) { /* (as fmin/fmax: no NaN here; the sign of a zero changes nothing) */
+      const double x = v[i];
+      lo = x < lo ? x : lo;
+      hi = x > hi ? x : hi;
       cnt++;
     }
   if (!(hi > lo) || cnt < 100) return 0;
@@ -664,6 +719,7 @@ static bool resolve_fat_dominance(const psp_volume *ipv, const float *ip, const 
   float *zr = psp_malloc((size_t)n * sizeof *zr, err);
   float *zs = psp_malloc((size_t)n * sizeof *zs, err);
   int64_t *cnt = psp_calloc((size_t)nz, sizeof *cnt, err);
+  double *xs = NULL, *ys = NULL; /* normalised coordinates of the columns, rows */
   bool ok = pure && cid && cls && y && zr && zs && cnt;
   *share = 0.0;
   if (!ok) goto done;
@@ -705,6 +761,12 @@ static bool resolve_fat_dominance(const psp_volume *ipv, const float *ip, const 
     gn.c[a] = 0.5 * (double)(lo[a] + hi[a]);
     gn.h[a] = fmax(0.5 * (double)(hi[a] - lo[a]), 1.0);
   }
+  xs = axis_coords(&gn, 0, nx, err);
+  ys = xs ? axis_coords(&gn, 1, ny, err) : NULL;
+  if (!ys) {
+    ok = false;
+    goto done;
+  }
   double coef[NPOLY], thr[MAXC - 1];
   int nthr = 0;
   /* noise sd of log IP (the smooth field hardly changes pair differences) */
@@ -730,11 +792,12 @@ static bool resolve_fat_dominance(const psp_volume *ipv, const float *ip, const 
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < nz; k++) {
       double phi[NPOLY];
+      const double zk = ((double)k - gn.c[2]) / gn.h[2];
       for (int64_t j = 0; j < ny; j++)
         for (int64_t i = 0; i < nx; i++) {
           int64_t v = psp_idx(d, i, j, k);
           if (!pure[v]) continue;
-          norm_coords(&gn, i, j, k, phi);
+          poly_basis(xs[i], ys[j], zk, phi);
           zr[v] = (float)(y[v] - poly_eval(coef, phi));
         }
     }
@@ -808,12 +871,15 @@ done:
   free(zr);
   free(zs);
   free(cnt);
+  free(xs);
+  free(ys);
   return ok;
 }
 
 psp_ffmap *psp_ffmap_from_ipop(const psp_volume *inphase, const psp_volume *outphase,
                                const psp_dixon_options *opt, psp_context *ctx, psp_error **err) {
-  psp_ffmap *m = magnitude_map(inphase, outphase, true, opt, ctx, err);
+  bool ff_done;
+  psp_ffmap *m = magnitude_map(inphase, outphase, true, opt, ctx, &ff_done, err);
   if (!m) return NULL;
   int64_t n = psp_volume_voxel_count(inphase);
   /* the corrected IP / OP sit in the water / fat buffers until combined */
@@ -963,9 +1029,12 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
   const int64_t plane = v->dims[0] * v->dims[1], nz = v->dims[2];
   int64_t *start = calloc((size_t)nz + 1, sizeof *start);
   if (sig) {
+    const float *vd = v->data; /* (hoisted: sig could alias v) */
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++)
-      sig[i] = !isnan(v->data[i]) && !(ffmap_input && v->data[i] == 0);
+    for (int64_t i = 0; i < n; i++) { /* (branch-free: vectorises) */
+      const float x = vd[i];
+      sig[i] = (uint8_t)(x == x) & (uint8_t)(!ffmap_input | (x != 0));
+    }
   }
   if (!sig || !body || !vals || !start || !body_mask(sig, v->dims, body, NULL) ||
       !outer_layer(body, v->dims, sp, sig, NULL)) {
@@ -977,7 +1046,7 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
   for (int64_t k = 0; k < nz; k++) {
     int64_t c = 0;
     for (int64_t i = k * plane; i < (k + 1) * plane; i++)
-      c += sig[i] && !isnan(v->data[i]);
+      c += sig[i] & (v->data[i] == v->data[i]); /* (x == x: not NaN) */
     start[k + 1] = c;
   }
   for (int64_t k = 0; k < nz; k++)

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "core/internal.h"
+#include "dixon/noise.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -304,6 +305,8 @@ static void test_masked_background(void **state) {
   assert_true(psp_ffmap_signal_floor(m) > 0.0);
   assert_true(psp_context_warning_count(ctx) >= 1);
   assert_non_null(strstr(psp_context_warning(ctx, 0), "skipped"));
+  assert_non_null(
+      strstr(psp_context_warning(ctx, 0), "the background is masked (mostly exactly 0)"));
   const float *ff = psp_volume_data(psp_ffmap_ff(m));
   for (int64_t v = 0; v < (int64_t)NX * NY * NZ; v++) {
     if (s.w0[v] + s.f0[v] == 0)
@@ -567,6 +570,25 @@ static void test_errors(void **state) {
   assert_int_equal(psp_error_code(err), PSP_ERR_DATA);
   psp_error_free(err);
   err = NULL;
+  /* a non-finite voxel (found by the noise estimation's first pass) */
+  psp_volume *z = psp_volume_create(d1, a, NULL);
+  assert_non_null(z);
+  for (int64_t v = 0; v < 128; v++)
+    z->data[v] = (float)(v % 17);
+  z->data[77] = NAN;
+  assert_null(psp_ffmap_from_water_fat(x, z, NULL, NULL, &err));
+  assert_int_equal(psp_error_code(err), PSP_ERR_DATA);
+  assert_string_equal(psp_error_message(err), "water/fat images contain NaN or infinite values");
+  psp_error_free(err);
+  err = NULL;
+  z->data[77] = INFINITY;
+  assert_null(psp_ffmap_from_ipop(z, x, NULL, NULL, &err));
+  assert_int_equal(psp_error_code(err), PSP_ERR_DATA);
+  assert_string_equal(psp_error_message(err),
+                      "in-phase/opposed-phase images contain NaN or infinite values");
+  psp_error_free(err);
+  err = NULL;
+  psp_volume_free(z);
   psp_dixon_options o;
   psp_dixon_options_default(&o);
   o.noise_floor_factor = -1;
@@ -621,6 +643,206 @@ static void test_threads_identical(void **state) {
   scan_free(&s);
 }
 
+/* ---- the correction's window selection against a plain reference ------- */
+
+/* Plain reference of psp_dixon_rician_correct (every voxel at or above
+ * skip): the candidates of the 7 x 7 window (centre left out, window order)
+ * sorted by (|g_u - g_v|, order), the first 12 (fewer at tiny corners)
+ * squared magnitudes added in that order; tab entries only (t < 64). */
+typedef struct ref_cand {
+  float d;
+  int idx;
+  float m2;
+} ref_cand;
+
+static int ref_cmp(const void *a, const void *b) {
+  const ref_cand *x = a, *y = b;
+  if (x->d != y->d) return x->d < y->d ? -1 : 1;
+  return x->idx - y->idx;
+}
+
+static void ref_correct(const float *m, const float *g, float *out, const int64_t d[3],
+                        double sigma, const double *tab, const float *s1, const float *s2,
+                        double skip) {
+  const int64_t nx = d[0], ny = d[1], nz = d[2];
+  const double inv_s2 = 1.0 / (sigma * sigma), c0 = sigma * sqrt(0.5 * 3.14159265358979323846);
+  for (int64_t k = 0; k < nz; k++)
+    for (int64_t j = 0; j < ny; j++)
+      for (int64_t i = 0; i < nx; i++) {
+        const int64_t v = (k * ny + j) * nx + i;
+        if ((double)s1[v] + (s2 ? (double)s2[v] : 0.0) < skip) {
+          out[v] = (float)(m[v] - c0);
+          continue;
+        }
+        ref_cand c[48];
+        int n = 0;
+        for (int64_t dj = -3; dj <= 3; dj++)
+          for (int64_t di = -3; di <= 3; di++) {
+            const int64_t ii = i + di, jj = j + dj;
+            if ((di == 0 && dj == 0) || ii < 0 || jj < 0 || ii >= nx || jj >= ny) continue;
+            const int64_t u = (k * ny + jj) * nx + ii;
+            c[n].d = fabsf(g[u] - g[v]);
+            c[n].idx = n;
+            c[n].m2 = m[u] * m[u];
+            n++;
+          }
+        qsort(c, (size_t)n, sizeof c[0], ref_cmp);
+        const int kk = n < 12 ? n : 12;
+        double s = 0;
+        for (int q = 0; q < kk; q++)
+          s += c[q].m2;
+        const double t = s * inv_s2 / kk - 2.0;
+        int b = (int)floor((t - (-2.0)) / 0.2);
+        if (b < 0) b = 0;
+        assert_true(b < TAB_N); /* (the test keeps t inside the table) */
+        out[v] = (float)(m[v] - sigma * tab[b]);
+      }
+}
+
+/* Fills one slice: mode 0 integer magnitudes with small integer guides
+ * (many ties, d* often 0), 1 integer noise about 1000 (uint16-like), 2
+ * non-integer magnitudes over many octaves (sums not exact in double: the
+ * ordered path), 3 flat patches of one value; g scaled by gscale. */
+static void fill_slice(rng *r, float *m, float *g, int64_t np, int mode, double gscale) {
+  for (int64_t p = 0; p < np; p++) {
+    double u = rng_uniform(r), w = rng_uniform(r), z1, z2;
+    rng_normal2(r, &z1, &z2);
+    switch (mode) {
+    case 0:
+      m[p] = (float)floor(60.0 * u);
+      g[p] = (float)(floor(8.0 * w) * gscale);
+      break;
+    case 1:
+      m[p] = (float)floor(60.0 + 10.0 * z1 + 0.5);
+      g[p] = (float)(floor(1000.0 + 40.0 * z2 + 0.5) * gscale);
+      break;
+    case 2:
+      m[p] = (float)(exp(-12.0 + 16.0 * u) * (1.0 + w));
+      g[p] = (float)(z2 * gscale);
+      break;
+    default:
+      m[p] = (float)floor(50.0 * u);
+      g[p] = (float)(((p / 13) % 3 == 0 ? 5.0 : floor(40.0 * w)) * gscale);
+      break;
+    }
+  }
+}
+
+static void test_correction_exact(void **state) {
+  (void)state;
+  /* 300 columns: more than one row chunk; corners, edges and interior */
+  const int64_t d[3] = {300, 19, 4};
+  const int64_t np = d[0] * d[1], n = np * d[2];
+  float *m = malloc((size_t)n * sizeof *m), *g = malloc((size_t)n * sizeof *g);
+  float *o_ref = malloc((size_t)n * sizeof *o_ref), *o_auto = malloc((size_t)n * sizeof *o_auto);
+  float *o_gen = malloc((size_t)n * sizeof *o_gen), *s2 = malloc((size_t)n * sizeof *s2);
+  double tab[TAB_N];
+  assert_non_null(s2);
+  for (int b = 0; b < TAB_N; b++) /* any table: only its use is tested */
+    tab[b] = 1.0 / (1.0 + b) - 0.01 * b;
+  rng r;
+  rng_seed(&r, 77);
+  /* key ranges: d* about sigma, far below it, far above it */
+  const double gscales[4] = {1.0, 1e-4, 1e4, 0.37};
+  for (int cfg = 0; cfg < 8; cfg++) {
+    for (int64_t k = 0; k < d[2]; k++)
+      fill_slice(&r, m + k * np, g + k * np, np, (int)((k + cfg) % 4), gscales[cfg % 4]);
+    for (int64_t v = 0; v < n; v++)
+      s2[v] = (float)(100.0 * rng_uniform(&r));
+    /* sigma keeps t = mean(m^2) / sigma^2 - 2 inside the table (m < 7 sigma) */
+    const double sigma = 16.0 + cfg;
+    const double skip = cfg < 4 ? -INFINITY : 60.0;
+    const float *sec = cfg % 2 ? s2 : NULL;
+    ref_correct(m, g, o_ref, d, sigma, tab, g, sec, skip);
+    psp_dixon_rician_correct_with(m, g, o_auto, d, sigma, tab, g, sec, skip, PSP_DIXON_KERNEL_AUTO);
+    psp_dixon_rician_correct_with(m, g, o_gen, d, sigma, tab, g, sec, skip,
+                                  PSP_DIXON_KERNEL_GENERIC);
+    for (int64_t v = 0; v < n; v++) {
+      if (memcmp(&o_ref[v], &o_auto[v], sizeof(float)) != 0 ||
+          memcmp(&o_ref[v], &o_gen[v], sizeof(float)) != 0)
+        fail_msg("config %d voxel %lld: reference %.9g, auto %.9g, portable %.9g", cfg,
+                 (long long)v, o_ref[v], o_auto[v], o_gen[v]);
+    }
+  }
+  free(m);
+  free(g);
+  free(o_ref);
+  free(o_auto);
+  free(o_gen);
+  free(s2);
+}
+
+/* The FF and the copies of psp_dixon_fill_ff against the plain formula. */
+static void test_fill_ff(void **state) {
+  (void)state;
+  const int64_t n = 1003; /* not a multiple of the vector width */
+  float *w = malloc(n * sizeof *w), *f = malloc(n * sizeof *f), *ff = malloc(n * sizeof *ff);
+  float *wc = malloc(n * sizeof *wc), *fc = malloc(n * sizeof *fc);
+  assert_non_null(fc);
+  rng r;
+  rng_seed(&r, 78);
+  for (int64_t i = 0; i < n; i++) {
+    w[i] = (float)(200.0 * rng_uniform(&r) - 20.0);
+    f[i] = (float)(i % 7 == 0 ? 0.0 : 150.0 * rng_uniform(&r));
+  }
+  const double floor_v = 31.5;
+  psp_dixon_fill_ff(w, f, ff, n, floor_v, wc, fc);
+  for (int64_t i = 0; i < n; i++) {
+    const double s = (double)w[i] + (double)f[i];
+    const float want = s >= floor_v ? (float)((double)f[i] / s) : NAN;
+    assert_memory_equal(&ff[i], &want, sizeof want);
+    assert_true(wc[i] == w[i] && fc[i] == f[i]);
+  }
+  free(w);
+  free(f);
+  free(ff);
+  free(wc);
+  free(fc);
+}
+
+/* The noise estimation's passes: the AVX2 kernels (where the CPU has
+ * them) and the portable ones give the same counts, extremes and mask, on
+ * data with negatives, signed zeros, non-integers, values from 2^23 up and
+ * non-finite values; lengths not a multiple of the vector width. */
+static void test_passes_kernels(void **state) {
+  (void)state;
+  const int64_t n = 200003;
+  float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+  uint8_t *m1 = malloc((size_t)n), *m2 = malloc((size_t)n);
+  assert_non_null(m2);
+  rng r;
+  rng_seed(&r, 79);
+  for (int mode = 0; mode < 3; mode++) {
+    for (int64_t i = 0; i < n; i++) {
+      const double u = rng_uniform(&r), w = rng_uniform(&r);
+      if (mode == 0) { /* integers, some negative, some -0 */
+        a[i] = (float)floor(1000.0 * u * u) - (i % 97 == 0 ? 3.0f : 0.0f);
+        b[i] = i % 89 == 0 ? -0.0f : (float)floor(500.0 * w);
+      } else { /* fractions, large values, tiny values */
+        a[i] = (float)(i % 31 == 0 ? 0x1p24 * (1.0 + u) : 300.0 * u + 0.25);
+        b[i] = (float)(i % 37 == 0 ? 1e-30 * w : 200.0 * w - (i % 53 == 0 ? 50.0 : 0.0));
+      }
+    }
+    if (mode == 2) {
+      a[n / 2] = NAN;
+      b[n - 1] = INFINITY;
+    }
+    double o1[13], o2[13];
+    psp_dixon_passes(a, b, n, 150.0, PSP_DIXON_KERNEL_AUTO, o1, m1);
+    psp_dixon_passes(a, b, n, 150.0, PSP_DIXON_KERNEL_GENERIC, o2, m2);
+    /* non-finite voxels: counted alike (the rest is then not used) */
+    assert_true(o1[0] == (mode == 2 ? 2.0 : 0.0) && o2[0] == o1[0]);
+    if (mode == 2) continue;
+    assert_memory_equal(o1, o2, sizeof o1);
+    assert_memory_equal(m1, m2, (size_t)n);
+    assert_true(o1[8] > 0 && o1[8] < n); /* some background, not all */
+  }
+  free(a);
+  free(b);
+  free(m1);
+  free(m2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_options_default),
@@ -637,6 +859,9 @@ int main(void) {
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_orientation_kept),
       cmocka_unit_test(test_threads_identical),
+      cmocka_unit_test(test_correction_exact),
+      cmocka_unit_test(test_fill_ff),
+      cmocka_unit_test(test_passes_kernels),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
