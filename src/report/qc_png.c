@@ -63,6 +63,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* "omp simd" hints for gcc; none for clang, whose -Wpass-failed turns a loop
+ * it cannot vectorise (e.g. under ThreadSanitizer's instrumentation) into
+ * an error, and which vectorises these loops by itself where it can */
+#if defined(__clang__)
+#define PSP_OMP_SIMD(x)
+#else
+#define PSP_OMP_SIMD(x) _Pragma(x)
+#endif
+
 #define ZOOM_MARGIN_MM 25.0 /* QC panels: margin around the muscles */
 #define ZOOM_FRONT_MM 30.0  /* and further forward, to show the vertebra */
 
@@ -370,7 +379,7 @@ static void muscle_box(const psp_volume *labels, int64_t *i_lo, int64_t *i_hi, i
       int64_t a = 0, b = nx - 1;
       for (; a + 16 <= nx; a += 16) { /* 16 at a time, branch-free (vectorised) */
         int any = 0;
-#pragma omp simd reduction(| : any)
+        PSP_OMP_SIMD("omp simd reduction(| : any)")
         for (int q = 0; q < 16; q++)
           any |= (row[a + q] >= 1.0f) & (row[a + q] < (float)PSP_LABEL_COUNT);
         if (any) break;
@@ -437,7 +446,7 @@ static double hist_quantile(const int64_t *hist, int b0, int64_t n, double q, do
  * has no branch and vectorises. */
 static void finite_minmax(const float *x, int64_t n, float *lo, float *hi) {
   float a = INFINITY, b = -INFINITY;
-#pragma omp simd reduction(min : a) reduction(max : b)
+  PSP_OMP_SIMD("omp simd reduction(min : a) reduction(max : b)")
   for (int64_t p = 0; p < n; p++) {
     bool fin = fabsf(x[p]) <= FLT_MAX;
     float u = fin ? x[p] : INFINITY, w = fin ? x[p] : -INFINITY;
@@ -603,7 +612,7 @@ static void panel_row(const canvas *c, const qc_job *job, const float *an, const
     uint8_t *gq = vox, *fq = vox + n, *lq = vox + 2 * n;
     an += L->i0;
     ff += L->i0;
-#pragma omp simd
+    PSP_OMP_SIMD("omp simd")
     for (int64_t ci = 0; ci < n; ci++) {
       float a = an[ci], f = ff[ci];
       gq[ci] = (uint8_t)clamp_round(fabsf(a) <= FLT_MAX ? (a - wlo) * sa : 0.0f, N_GREY - 1);
@@ -611,7 +620,7 @@ static void panel_row(const canvas *c, const qc_job *job, const float *an, const
     }
     if (lb) {
       lb += L->i0;
-#pragma omp simd
+      PSP_OMP_SIMD("omp simd")
       for (int64_t ci = 0; ci < n; ci++) {
         float v = lb[ci];
         lq[ci] = (uint8_t)(int)(v >= 1.0f && v < (float)PSP_LABEL_COUNT ? v : 0.0f);
@@ -699,7 +708,7 @@ static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) 
         const int x1 = x0 + OUTLINE_RUN < W ? x0 + OUTLINE_RUN : W;
         const uint8_t *row = lab + (size_t)y * W;
         uint8_t any = 0; /* skip runs without a label (most of the panel) */
-#pragma omp simd reduction(| : any)
+        PSP_OMP_SIMD("omp simd reduction(| : any)")
         for (int x = x0; x < x1; x++)
           any |= row[x];
         if (!any) continue;
