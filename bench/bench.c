@@ -75,6 +75,7 @@ static int run_child(const char *water, const char *fat, int threads, const char
   if (pid < 0) return -1;
   if (pid == 0) {
     close(fd[0]);
+    psp_memory_policy(); /* as the CLI */
     psp_context *ctx = psp_context_create();
     psp_context_set_threads(ctx, threads);
     psp_analysis_options a;
@@ -214,9 +215,10 @@ int main(int argc, char **argv) {
   double voxels = ffv ? (double)psp_volume_voxel_count(ffv) : 0;
   psp_volume_free(ffv);
   double budget_mb = 8.0 * voxels * 4.0 / 1e6;
-  printf("peak memory (max RSS): 1 thread %.1f MB, 2 threads %.1f MB; budget 8 x %.0f voxels "
-         "x 4 B = %.1f MB\n",
-         rss[0] / 1024.0, rss[1] / 1024.0, voxels, budget_mb);
+  /* ru_maxrss is in KiB; MB here = 10^6 bytes, like the budget */
+  printf("peak memory (max RSS over the rounds): 1 thread %.1f MB, 2 threads %.1f MB; budget 8 x "
+         "%.0f voxels x 4 B = %.1f MB\n",
+         rss[0] * 1024.0 / 1e6, rss[1] * 1024.0 / 1e6, voxels, budget_mb);
   const char *files[] = {"fatfraction.nii.gz", "dseg.nii.gz", "slices.csv",      "volumes.csv",
                          "levels.csv",         "report.html", "qc/slice_000.png"};
   bool same = true;

@@ -36,6 +36,7 @@ int main(int argc, char **argv) {
   /* a file-size limit (ulimit -f) must fail the write with EFBIG and a
    * message, not kill the process half-way through its outputs */
   signal(SIGXFSZ, SIG_IGN);
+  psp_memory_policy();
   if (argc < 2) {
     usage(stderr);
     return PSP_ERR_USAGE;

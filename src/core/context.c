@@ -6,6 +6,9 @@
  */
 #include "core/internal.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,6 +173,12 @@ int64_t psp_context_max_voxels(const psp_context *ctx) {
 
 const char *psp_version(void) {
   return PSP_VERSION_STRING;
+}
+
+void psp_memory_policy(void) {
+#ifdef __GLIBC__
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
 }
 
 double psp_now(void) {
