@@ -213,7 +213,7 @@ static double es_rise_at(double d) {
  * muscle) is the edge where the image shows one; elsewhere the line less
  * ES_FRONT_TOL_MM. The edge is smoothed by a running median over
  * ES_COLS_MM of columns. Voxels of the side's value in front of it are
- * removed. Returns the number removed. */
+ * removed. Returns the number removed, or -1 out of memory. */
 int64_t psp_seg_es_front_limit(uint8_t *comp, uint8_t val, const float *ff, double muscle,
                                double fat, int64_t nx, int64_t ny, double sx, double sy, double mid,
                                int sgn) {
@@ -228,7 +228,7 @@ int64_t psp_seg_es_front_limit(uint8_t *comp, uint8_t val, const float *ff, doub
     }
   if (isinf(y0)) return 0;
   double *cut = malloc((size_t)nx * 2 * sizeof *cut);
-  if (!cut) return 0;
+  if (!cut) return -1;
   double *tmp = cut + nx;
   int64_t r = psp_seg_vox(ES_PLANE_MM, sy);
   double need = ES_PLANE_CONTRAST * (fat - muscle), floor_ff = muscle + 0.2 * (fat - muscle);

@@ -41,7 +41,7 @@ void psp_seg_lamina_limits(const float *sig, int64_t nx, int64_t ny, double sx, 
  * laterally as in the MuscleMap template (table: psp_segment_es_rise), less
  * ES_FRONT_TOL_MM, or at a fat plane seen within ES_SEARCH_MM of that line
  * in ff (NULL: the line only; muscle, fat: the slice's FF levels). Returns
- * the number removed. */
+ * the number removed, or -1 out of memory. */
 #define ES_REF_MM 35.0 /* the template's rise is measured from here */
 #ifndef ES_REF_LO_MM
 #define ES_REF_LO_MM 30.0

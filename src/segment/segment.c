@@ -1139,13 +1139,17 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
           crop_sm[j * cnx + i] = m ? (float)(acc / m) : NAN;
         }
       int64_t nvs[2] = {0, 0};
-      for (int side = 0; side < 2; side++)
+      for (int side = 0; side < 2; side++) {
         nvs[side] = build_compartment(crop_ff, crop_sm, crop_w, crop_body, cnx, cny, sp[0], sp[1],
-                                      &lmc, L, side, crop_comp, crop_seed, w) -
-                    (!L->es_front ? 0
-                                  : psp_seg_es_front_limit(
-                                        crop_comp, (uint8_t)(side + 1), crop_ff, L->muscle, L->fat,
-                                        cnx, cny, sp[0], sp[1], lmc.midline_i, side == 0 ? 1 : -1));
+                                      &lmc, L, side, crop_comp, crop_seed, w);
+        int64_t cut =
+            !L->es_front
+                ? 0
+                : psp_seg_es_front_limit(crop_comp, (uint8_t)(side + 1), crop_ff, L->muscle, L->fat,
+                                         cnx, cny, sp[0], sp[1], lmc.midline_i, side == 0 ? 1 : -1);
+        if (cut < 0) oom = true;
+        nvs[side] -= cut > 0 ? cut : 0;
+      }
       for (int64_t j = 0; j < cny; j++)
         for (int64_t i = 0; i < cnx; i++) {
           int64_t q = (j + cj0) * nx + i + ci0;
