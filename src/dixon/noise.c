@@ -531,8 +531,11 @@ PSP_TARGET_AVX2 static void mask_block_avx2(const float *a, const float *b, int6
 }
 #endif
 
-/* First pass over both images (scan_block): returns the totals. */
-static void scan_pair(const float *a, const float *b, int64_t n, bool avx2, pass_acc *r) {
+/* One pass over both images in blocks, in parallel, with per-thread totals
+ * added exactly: the first scan (bg NULL: scan_block) or the background
+ * pass (mask_block, threshold thr, mask into bg). Returns the totals. */
+static void block_pass(const float *a, const float *b, int64_t n, double thr, uint8_t *bg,
+                       bool avx2, pass_acc *r) {
   pass_acc_init(r);
 #pragma omp parallel
   {
@@ -543,35 +546,17 @@ static void scan_pair(const float *a, const float *b, int64_t n, bool avx2, pass
       const int64_t i1 = n - i0 < PASS_BLOCK ? n : i0 + PASS_BLOCK;
 #ifdef PSP_AVX2_KERNEL
       if (avx2) {
-        scan_block_avx2(a, b, i0, i1, &t);
+        if (bg)
+          mask_block_avx2(a, b, i0, i1, thr, bg, &t);
+        else
+          scan_block_avx2(a, b, i0, i1, &t);
         continue;
       }
 #endif
-      scan_block_generic(a, b, i0, i1, &t);
-    }
-    pass_acc_add(r, &t);
-  }
-  (void)avx2;
-}
-
-/* Background pass (mask_block): returns the totals. */
-static void mask_pass(const float *a, const float *b, int64_t n, double thr, bool avx2, uint8_t *bg,
-                      pass_acc *r) {
-  pass_acc_init(r);
-#pragma omp parallel
-  {
-    pass_acc t;
-    pass_acc_init(&t);
-#pragma omp for schedule(static) nowait
-    for (int64_t i0 = 0; i0 < n; i0 += PASS_BLOCK) {
-      const int64_t i1 = n - i0 < PASS_BLOCK ? n : i0 + PASS_BLOCK;
-#ifdef PSP_AVX2_KERNEL
-      if (avx2) {
-        mask_block_avx2(a, b, i0, i1, thr, bg, &t);
-        continue;
-      }
-#endif
-      mask_block_generic(a, b, i0, i1, thr, bg, &t);
+      if (bg)
+        mask_block_generic(a, b, i0, i1, thr, bg, &t);
+      else
+        scan_block_generic(a, b, i0, i1, &t);
     }
     pass_acc_add(r, &t);
   }
@@ -582,8 +567,8 @@ void psp_dixon_passes(const float *a, const float *b, int64_t n, double thr,
                       psp_dixon_kernel kernel, double out[13], uint8_t *bg) {
   const bool avx2 = kernel == PSP_DIXON_KERNEL_AUTO && have_avx2();
   pass_acc r, m;
-  scan_pair(a, b, n, avx2, &r);
-  mask_pass(a, b, n, thr, avx2, bg, &m);
+  block_pass(a, b, n, 0.0, NULL, avx2, &r);
+  block_pass(a, b, n, thr, bg, avx2, &m);
   const double v[13] = {(double)r.bad,
                         r.lo,
                         r.hi,
@@ -660,7 +645,7 @@ static int64_t background_mask(const float *a, const float *b, int64_t n, double
   double thr = exp(otsu_hist(h, NB, lmin, lmax));
   free(h);
   pass_acc r;
-  mask_pass(a, b, n, thr, have_avx2(), bg, &r);
+  block_pass(a, b, n, thr, bg, have_avx2(), &r);
   const int64_t nbg = r.bad;
   c[0].zeros = r.cnt[0][0], c[1].zeros = r.cnt[1][0];
   c[0].vmax = r.vmax[0], c[1].vmax = r.vmax[1];
@@ -845,7 +830,7 @@ bool psp_dixon_estimate_noise(const psp_volume *a, const psp_volume *b, const ch
   sig[0] = sig[1] = 0.0;
   *bg_out = NULL;
   pass_acc r;
-  scan_pair(a->data, b->data, n, have_avx2(), &r);
+  block_pass(a->data, b->data, n, 0.0, NULL, have_avx2(), &r);
   const double smin = r.lo, smax = r.hi, amax = r.vmax[0];
   chan_stats c[2];
   for (int ch = 0; ch < 2; ch++)
