@@ -491,6 +491,9 @@ PSP_TARGET_AVX2 static void scan_block_avx2(const float *a, const float *b, int6
   _mm256_storeu_pd(t, hi);
   for (int k = 0; k < 4; k++)
     r->hi = t[k] > r->hi ? t[k] : r->hi;
+  /* clean upper halves before the SSE tail (GCC's tail call skips its own
+   * vzeroupper, and every later SSE instruction, libm's log, paid for it) */
+  _mm256_zeroupper();
   scan_block_generic(a, b, i, i1, r);
 }
 
@@ -527,6 +530,9 @@ PSP_TARGET_AVX2 static void mask_block_avx2(const float *a, const float *b, int6
   const double v0 = hmax_bits(m0), v1 = hmax_bits(m1);
   r->vmax[0] = v0 > r->vmax[0] ? v0 : r->vmax[0];
   r->vmax[1] = v1 > r->vmax[1] ? v1 : r->vmax[1];
+  /* clean upper halves before the SSE tail (GCC's tail call skips its own
+   * vzeroupper, and every later SSE instruction, libm's log, paid for it) */
+  _mm256_zeroupper();
   mask_block_generic(a, b, i, i1, thr, bg, r);
 }
 #endif
