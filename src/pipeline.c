@@ -367,6 +367,15 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   t0 = psp_now();
   r->levels = psp_levels_detect(r->ffmap, r->seg, r->ov, ctx, err);
   if (!r->levels) goto fail;
+  /* the segmentation's multifidus/erector spinae proportion prior is placed
+   * by height above the lowest segmented slice, taken as L5/S1: without a
+   * sacrum or iliac crest in view nothing confirms that */
+  if (r->seg && !psp_levels_image_anchored(r->levels))
+    psp_warn(ctx, "automatic segmentation: no sacrum or iliac crest in view; the split between "
+                  "multifidus and erector spinae assumes the lowest segmented slice lies near "
+                  "L5/S1, and a scan starting higher gets too large a multifidus (dixon-tum01 "
+                  "cut to start 32 mm higher: multifidus area +49 %% / +67 %%); check the QC "
+                  "images");
   psp_ffmap_release_magnitudes(r->ffmap); /* measured: the outputs need only the FF */
   psp_context_add_time(ctx, "levels", psp_now() - t0);
   psp_scheme_free(scheme);

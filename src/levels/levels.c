@@ -135,6 +135,7 @@ struct psp_levels {
   psp_level_disc *disc;
   size_t ndisc, capdisc;
   bool anchored;
+  bool image_anchored; /* sacrum or iliac crest seen (before any override) */
   double spacing;
   char anchor[256];
   char method[800];
@@ -1236,6 +1237,8 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
   } else if (lv->ndisc > 0)
     psp_info(ctx, "levels: the column track is too unreliable to look for an anchor");
 
+  lv->image_anchored = an.found;
+
   /* 5. overrides */
   if (ov && ov->n > 0 && !apply_overrides(lv, ov, &an, ctx, err)) {
     free(mem);
@@ -1328,6 +1331,10 @@ const psp_level_disc *psp_levels_disc(const psp_levels *lv, size_t i) {
 
 bool psp_levels_anchored(const psp_levels *lv) {
   return lv && lv->anchored;
+}
+
+bool psp_levels_image_anchored(const psp_levels *lv) {
+  return lv && lv->image_anchored;
 }
 
 const char *psp_levels_anchor(const psp_levels *lv) {

@@ -105,6 +105,9 @@ const psp_level_disc *psp_levels_disc(const psp_levels *lv, size_t i);
 /* True when the names are anatomical (anchor or override); false when they
  * are relative (D1, V1, ...) or there are none. */
 bool psp_levels_anchored(const psp_levels *lv);
+/* True when the image itself anchored the names (the sacrum or the iliac
+ * crest was seen), whether or not an override was applied too. */
+bool psp_levels_image_anchored(const psp_levels *lv);
 /* How the names were anchored, e.g. "lumbosacral junction: sacrum below
  * slice 3 (file 3)", "manual override L4/L5=12"; "" when none (borrowed). */
 const char *psp_levels_anchor(const psp_levels *lv);

@@ -19,6 +19,10 @@ run "$PSP" analyze --inphase "$D/inphase.nii.gz" --outphase "$D/outphase.nii.gz"
 n=$(sed -n 's/.*automatic segmentation: \([0-9]*\) of 26 slices segmented.*/\1/p' seg.txt)
 echo "segmented slices: ${n:-none} (minimum $MIN_SEGMENTED)"
 [ "${n:-0}" -ge "$MIN_SEGMENTED" ] || fail "only ${n:-0} of 26 slices segmented (minimum $MIN_SEGMENTED)"
+# no sacrum or iliac crest in view (upper abdomen): the height prior of the
+# multifidus/erector split is unconfirmed, and the run must say so
+grep -q "automatic segmentation: no sacrum or iliac crest in view" seg.txt ||
+  fail "no warning that the multifidus/erector split has no height anchor"
 # the spinal canal moves little between neighbouring segmented slices (9 mm
 # apart): at most 10 mm; a canal found on a kidney or in the fat jumps
 awk -v sp=1.816 '

@@ -20,6 +20,10 @@ MIN_MF_L=0.82 MIN_MF_R=0.84 MIN_ES_L=0.88 MIN_ES_R=0.89 MIN_ALL=0.90
 # erector spinae's (reached +3 % / +3 %; before its rising front +5 % / +8 %)
 MIN_SLICE_ALL=0.85 MIN_SLICE_MUSCLE=0.68 MAX_MF_AREA_PCT=12 MAX_ES_AREA_PCT=6
 run "$PSP" analyze --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" -o out
+# the iliac crests are in view: the height prior is anchored, no warning
+grep -q "no sacrum or iliac crest in view" out/report.json &&
+  fail "warned that no sacrum or iliac crest is in view, but the crests are"
+grep -q '"warnings"' out/report.json || fail "report.json has no warnings list"
 run "$PSP" compare out/dseg.nii.gz "$D/labels_manual.nii.gz" --truth-scheme lpm \
   --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" --per-slice --csv cmp.csv > cmp.txt 2>&1
 sed -n '/Whole volume/,/mean 1-4/p' cmp.txt
