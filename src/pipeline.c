@@ -217,6 +217,26 @@ static bool check_and_align(psp_result *r, psp_context *ctx, psp_error **err) {
   return true;
 }
 
+/* The segmentation's check of the stack's bottom (psp_seg_bottom_fn): the
+ * vertebral levels, found on the landmarks of its first pass, tell whether
+ * the sacrum or an iliac crest is in view; they are kept for the report. */
+typedef struct bottom_check {
+  const psp_ffmap *ffmap;
+  const psp_level_overrides *ov;
+  psp_context *ctx;
+  psp_levels *levels;
+  double seconds; /* spent on the levels */
+} bottom_check;
+
+static int stack_reaches_sacrum(const psp_segmentation *s, void *user, psp_error **err) {
+  bottom_check *bc = user;
+  double t0 = psp_now();
+  bc->levels = psp_levels_detect(bc->ffmap, s, bc->ov, bc->ctx, err);
+  bc->seconds = psp_now() - t0;
+  if (!bc->levels) return -1;
+  return psp_levels_image_anchored(bc->levels) ? 1 : 0;
+}
+
 static psp_volume *slot_volume(psp_result *r, psp_geometry_source src) {
   for (int a = 0; a < r->n_inputs; a++)
     if (r->inputs[a].source == src) return r->inputs[a].vol;
@@ -348,16 +368,20 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     return r;
   }
   t0 = psp_now();
+  double t_levels = 0.0; /* levels found during the segmentation: timed as levels */
   if (opt->labels_path) {
     r->labels = psp_labels_map(slot_volume(r, PSP_GEOM_LABELS), scheme, opt->labels_path, ctx, err);
   } else {
     psp_info(ctx, "segmenting multifidus and erector spinae");
-    r->seg = psp_segment(r->ffmap, ctx, err);
+    bottom_check bc = {r->ffmap, r->ov, ctx, NULL, 0.0};
+    r->seg = psp_segment_with(r->ffmap, stack_reaches_sacrum, &bc, ctx, err);
+    r->levels = bc.levels; /* on the segmentation's final landmarks */
+    t_levels = bc.seconds;
     if (r->seg) r->labels = psp_segmentation_take_labels(r->seg);
   }
   if (!r->labels) goto fail;
   psp_volume_release_data(slot_volume(r, PSP_GEOM_LABELS)); /* mapped into r->labels */
-  psp_context_add_time(ctx, opt->labels_path ? "labels" : "segment", psp_now() - t0);
+  psp_context_add_time(ctx, opt->labels_path ? "labels" : "segment", psp_now() - t0 - t_levels);
   psp_info(ctx, "measuring");
   t0 = psp_now();
   r->meas = psp_measure(r->labels, r->ffmap, ctx, err);
@@ -365,19 +389,10 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   psp_context_add_time(ctx, "measure", psp_now() - t0);
   psp_info(ctx, "assigning vertebral levels");
   t0 = psp_now();
-  r->levels = psp_levels_detect(r->ffmap, r->seg, r->ov, ctx, err);
+  if (!r->levels) r->levels = psp_levels_detect(r->ffmap, r->seg, r->ov, ctx, err);
   if (!r->levels) goto fail;
-  /* the segmentation's multifidus/erector spinae proportion prior is placed
-   * by height above the lowest segmented slice, taken as L5/S1: without a
-   * sacrum or iliac crest in view nothing confirms that */
-  if (r->seg && !psp_levels_image_anchored(r->levels))
-    psp_warn(ctx, "automatic segmentation: no sacrum or iliac crest in view; the split between "
-                  "multifidus and erector spinae assumes the lowest segmented slice lies near "
-                  "L5/S1, and a scan starting higher gets too large a multifidus (dixon-tum01 "
-                  "cut to start 32 mm higher: multifidus area +49 %% / +67 %%); check the QC "
-                  "images");
   psp_ffmap_release_magnitudes(r->ffmap); /* measured: the outputs need only the FF */
-  psp_context_add_time(ctx, "levels", psp_now() - t0);
+  psp_context_add_time(ctx, "levels", psp_now() - t0 + t_levels);
   psp_scheme_free(scheme);
   return r;
 fail:

@@ -14,8 +14,20 @@
 typedef struct psp_segmentation psp_segmentation;
 
 /* Segments every axial slice. Fails only on out-of-memory / empty input;
- * slices where the muscles cannot be found are flagged, not errors. */
+ * slices where the muscles cannot be found are flagged, not errors. The
+ * height priors take the lowest slice with a spine as L5/S1. */
 psp_segmentation *psp_segment(const psp_ffmap *ff, psp_context *ctx, psp_error **err);
+
+/* Whether the image confirms that the stack reaches down to the
+ * lumbosacral junction (e.g. the sacrum or an iliac crest is in view):
+ * called once, when the landmarks of every slice are known and before any
+ * muscle is segmented (psp_segmentation_slice works then; labels do not).
+ * Returns 1 (confirmed), 0 (not: the lowest slice with a spine is taken as
+ * lying NO_ANCHOR_DZ_MM above L5/S1, see segment.c), or -1 with *err set. */
+typedef int (*psp_seg_bottom_fn)(const psp_segmentation *s, void *user, psp_error **err);
+/* psp_segment with that check (bottom NULL: as psp_segment). */
+psp_segmentation *psp_segment_with(const psp_ffmap *ff, psp_seg_bottom_fn bottom, void *user,
+                                   psp_context *ctx, psp_error **err);
 void psp_segmentation_free(psp_segmentation *s);
 
 /* Borrowed: labels 0..4 (project scheme) on the FF map's grid. */
