@@ -9,16 +9,18 @@ source "$(dirname "$0")/../integration/lib.sh"
 D="$SRC/../shared/data/dixon-tum01"
 if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
 cd "$S"
-# minimum Dice per label: reached 0.844 / 0.864 / 0.902 / 0.919, all 0.928 (minus ~0.02-0.03;
+# minimum Dice per label: reached 0.844 / 0.864 / 0.907 / 0.922, all 0.931 (minus ~0.02-0.03;
+# with the rising front only from 24 mm above the lowest slice 0.902 / 0.919 for the erector;
 # before the erector's rising front 0.838 / 0.862 / 0.874 / 0.883, all 0.905; before the
 # lamina front limit 0.799 / 0.800 / 0.869 / 0.873, all 0.887; v1 reached
 # 0.641 / 0.659 / 0.827 / 0.842, all 0.880)
-MIN_MF_L=0.82 MIN_MF_R=0.84 MIN_ES_L=0.88 MIN_ES_R=0.89 MIN_ALL=0.90
-# the worst slice (all four muscles together; reached 0.88), the worst single
+MIN_MF_L=0.82 MIN_MF_R=0.84 MIN_ES_L=0.89 MIN_ES_R=0.90 MIN_ALL=0.91
+# the worst slice (all four muscles together; reached 0.89), the worst single
 # muscle on a slice (reached 0.71; the issue: none below 0.70; before 0.60), the
 # multifidus area over the volume (reached 0 % / +10 %; v1 -25 % / -20 %) and the
-# erector spinae's (reached +3 % / +3 %; before its rising front +5 % / +8 %)
-MIN_SLICE_ALL=0.85 MIN_SLICE_MUSCLE=0.68 MAX_MF_AREA_PCT=12 MAX_ES_AREA_PCT=6
+# erector spinae's (reached 0 % / +1 %; +3 % / +3 % with the rising front from 24 mm;
+# before it +5 % / +8 %)
+MIN_SLICE_ALL=0.86 MIN_SLICE_MUSCLE=0.68 MAX_MF_AREA_PCT=12 MAX_ES_AREA_PCT=4
 run "$PSP" analyze --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" -o out
 # the iliac crests are in view: the height prior is anchored, no warning
 grep -q "no sacrum or iliac crest in view" out/report.json &&
