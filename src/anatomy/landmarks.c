@@ -303,10 +303,14 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
     return;
   }
   psp_mask_fill_holes(body, nx, ny, w);
+  /* the per-pixel passes below visit only the body's bounding box (in
+   * raster order, so the sums are the same) */
+  int64_t bb[4] = {0, nx - 1, 0, ny - 1};
+  psp_mask_box(body, nx, ny, bb);
   int64_t i0 = nx, i1 = -1, j0 = ny, j1 = -1, cnt = 0;
   double si = 0, sj = 0;
-  for (int64_t j = 0; j < ny; j++)
-    for (int64_t i = 0; i < nx; i++)
+  for (int64_t j = bb[2]; j <= bb[3]; j++)
+    for (int64_t i = bb[0]; i <= bb[1]; i++)
       if (body[j * nx + i]) {
         if (i < i0) i0 = i;
         if (i > i1) i1 = i;
@@ -329,14 +333,15 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   {
     enum { NB = 128 };
     int64_t h[NB] = {0}, tot = 0;
-    for (int64_t p = 0; p < n; p++) {
-      float v = ff[p];
-      if (!body[p] || isnan(v) || v < 0.6f) continue;
-      int b = (int)((v - 0.6f) / 0.6f * NB);
-      if (b >= NB) b = NB - 1;
-      h[b]++;
-      tot++;
-    }
+    for (int64_t j = bb[2]; j <= bb[3]; j++)
+      for (int64_t p = j * nx + bb[0]; p <= j * nx + bb[1]; p++) {
+        float v = ff[p];
+        if (!body[p] || isnan(v) || v < 0.6f) continue;
+        int b = (int)((v - 0.6f) / 0.6f * NB);
+        if (b >= NB) b = NB - 1;
+        h[b]++;
+        tot++;
+      }
     double fat = 0.9;
     if (tot > 0) {
       int64_t acc = 0;
@@ -353,14 +358,18 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
 
   /* spinal canal: template score on integral images */
   uint8_t *low = w->m0;
-  for (int64_t p = 0; p < n; p++)
-    low[p] = body[p] && !isnan(ff[p]) && ff[p] < LOW_FF;
+  memset(low, 0, (size_t)n);
+  for (int64_t j = bb[2]; j <= bb[3]; j++)
+    for (int64_t p = j * nx + bb[0]; p <= j * nx + bb[1]; p++)
+      low[p] = body[p] && !isnan(ff[p]) && ff[p] < LOW_FF;
   integral(low, nx, ny, w->integ0);
   /* magnitude-only (IP/OP) input may read the water-bright CSF as
    * fat-dominant: then a uniformly fat-like disc counts as canal too */
   uint8_t *high = w->m2;
-  for (int64_t p = 0; p < n; p++)
-    high[p] = csf_either && body[p] && !isnan(ff[p]) && ff[p] > 1.0 - LOW_FF;
+  memset(high, 0, (size_t)n);
+  for (int64_t j = bb[2]; csf_either && j <= bb[3]; j++)
+    for (int64_t p = j * nx + bb[0]; p <= j * nx + bb[1]; p++)
+      high[p] = body[p] && !isnan(ff[p]) && ff[p] > 1.0 - LOW_FF;
   if (csf_either) integral(high, nx, ny, w->integ1);
   int64_t in_i = mm_to_vox(4.0, sx), in_j = mm_to_vox(4.0, sy);
   int64_t ro_i = mm_to_vox(13.0, sx), ro_j = mm_to_vox(13.0, sy);

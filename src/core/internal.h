@@ -47,6 +47,12 @@ psp_volume *psp_volume_alloc(const int64_t dims[3], const double affine[4][4], p
 psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t file_dims[3],
                                        const double file_affine[4][4], const char *name,
                                        psp_error **err);
+/* The same from a buffer the caller gives up when no axis is permuted: the
+ * volume then keeps it (voxels flipped in place; *file_data set to NULL);
+ * otherwise *file_data is only read and stays the caller's. */
+psp_volume *psp_volume_from_file_order_take(float **file_data, const int64_t file_dims[3],
+                                            const double file_affine[4][4], const char *name,
+                                            psp_error **err);
 /* The inverse: file dims, file affine and voxels in the file's order for the
  * volume's remembered orientation. out must hold voxel_count floats. */
 /* The file layout of psp_volume_to_file_order without copying: internal
@@ -112,6 +118,9 @@ void psp_cc_fill_holes(uint8_t *m, int64_t nx, int64_t ny, int32_t *lab, int32_t
 void psp_sort_floats(float *v, size_t n);
 /* Quantile (0..1) of sorted values, linear interpolation. */
 double psp_quantile_sorted(const float *sorted, size_t n, double q);
+/* psp_quantile_sorted of v as psp_sort_floats would sort it, without
+ * sorting all of it (v is reordered; non-NaN values). */
+double psp_quantile_select(float *v, size_t n, double q);
 
 /* dir + "/" + name into out; false (PSP_ERR_IO) when it does not fit. */
 bool psp_path_join(char *out, size_t n, const char *dir, const char *name, psp_error **err);

@@ -6,7 +6,10 @@
  * Two raster passes with union-find over provisional labels (the classic
  * scan-line labelling, Rosenfeld & Pfaltz 1966; Wu, Otoo & Suzuki 2009):
  * each pixel takes the label of an already visited neighbour (left / up,
- * plus up-left and up-right for 8-connectivity) and merges their sets;
+ * plus up-left and up-right for 8-connectivity) and merges their sets,
+ * skipping the neighbours already known to share a set (Wu et al.'s
+ * decision tree: with 8-connectivity the up pixel touches the other three,
+ * the left one the up-left one), so most pixels need one look-up;
  * a set's root is always its smallest provisional label. Roots are then
  * numbered in increasing order, which is the raster order of each
  * component's first pixel: exactly the numbering a flood fill started at
@@ -83,18 +86,28 @@ static int32_t label_box(const uint8_t *m, uint8_t on, int64_t nx, const int64_t
         l[i] = 0;
         continue;
       }
-      int32_t c = i > i0 ? l[i - 1] : 0;
-      if (up) {
-        int32_t n[3] = {up[i], conn8 && i > i0 ? up[i - 1] : 0, conn8 && i < i1 ? up[i + 1] : 0};
-        for (int q = 0; q < 3; q++)
-          if (n[q] && n[q] != c) {
-            if (c) {
-              c = cc_union(parent, c, n[q]);
-              merged = true;
-            } else {
-              c = n[q];
-            }
-          }
+      const int32_t a = i > i0 ? l[i - 1] : 0; /* left */
+      int32_t c;
+      if (!up) {
+        c = a;
+      } else if (up[i]) {
+        /* the up pixel touches the left one (8-connectivity: diagonally)
+         * and both upper diagonals: all already in its set */
+        c = up[i];
+        if (!conn8 && a && a != c) {
+          c = cc_union(parent, a, c);
+          merged = true;
+        }
+      } else if (!conn8) {
+        c = a;
+      } else {
+        const int32_t p = i > i0 ? up[i - 1] : 0, q = i < i1 ? up[i + 1] : 0;
+        const int32_t b = a ? a : p; /* left and up-left touch: one set */
+        c = b ? b : q;
+        if (b && q && b != q) {
+          c = cc_union(parent, b, q);
+          merged = true;
+        }
       }
       if (!c) {
         c = ++nl;

@@ -143,6 +143,51 @@ void psp_sort_floats(float *v, size_t n) {
   free(tmp);
 }
 
+static int cmp_key(const void *a, const void *b) {
+  uint32_t x = float_key(*(const float *)a), y = float_key(*(const float *)b);
+  return (x > y) - (x < y);
+}
+
+/* The two order statistics psp_quantile_sorted interpolates, from a
+ * histogram of the top 16 bits of the sort key: the values in the buckets
+ * holding them are moved to the front and sorted (key order, as the radix
+ * sort), the others are left unsorted. */
+double psp_quantile_select(float *v, size_t n, double q) {
+  if (n == 0) return NAN;
+  size_t *h = n > 4096 ? calloc((size_t)1 << 16, sizeof *h) : NULL;
+  if (!h) {
+    psp_sort_floats(v, n);
+    return psp_quantile_sorted(v, n, q);
+  }
+  double pos = q * (double)(n - 1);
+  size_t lo = (size_t)floor(pos);
+  size_t hi = lo + 1 < n ? lo + 1 : lo;
+  for (size_t i = 0; i < n; i++)
+    h[float_key(v[i]) >> 16]++;
+  size_t before = 0, upto;
+  uint32_t bl = 0, bh;
+  while (before + h[bl] <= lo)
+    before += h[bl++];
+  for (upto = before, bh = bl; upto + h[bh] <= hi;)
+    upto += h[bh++];
+  free(h);
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t b = float_key(v[i]) >> 16;
+    if (b >= bl && b <= bh) {
+      const float t = v[m];
+      v[m++] = v[i];
+      v[i] = t;
+    }
+  }
+  if (m > 512)
+    psp_sort_floats(v, m);
+  else
+    qsort(v, m, sizeof *v, cmp_key);
+  double t = pos - (double)lo;
+  return (double)v[lo - before] * (1.0 - t) + (double)v[hi - before] * t;
+}
+
 double psp_quantile_sorted(const float *s, size_t n, double q) {
   if (n == 0) return NAN;
   double pos = q * (double)(n - 1);

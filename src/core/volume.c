@@ -169,8 +169,45 @@ static void file_strides(const psp_orientation *o, const int64_t file_dims[3], i
   }
 }
 
-psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t file_dims[3],
-                                       const double fa[4][4], const char *name, psp_error **err) {
+/* Reverses the flipped axes of v's voxels in place (no axis permuted): the
+ * file index of internal voxel (i, j, k) is its mirror along the flipped
+ * axes, an involution, so each pair of rows is swapped once (by the row
+ * with the smaller index), a row that is its own mirror reversed. */
+static void flip_in_place(psp_volume *v) {
+  const int64_t nx = v->dims[0], ny = v->dims[1], nz = v->dims[2];
+  const bool fi = v->orient.flip[0], fj = v->orient.flip[1], fk = v->orient.flip[2];
+  if (!fi && !fj && !fk) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < nz; k++)
+    for (int64_t j = 0; j < ny; j++) {
+      const int64_t r = k * ny + j, r2 = (fk ? nz - 1 - k : k) * ny + (fj ? ny - 1 - j : j);
+      if (r2 < r) continue;
+      float *a = v->data + r * nx, *b = v->data + r2 * nx;
+      if (r2 == r) {
+        for (int64_t i = 0; fi && i < nx / 2; i++) {
+          float t = a[i];
+          a[i] = a[nx - 1 - i];
+          a[nx - 1 - i] = t;
+        }
+      } else {
+        for (int64_t i = 0; i < nx; i++) {
+          const int64_t i2 = fi ? nx - 1 - i : i;
+          if (fi && i2 < i) continue; /* (swapped from the other end already) */
+          float t = a[i];
+          a[i] = b[i2];
+          b[i2] = t;
+          if (i2 != i) {
+            t = a[i2];
+            a[i2] = b[i];
+            b[i] = t;
+          }
+        }
+      }
+    }
+}
+
+static psp_volume *from_file_order(const float *file_data, float **take, const int64_t file_dims[3],
+                                   const double fa[4][4], const char *name, psp_error **err) {
   double det = det3(fa);
   /* an infinite determinant (entries near DBL_MAX) would leave the axis
    * assignment below without a candidate */
@@ -246,6 +283,18 @@ psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t fil
       if (o.flip[a]) affine[r][3] += fa[r][f] * (double)(file_dims[f] - 1);
     }
   }
+  if (take && *take && o.file_axis[0] == 0 && o.file_axis[1] == 1 && o.file_axis[2] == 2 &&
+      dims[0] > 0 && dims[1] > 0 && dims[2] > 0) {
+    psp_volume *v = psp_calloc(1, sizeof *v, err);
+    if (!v) return NULL;
+    memcpy(v->dims, dims, sizeof v->dims);
+    memcpy(v->affine, affine, sizeof v->affine);
+    v->orient = o;
+    v->data = *take;
+    *take = NULL;
+    flip_in_place(v);
+    return v;
+  }
   psp_volume *v = psp_volume_alloc(dims, affine, err);
   if (!v) return NULL;
   v->orient = o;
@@ -259,6 +308,17 @@ psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t fil
         dst[i] = file_data[src + i * stride[0]];
     }
   return v;
+}
+
+psp_volume *psp_volume_from_file_order(const float *file_data, const int64_t file_dims[3],
+                                       const double fa[4][4], const char *name, psp_error **err) {
+  return from_file_order(file_data, NULL, file_dims, fa, name, err);
+}
+
+psp_volume *psp_volume_from_file_order_take(float **file_data, const int64_t file_dims[3],
+                                            const double fa[4][4], const char *name,
+                                            psp_error **err) {
+  return from_file_order(*file_data, file_data, file_dims, fa, name, err);
 }
 
 void psp_volume_file_layout(const psp_volume *v, int64_t file_dims[3], double fa[4][4],

@@ -64,7 +64,8 @@
  * field of view may cut the body). Its median FF must exceed 60 %.
  *
  * Files: the noise estimation, the bias correction and the FF fill are in
- * src/dixon/noise.c (its DESIGN comment: passes and kernels); this file
+ * src/dixon/noise.c (its DESIGN comment: passes and kernels), the log
+ * histogram of the background mask in src/dixon/loghist.c; this file
  * builds the maps, the IP/OP fat dominance, the body outline and the
  * plausibility check. Passes: the checks of the inputs ride on the noise
  * estimation's first pass; the floor's two percentiles share one pass;
@@ -1067,8 +1068,7 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
     psp_info(ctx, "%s", r.message);
     goto done;
   }
-  psp_sort_floats(vals, (size_t)nv);
-  r.subcut_ff_median = psp_quantile_sorted(vals, (size_t)nv, 0.5);
+  r.subcut_ff_median = psp_quantile_select(vals, (size_t)nv, 0.5);
   r.checked = true;
   r.ok = r.subcut_ff_median > SUBCUT_FF_MIN;
   if (r.ok) {

@@ -8,8 +8,9 @@
  *
  * Passes over the images (the FF-map stage is memory- and pass-bound):
  * one scan (non-finite values, extremes of a + b, negative and non-integer
- * values of both images), the log histogram, the background pass (mask,
- * zeros and largest background value of both images), then the quartile
+ * values of both images), the log histogram (src/dixon/loghist.c: no log
+ * per voxel), the background pass (mask, zeros and largest background
+ * value of both images), then the quartile
  * histograms of both images together (all background; below 4 sigma: a
  * second pass, or for integer images the first histogram's bins). Integer
  * sums (e.g. uint16 images) are binned through a table of their values,
@@ -605,50 +606,13 @@ static int64_t background_mask(const float *a, const float *b, int64_t n, double
     *why = "the images have no contrast";
     return 0;
   }
-  enum { NB = 1024 };
-  int64_t *h = calloc(NB, sizeof *h);
+  int64_t *h = psp_dixon_log_hist(a, b, n, smin, smax, lmin, lmax,
+                                  c[0].fractional == 0 && c[1].fractional == 0);
   if (!h) {
     *why = "out of memory";
     return 0;
   }
-  /* integer sums (integer images, e.g. uint16): the bin of each value 1..smax
-   * once, by the same formula, when there are far fewer values than voxels */
-  const bool integer = c[0].fractional == 0 && c[1].fractional == 0;
-  uint16_t *lut = integer && smax <= PSP_DIXON_LUT_MAX && 8.0 * smax < (double)n
-                      ? malloc(((size_t)smax + 1) * sizeof *lut)
-                      : NULL;
-  if (lut) {
-    const int64_t top = (int64_t)smax;
-#pragma omp parallel for schedule(static)
-    for (int64_t v = 1; v <= top; v++) {
-      int k = (int)((log((double)v) - lmin) / (lmax - lmin) * NB);
-      lut[v] = (uint16_t)(k < NB ? k : NB - 1);
-    }
-  }
-#pragma omp parallel
-  {
-    int64_t loc[NB] = {0}; /* per-thread counts, added exactly */
-    if (lut) {
-#pragma omp for schedule(static) nowait
-      for (int64_t i = 0; i < n; i++) {
-        double s = (double)a[i] + (double)b[i];
-        if (s > 0) loc[lut[(int64_t)s]]++;
-      }
-    } else {
-#pragma omp for schedule(static) nowait
-      for (int64_t i = 0; i < n; i++) {
-        double s = (double)a[i] + (double)b[i];
-        if (s > 0) {
-          int k = (int)((log(s) - lmin) / (lmax - lmin) * NB);
-          loc[k < NB ? k : NB - 1]++;
-        }
-      }
-    }
-    bool unused = false;
-    psp_dixon_hist_merge(h, loc, NB, &unused);
-  }
-  free(lut);
-  double thr = exp(otsu_hist(h, NB, lmin, lmax));
+  double thr = exp(otsu_hist(h, PSP_DIXON_LOG_NB, lmin, lmax));
   free(h);
   pass_acc r;
   block_pass(a, b, n, thr, bg, have_avx2(), &r);

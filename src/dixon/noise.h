@@ -47,6 +47,14 @@ void psp_dixon_fill_ff(const float *w, const float *f, float *ff, int64_t n, dou
  * a, b in it. */
 void psp_dixon_passes(const float *a, const float *b, int64_t n, double thr,
                       psp_dixon_kernel kernel, double out[13], uint8_t *bg);
+/* Histogram (caller frees; NULL: out of memory) of log(s), s = a + b > 0
+ * (summed in double), in PSP_DIXON_LOG_NB bins over [lmin, lmax] = the logs
+ * of the extremes smin, smax of s: bin (int)((log(s) - lmin) / (lmax -
+ * lmin) * NB), at most NB - 1. integer: every a and b is an integer
+ * (src/dixon/loghist.c: the same counts without a log per voxel). */
+#define PSP_DIXON_LOG_NB 1024
+int64_t *psp_dixon_log_hist(const float *a, const float *b, int64_t n, double smin, double smax,
+                            double lmin, double lmax, bool integer);
 /* Adds one thread's histogram (loc; NULL: its allocation failed) into h;
  * called by every thread of a parallel region. */
 void psp_dixon_hist_merge(int64_t *h, const int64_t *loc, int nb, bool *failed);

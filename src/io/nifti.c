@@ -7,10 +7,14 @@
  * sform_code > 0, else the qform when qform_code > 0, else the pixdim
  * diagonal ("method 1" of the NIfTI standard, with a warning that left/right
  * is then unknown). Voxels are converted to float32 with scl_slope/scl_inter
- * and reordered to LPS by psp_volume_from_file_order. Writing builds the
+ * (NaN, infinite and negative voxels counted in the same pass) and
+ * reordered to LPS by psp_volume_from_file_order_take, which keeps the
+ * converted buffer when no axis is permuted (flips in place; no second
+ * copy of the volume). Writing builds the
  * header with nifti_clib from the exact affine (sform exact, qform the
- * nearest rigid transform), puts the voxels back in the file's own order, and
- * writes header + data through libdeflate (gzip) atomically.
+ * nearest rigid transform), puts the voxels back in the file's own order (a
+ * loop per type; float32 rows copied whole), and writes header + data
+ * through libdeflate (gzip) atomically.
  * Working from memory also lets fuzzers drive the parser without files.
  */
 #include "core/internal.h"
@@ -315,84 +319,128 @@ static bool check_grid(const nifti_image *nim, const char *name, const psp_load_
   return true;
 }
 
+/* What the conversion saw: NaN, infinite and negative voxels (the first
+ * NaN / infinite voxel in file order, INT64_MAX when none), the smallest
+ * negative value (0 when none). Counts, minima: the same at any thread
+ * count. */
+typedef struct {
+  int64_t n_nan, n_inf, n_neg, first_nan, first_inf;
+  float vmin;
+} value_stats;
+
+#define PSP_NOTE_VALUE(y, i)                                                                       \
+  do {                                                                                             \
+    if ((y) < 0) {                                                                                 \
+      n_neg++;                                                                                     \
+      vmin = (y) < vmin ? (y) : vmin;                                                              \
+    }                                                                                              \
+    if (isnan(y)) {                                                                                \
+      n_nan++;                                                                                     \
+      first_nan = (i) < first_nan ? (i) : first_nan;                                               \
+    } else if (isinf(y)) {                                                                         \
+      n_inf++;                                                                                     \
+      first_inf = (i) < first_inf ? (i) : first_inf;                                               \
+    }                                                                                              \
+  } while (0)
+
+#define PSP_PRAGMA(...) _Pragma(#__VA_ARGS__)
+#define PSP_STATS_REDUCTION                                                                        \
+  PSP_PRAGMA(omp parallel for schedule(static) reduction(+ : n_nan, n_inf, n_neg)                  \
+                 reduction(min : first_nan, first_inf, vmin))
+
 /* Typed conversion loops: one per datatype so the inner loop has no switch;
- * byte-swapped files take the generic path. */
+ * byte-swapped files take the generic path. The values are checked in the
+ * same pass (one pass over the voxels instead of two). */
 #define PSP_CONVERT(T)                                                                             \
   do {                                                                                             \
-    _Pragma("omp parallel for schedule(static)") for (int64_t i = 0; i < n; i++) {                 \
+    PSP_STATS_REDUCTION for (int64_t i = 0; i < n; i++) {                                          \
       T x;                                                                                         \
       memcpy(&x, src + i * (int64_t)sizeof(T), sizeof(T));                                         \
-      dst[i] = scale ? (float)((double)x * slope + inter) : (float)x;                              \
+      const float y = scale ? (float)((double)x * slope + inter) : (float)x;                       \
+      dst[i] = y;                                                                                  \
+      PSP_NOTE_VALUE(y, i);                                                                        \
     }                                                                                              \
   } while (0)
 
 static void to_float(const unsigned char *src, int dt, bool swap, int64_t n, float *dst,
-                     double slope, double inter) {
+                     double slope, double inter, value_stats *st) {
   bool scale =
       slope != 0.0 && isfinite(slope) && isfinite(inter) && !(slope == 1.0 && inter == 0.0);
+  int64_t n_nan = 0, n_inf = 0, n_neg = 0, first_nan = INT64_MAX, first_inf = INT64_MAX;
+  float vmin = 0;
+  bool done = !swap;
   if (!swap) {
     switch (dt) {
     case DT_UINT8:
       PSP_CONVERT(uint8_t);
-      return;
+      break;
     case DT_INT16:
       PSP_CONVERT(int16_t);
-      return;
+      break;
     case DT_UINT16:
       PSP_CONVERT(uint16_t);
-      return;
+      break;
     case DT_INT32:
       PSP_CONVERT(int32_t);
-      return;
+      break;
     case DT_FLOAT32:
       PSP_CONVERT(float);
-      return;
+      break;
     case DT_FLOAT64:
       PSP_CONVERT(double);
-      return;
-    }
-  }
-  int sz = dtype_size(dt);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    unsigned char b[8];
-    for (int a = 0; a < sz; a++)
-      b[a] = src[i * sz + sz - 1 - a];
-    double v = 0;
-    switch (dt) {
-    case DT_UINT8:
-      v = b[0];
       break;
-    case DT_INT16: {
-      int16_t x;
-      memcpy(&x, b, 2);
-      v = x;
-    } break;
-    case DT_UINT16: {
-      uint16_t x;
-      memcpy(&x, b, 2);
-      v = x;
-    } break;
-    case DT_INT32: {
-      int32_t x;
-      memcpy(&x, b, 4);
-      v = x;
-    } break;
-    case DT_FLOAT32: {
-      float x;
-      memcpy(&x, b, 4);
-      v = x;
-    } break;
-    case DT_FLOAT64: {
-      double x;
-      memcpy(&x, b, 8);
-      v = x;
-    } break;
+    default:
+      done = false;
     }
-    dst[i] = scale ? (float)(v * slope + inter) : (float)v;
   }
+  if (!done) {
+    int sz = dtype_size(dt);
+    PSP_STATS_REDUCTION for (int64_t i = 0; i < n; i++) {
+      unsigned char b[8];
+      for (int a = 0; a < sz; a++)
+        b[a] = src[i * sz + sz - 1 - a];
+      double v = 0;
+      switch (dt) {
+      case DT_UINT8:
+        v = b[0];
+        break;
+      case DT_INT16: {
+        int16_t x;
+        memcpy(&x, b, 2);
+        v = x;
+      } break;
+      case DT_UINT16: {
+        uint16_t x;
+        memcpy(&x, b, 2);
+        v = x;
+      } break;
+      case DT_INT32: {
+        int32_t x;
+        memcpy(&x, b, 4);
+        v = x;
+      } break;
+      case DT_FLOAT32: {
+        float x;
+        memcpy(&x, b, 4);
+        v = x;
+      } break;
+      case DT_FLOAT64: {
+        double x;
+        memcpy(&x, b, 8);
+        v = x;
+      } break;
+      }
+      const float y = scale ? (float)(v * slope + inter) : (float)v;
+      dst[i] = y;
+      PSP_NOTE_VALUE(y, i);
+    }
+  }
+  *st = (value_stats){n_nan, n_inf, n_neg, first_nan, first_inf, vmin};
 }
 #undef PSP_CONVERT
+#undef PSP_STATS_REDUCTION
+#undef PSP_PRAGMA
+#undef PSP_NOTE_VALUE
 
 /* deflate cannot expand more than 1032:1 (258-byte matches coded in 2 bits):
  * a header promising more voxel bytes than the compressed file can hold is
@@ -557,23 +605,17 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
   int64_t nvox = fdims[0] * fdims[1] * fdims[2];
   fdata = psp_malloc((size_t)nvox * sizeof(float), err);
   if (!fdata) goto done;
+  value_stats st;
   to_float(data, nim->datatype, nim->byteorder != nifti_short_order(), nvox, fdata, nim->scl_slope,
-           nim->scl_inter);
-  int64_t n_nan = 0, n_inf = 0, first_bad = -1, n_neg = 0;
-  float vmin = 0;
-  for (int64_t i = 0; i < nvox; i++) {
-    if (fdata[i] < 0) {
-      n_neg++;
-      vmin = fdata[i] < vmin ? fdata[i] : vmin;
-    }
-    if (isnan(fdata[i])) {
-      n_nan++;
-      if (first_bad < 0 && !(opt && opt->allow_nan)) first_bad = i;
-    } else if (isinf(fdata[i])) {
-      n_inf++;
-      if (first_bad < 0) first_bad = i;
-    }
-  }
+           nim->scl_inter, &st);
+  free(whole); /* (converted: the inflated bytes are no longer needed) */
+  whole = NULL;
+  const int64_t n_nan = st.n_nan, n_inf = st.n_inf, n_neg = st.n_neg;
+  const float vmin = st.vmin;
+  /* the first voxel that makes the image unusable, in file order */
+  const int64_t first_bad = opt && opt->allow_nan
+                                ? st.first_inf
+                                : (st.first_nan < st.first_inf ? st.first_nan : st.first_inf);
   if (n_inf > 0 || (n_nan > 0 && !(opt && opt->allow_nan))) {
     int64_t i = first_bad % fdims[0], j = (first_bad / fdims[0]) % fdims[1],
             k = first_bad / (fdims[0] * fdims[1]);
@@ -602,7 +644,7 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
                       name);
         goto done;
       }
-  vol = psp_volume_from_file_order(fdata, fdims, fa, name, err);
+  vol = psp_volume_from_file_order_take(&fdata, fdims, fa, name, err);
   if (vol) {
     char code[4];
     psp_orientation_code(vol, code);
@@ -708,6 +750,13 @@ static unsigned char *gzip_parallel(const unsigned char *in, size_t len, size_t 
   return z;
 }
 
+/* lrintf(x) (nearest, ties to even) for 0 < x < 2^23 without a call: at
+ * 2^23 the float spacing is 1, so adding and removing it rounds x so
+ * (float arithmetic, default rounding, no -ffast-math) */
+static inline int32_t rint_small(float x) {
+  return (int32_t)((x + 0x1p23f) - 0x1p23f);
+}
+
 bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, const char *description,
                     psp_error **err) {
   int64_t n = psp_volume_voxel_count(v);
@@ -760,33 +809,44 @@ bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, cons
   memcpy(out, &hdr, sizeof hdr);
   memset(out + 348, 0, 4); /* no extensions */
   unsigned char *d = out + 352;
-  /* converted straight into file order (disjoint rows per thread) */
+  /* converted straight into file order (disjoint rows per thread); one
+   * loop per type, float32 rows along the file's first axis copied whole */
   const float *src = psp_volume_data(v);
   const int64_t nx = v->dims[0], ny = v->dims[1], nz = v->dims[2];
 #pragma omp parallel for schedule(static) collapse(2)
   for (int64_t k = 0; k < nz; k++)
     for (int64_t j = 0; j < ny; j++) {
       const float *row = src + (k * ny + j) * nx;
-      const int64_t base = offset + j * stride[1] + k * stride[2];
-      for (int64_t i = 0; i < nx; i++) {
-        const float x = row[i];
-        const int64_t o = base + i * stride[0];
-        switch (dt) {
-        case DT_FLOAT32:
-          memcpy(d + o * 4, &x, 4);
-          break;
-        case DT_UINT8:
-          d[o] = isnan(x) ? 0 : x <= 0 ? 0 : x >= 255 ? 255 : (uint8_t)lrintf(x);
-          break;
-        case DT_INT16: {
-          int16_t y = isnan(x) ? 0 : x <= -32768 ? -32768 : x >= 32767 ? 32767 : (int16_t)lrintf(x);
-          memcpy(d + o * 2, &y, 2);
-        } break;
-        case DT_UINT16: {
-          uint16_t y = isnan(x) ? 0 : x <= 0 ? 0 : x >= 65535 ? 65535 : (uint16_t)lrintf(x);
-          memcpy(d + o * 2, &y, 2);
-        } break;
+      const int64_t base = offset + j * stride[1] + k * stride[2], s0 = stride[0];
+      switch (dt) {
+      case DT_FLOAT32:
+        if (s0 == 1) {
+          memcpy(d + base * 4, row, (size_t)nx * 4);
+        } else {
+          for (int64_t i = 0; i < nx; i++)
+            memcpy(d + (base + i * s0) * 4, &row[i], 4);
         }
+        break;
+      case DT_UINT8:
+        for (int64_t i = 0; i < nx; i++) {
+          const float x = row[i];
+          d[base + i * s0] = isnan(x) ? 0 : x <= 0 ? 0 : x >= 255 ? 255 : (uint8_t)rint_small(x);
+        }
+        break;
+      case DT_INT16:
+        for (int64_t i = 0; i < nx; i++) {
+          const float x = row[i];
+          int16_t y = isnan(x) ? 0 : x <= -32768 ? -32768 : x >= 32767 ? 32767 : (int16_t)lrintf(x);
+          memcpy(d + (base + i * s0) * 2, &y, 2);
+        }
+        break;
+      case DT_UINT16:
+        for (int64_t i = 0; i < nx; i++) {
+          const float x = row[i];
+          uint16_t y = isnan(x) ? 0 : x <= 0 ? 0 : x >= 65535 ? 65535 : (uint16_t)rint_small(x);
+          memcpy(d + (base + i * s0) * 2, &y, 2);
+        }
+        break;
       }
     }
   bool ok;

@@ -98,25 +98,61 @@ typedef struct work {
 } work;
 
 /* Erosion (erode = true) or dilation of the w x h mask a into b with an
- * elliptic element of half axes rx, ry voxels; outside the box is empty. */
+ * elliptic element of half axes rx, ry voxels; outside the box is empty.
+ * The element is, row by row (dj), one run of offsets -hw..hw (the test
+ * below is symmetric and monotonic in |di|), so each pixel looks at one
+ * row count per element row, from prefix sums of the rows: erosion = every
+ * run inside the box and full, dilation = some run (clipped) not empty. */
 static void morph(const uint8_t *a, uint8_t *b, int64_t w, int64_t h, int rx, int ry, bool erode) {
-  /* the element's offsets, once (same test as per pixel: inside the
-   * ellipse of half axes rx + 0.5, ry + 0.5) */
-  const int ew = 2 * rx + 1, eh = 2 * ry + 1;
-  int64_t *off = malloc((size_t)ew * (size_t)eh * 2 * sizeof *off);
-  int ne = 0;
-  for (int dj = -ry; off && dj <= ry; dj++)
-    for (int di = -rx; di <= rx; di++) {
-      double u = (double)di / (rx + 0.5), v = (double)dj / (ry + 0.5);
-      if (u * u + v * v > 1.0) continue;
-      off[2 * ne] = di;
-      off[2 * ne + 1] = dj;
-      ne++;
+  const int eh = 2 * ry + 1;
+  int *hw = malloc((size_t)eh * sizeof *hw); /* run half-width per element row */
+  int32_t *pre = malloc((size_t)(w + 1) * (size_t)h * sizeof *pre);
+  if (hw && pre) {
+    /* (the same test per offset: inside the ellipse of half axes rx + 0.5,
+     * ry + 0.5) */
+    for (int dj = -ry; dj <= ry; dj++) {
+      int r = -1;
+      for (int di = 0; di <= rx; di++) {
+        double u = (double)di / (rx + 0.5), v = (double)dj / (ry + 0.5);
+        if (!(u * u + v * v > 1.0)) r = di;
+      }
+      hw[dj + ry] = r;
     }
-  for (int64_t j = 0; j < h; j++)
-    for (int64_t i = 0; i < w; i++) {
-      bool acc = erode;
-      if (!off) { /* out of memory: the per-pixel test */
+    for (int64_t j = 0; j < h; j++) {
+      int32_t *p = pre + j * (w + 1);
+      p[0] = 0;
+      for (int64_t i = 0; i < w; i++)
+        p[i + 1] = p[i] + (a[j * w + i] != 0);
+    }
+    for (int64_t j = 0; j < h; j++)
+      for (int64_t i = 0; i < w; i++) {
+        bool acc = erode;
+        for (int dj = -ry; dj <= ry && acc == erode; dj++) {
+          const int r = hw[dj + ry];
+          if (r < 0) continue;
+          const int64_t y = j + dj;
+          int64_t x0 = i - r, x1 = i + r;
+          if (erode) {
+            if (y < 0 || y >= h || x0 < 0 || x1 >= w) {
+              acc = false;
+              break;
+            }
+            const int32_t *p = pre + y * (w + 1);
+            acc = p[x1 + 1] - p[x0] == x1 - x0 + 1;
+          } else {
+            if (y < 0 || y >= h) continue;
+            if (x0 < 0) x0 = 0;
+            if (x1 > w - 1) x1 = w - 1;
+            const int32_t *p = pre + y * (w + 1);
+            acc = p[x1 + 1] - p[x0] > 0;
+          }
+        }
+        b[j * w + i] = acc;
+      }
+  } else { /* out of memory: the per-pixel test */
+    for (int64_t j = 0; j < h; j++)
+      for (int64_t i = 0; i < w; i++) {
+        bool acc = erode;
         for (int dj = -ry; dj <= ry && acc == erode; dj++)
           for (int di = -rx; di <= rx && acc == erode; di++) {
             double u = (double)di / (rx + 0.5), v = (double)dj / (ry + 0.5);
@@ -125,19 +161,11 @@ static void morph(const uint8_t *a, uint8_t *b, int64_t w, int64_t h, int rx, in
             bool s = x >= 0 && y >= 0 && x < w && y < h && a[y * w + x];
             if (s != erode) acc = s;
           }
-      } else {
-        for (int e = 0; e < ne; e++) {
-          int64_t x = i + off[2 * e], y = j + off[2 * e + 1];
-          bool s = x >= 0 && y >= 0 && x < w && y < h && a[y * w + x];
-          if (s != erode) {
-            acc = s;
-            break;
-          }
-        }
+        b[j * w + i] = acc;
       }
-      b[j * w + i] = acc;
-    }
-  free(off);
+  }
+  free(hw);
+  free(pre);
 }
 
 /* Marrow evidence of voxel (i, j): FF, or min(FF, 1 - FF); no signal 0. */

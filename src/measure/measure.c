@@ -7,8 +7,9 @@
  * the mean of voxel FF (MuscleMap) and sum F / sum (F+W) (LPM_Segmentator).
  * Median and quartiles by sorting (linear interpolation), functional CSA =
  * area x (1 - mean FF), fat infiltration = share of voxels with FF > 50 %.
- * Slices are processed in parallel, each writing its own rows; sums are in a
- * fixed order per slice, so the numbers are identical at any thread count.
+ * Slices are processed in parallel (a counting pass, then the gathering
+ * pass), each writing its own rows; sums are in a fixed order per slice, so
+ * the numbers are identical at any thread count.
  */
 #include "core/internal.h"
 
@@ -63,12 +64,32 @@ psp_measurements *psp_measure(const psp_volume *labels, const psp_ffmap *ffm, ps
 
   psp_measurements *m = psp_calloc(1, sizeof *m, err);
   psp_region_metrics *grid = psp_calloc((size_t)nz * PSP_LABEL_COUNT, sizeof *grid, err);
+  /* pass 1: per slice and label the labelled voxels and those with signal,
+   * so each slice knows where its values go (one parallel pass) */
+  int64_t *slice_n = psp_calloc((size_t)nz * PSP_LABEL_COUNT * 2, sizeof *slice_n, err);
+  if (!slice_n) {
+    psp_measurements_free(m);
+    free(grid);
+    return NULL;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < nz; k++) {
+    const float *lab = labels->data + k * plane;
+    const float *ff = ffv->data + k * plane;
+    int64_t *sn = slice_n + k * PSP_LABEL_COUNT * 2; /* [label][signal, all] */
+    for (int64_t p = 0; p < plane; p++) {
+      int l = (int)lab[p];
+      if (l > 0 && l < PSP_LABEL_COUNT) {
+        sn[2 * l + 1]++;
+        sn[2 * l] += !isnan(ff[p]);
+      }
+    }
+  }
   /* per label: all signal FF values in slice order, for volume statistics */
   int64_t counts[PSP_LABEL_COUNT] = {0};
-  for (int64_t i = 0; i < plane * nz; i++) {
-    int l = (int)labels->data[i];
-    if (l > 0 && l < PSP_LABEL_COUNT) counts[l]++;
-  }
+  for (int64_t k = 0; k < nz; k++)
+    for (int l = 1; l < PSP_LABEL_COUNT; l++)
+      counts[l] += slice_n[(k * PSP_LABEL_COUNT + l) * 2 + 1];
   float *vals[PSP_LABEL_COUNT] = {NULL};
   for (int l = 1; l < PSP_LABEL_COUNT; l++)
     vals[l] = psp_malloc((size_t)(counts[l] + 1) * sizeof(float), err);
@@ -78,26 +99,15 @@ psp_measurements *psp_measure(const psp_volume *labels, const psp_ffmap *ffm, ps
   bool ok = m && grid && offs && sums;
   for (int l = 1; l < PSP_LABEL_COUNT; l++)
     ok = ok && vals[l];
-  if (!ok) goto fail;
-
-  /* pass 1: per slice counts, so each slice knows where its values go */
-  int64_t *slice_n = psp_calloc((size_t)nz * PSP_LABEL_COUNT, sizeof *slice_n, err);
-  if (!slice_n) goto fail;
-#pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < nz; k++) {
-    const float *lab = labels->data + k * plane;
-    const float *ff = ffv->data + k * plane;
-    int64_t *sn = slice_n + k * PSP_LABEL_COUNT;
-    for (int64_t p = 0; p < plane; p++) {
-      int l = (int)lab[p];
-      if (l > 0 && l < PSP_LABEL_COUNT && !isnan(ff[p])) sn[l]++;
-    }
+  if (!ok) {
+    free(slice_n);
+    goto fail;
   }
   for (int l = 1; l < PSP_LABEL_COUNT; l++) {
     int64_t o = 0;
     for (int64_t k = 0; k < nz; k++) {
       offs[k * PSP_LABEL_COUNT + l] = o;
-      o += slice_n[k * PSP_LABEL_COUNT + l];
+      o += slice_n[(k * PSP_LABEL_COUNT + l) * 2];
     }
   }
   free(slice_n);

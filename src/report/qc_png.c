@@ -20,8 +20,8 @@
  * Grey levels: the anatomy is windowed once per volume from the 1st to the
  * 99.5th percentile of the body (voxels above 10 % of the 99.5th percentile
  * of all voxels), read off a 4096-bin histogram (deterministic and O(n), no
- * sort). FF 0..1 is shown as 0..100 % grey, so the coloured outlines stay
- * unambiguous, and NaN (no signal) in dark blue.
+ * sort); the report computes it once for the slices and the sagittal image. FF 0..1 is shown as
+ * 0..100 % grey, so the coloured outlines stay unambiguous, and NaN (no signal) in dark blue.
  *
  * Colours (after Okabe & Ito, "Color Universal Design"): the pairs that
  * touch (MF and ES of one side) differ most under every colour-vision
@@ -890,9 +890,21 @@ static bool same_grid(const psp_volume *a, const psp_volume *b, const char *what
   return true;
 }
 
+bool psp_qc_anatomy_window(const psp_volume *anatomy, float window[2], psp_error **err) {
+  return anatomy_window(anatomy, &window[0], &window[1], err);
+}
+
 bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_volume *ff,
                        const psp_volume *labels, const psp_qc_slice_marks *marks,
                        int compression_level, psp_context *ctx, psp_error **err) {
+  return psp_qc_write_pngs_window(qc_dir, anatomy, ff, labels, marks, NULL, compression_level, ctx,
+                                  err);
+}
+
+bool psp_qc_write_pngs_window(const char *qc_dir, const psp_volume *anatomy, const psp_volume *ff,
+                              const psp_volume *labels, const psp_qc_slice_marks *marks,
+                              const float *window, int compression_level, psp_context *ctx,
+                              psp_error **err) {
   if (!qc_dir || !anatomy || !ff)
     return psp_error_set(err, PSP_ERR_USAGE, "QC images: folder, anatomy and FF map are required");
   if (!same_grid(anatomy, ff, "FF map", err)) return false;
@@ -909,7 +921,10 @@ bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_
                 .level = compression_level < 0   ? DEFAULT_LEVEL
                          : compression_level > 9 ? 9
                                                  : compression_level};
-  if (!anatomy_window(anatomy, &job.wlo, &job.whi, err)) return false;
+  if (window)
+    job.wlo = window[0], job.whi = window[1];
+  else if (!anatomy_window(anatomy, &job.wlo, &job.whi, err))
+    return false;
   const int64_t nz = anatomy->dims[2];
   int *rowmap = psp_malloc((size_t)lay.panel_h * sizeof *rowmap, err);
   slice_out *outs = psp_calloc((size_t)nz, sizeof *outs, err);
@@ -1206,7 +1221,10 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
 
   /* panels */
   float wlo, whi;
-  if (!anatomy_window(A, &wlo, &whi, err)) goto done;
+  if (s->window)
+    wlo = s->window[0], whi = s->window[1];
+  else if (!anatomy_window(A, &wlo, &whi, err))
+    goto done;
   const float sa = (float)(N_GREY - 1) / (whi - wlo), sf = (float)(N_GREY - 1);
   for (long y = 0; y < H; y++) {
     const int64_t k = rowk[y];

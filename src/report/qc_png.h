@@ -73,6 +73,16 @@ void psp_qc_label_colour(int label, uint8_t rgb[3]);
 bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_volume *ff,
                        const psp_volume *labels, const psp_qc_slice_marks *marks,
                        int compression_level, psp_context *ctx, psp_error **err);
+/* The same with the anatomy's display window {lo, hi} from
+ * psp_qc_anatomy_window (window NULL: computed here), so that a caller
+ * writing the slices and the sagittal image computes it once. */
+bool psp_qc_write_pngs_window(const char *qc_dir, const psp_volume *anatomy, const psp_volume *ff,
+                              const psp_volume *labels, const psp_qc_slice_marks *marks,
+                              const float *window, int compression_level, psp_context *ctx,
+                              psp_error **err);
+/* Display window {lo, hi} of the anatomy panels: the 1st..99.5th
+ * percentile of the body (see the DESIGN comment of qc_png.c). */
+bool psp_qc_anatomy_window(const psp_volume *anatomy, float window[2], psp_error **err);
 
 /* From an analysis result (src/report/report.c), shared by the PNG and the
  * DICOM writers: the image the QC panels show (water, in-phase, or the FF
@@ -121,6 +131,7 @@ typedef struct psp_qc_sagittal {
   const double *profile;     /* marrow FF 0..1 per slice (NaN = none), plotted */
   const psp_qc_disc_mark *discs;
   size_t n_discs;
+  const float *window; /* psp_qc_anatomy_window of anatomy, or NULL: computed here */
 } psp_qc_sagittal;
 
 /* Where the slices are on the sagittal image: internal slice k covers the

@@ -442,8 +442,8 @@ static const char *qc_anatomy_title(const psp_result *r) {
  * slice was segmented (a flagged slice's canal may be wrong), else the vertebral column the level
  * detection sampled, else (inside psp_qc_write_sagittal) interpolated / the image centre; the discs
  * and per-slice names of the level assignment. */
-static bool write_sagittal(const psp_result *r, const char *qc_dir, psp_qc_sagittal_geometry *geo,
-                           psp_error **err) {
+static bool write_sagittal(const psp_result *r, const char *qc_dir, const float window[2],
+                           psp_qc_sagittal_geometry *geo, psp_error **err) {
   const psp_levels *lv = psp_result_levels(r);
   const psp_segmentation *seg = psp_result_segmentation(r);
   const psp_volume *ffv = psp_ffmap_ff(psp_result_ffmap(r));
@@ -489,7 +489,8 @@ static bool write_sagittal(const psp_result *r, const char *qc_dir, psp_qc_sagit
                          .confidence = conf,
                          .profile = prof,
                          .discs = discs,
-                         .n_discs = nd};
+                         .n_discs = nd,
+                         .window = window};
     char path[4096];
     ok = psp_path_join(path, sizeof path, qc_dir, "sagittal.png", err) &&
          psp_qc_write_sagittal(path, &s, -1, geo, err);
@@ -536,13 +537,15 @@ psp_qc_slice_marks *psp_report_qc_marks(const psp_result *r, char (**status)[256
   return marks;
 }
 
-static bool write_qc(const psp_result *r, const char *qc_dir, psp_context *ctx, psp_error **err) {
+static bool write_qc(const psp_result *r, const char *qc_dir, const float window[2],
+                     psp_context *ctx, psp_error **err) {
   const psp_volume *labels = psp_result_labels(r);
   char(*status)[256] = NULL;
   psp_qc_slice_marks *marks = psp_report_qc_marks(r, &status, err);
   if (psp_result_segmentation(r) && !marks) return false;
-  bool ok = psp_qc_write_pngs(qc_dir, psp_report_qc_anatomy(r), psp_ffmap_ff(psp_result_ffmap(r)),
-                              labels, marks, -1, ctx, err);
+  bool ok =
+      psp_qc_write_pngs_window(qc_dir, psp_report_qc_anatomy(r), psp_ffmap_ff(psp_result_ffmap(r)),
+                               labels, marks, window, -1, ctx, err);
   free(marks);
   free(status);
   return ok;
@@ -601,9 +604,11 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   ok = ok && write_text(tmp, OUT_NAMES[5], report_json(r, argv_line, ctx, err), err);
   psp_context_add_time(ctx, "write.tables", psp_now() - t0);
   t0 = psp_now();
-  ok = ok && (!want_qc || write_qc(r, tmp_qc, ctx, err));
+  float window[2]; /* the anatomy's display window: once for both kinds of QC image */
+  ok = ok && (!want_qc || psp_qc_anatomy_window(psp_report_qc_anatomy(r), window, err));
+  ok = ok && (!want_qc || write_qc(r, tmp_qc, window, ctx, err));
   psp_html_images img = {.slices = want_qc, .sagittal = want_qc};
-  ok = ok && (!want_qc || write_sagittal(r, tmp_qc, &img.sag, err));
+  ok = ok && (!want_qc || write_sagittal(r, tmp_qc, window, &img.sag, err));
   psp_context_add_time(ctx, "write.qc", psp_now() - t0);
   t0 = psp_now();
   ok = ok && write_text(tmp, OUT_NAMES[7], psp_report_html(r, lcsv, &img, ctx, err), err);

@@ -843,6 +843,62 @@ static void test_passes_kernels(void **state) {
   free(m2);
 }
 
+/* The log histogram of the background mask (src/dixon/loghist.c, no log
+ * per voxel) counts bin for bin like the formula evaluated per voxel: on
+ * fractional data of wide and narrow range, on sums at and next to the bin
+ * edges, and on integer data (table). */
+static void test_log_hist_exact(void **state) {
+  (void)state;
+  const int64_t n = 300007;
+  const int nb = PSP_DIXON_LOG_NB;
+  float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+  int64_t *ref = malloc(nb * sizeof *ref);
+  assert_non_null(ref);
+  rng r;
+  rng_seed(&r, 83);
+  for (int mode = 0; mode < 4; mode++) {
+    for (int64_t i = 0; i < n; i++) {
+      const double u = rng_uniform(&r), w = rng_uniform(&r);
+      if (mode == 0) { /* fractions over many octaves, zeros, negatives */
+        a[i] = (float)(i % 7 == 0 ? 0.0 : exp(20.0 * u - 8.0));
+        b[i] = (float)(i % 11 == 0 ? -0.5 * w : 300.0 * w * w);
+      } else if (mode == 1) { /* a narrow range */
+        a[i] = (float)(1000.0 + 0.01 * u);
+        b[i] = (float)(0.001 * w);
+      } else if (mode == 2) { /* sums at and beside the ideal bin edges */
+        const double lmin = log(0.5), lmax = log(4000.0);
+        const double edge = exp(lmin + (lmax - lmin) * floor(u * nb) / nb);
+        a[i] = i == 0 ? 0.5f : i == 1 ? 4000.0f : (float)edge;
+        b[i] = i < 2 ? 0.0f : (float)(i % 3 == 0 ? 0.0 : (i % 3 == 1 ? 1e-4 : -1e-4) * edge * w);
+      } else { /* integers (uint16-like) */
+        a[i] = (float)floor(3000.0 * u * u);
+        b[i] = (float)floor(1000.0 * w);
+      }
+    }
+    double smin = INFINITY, smax = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+      const double s = (double)a[i] + (double)b[i];
+      if (s > 0) smin = fmin(smin, s), smax = fmax(smax, s);
+    }
+    const double lmin = log(smin), lmax = log(smax);
+    memset(ref, 0, nb * sizeof *ref);
+    for (int64_t i = 0; i < n; i++) {
+      const double s = (double)a[i] + (double)b[i];
+      if (s > 0) {
+        int k = (int)((log(s) - lmin) / (lmax - lmin) * nb);
+        ref[k < nb ? k : nb - 1]++;
+      }
+    }
+    int64_t *h = psp_dixon_log_hist(a, b, n, smin, smax, lmin, lmax, mode == 3);
+    assert_non_null(h);
+    assert_memory_equal(h, ref, nb * sizeof *ref);
+    free(h);
+  }
+  free(a);
+  free(b);
+  free(ref);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_options_default),
@@ -862,6 +918,7 @@ int main(void) {
       cmocka_unit_test(test_correction_exact),
       cmocka_unit_test(test_fill_ff),
       cmocka_unit_test(test_passes_kernels),
+      cmocka_unit_test(test_log_hist_exact),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
