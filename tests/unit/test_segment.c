@@ -27,8 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reached on the default phantom (seed 1), slices above the sacrum: MF 0.976 /
- * 0.981, ES 0.956 / 0.965 (with the phantom's rising erector front and the
+/* Reached on the default phantom (seed 1), slices above the sacrum: MF 0.977 /
+ * 0.980, ES 0.963 / 0.969, FF -0.93 / -0.66 / -0.58 / -0.77 pp (the sizeable
+ * strict components left out no longer grown into; before: MF 0.976 / 0.981,
+ * ES 0.956 / 0.965, FF -0.73 / -0.66 / -0.33 / -0.69 pp, fatty partial-volume
+ * FP voxels offsetting the fatty streaks lost at the border) (with the
+ * phantom's rising erector front and the
  * segmentation's front limit; the line alone, without the fat-plane search,
  * 0.958 / 0.938; the old flat-front phantom 0.959 / 0.963; before the lamina
  * front limit MF 0.975 / 0.977);
@@ -36,7 +40,7 @@
  * -0.66 pp, before -0.34 / -0.17: partial-volume voxels on the lamina are
  * left out now). */
 #define MIN_DICE_MF 0.95
-#define MIN_DICE_ES 0.94
+#define MIN_DICE_ES 0.95
 #define MAX_FF_DIFF_PP 1.0
 /* Reached on the fatty phantom (test_fatty_phantom_accuracy, = sample_scans/
  * phantom02), all slices: MF 0.914 / 0.924, ES 0.835 / 0.869, FF -1.2 /
