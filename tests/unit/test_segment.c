@@ -43,15 +43,17 @@
 #define MIN_DICE_ES 0.95
 #define MAX_FF_DIFF_PP 1.0
 /* Reached on the fatty phantom (test_fatty_phantom_accuracy, = sample_scans/
- * phantom02), all slices: MF 0.914 / 0.924, ES 0.835 / 0.869, FF -1.2 /
- * -2.0 / -0.7 / -1.5 pp (before the plane cut along columns and diagonals:
+ * phantom02), all slices: MF 0.945 / 0.925, ES 0.903 / 0.901, FF -0.95 /
+ * -2.06 / -0.19 / -0.74 pp (with a floor on the plane cut's FF and the
+ * left-out components grown into: MF 0.914 / 0.924, ES 0.835 / 0.869, FF
+ * -1.2 / -2.0 / -0.7 / -1.5 pp; before the plane cut along columns and diagonals:
  * MF 0.916 / 0.929, ES 0.831 / 0.862, FF -1.2 / -1.9 / -0.7 / -1.5 pp) (flat-front phantom: ES
  * 0.846 / 0.874) (before the lamina front limit MF 0.900 / 0.909) (v2 without the one-voxel plane
  * cut at coarse pixels: ES 0.845 / 0.860; the issue's targets, 0.95 and 1 pp, are not reached here:
  * the back wall's muscle layer leaks in through partial-volume fat planes, fatty streaks at the
  * border are lost). v1 reached 0.68-0.71 with 6 of 20 slices flagged. */
-#define MIN_DICE_MF_FATTY 0.88
-#define MIN_DICE_ES_FATTY 0.83
+#define MIN_DICE_MF_FATTY 0.90
+#define MIN_DICE_ES_FATTY 0.87
 #define MAX_FF_DIFF_PP_FATTY 2.5
 
 static char scratch[1024];
