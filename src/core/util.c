@@ -83,6 +83,13 @@ void psp_fmt_num(char *out, size_t n, double v, int decimals) {
     out[0] = '\0';
     return;
   }
+  /* the last few units in the last place of v depend on the order of a
+   * sum, or on a voxel size parsed from DICOM text instead of a NIfTI
+   * float: a value that is a tie at the printed precision (e.g. 3.125 at
+   * 2 decimals) would round either way. Snapped to 4 more decimals first,
+   * such a value prints the same from either input. */
+  double sc = pow(10.0, decimals + 4);
+  if (fabs(v) * sc < 0x1p52) v = nearbyint(v * sc) / sc;
   snprintf(out, n, "%.*f", decimals, v);
   /* avoid "-0.000" so that outputs compare equal */
   if (out[0] == '-') {
