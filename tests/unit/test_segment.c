@@ -76,6 +76,17 @@ static psp_ffmap *ffmap_of(const psp_volume *w, const psp_volume *f) {
   return m;
 }
 
+/* The default phantom with this seed and number of slices, and its FF map
+ * from water + fat (*p receives the phantom; free both). */
+static psp_ffmap *default_phantom_map(uint64_t seed, int64_t nz, psp_phantom **p) {
+  psp_phantom_options o;
+  psp_phantom_options_default(&o);
+  o.seed = seed;
+  o.dims[2] = nz;
+  *p = make_phantom(&o);
+  return ffmap_of(psp_phantom_volume(*p, "water"), psp_phantom_volume(*p, "fat"));
+}
+
 static psp_segmentation *segment(const psp_ffmap *m, int threads) {
   psp_context *ctx = psp_context_create();
   psp_context_set_threads(ctx, threads);
@@ -189,12 +200,8 @@ static void test_fatty_phantom_accuracy(void **state) {
 
 static void test_threads_identical(void **state) {
   (void)state;
-  psp_phantom_options o;
-  psp_phantom_options_default(&o);
-  o.seed = 7;
-  o.dims[2] = 24;
-  psp_phantom *p = make_phantom(&o);
-  psp_ffmap *m = ffmap_of(psp_phantom_volume(p, "water"), psp_phantom_volume(p, "fat"));
+  psp_phantom *p;
+  psp_ffmap *m = default_phantom_map(7, 24, &p);
   psp_segmentation *s1 = segment(m, 1), *s2 = segment(m, 2);
   const psp_volume *l1 = psp_segmentation_labels(s1), *l2 = psp_segmentation_labels(s2);
   assert_memory_equal(psp_volume_data(l1), psp_volume_data(l2),
@@ -235,12 +242,8 @@ static int64_t count_label(const psp_volume *v, int lo, int hi) {
 
 static void test_bottom_check(void **state) {
   (void)state;
-  psp_phantom_options o;
-  psp_phantom_options_default(&o);
-  o.seed = 5;
-  o.dims[2] = 20;
-  psp_phantom *p = make_phantom(&o);
-  psp_ffmap *m = ffmap_of(psp_phantom_volume(p, "water"), psp_phantom_volume(p, "fat"));
+  psp_phantom *p;
+  psp_ffmap *m = default_phantom_map(5, 20, &p);
   psp_segmentation *ref = segment(m, 2);
   const psp_volume *lr = psp_segmentation_labels(ref);
   psp_segmentation *seg[2];
