@@ -44,6 +44,11 @@
  *    spinous process (muscle) and of the body's fatty voxels; the
  *    segmentation derives its muscle/fat threshold from them, so fatty
  *    (degenerated) muscle is still muscle.
+ * Cost: the per-pixel passes visit only the body's bounding box (integral
+ * images of it, in integers: the box sums are exact, as in doubles over the
+ * slice); a second search on a slice (psp_landmarks_refind, _find_close)
+ * reuses the body of the first; the midline's candidate axes are summed
+ * all at once (each in the original order, so the scores are bit-equal).
  * References: the anatomy in Gray's Anatomy (lumbar vertebra, thoracolumbar
  * fascia); integral images: Viola & Jones, CVPR 2001.
  */
@@ -86,8 +91,10 @@ psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny) {
   w->f1 = malloc(n * sizeof *w->f1);
   w->integ0 = malloc(ni * sizeof *w->integ0);
   w->integ1 = malloc(ni * sizeof *w->integ1);
+  w->line = malloc((size_t)nx * 3 * sizeof *w->line);
+  w->nline = malloc((size_t)nx * 2 * sizeof *w->nline);
   if (!w->queue || !w->lab || !w->aux || !w->m0 || !w->m1 || !w->m2 || !w->m3 || !w->f0 || !w->f1 ||
-      !w->integ0 || !w->integ1) {
+      !w->integ0 || !w->integ1 || !w->line || !w->nline) {
     psp_slice_work_free(w);
     return NULL;
   }
@@ -107,6 +114,8 @@ void psp_slice_work_free(psp_slice_work *w) {
   free(w->f1);
   free(w->integ0);
   free(w->integ1);
+  free(w->line);
+  free(w->nline);
   free(w);
 }
 
@@ -193,22 +202,28 @@ void psp_mask_dilate(uint8_t *m, int64_t nx, int64_t ny, int r, psp_slice_work *
 #define CANAL_MAX_OFF_MM 40.0
 #define CANAL_MAX_DEPTH_MM 130.0
 
-static void integral(const uint8_t *m, int64_t nx, int64_t ny, double *s) {
-  int64_t w1 = nx + 1;
+/* Integral image of m over the rectangle bb = {i0, i1, j0, j1} (m is empty
+ * outside it), (i1 - i0 + 2) x (j1 - j0 + 2) counts: integers, so the box
+ * sums are exact, as they were in doubles over the whole slice. */
+static void integral(const uint8_t *m, int64_t nx, const int64_t bb[4], int32_t *s) {
+  int64_t bw = bb[1] - bb[0] + 1, w1 = bw + 1;
   memset(s, 0, (size_t)w1 * sizeof *s);
-  for (int64_t j = 0; j < ny; j++) {
-    double row = 0;
-    s[(j + 1) * w1] = 0;
-    for (int64_t i = 0; i < nx; i++) {
-      row += m[j * nx + i];
-      s[(j + 1) * w1 + i + 1] = s[j * w1 + i + 1] + row;
+  for (int64_t j = bb[2]; j <= bb[3]; j++) {
+    const uint8_t *r = m + j * nx + bb[0];
+    const int32_t *up = s + (j - bb[2]) * w1;
+    int32_t *o = s + (j - bb[2] + 1) * w1, row = 0;
+    o[0] = 0;
+    for (int64_t i = 0; i < bw; i++) {
+      row += r[i];
+      o[i + 1] = up[i + 1] + row;
     }
   }
 }
 
-/* Sum over the box [i0, i1] x [j0, j1] (clipped); *n receives its area. */
-static double box_sum(const double *s, int64_t nx, int64_t ny, int64_t i0, int64_t i1, int64_t j0,
-                      int64_t j1, int64_t *n) {
+/* Sum over the box [i0, i1] x [j0, j1] (clipped); *n receives its area
+ * within the slice. */
+static double box_sum(const int32_t *s, int64_t nx, int64_t ny, const int64_t bb[4], int64_t i0,
+                      int64_t i1, int64_t j0, int64_t j1, int64_t *n) {
   if (i0 < 0) i0 = 0;
   if (j0 < 0) j0 = 0;
   if (i1 > nx - 1) i1 = nx - 1;
@@ -217,15 +232,23 @@ static double box_sum(const double *s, int64_t nx, int64_t ny, int64_t i0, int64
     *n = 0;
     return 0;
   }
-  int64_t w1 = nx + 1;
   *n = (i1 - i0 + 1) * (j1 - j0 + 1);
-  return s[(j1 + 1) * w1 + i1 + 1] - s[j0 * w1 + i1 + 1] - s[(j1 + 1) * w1 + i0] + s[j0 * w1 + i0];
+  /* the mask is empty outside bb */
+  if (i0 < bb[0]) i0 = bb[0];
+  if (j0 < bb[2]) j0 = bb[2];
+  if (i1 > bb[1]) i1 = bb[1];
+  if (j1 > bb[3]) j1 = bb[3];
+  if (i1 < i0 || j1 < j0) return 0;
+  int64_t w1 = bb[1] - bb[0] + 2;
+  i0 -= bb[0], i1 -= bb[0], j0 -= bb[2], j1 -= bb[2];
+  return (double)(s[(j1 + 1) * w1 + i1 + 1] - s[j0 * w1 + i1 + 1] - s[(j1 + 1) * w1 + i0] +
+                  s[j0 * w1 + i0]);
 }
 
-static double box_mean(const double *s, int64_t nx, int64_t ny, int64_t ci, int64_t cj, int64_t hi,
-                       int64_t hj) {
+static double box_mean(const int32_t *s, int64_t nx, int64_t ny, const int64_t bb[4], int64_t ci,
+                       int64_t cj, int64_t hi, int64_t hj) {
   int64_t n;
-  double v = box_sum(s, nx, ny, ci - hi, ci + hi, cj - hj, cj + hj, &n);
+  double v = box_sum(s, nx, ny, bb, ci - hi, ci + hi, cj - hj, cj + hj, &n);
   return n > 0 ? v / (double)n : 0.0;
 }
 
@@ -258,28 +281,38 @@ static void set_reason(psp_slice_landmarks *lm, psp_slice_status st, const char 
   snprintf(lm->reason, sizeof lm->reason, "%s", msg);
 }
 
+/* body_in: the slice's body as a previous call found it (read only), or
+ * NULL: found here, into body_out. */
 static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
                            const double *near, double win_i_mm, double win_j_mm, double penalty,
-                           bool csf_either, uint8_t *body, psp_slice_work *w,
-                           psp_slice_landmarks *lm);
+                           bool csf_either, uint8_t *body_out, const uint8_t *body_in,
+                           psp_slice_work *w, psp_slice_landmarks *lm);
 
 void psp_landmarks_find(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
                         const double *near, bool csf_either, uint8_t *body, psp_slice_work *w,
                         psp_slice_landmarks *lm) {
-  find_landmarks(ff, nx, ny, sx, sy, near, 25.0, 30.0, ANCHOR_PENALTY, csf_either, body, w, lm);
+  find_landmarks(ff, nx, ny, sx, sy, near, 25.0, 30.0, ANCHOR_PENALTY, csf_either, body, NULL, w,
+                 lm);
+}
+
+void psp_landmarks_refind(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
+                          const double *near, bool csf_either, const uint8_t *body,
+                          psp_slice_work *w, psp_slice_landmarks *lm) {
+  find_landmarks(ff, nx, ny, sx, sy, near, 25.0, 30.0, ANCHOR_PENALTY, csf_either, NULL, body, w,
+                 lm);
 }
 
 void psp_landmarks_find_close(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
-                              const double *near, double radius_mm, bool csf_either, uint8_t *body,
-                              psp_slice_work *w, psp_slice_landmarks *lm) {
-  find_landmarks(ff, nx, ny, sx, sy, near, radius_mm, radius_mm, CLOSE_PENALTY, csf_either, body, w,
-                 lm);
+                              const double *near, double radius_mm, bool csf_either,
+                              const uint8_t *body, psp_slice_work *w, psp_slice_landmarks *lm) {
+  find_landmarks(ff, nx, ny, sx, sy, near, radius_mm, radius_mm, CLOSE_PENALTY, csf_either, NULL,
+                 body, w, lm);
 }
 
 static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
                            const double *near, double win_i_mm, double win_j_mm, double penalty,
-                           bool csf_either, uint8_t *body, psp_slice_work *w,
-                           psp_slice_landmarks *lm) {
+                           bool csf_either, uint8_t *body_out, const uint8_t *body_in,
+                           psp_slice_work *w, psp_slice_landmarks *lm) {
   memset(lm, 0, sizeof *lm);
   lm->canal_radius_mm = NAN;
   lm->muscle_ff = NAN;
@@ -292,56 +325,71 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   /* exactly 0 counts as background too: precomputed FF maps often zero the
    * air instead of marking it NaN; zeros inside the body come back with the
    * hole filling */
-  for (int64_t p = 0; p < n; p++)
-    body[p] = !isnan(ff[p]) && ff[p] != 0.0f;
-  int64_t nb = psp_mask_keep_largest(body, nx, ny, w);
-  if (nb * px < 2000.0) {
-    char msg[192];
-    snprintf(msg, sizeof msg, "no body cross-section (largest region with signal %.0f mm^2)",
-             nb * px);
-    set_reason(lm, PSP_SLICE_NO_BODY, msg);
-    return;
+  const uint8_t *body = body_in;
+  if (!body_in) {
+    for (int64_t p = 0; p < n; p++) /* not NaN and not 0: no comparison holds for NaN */
+      body_out[p] = (uint8_t)((ff[p] < 0.0f) | (ff[p] > 0.0f));
+    int64_t nb = psp_mask_keep_largest(body_out, nx, ny, w);
+    if (nb * px < 2000.0) {
+      char msg[192];
+      snprintf(msg, sizeof msg, "no body cross-section (largest region with signal %.0f mm^2)",
+               nb * px);
+      set_reason(lm, PSP_SLICE_NO_BODY, msg);
+      return;
+    }
+    psp_mask_fill_holes(body_out, nx, ny, w);
+    body = body_out;
   }
-  psp_mask_fill_holes(body, nx, ny, w);
   /* the per-pixel passes below visit only the body's bounding box (in
    * raster order, so the sums are the same) */
   int64_t bb[4] = {0, nx - 1, 0, ny - 1};
   psp_mask_box(body, nx, ny, bb);
-  int64_t i0 = nx, i1 = -1, j0 = ny, j1 = -1, cnt = 0;
-  double si = 0, sj = 0;
-  for (int64_t j = bb[2]; j <= bb[3]; j++)
-    for (int64_t i = bb[0]; i <= bb[1]; i++)
-      if (body[j * nx + i]) {
-        if (i < i0) i0 = i;
-        if (i > i1) i1 = i;
-        if (j < j0) j0 = j;
-        if (j > j1) j1 = j;
-        si += (double)i;
-        sj += (double)j;
-        cnt++;
-      }
+  /* one pass over the box: the body's extent and centroid, the histogram
+   * of its fatty voxels (the slice's fat level: their median) and the
+   * masks of the canal search (low FF; fat-like on IP/OP input, where the
+   * water-bright CSF may read as fat-dominant: then a uniformly fat-like
+   * disc counts as canal too); the masks are used only inside the box */
+  enum { NB = 128 };
+  int64_t h[NB] = {0}, tot = 0;
+  uint8_t *low = w->m0, *high = w->m2;
+  /* bb is the body's extent; the centroid's sums are integers, exact in
+   * any order */
+  int64_t i0 = bb[0], i1 = bb[1], j0 = bb[2], j1 = bb[3], cnt = 0, si = 0, sj = 0;
+  for (int64_t j = bb[2]; j <= bb[3]; j++) {
+    const float *fr = ff + j * nx;
+    const uint8_t *br = body + j * nx;
+    uint8_t *lr = low + j * nx, *hr = high + j * nx;
+    int64_t rc = 0, rs = 0;
+    for (int64_t i = bb[0]; i <= bb[1]; i++) {
+      uint8_t in = br[i] != 0;
+      rc += in;
+      rs += in ? i : 0;
+      lr[i] = in & (fr[i] < LOW_FF); /* false for NaN */
+    }
+    if (csf_either)
+      for (int64_t i = bb[0]; i <= bb[1]; i++)
+        hr[i] = (br[i] != 0) & (fr[i] > 1.0 - LOW_FF);
+    cnt += rc;
+    si += rs;
+    sj += j * rc;
+    for (int64_t i = bb[0]; i <= bb[1]; i++) {
+      float v = fr[i];
+      if (!br[i] || isnan(v) || v < 0.6f) continue;
+      int b = (int)((v - 0.6f) / 0.6f * NB);
+      if (b >= NB) b = NB - 1;
+      h[b]++;
+      tot++;
+    }
+  }
   lm->body_voxels = cnt;
   lm->body_box[0] = i0;
   lm->body_box[1] = i1;
   lm->body_box[2] = j0;
   lm->body_box[3] = j1;
   lm->body_centre.found = true;
-  lm->body_centre.i = si / (double)cnt;
-  lm->body_centre.j = sj / (double)cnt;
-
-  /* fat level of the slice: median of the fatty voxels of the body */
+  lm->body_centre.i = (double)si / (double)cnt;
+  lm->body_centre.j = (double)sj / (double)cnt;
   {
-    enum { NB = 128 };
-    int64_t h[NB] = {0}, tot = 0;
-    for (int64_t j = bb[2]; j <= bb[3]; j++)
-      for (int64_t p = j * nx + bb[0]; p <= j * nx + bb[1]; p++) {
-        float v = ff[p];
-        if (!body[p] || isnan(v) || v < 0.6f) continue;
-        int b = (int)((v - 0.6f) / 0.6f * NB);
-        if (b >= NB) b = NB - 1;
-        h[b]++;
-        tot++;
-      }
     double fat = 0.9;
     if (tot > 0) {
       int64_t acc = 0;
@@ -357,20 +405,8 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   }
 
   /* spinal canal: template score on integral images */
-  uint8_t *low = w->m0;
-  memset(low, 0, (size_t)n);
-  for (int64_t j = bb[2]; j <= bb[3]; j++)
-    for (int64_t p = j * nx + bb[0]; p <= j * nx + bb[1]; p++)
-      low[p] = body[p] && !isnan(ff[p]) && ff[p] < LOW_FF;
-  integral(low, nx, ny, w->integ0);
-  /* magnitude-only (IP/OP) input may read the water-bright CSF as
-   * fat-dominant: then a uniformly fat-like disc counts as canal too */
-  uint8_t *high = w->m2;
-  memset(high, 0, (size_t)n);
-  for (int64_t j = bb[2]; csf_either && j <= bb[3]; j++)
-    for (int64_t p = j * nx + bb[0]; p <= j * nx + bb[1]; p++)
-      high[p] = body[p] && !isnan(ff[p]) && ff[p] > 1.0 - LOW_FF;
-  if (csf_either) integral(high, nx, ny, w->integ1);
+  integral(low, nx, bb, w->integ0);
+  if (csf_either) integral(high, nx, bb, w->integ1);
   int64_t in_i = mm_to_vox(4.0, sx), in_j = mm_to_vox(4.0, sy);
   int64_t ro_i = mm_to_vox(13.0, sx), ro_j = mm_to_vox(13.0, sy);
   int64_t rh_i = mm_to_vox(8.0, sx), rh_j = mm_to_vox(8.0, sy);
@@ -397,13 +433,15 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   int64_t bi = -1, bj = -1;
   for (int64_t j = cj0; j <= cj1; j++)
     for (int64_t i = ci0; i <= ci1; i++) {
-      if (i < 0 || i >= nx || j < 0 || j >= ny || !(low[j * nx + i] || high[j * nx + i])) continue;
-      double inner = box_mean(w->integ0, nx, ny, i, j, in_i, in_j);
+      if (i < bb[0] || i > bb[1] || j < bb[2] || j > bb[3] ||
+          !(low[j * nx + i] || (csf_either && high[j * nx + i])))
+        continue;
+      double inner = box_mean(w->integ0, nx, ny, bb, i, j, in_i, in_j);
       /* the ring is measured in the inner disc's own class: a fat-like disc
        * inside fat (subcutaneous, epidural) is no canal */
-      const double *cls = w->integ0;
+      const int32_t *cls = w->integ0;
       if (csf_either) {
-        double ih = box_mean(w->integ1, nx, ny, i, j, in_i, in_j);
+        double ih = box_mean(w->integ1, nx, ny, bb, i, j, in_i, in_j);
         if (ih > inner) {
           inner = ih;
           cls = w->integ1;
@@ -411,11 +449,11 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
       }
       if (inner < 0.8) continue;
       int64_t na, nh;
-      double sa = box_sum(cls, nx, ny, i - ro_i, i + ro_i, j - ro_j, j + ro_j, &na);
-      double sh = box_sum(cls, nx, ny, i - rh_i, i + rh_i, j - rh_j, j + rh_j, &nh);
+      double sa = box_sum(cls, nx, ny, bb, i - ro_i, i + ro_i, j - ro_j, j + ro_j, &na);
+      double sh = box_sum(cls, nx, ny, bb, i - rh_i, i + rh_i, j - rh_j, j + rh_j, &nh);
       double ring = na > nh ? (sa - sh) / (double)(na - nh) : 1.0;
-      double ml = box_mean(w->integ0, nx, ny, i - mo_i, j + mo_j, mh_i, mh_j);
-      double mr = box_mean(w->integ0, nx, ny, i + mo_i, j + mo_j, mh_i, mh_j);
+      double ml = box_mean(w->integ0, nx, ny, bb, i - mo_i, j + mo_j, mh_i, mh_j);
+      double mr = box_mean(w->integ0, nx, ny, bb, i + mo_i, j + mo_j, mh_i, mh_j);
       double s = inner - ring + 0.5 * fmin(ml, mr);
       if (near) /* the spine is continuous: prefer the expected position */
         s -= penalty * hypot(((double)i - near[0]) * sx, ((double)j - near[1]) * sy);
@@ -435,11 +473,18 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
     return;
   }
   /* canal region: voxels of the peak's class (low FF, or fat-like on IP/OP
-   * input) connected to the peak within 12 mm */
+   * input) connected to the peak within 12 mm (and inside the body's box,
+   * outside which the class masks are not set: empty there) */
   {
     const uint8_t *cls = low[bj * nx + bi] ? low : high;
     uint8_t *seen = w->m1;
-    memset(seen, 0, (size_t)n);
+    /* seen is read only within 12 mm of the peak: cleared there */
+    {
+      int64_t ri = (int64_t)ceil(12.0 / sx) + 1, rj = (int64_t)ceil(12.0 / sy) + 1;
+      int64_t a0 = bi - ri < 0 ? 0 : bi - ri, a1 = bi + ri > nx - 1 ? nx - 1 : bi + ri;
+      for (int64_t j = bj - rj < 0 ? 0 : bj - rj; j <= bj + rj && j < ny; j++)
+        memset(seen + j * nx + a0, 0, (size_t)(a1 - a0 + 1));
+    }
     int32_t *q = w->queue;
     int64_t head = 0, tail = 0;
     q[tail++] = (int32_t)(bj * nx + bi);
@@ -452,13 +497,13 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
       ssi += (double)i;
       ssj += (double)j;
       c++;
-      int64_t nbp[4] = {i > 0 ? p - 1 : -1, i + 1 < nx ? p + 1 : -1, j > 0 ? p - nx : -1,
-                        j + 1 < ny ? p + nx : -1};
+      int64_t nbp[4] = {i > bb[0] ? p - 1 : -1, i < bb[1] ? p + 1 : -1, j > bb[2] ? p - nx : -1,
+                        j < bb[3] ? p + nx : -1};
       for (int e = 0; e < 4; e++) {
         int64_t q2 = nbp[e];
-        if (q2 < 0 || seen[q2] || !cls[q2]) continue;
+        if (q2 < 0 || !cls[q2]) continue;
         double di = (double)(q2 % nx - bi) * sx, dj = (double)(q2 / nx - bj) * sy;
-        if (di * di + dj * dj > 12.0 * 12.0) continue;
+        if (di * di + dj * dj > 12.0 * 12.0 || seen[q2]) continue;
         seen[q2] = 1;
         q[tail++] = (int32_t)q2;
       }
@@ -478,25 +523,55 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
     int64_t ja = cjc + mm_to_vox(cr, sy), jb = cjc + mm_to_vox(cr + 50.0, sy);
     int64_t tmax = mm_to_vox(40.0, sx), cmax = mm_to_vox(MIDLINE_SEARCH_MM, sx);
     double bestc = lm->canal.i, bests = 1e30;
-    for (int64_t c2 = 2 * (cic - cmax); c2 <= 2 * (cic + cmax); c2++) {
-      double acc = 0;
-      int64_t m = 0;
-      for (int64_t j = ja < 0 ? 0 : ja; j <= jb && j < ny; j++)
-        for (int64_t t = 1; t <= tmax; t++) {
-          /* mirror pairs about c2 / 2: a + b = c2 */
-          int64_t a = (c2 + 2 * t) / 2 + ((c2 & 1) ? 1 : 0), b = c2 - a;
-          if (a < 0 || b < 0 || a >= nx || b >= nx) continue;
-          float fa = ff[j * nx + a], fb = ff[j * nx + b];
-          double va = isnan(fa) ? 1.0 : fa, vb = isnan(fb) ? 1.0 : fb;
-          acc += fabs(va - vb);
-          m++;
+    /* all candidate axes at once, each summed in the same order (rows,
+     * then t) as one by one: independent sums, vectorised along the row.
+     * Axis c2 / 2 pairs a = c + t (+ 1 for odd c2) with b = c - t, c =
+     * c2 / 2 rounded down; an axis outside 0 .. nx - 1 pairs nothing
+     * inside the slice (its score 1e30 never wins), so only the axes
+     * inside are summed. A row's values with NaN read as 1 in zr. */
+    int64_t c2lo = 2 * (cic - cmax), c2hi = 2 * (cic + cmax);
+    if (c2lo < 0) c2lo = 0;
+    if (c2hi > 2 * nx - 2) c2hi = 2 * nx - 2;
+    /* per parity of c2, the sums and counts of c = cbase, cbase + 1, ... */
+    int64_t cbase = c2lo / 2;
+    double *restrict acc0 = w->line, *restrict acc1 = acc0 + nx, *restrict zr = acc1 + nx;
+    int64_t *restrict n0 = w->nline, *restrict n1 = n0 + nx;
+    for (int64_t c = 0; c < nx; c++) {
+      acc0[c] = acc1[c] = 0;
+      n0[c] = n1[c] = 0;
+    }
+    for (int64_t j = ja < 0 ? 0 : ja; j <= jb && j < ny && c2lo <= c2hi; j++) {
+      for (int64_t i = 0; i < nx; i++) {
+        float v = ff[j * nx + i];
+        zr[i] = isnan(v) ? 1.0 : v;
+      }
+      for (int64_t t = 1; t <= tmax; t++)
+        for (int par = 0; par < 2; par++) {
+          /* c2 = 2 c + par within [c2lo, c2hi], with b = c - t >= 0 and
+           * a = c + t + par < nx */
+          if (c2hi - par < 0) continue;
+          int64_t c0 = (c2lo - par + 1) / 2, c1 = (c2hi - par) / 2;
+          if (c0 < t) c0 = t;
+          if (c1 > nx - 1 - t - par) c1 = nx - 1 - t - par;
+          double *restrict av = (par ? acc1 : acc0) - cbase;
+          int64_t *restrict nv = (par ? n1 : n0) - cbase;
+          const double *za = zr + t + par, *zb = zr - t;
+          for (int64_t c = c0; c <= c1; c++) {
+            av[c] += fabs(za[c] - zb[c]);
+            nv[c]++;
+          }
         }
-      double sc = m ? acc / (double)m : 1e30;
-      double c = 0.5 * (double)c2;
+    }
+    for (int64_t c2 = c2lo; c2 <= c2hi; c2++) {
+      int64_t c = c2 / 2 - cbase;
+      double a = c2 & 1 ? acc1[c] : acc0[c];
+      int64_t m = c2 & 1 ? n1[c] : n0[c];
+      double sc = m ? a / (double)m : 1e30;
+      double cc = 0.5 * (double)c2;
       if (sc < bests - 1e-12 ||
-          (fabs(sc - bests) <= 1e-12 && fabs(c - lm->canal.i) < fabs(bestc - lm->canal.i))) {
+          (fabs(sc - bests) <= 1e-12 && fabs(cc - lm->canal.i) < fabs(bestc - lm->canal.i))) {
         bests = sc;
-        bestc = c;
+        bestc = cc;
       }
     }
     lm->midline_i = bestc;

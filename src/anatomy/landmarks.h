@@ -53,7 +53,9 @@ typedef struct psp_slice_work {
   int32_t *aux; /* nx * ny + 1: union-find parents of the component labelling */
   uint8_t *m0, *m1, *m2, *m3;
   float *f0, *f1;
-  double *integ0, *integ1; /* (nx+1)*(ny+1) */
+  int32_t *integ0, *integ1; /* (nx+1)*(ny+1): integral images (of the body's box) */
+  double *line;             /* 3 * nx: the midline search's sums and one row */
+  int64_t *nline;           /* 2 * nx: its counts */
 } psp_slice_work;
 
 psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny);
@@ -70,13 +72,19 @@ void psp_landmarks_find(const float *ff, int64_t nx, int64_t ny, double sx, doub
                         const double *near, bool csf_either, uint8_t *body, psp_slice_work *w,
                         psp_slice_landmarks *lm);
 
-/* The same, searching the canal only within radius_mm (left-right and
- * anterior-posterior) of near, the canal position of the neighbouring
- * slices, with a stronger pull towards it: for a slice whose own canal
- * jumped away from its neighbours'. */
+/* The same on a slice whose body a previous psp_landmarks_find of the same
+ * ff left in body (status other than NO_BODY): body is only read. */
+void psp_landmarks_refind(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
+                          const double *near, bool csf_either, const uint8_t *body,
+                          psp_slice_work *w, psp_slice_landmarks *lm);
+
+/* psp_landmarks_refind searching the canal only within radius_mm
+ * (left-right and anterior-posterior) of near, the canal position of the
+ * neighbouring slices, with a stronger pull towards it: for a slice whose
+ * own canal jumped away from its neighbours'. */
 void psp_landmarks_find_close(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
-                              const double *near, double radius_mm, bool csf_either, uint8_t *body,
-                              psp_slice_work *w, psp_slice_landmarks *lm);
+                              const double *near, double radius_mm, bool csf_either,
+                              const uint8_t *body, psp_slice_work *w, psp_slice_landmarks *lm);
 
 /* Mask helpers on an nx*ny slice. Keeps the 4-connected component of m with
  * the most voxels (returns its size; 0 when m is empty). */

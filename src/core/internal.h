@@ -104,6 +104,11 @@ bool psp_context_join(psp_context *parent, psp_context *child);
  * pixels instead. 4-connected unless conn8. Returns the component count. */
 int32_t psp_cc_label(const uint8_t *m, bool invert, int64_t nx, int64_t ny, bool conn8,
                      int32_t *lab, int32_t *parent);
+/* The same for a mask that is empty outside the rectangle box = {i0, i1,
+ * j0, j1} (inclusive): only the rectangle of lab (stride nx) is written,
+ * with the same labels psp_cc_label gives there. */
+int32_t psp_cc_label_box(const uint8_t *m, int64_t nx, const int64_t box[4], bool conn8,
+                         int32_t *lab, int32_t *parent);
 /* Bounding box of the nonzero pixels of a 2-D mask: box = {i0, i1, j0, j1}
  * (inclusive). False when the mask is empty. */
 bool psp_mask_box(const uint8_t *m, int64_t nx, int64_t ny, int64_t box[4]);

@@ -14,7 +14,13 @@
  * numbered in increasing order, which is the raster order of each
  * component's first pixel: exactly the numbering a flood fill started at
  * every unlabelled pixel in raster order gives, at a fraction of its cost
- * (no division per pixel, no queue).
+ * (no division per pixel, no queue). Done by runs (label_box: a row's runs
+ * against the runs of the row above, one label written per run; the final
+ * numbering again one look-up per run), pixel by pixel only for boxes
+ * wider than the run lists; checked against a flood fill on 20,000 random
+ * masks (both connectivities, inverted, boxes). Only the mask's bounding
+ * box is labelled and read (psp_cc_label_box for a caller that knows a box
+ * holding the mask).
  *
  * Pure functions of their inputs; callers own every buffer.
  */
@@ -69,11 +75,15 @@ bool psp_mask_box(const uint8_t *m, int64_t nx, int64_t ny, int64_t box[4]) {
   return true;
 }
 
+static int32_t renumber(int32_t *lab, int64_t nx, const int64_t box[4], int32_t *parent,
+                        int32_t nl);
+
 /* Labels the pixels of the rectangle box of m equal to on (nonzero when on
  * is 1, zero when 0) into lab (stride nx; only the rectangle is written).
- * Returns the component count. */
-static int32_t label_box(const uint8_t *m, uint8_t on, int64_t nx, const int64_t box[4], bool conn8,
-                         int32_t *lab, int32_t *parent) {
+ * Returns the component count. Pixel by pixel: for boxes too wide for the
+ * run lists of label_box. */
+static int32_t label_box_px(const uint8_t *m, uint8_t on, int64_t nx, const int64_t box[4],
+                            bool conn8, int32_t *lab, int32_t *parent) {
   const int64_t i0 = box[0], i1 = box[1], j0 = box[2], j1 = box[3];
   int32_t nl = 0;
   bool merged = false;
@@ -117,17 +127,96 @@ static int32_t label_box(const uint8_t *m, uint8_t on, int64_t nx, const int64_t
     }
   }
   if (!merged) return nl; /* provisional labels are final */
-  /* number the roots in increasing order; parent[x] < x for the others, so
-   * their root's final number is already known (stored negated) */
+  return renumber(lab, nx, box, parent, nl);
+}
+
+/* Number the roots in increasing order; parent[x] < x for the others, so
+ * their root's final number is already known (stored negated). */
+static int32_t renumber(int32_t *lab, int64_t nx, const int64_t box[4], int32_t *parent,
+                        int32_t nl) {
   int32_t count = 0;
   for (int32_t x = 1; x <= nl; x++)
     parent[x] = parent[x] == x ? -(++count) : parent[parent[x]];
-  for (int64_t j = j0; j <= j1; j++) {
+  for (int64_t j = box[2]; j <= box[3]; j++) {
     int32_t *l = lab + j * nx;
-    for (int64_t i = i0; i <= i1; i++)
-      if (l[i]) l[i] = -parent[l[i]];
+    for (int64_t i = box[0]; i <= box[1];) {
+      int32_t x = l[i];
+      if (!x) {
+        i++;
+        continue;
+      }
+      int32_t v = -parent[x]; /* a run of x: one look-up */
+      do
+        l[i++] = v;
+      while (i <= box[1] && l[i] == x);
+    }
   }
   return count;
+}
+
+/* The same by runs: each run of pixels in a row takes the label of the
+ * runs of the row above it touches (merging their sets) or a new one. The
+ * provisional labels again come in the raster order of the runs' starts,
+ * each component's first pixel starting a new one that stays its set's
+ * smallest, so the final labels are label_box_px's. */
+enum { RUNS_MAX = 512 }; /* runs per row: boxes up to 2 * RUNS_MAX - 2 wide */
+static int32_t label_box(const uint8_t *m, uint8_t on, int64_t nx, const int64_t box[4], bool conn8,
+                         int32_t *lab, int32_t *parent) {
+  const int64_t i0 = box[0], i1 = box[1], j0 = box[2], j1 = box[3];
+  if (i1 - i0 + 1 > 2 * RUNS_MAX - 2) return label_box_px(m, on, nx, box, conn8, lab, parent);
+  int32_t rs[2][3][RUNS_MAX]; /* start, end, label of the runs of two rows */
+  int np = 0, cur = 0;
+  const int64_t d = conn8 ? 1 : 0;
+  int32_t nl = 0;
+  bool merged = false;
+  for (int64_t j = j0; j <= j1; j++) {
+    const uint8_t *row = m + j * nx;
+    int32_t *l = lab + j * nx;
+    int32_t *ps = rs[1 - cur][0], *pe = rs[1 - cur][1], *pl = rs[1 - cur][2];
+    int32_t *cs = rs[cur][0], *ce = rs[cur][1], *cl = rs[cur][2];
+    int ncr = 0, k = 0;
+    int64_t i = i0;
+    while (i <= i1) {
+      while (i <= i1 && (row[i] != 0) != on)
+        l[i++] = 0;
+      if (i > i1) break;
+      int64_t s = i;
+      while (i <= i1 && (row[i] != 0) == on)
+        i++;
+      int64_t e = i - 1;
+      while (k < np && pe[k] < s - d)
+        k++;
+      int32_t c = 0;
+      for (int q = k; q < np && ps[q] <= e + d; q++) {
+        if (!c) {
+          c = pl[q];
+        } else if (pl[q] != c) {
+          c = cc_union(parent, c, pl[q]);
+          merged = true;
+        }
+      }
+      if (!c) {
+        c = ++nl;
+        parent[c] = c;
+      }
+      for (int64_t x = s; x <= e; x++)
+        l[x] = c;
+      cs[ncr] = (int32_t)s;
+      ce[ncr] = (int32_t)e;
+      cl[ncr] = c;
+      ncr++;
+    }
+    np = ncr;
+    cur = 1 - cur;
+  }
+  if (!merged) return nl;
+  return renumber(lab, nx, box, parent, nl);
+}
+
+int32_t psp_cc_label_box(const uint8_t *m, int64_t nx, const int64_t box[4], bool conn8,
+                         int32_t *lab, int32_t *parent) {
+  if (box[1] < box[0] || box[3] < box[2]) return 0;
+  return label_box(m, 1, nx, box, conn8, lab, parent);
 }
 
 int32_t psp_cc_label(const uint8_t *m, bool invert, int64_t nx, int64_t ny, bool conn8,
@@ -143,15 +232,21 @@ int32_t psp_cc_label(const uint8_t *m, bool invert, int64_t nx, int64_t ny, bool
 int64_t psp_cc_keep_largest(uint8_t *m, int64_t nx, int64_t ny, bool conn8, int32_t *lab,
                             int32_t *parent) {
   int64_t box[4];
-  memset(lab, 0, (size_t)(nx * ny) * sizeof *lab);
+  /* lab is read only inside the box label_box writes */
   if (!psp_mask_box(m, nx, ny, box)) return 0;
   int32_t nc = label_box(m, 1, nx, box, conn8, lab, parent);
   /* parent[] is free again: component sizes (a slice has < 2^31 pixels) */
   int32_t *cnt = parent;
   memset(cnt, 0, ((size_t)nc + 1) * sizeof *cnt);
-  for (int64_t j = box[2]; j <= box[3]; j++)
-    for (int64_t i = box[0]; i <= box[1]; i++)
-      cnt[lab[j * nx + i]]++;
+  for (int64_t j = box[2]; j <= box[3]; j++) {
+    const int32_t *l = lab + j * nx;
+    for (int64_t i = box[0]; i <= box[1];) { /* by runs of one label */
+      int64_t a = i;
+      while (++i <= box[1] && l[i] == l[a]) {
+      }
+      cnt[l[a]] += (int32_t)(i - a);
+    }
+  }
   int32_t best = 1;
   for (int32_t c = 2; c <= nc; c++)
     if (cnt[c] > cnt[best]) best = c;

@@ -19,11 +19,34 @@ static inline int64_t psp_seg_vox(double mm, double sp) {
   return v < 1 ? 1 : v;
 }
 
+/* lround(x) for finite x, without the library call: the truncation's
+ * remainder x - t is exact, so halves round away from zero exactly as
+ * lround does. */
+static inline int64_t psp_seg_lround(double x) {
+  int64_t t = (int64_t)x;
+  double f = x - (double)t;
+  return f >= 0.5 ? t + 1 : f <= -0.5 ? t - 1 : t;
+}
+
 /* qsort comparison of doubles. */
 static inline int psp_seg_cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
 }
+
+/* Seeded watershed (priority flood) inside region == val, which is empty
+ * outside the rectangle bx = {i0, i1, j0, j1}, on the 3 x 3 mean FF: see
+ * src/segment/regions.c. lab (written inside bx only), next, key: nx * ny
+ * scratch. */
+void psp_seg_watershed2(const float *ff, const uint8_t *region, uint8_t val, const uint8_t *seed,
+                        int64_t nx, int64_t ny, const int64_t bx[4], uint8_t *lab, int32_t *next,
+                        uint8_t *key);
+
+/* 3 x 3 mean of v per pixel over its non-NaN neighbours within the slice
+ * (NaN where there are none), summed in double in raster order. scratch:
+ * 3 * nx doubles and 3 * nx int32. */
+void psp_seg_mean3(const float *v, int64_t nx, int64_t ny, float *out, double *scratch_d,
+                   int32_t *scratch_n);
 
 /* Medial limit per row j (gap[j], mm from the midline) of the side sgn
  * (+1 left, -1 right); raw: ny doubles of scratch. */
@@ -68,5 +91,12 @@ int64_t psp_seg_es_front_limit(uint8_t *comp, uint8_t val, const float *ff, doub
 /* The compiled rise table, entry i (d = ES_REF_MM + 5 (i + 1) mm); NAN
  * outside. */
 double psp_segment_es_rise(int i);
+
+/* The multifidus share per 10-degree ray (0..11) learned from the
+ * MuscleMap template (src/segment/prior.c): over all levels, and for a
+ * slice dz mm above the height anchor (linear between the 15 mm bands,
+ * clamped at the ends; NaN dz: over all levels). */
+const double *psp_seg_mf_rho_all(void);
+void psp_seg_rho_row(double dz, double row[12]);
 
 #endif

@@ -213,7 +213,11 @@
  * Parallel over slices (OpenMP), each slice writing only its own voxels and
  * records; the serial steps (canal anchor, statuses along k, the median
  * prior) run between the parallel passes, so the output does not depend on
- * the thread count.
+ * the thread count. Cost: the compartments are built on a crop around the
+ * spine, the later passes look only inside each slice's compartment box
+ * (cbox), the path split's ray costs are computed once per slice and side
+ * (the second pass changes only the prior), scratch is per thread; every
+ * result is that of the plain loops over the whole slice.
  */
 #include "segment/segment.h"
 #include "segment/limits.h"
@@ -280,84 +284,6 @@ typedef struct slice_levels {
   bool split_ok;
 } slice_levels;
 
-/* Seeded watershed (priority flood) inside region == val on the 3 x 3 mean
- * FF (over region voxels): seeds (values 1 and 2 in seed) grow into their
- * leanest neighbours first, so two seeds meet on the fattest line between
- * them (a fat plane, a fascia). lab receives 0 outside the region, else the
- * seed value that reached the voxel (0 if none). First-in-first-out per FF
- * bucket, seeds pushed in scan order: deterministic. Returns false on OOM. */
-#define WS_BUCKETS 256
-static bool watershed2(const float *ff, const uint8_t *region, uint8_t val, const uint8_t *seed,
-                       int64_t nx, int64_t ny, uint8_t *lab) {
-  int64_t n = nx * ny;
-  int32_t *next = malloc((size_t)n * sizeof *next);
-  uint8_t *key = malloc((size_t)n);
-  int32_t head[WS_BUCKETS], tail[WS_BUCKETS];
-  if (!next || !key) {
-    free(next);
-    free(key);
-    return false;
-  }
-  memset(lab, 0, (size_t)n);
-  for (int b = 0; b < WS_BUCKETS; b++)
-    head[b] = tail[b] = -1;
-  for (int64_t p = 0; p < n; p++) {
-    if (region[p] != val) continue;
-    int64_t i = p % nx, j = p / nx;
-    double acc = 0;
-    int m = 0;
-    for (int64_t bj = j - 1; bj <= j + 1; bj++)
-      for (int64_t ai = i - 1; ai <= i + 1; ai++) {
-        if (ai < 0 || bj < 0 || ai >= nx || bj >= ny || region[bj * nx + ai] != val) continue;
-        float v = ff[bj * nx + ai];
-        if (isnan(v)) continue;
-        acc += v;
-        m++;
-      }
-    double v = m ? acc / m : 1.0;
-    int kb = (int)(v * (WS_BUCKETS - 1));
-    key[p] = (uint8_t)(kb < 0 ? 0 : kb > WS_BUCKETS - 1 ? WS_BUCKETS - 1 : kb);
-  }
-#define WS_PUSH(q)                                                                                 \
-  do {                                                                                             \
-    int b_ = key[q];                                                                               \
-    next[q] = -1;                                                                                  \
-    if (tail[b_] < 0)                                                                              \
-      head[b_] = (int32_t)(q);                                                                     \
-    else                                                                                           \
-      next[tail[b_]] = (int32_t)(q);                                                               \
-    tail[b_] = (int32_t)(q);                                                                       \
-  } while (0)
-  for (int64_t p = 0; p < n; p++)
-    if (region[p] == val && seed[p]) {
-      lab[p] = seed[p];
-      WS_PUSH(p);
-    }
-  int cur = 0;
-  for (;;) {
-    while (cur < WS_BUCKETS && head[cur] < 0)
-      cur++;
-    if (cur >= WS_BUCKETS) break;
-    int64_t p = head[cur];
-    head[cur] = next[p];
-    if (head[cur] < 0) tail[cur] = -1;
-    int64_t i = p % nx, j = p / nx;
-    int64_t nb[4] = {i > 0 ? p - 1 : -1, i + 1 < nx ? p + 1 : -1, j > 0 ? p - nx : -1,
-                     j + 1 < ny ? p + nx : -1};
-    for (int c = 0; c < 4; c++) {
-      int64_t q = nb[c];
-      if (q < 0 || region[q] != val || lab[q]) continue;
-      lab[q] = lab[p];
-      if (key[q] < cur) key[q] = (uint8_t)cur; /* flooded from a higher level */
-      WS_PUSH(q);
-    }
-  }
-#undef WS_PUSH
-  free(next);
-  free(key);
-  return true;
-}
-
 /* Builds the compartment of one side (value side + 1 in comp). Returns its
  * voxel count. sgn = +1 for the left side (i increases towards the left). */
 static int64_t build_compartment(const float *ff, const float *sm, const float *sig,
@@ -370,9 +296,9 @@ static int64_t build_compartment(const float *ff, const float *sm, const float *
   double cr = fmin(lm->canal_radius_mm, 10.0) + 2.0;
   double rc = fmin(lm->canal_radius_mm, 10.0);
   uint8_t *roi = w->m0, *strict = w->m1, *sel = w->m2;
-  double *gap = malloc((size_t)(ny + nx) * 2 * sizeof *gap);
+  double *gap = malloc((size_t)(2 * ny + 5 * nx) * sizeof *gap);
   if (!gap) return 0;
-  double *yf = gap + 2 * ny;
+  double *yf = gap + 2 * ny, *dcol = yf + 2 * nx, *dxcol = dcol + nx, *yacol = dxcol + nx;
   if (sig) {
     psp_seg_medial_limits(ff, nx, ny, sx, sy, mid, cj, sgn, gap, gap + ny);
     psp_seg_lamina_limits(sig, nx, ny, sx, sy, mid, cj, rc, sgn, yf, yf + nx);
@@ -391,20 +317,27 @@ static int64_t build_compartment(const float *ff, const float *sm, const float *
     for (int64_t i = 0; i < nx; i++)
       yf[i] = -INFINITY;
   }
-  for (int64_t j = 0; j < ny; j++)
+  /* per column: d, the offset from the canal and the front limit */
+  for (int64_t i = 0; i < nx; i++) {
+    double d = sgn * ((double)i - mid) * sx;
+    /* behind the lamina medially; lateral to the facets the erector
+     * spinae reaches forward onto the transverse processes */
+    double yl = lv->y_ant_lat;
+    double y_ant = rc + (d <= 15.0 ? 0.0 : d >= 35.0 ? yl : yl * (d - 15.0) / 20.0);
+    dcol[i] = d;
+    dxcol[i] = ((double)i - ci) * sx;
+    yacol[i] = fmax(y_ant, yf[i]); /* behind the lamina */
+  }
+  for (int64_t j = 0; j < ny; j++) {
+    double y = ((double)j - cj) * sy, g = gap[j];
     for (int64_t i = 0; i < nx; i++) {
       int64_t p = j * nx + i;
-      double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
-      double dx = ((double)i - ci) * sx;
-      /* behind the lamina medially; lateral to the facets the erector
-       * spinae reaches forward onto the transverse processes */
-      double yl = lv->y_ant_lat;
-      double y_ant = rc + (d <= 15.0 ? 0.0 : d >= 35.0 ? yl : yl * (d - 15.0) / 20.0);
-      y_ant = fmax(y_ant, yf[i]); /* behind the lamina */
-      roi[p] = inner[p] && !isnan(ff[p]) && d >= gap[j] && d <= D_MAX_MM && y >= y_ant &&
+      double d = dcol[i], dx = dxcol[i];
+      roi[p] = inner[p] && !isnan(ff[p]) && d >= g && d <= D_MAX_MM && y >= yacol[i] &&
                dx * dx + y * y > cr * cr;
       strict[p] = roi[p] && ff[p] < lv->t_strict && sm[p] < lv->t_strict;
     }
+  }
   /* opening radius ~1.5 mm; none at coarse pixels (>= 2.5 mm), where one
    * voxel already removes structures 7-10 mm wide */
   int ro = sx < 2.5 ? (int)psp_seg_vox(1.5, sx) : 0;
@@ -440,7 +373,12 @@ static int64_t build_compartment(const float *ff, const float *sm, const float *
         }
       }
   }
-  int32_t nc = psp_mask_components(strict, nx, ny, w);
+  /* the components, labelled in (and read from here on only inside) the
+   * strict mask's box sb */
+  int64_t sb[4];
+  int32_t nc = psp_mask_box(strict, nx, ny, sb)
+                   ? psp_cc_label_box(strict, nx, sb, false, w->lab, w->aux)
+                   : 0;
   if (nc == 0) {
     free(gap);
     return 0;
@@ -452,16 +390,17 @@ static int64_t build_compartment(const float *ff, const float *sm, const float *
     return 0;
   }
   double core_d0 = 6.0, core_d1 = 24.0, core_y0 = cr + 6.0, core_y1 = cr + 36.0;
-  for (int64_t j = 0; j < ny; j++)
-    for (int64_t i = 0; i < nx; i++) {
+  for (int64_t j = sb[2]; j <= sb[3]; j++)
+    for (int64_t i = sb[0]; i <= sb[1]; i++) {
       int32_t c = w->lab[j * nx + i];
       if (!c) continue;
       double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
-      if (stat[6 * c] == 0 || (int64_t)lround(y) < stat[6 * c + 5]) stat[6 * c + 5] = lround(y);
+      int64_t yr = psp_seg_lround(y);
+      if (stat[6 * c] == 0 || yr < stat[6 * c + 5]) stat[6 * c + 5] = yr;
       stat[6 * c]++;
       if (d >= core_d0 && d <= core_d1 && y >= core_y0 && y <= core_y1) stat[6 * c + 1]++;
-      stat[6 * c + 2] += (int64_t)lround(d);
-      stat[6 * c + 3] += (int64_t)lround(y);
+      stat[6 * c + 2] += psp_seg_lround(d);
+      stat[6 * c + 3] += yr;
       if (d <= 75.0) stat[6 * c + 4]++;
     }
   int32_t core = 0;
@@ -472,12 +411,13 @@ static int64_t build_compartment(const float *ff, const float *sm, const float *
     free(gap);
     return 0;
   }
-  uint8_t *keep = calloc((size_t)nc + 1, 1);
+  uint8_t *keep = calloc(2 * ((size_t)nc + 1), 1);
   if (!keep) {
     free(stat);
     free(gap);
     return 0;
   }
+  uint8_t *touch = keep + nc + 1;
   keep[core] = 1;
   double px = sx * sy;
   /* other sizeable components behind the canal, within 70 mm of the
@@ -485,9 +425,16 @@ static int64_t build_compartment(const float *ff, const float *sm, const float *
    * plane), never by themselves (skin, back muscles beyond the fascia) */
   int rg = (int)psp_seg_vox(CHAIN_MM, sx);
   for (int iter = 0; iter < 3; iter++) {
-    for (int64_t p = 0; p < n; p++)
-      sel[p] = keep[w->lab[p]];
+    memset(sel, 0, (size_t)n);
+    for (int64_t j = sb[2]; j <= sb[3]; j++)
+      for (int64_t p = j * nx + sb[0]; p <= j * nx + sb[1]; p++)
+        sel[p] = keep[w->lab[p]];
     psp_mask_dilate(sel, nx, ny, rg, w);
+    /* the components the grown kept ones reach (sel is fixed meanwhile) */
+    memset(touch, 0, (size_t)nc + 1);
+    for (int64_t j = sb[2]; j <= sb[3]; j++)
+      for (int64_t p = j * nx + sb[0]; p <= j * nx + sb[1]; p++)
+        if (sel[p]) touch[w->lab[p]] = 1;
     bool added = false;
     for (int32_t c = 1; c <= nc; c++) {
       double a = (double)stat[6 * c] * px;
@@ -503,53 +450,65 @@ static int64_t build_compartment(const float *ff, const float *sm, const float *
       double dcen_c = (double)stat[6 * c + 2] / (double)stat[6 * c];
       if ((double)stat[6 * c + 5] > cr + Y_ANT_LAT + CHAIN_FRONT_MM && dcen_c > CHAIN_MF_D_MM)
         continue;
-      for (int64_t p = 0; p < n; p++)
-        if (w->lab[p] == c && sel[p]) {
-          keep[c] = 1;
-          added = true;
-          break;
-        }
+      if (touch[c]) {
+        keep[c] = 1;
+        added = true;
+      }
     }
     if (!added) break;
   }
   /* when a fat plane separates the multifidus (the core component) from
    * the rest, the components themselves are the two muscles */
   double core_dmax = 0;
-  for (int64_t p = 0; p < n; p++)
-    if (w->lab[p] == core) core_dmax = fmax(core_dmax, sgn * ((double)(p % nx) - mid) * sx);
+  for (int64_t j = sb[2]; j <= sb[3]; j++)
+    for (int64_t i = sb[0]; i <= sb[1]; i++)
+      if (w->lab[j * nx + i] == core) core_dmax = fmax(core_dmax, sgn * ((double)i - mid) * sx);
   bool plane = core_dmax <= MF_MAX_D_MM;
   bool other = false;
   for (int32_t c = 1; c <= nc; c++)
     other = other || (keep[c] && c != core);
-  for (int64_t p = 0; p < n; p++) {
-    sel[p] = keep[w->lab[p]];
-    if (plane && other && sel[p]) {
-      int32_t c = w->lab[p];
-      double dcen = (double)stat[6 * c + 2] / (double)stat[6 * c];
-      seed[p] = (uint8_t)(c == core || dcen <= core_dmax ? 1 : 2);
+  memset(sel, 0, (size_t)n);
+  for (int64_t j = sb[2]; j <= sb[3]; j++)
+    for (int64_t p = j * nx + sb[0]; p <= j * nx + sb[1]; p++) {
+      sel[p] = keep[w->lab[p]];
+      if (plane && other && sel[p]) {
+        int32_t c = w->lab[p];
+        double dcen = (double)stat[6 * c + 2] / (double)stat[6 * c];
+        seed[p] = (uint8_t)(c == core || dcen <= core_dmax ? 1 : 2);
+      }
     }
-  }
   /* the sizeable strict components left out (not chained) are structures
    * of their own and stay out when the kept ones grow back into the loose
    * mask: a flank muscle or the back wall's layer beside the erector
    * spinae, behind a partial-volume fat plane; smaller ones are fragments
    * (between fatty streaks) the growth may take */
-  for (int64_t p = 0; p < n; p++)
-    strict[p] = w->lab[p] && !keep[w->lab[p]] && (double)stat[6 * w->lab[p]] * px >= MIN_PIECE_MM2;
+  memset(strict, 0, (size_t)n);
+  for (int64_t j = sb[2]; j <= sb[3]; j++)
+    for (int64_t p = j * nx + sb[0]; p <= j * nx + sb[1]; p++)
+      strict[p] =
+          w->lab[p] && !keep[w->lab[p]] && (double)stat[6 * w->lab[p]] * px >= MIN_PIECE_MM2;
   free(keep);
   free(stat);
   psp_mask_dilate(sel, nx, ny, ro + 1, w);
-  for (int64_t p = 0; p < n; p++)
-    sel[p] = sel[p] && roi[p] && ff[p] < lv->t_loose && !strict[p];
+  /* sel is empty outside sb grown by ro + 1 (and so after the hole filling) */
+  int64_t gi0 = sb[0] - ro - 1 < 0 ? 0 : sb[0] - ro - 1,
+          gi1 = sb[1] + ro + 1 > nx - 1 ? nx - 1 : sb[1] + ro + 1;
+  int64_t gj0 = sb[2] - ro - 1 < 0 ? 0 : sb[2] - ro - 1,
+          gj1 = sb[3] + ro + 1 > ny - 1 ? ny - 1 : sb[3] + ro + 1;
+  for (int64_t j = gj0; j <= gj1; j++)
+    for (int64_t p = j * nx + gi0; p <= j * nx + gi1; p++)
+      sel[p] = sel[p] && roi[p] && ff[p] < lv->t_loose && !strict[p];
   psp_mask_fill_holes(sel, nx, ny, w);
   int64_t cnt = 0;
-  for (int64_t p = 0; p < n; p++) {
-    if (!sel[p]) continue;
-    double d = sgn * ((double)(p % nx) - mid) * sx;
-    if (d < gap[p / nx] || comp[p]) continue;
-    comp[p] = (uint8_t)(side + 1);
-    cnt++;
-  }
+  for (int64_t j = gj0; j <= gj1; j++)
+    for (int64_t i = gi0; i <= gi1; i++) {
+      int64_t p = j * nx + i;
+      if (!sel[p]) continue;
+      double d = sgn * ((double)i - mid) * sx;
+      if (d < gap[j] || comp[p]) continue;
+      comp[p] = (uint8_t)(side + 1);
+      cnt++;
+    }
   free(gap);
   return cnt;
 }
@@ -566,25 +525,30 @@ typedef struct polar {
   int nr;
 } polar;
 
+/* The radial step (mm): the pixel size, at most 1 mm. */
+static double polar_step(double sx, double sy) {
+  double h = fmin(sx, sy);
+  return h > 1.0 ? 1.0 : h;
+}
+
 /* O: on the midline, 3 mm in front of the most anterior compartment voxel
  * within 12 mm of the midline (the multifidus on the lamina), as in the
  * template the prior was learned from; behind the canal when there is none. */
-static void polar_setup(const psp_slice_landmarks *lm, const uint8_t *comp, int64_t nx, int64_t ny,
-                        double sx, double sy, polar *P) {
+static void polar_setup(const psp_slice_landmarks *lm, const uint8_t *comp, int64_t nx,
+                        const int64_t bx[4], double sx, double sy, polar *P) {
   double rc = fmin(lm->canal_radius_mm, 10.0);
   P->oi = lm->midline_i;
   P->oj = lm->canal.j + (rc + 2.0) / sy;
   int64_t i0 = (int64_t)floor(P->oi - 12.0 / sx), i1 = (int64_t)ceil(P->oi + 12.0 / sx);
   bool found = false;
-  for (int64_t j = 0; j < ny && !found; j++)
+  for (int64_t j = bx[2]; j <= bx[3] && !found; j++)
     for (int64_t i = i0 < 0 ? 0 : i0; i <= i1 && i < nx; i++)
       if (comp[j * nx + i]) {
         P->oj = (double)j - 3.0 / sy;
         found = true;
         break;
       }
-  P->h = fmin(sx, sy);
-  if (P->h > 1.0) P->h = 1.0;
+  P->h = polar_step(sx, sy);
   P->nr = (int)ceil(R_MAX_MM / P->h) + 1;
 }
 
@@ -597,66 +561,9 @@ static int64_t ray_voxel(const polar *P, int sgn, int t, int r, int64_t nx, int6
                          double sy) {
   double th = theta_of(t), R = r * P->h;
   double di = sgn * R * sin(th) / sx, dj = R * cos(th) / sy;
-  int64_t i = (int64_t)lround(P->oi + di), j = (int64_t)lround(P->oj + dj);
+  int64_t i = psp_seg_lround(P->oi + di), j = psp_seg_lround(P->oj + dj);
   if (i < 0 || j < 0 || i >= nx || j >= ny) return -1;
   return j * nx + i;
-}
-
-/* Median share of the multifidus along each ray from O (rho = (R_mf -
- * R_in) / (R_out - R_in) of the compartment on that ray), every 10 degrees
- * from straight back (0) to lateral and beyond: learned from the MuscleMap
- * abdomen template (MIT licence; 104 slices x 2 sides; 0 degrees, where the
- * template has no ray, takes the 10-degree value), see
- * models/mf_rho_profile.tsv and models/README.md. dixon-tum01's manual labels
- * give nearly the same profile (checked, not used). */
-static const double MF_RHO[12] = {1.00, 1.00, 0.83, 0.64, 0.52, 0.36,
-                                  0.27, 0.19, 0.13, 0.00, 0.00, 0.00};
-
-double psp_segment_mf_rho(int deg10) {
-  return deg10 >= 0 && deg10 < 12 ? MF_RHO[deg10] : 0.0;
-}
-
-/* The same by height above the lowest segmented slice (taken as the L5/S1
- * level): medians per 15 mm band above the template's anchor (the lowest
- * slice from which on the multifidus is less than half of MF + ES), from
- * models/mf_rho_by_level.tsv (MuscleMap template only). Caudally the
- * multifidus fills most of the compartment; cranially the erector spinae
- * takes over. */
-#define N_BAND 10
-#define BAND_MM 15.0
-static const double MF_RHO_Z[N_BAND][12] = {
-    {1.00, 1.00, 1.00, 1.00, 1.00, 0.74, 0.52, 0.39, 0.23, 0.00, 0.00, 0.00},
-    {1.00, 1.00, 1.00, 1.00, 0.74, 0.53, 0.39, 0.28, 0.19, 0.00, 0.00, 0.00},
-    {1.00, 1.00, 1.00, 0.82, 0.67, 0.51, 0.37, 0.27, 0.14, 0.00, 0.00, 0.00},
-    {1.00, 1.00, 0.85, 0.67, 0.53, 0.37, 0.27, 0.20, 0.16, 0.11, 0.00, 0.00},
-    {1.00, 1.00, 0.78, 0.62, 0.51, 0.35, 0.26, 0.19, 0.00, 0.00, 0.00, 0.00},
-    {1.00, 1.00, 0.70, 0.54, 0.42, 0.30, 0.22, 0.17, 0.12, 0.00, 0.00, 0.00},
-    {1.00, 1.00, 0.69, 0.52, 0.41, 0.31, 0.23, 0.15, 0.00, 0.00, 0.00, 0.00},
-    {1.00, 1.00, 0.68, 0.49, 0.38, 0.29, 0.21, 0.15, 0.09, 0.00, 0.00, 0.00},
-    {1.00, 1.00, 0.67, 0.49, 0.39, 0.29, 0.21, 0.13, 0.00, 0.00, 0.00, 0.00},
-    {1.00, 1.00, 0.84, 0.53, 0.41, 0.30, 0.21, 0.14, 0.00, 0.00, 0.00, 0.00},
-};
-
-double psp_segment_mf_rho_level(int band, int deg10) {
-  return band >= 0 && band < N_BAND && deg10 >= 0 && deg10 < 12 ? MF_RHO_Z[band][deg10] : 0.0;
-}
-
-/* The prior's share per 10-degree ray for a slice dz mm above the anchor
- * (linear between band centres, clamped at the ends); NaN dz = no anchor:
- * the profile over all levels. */
-static void rho_row_for(double dz, double row[12]) {
-  if (isnan(dz)) {
-    memcpy(row, MF_RHO, sizeof MF_RHO);
-    return;
-  }
-  double u = dz / BAND_MM - 0.5;
-  if (u < 0) u = 0;
-  if (u > N_BAND - 1) u = N_BAND - 1;
-  int a = (int)floor(u);
-  if (a >= N_BAND - 1) a = N_BAND - 2;
-  double f = u - a;
-  for (int t = 0; t < 12; t++)
-    row[t] = (1 - f) * MF_RHO_Z[a][t] + f * MF_RHO_Z[a + 1][t];
 }
 
 static double rho_at(int t, const double *row) {
@@ -708,27 +615,23 @@ static void dp_path(const float *img, const double *pr, const int *rin, int nr, 
   }
 }
 
-/* Minimum-cost boundary radius per ray (mm, NaN for rays without
- * compartment) given a prior radius per ray (prior_r; NaN entries or NULL:
- * the share profile rho_row). Returns false on OOM. */
-static bool split_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t ny, double sx,
-                       double sy, const polar *P, const slice_levels *lv, int side,
-                       const double *prior_r, const double *rho_row, double sigma, double *rb) {
+/* The cost of the MF/ES boundary at each ray t and radius step r of one
+ * side (img, N_THETA x P->nr) and the first and last compartment sample
+ * per ray (rin, rout; -1 for rays without compartment). The same for every
+ * prior: computed once per slice and side. Returns false on OOM. */
+static bool ray_costs(const float *ff, const uint8_t *comp, int64_t nx, int64_t ny, double sx,
+                      double sy, const polar *P, const slice_levels *lv, int side, float *img,
+                      int *rin, int *rout) {
   int sgn = side == 0 ? 1 : -1;
   uint8_t val = (uint8_t)(side + 1);
   int nr = P->nr;
-  float *img = malloc((size_t)N_THETA * nr * sizeof *img);
-  float *acc = malloc((size_t)N_THETA * nr * sizeof *acc);
-  int8_t *from = malloc((size_t)N_THETA * nr);
   float *fat = malloc((size_t)nr * sizeof *fat);
   uint8_t *inside = malloc((size_t)nr);
   int *before = malloc((size_t)nr * sizeof *before), *after = malloc((size_t)nr * sizeof *after);
-  bool ok = img && acc && from && fat && inside && before && after;
+  bool ok = fat && inside && before && after;
   if (ok) {
     double span = lv->fat - lv->muscle;
     if (span < 0.2) span = 0.2;
-    int rin[N_THETA], rout[N_THETA], path[N_THETA];
-    double pr[N_THETA];
     int win = (int)ceil(8.0 / P->h), rw = (int)ceil(RIDGE_MM / P->h);
     for (int t = 0; t < N_THETA; t++) {
       rin[t] = -1;
@@ -760,9 +663,6 @@ static bool split_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t
         after[r] = last - r <= win;
         if (inside[r]) last = r;
       }
-      pr[t] = prior_r && !isnan(prior_r[t])
-                  ? prior_r[t]
-                  : (rin[t] + rho_at(t, rho_row) * (rout[t] - rin[t])) * P->h;
       for (int r = 0; r < nr; r++) {
         double c = 0.0;
         if (rin[t] >= 0) {
@@ -777,25 +677,20 @@ static bool split_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t
             c = 1.0;
           else {
             /* ridge: fattier than the tissue on both sides of it */
+            /* (fat[] is never NaN: plain comparisons are fminf / fmax) */
             float lb = 1.0f, la = 1.0f;
             for (int q = 1; q <= rw; q++) {
-              if (r - q >= 0) lb = fminf(lb, fat[r - q]);
-              if (r + q < nr) la = fminf(la, fat[r + q]);
+              if (r - q >= 0 && fat[r - q] < lb) lb = fat[r - q];
+              if (r + q < nr && fat[r + q] < la) la = fat[r + q];
             }
-            double ridge = fat[r] - fmax(lb, la);
+            double ridge = fat[r] - (double)(lb > la ? lb : la);
             c = 1.0 - (ridge < 0 ? 0 : ridge > 0.5 ? 1 : 2 * ridge);
           }
         }
         img[t * nr + r] = (float)c;
       }
     }
-    dp_path(img, pr, rin, nr, P->h, PRIOR_WEIGHT, sigma, acc, from, path);
-    for (int t = 0; t < N_THETA; t++)
-      rb[t] = rin[t] < 0 ? NAN : path[t] * P->h;
   }
-  free(img);
-  free(acc);
-  free(from);
   free(fat);
   free(inside);
   free(before);
@@ -803,17 +698,43 @@ static bool split_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t
   return ok;
 }
 
+/* Minimum-cost boundary radius per ray (mm, NaN for rays without
+ * compartment) on the costs of ray_costs, given a prior radius per ray
+ * (prior_r; NaN entries or NULL: the share profile rho_row). Returns false
+ * on OOM. */
+static bool split_path(const float *img, const int *rin, const int *rout, const polar *P,
+                       const double *prior_r, const double *rho_row, double sigma, double *rb) {
+  int nr = P->nr;
+  float *acc = malloc((size_t)N_THETA * nr * sizeof *acc);
+  int8_t *from = malloc((size_t)N_THETA * nr);
+  bool ok = acc && from;
+  if (ok) {
+    int path[N_THETA];
+    double pr[N_THETA];
+    for (int t = 0; t < N_THETA; t++)
+      pr[t] = prior_r && !isnan(prior_r[t])
+                  ? prior_r[t]
+                  : (rin[t] + rho_at(t, rho_row) * (rout[t] - rin[t])) * P->h;
+    dp_path(img, pr, rin, nr, P->h, PRIOR_WEIGHT, sigma, acc, from, path);
+    for (int t = 0; t < N_THETA; t++)
+      rb[t] = rin[t] < 0 ? NAN : path[t] * P->h;
+  }
+  free(acc);
+  free(from);
+  return ok;
+}
+
 /* Writes the labels of one side from its compartment and boundary. */
-static void label_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t ny, double sx,
-                       double sy, const polar *P, const slice_levels *lv, int side,
+static void label_side(const float *ff, const uint8_t *comp, int64_t nx, const int64_t bx[4],
+                       double sx, double sy, const polar *P, const slice_levels *lv, int side,
                        const double *rb, float *out) {
   int sgn = side == 0 ? 1 : -1;
   uint8_t val = (uint8_t)(side + 1);
   float mf = side == 0 ? PSP_LABEL_MF_LEFT : PSP_LABEL_MF_RIGHT;
   float es = side == 0 ? PSP_LABEL_ES_LEFT : PSP_LABEL_ES_RIGHT;
   double step = 3.14159265358979323846 / (N_THETA - 1);
-  for (int64_t j = 0; j < ny; j++)
-    for (int64_t i = 0; i < nx; i++) {
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t i = bx[0]; i <= bx[1]; i++) {
       int64_t p = j * nx + i;
       if (comp[p] != val) continue;
       double x = sgn * ((double)i - P->oi) * sx, y = ((double)j - P->oj) * sy;
@@ -835,27 +756,25 @@ static void label_side(const float *ff, const uint8_t *comp, int64_t nx, int64_t
 }
 
 /* Split along a visible fat plane: each compartment voxel goes to the seed
- * (1 = multifidus core, 2 = the others) whose watershed reaches it. Returns
- * false when this side has no seeds or on OOM (*oom set). */
+ * (1 = multifidus core, 2 = the others) whose watershed reaches it. bx: the
+ * rectangle holding the compartment. Returns false when this side has no
+ * seeds. */
 static bool split_by_seeds(const float *ff, const uint8_t *comp, const uint8_t *seed, int64_t nx,
-                           int64_t ny, int side, float *out, bool *oom) {
-  int64_t n = nx * ny;
+                           int64_t ny, const int64_t bx[4], int side, float *out,
+                           psp_slice_work *w) {
   uint8_t val = (uint8_t)(side + 1);
   bool any = false;
-  for (int64_t p = 0; p < n && !any; p++)
-    any = comp[p] == val && seed[p];
+  for (int64_t j = bx[2]; j <= bx[3] && !any; j++)
+    for (int64_t p = j * nx + bx[0]; p <= j * nx + bx[1] && !any; p++)
+      any = comp[p] == val && seed[p];
   if (!any) return false;
-  uint8_t *lab = malloc((size_t)n);
-  if (!lab || !watershed2(ff, comp, val, seed, nx, ny, lab)) {
-    free(lab);
-    *oom = true;
-    return false;
-  }
+  uint8_t *lab = w->m2;
+  psp_seg_watershed2(ff, comp, val, seed, nx, ny, bx, lab, w->queue, w->m3);
   float mf = side == 0 ? PSP_LABEL_MF_LEFT : PSP_LABEL_MF_RIGHT;
   float es = side == 0 ? PSP_LABEL_ES_LEFT : PSP_LABEL_ES_RIGHT;
-  for (int64_t p = 0; p < n; p++)
-    if (comp[p] == val) out[p] = lab[p] == 1 ? mf : es;
-  free(lab);
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t p = j * nx + bx[0]; p <= j * nx + bx[1]; p++)
+      if (comp[p] == val) out[p] = lab[p] == 1 ? mf : es;
   return true;
 }
 
@@ -868,23 +787,22 @@ static bool split_by_seeds(const float *ff, const uint8_t *comp, const uint8_t *
  * compartment gives the seeds (1 = multifidus, 2 = erector spinae) for
  * split_by_seeds. Returns true when seeds were set. */
 static bool plane_seeds(const float *ff, const uint8_t *comp, int64_t nx, int64_t ny, double sx,
-                        double sy, const psp_slice_landmarks *lm, const slice_levels *lv, int side,
-                        uint8_t *seed, psp_slice_work *w) {
-  int64_t n = nx * ny;
+                        double sy, const int64_t bx[4], const psp_slice_landmarks *lm,
+                        const slice_levels *lv, int side, uint8_t *seed, psp_slice_work *w) {
   int sgn = side == 0 ? 1 : -1;
   uint8_t val = (uint8_t)(side + 1);
   double mid = lm->midline_i, cj = lm->canal.j;
   double cr = fmin(lm->canal_radius_mm, 10.0) + 2.0;
   int64_t i0 = nx, i1 = -1, j0 = ny, j1 = -1, area = 0;
-  for (int64_t p = 0; p < n; p++)
-    if (comp[p] == val) {
-      int64_t i = p % nx, j = p / nx;
-      i0 = i < i0 ? i : i0;
-      i1 = i > i1 ? i : i1;
-      j0 = j < j0 ? j : j0;
-      j1 = j > j1 ? j : j1;
-      area++;
-    }
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t i = bx[0]; i <= bx[1]; i++)
+      if (comp[j * nx + i] == val) {
+        i0 = i < i0 ? i : i0;
+        i1 = i > i1 ? i : i1;
+        j0 = j < j0 ? j : j0;
+        j1 = j > j1 ? j : j1;
+        area++;
+      }
   if (area == 0) return false;
   float *sm = w->f0;
   /* the raw FF: at coarse pixels a 1-2 mm plane is one voxel, which any
@@ -900,13 +818,14 @@ static bool plane_seeds(const float *ff, const uint8_t *comp, int64_t nx, int64_
   int64_t *st = NULL;
   for (int lev = 0; lev < PLANE_LEVELS && !found; lev++) {
     double thr = lv->t_loose - (double)lev * PLANE_LEVEL_STEP * span;
-    memset(mask, 0, (size_t)n);
     for (int64_t j = j0; j <= j1; j++)
       for (int64_t i = i0; i <= i1; i++) {
         int64_t p = j * nx + i;
         mask[p] = comp[p] == val && sm[p] < thr;
       }
-    int32_t nc = psp_mask_components(mask, nx, ny, w);
+    /* the mask is empty outside the side's box: labelled there only */
+    const int64_t sb[4] = {i0, i1, j0, j1};
+    int32_t nc = psp_cc_label_box(mask, nx, sb, false, w->lab, w->aux);
     if (nc < 2) continue;
     free(st);
     st = calloc((size_t)(nc + 1) * 3, sizeof *st); /* n, core, sum d */
@@ -918,7 +837,7 @@ static bool plane_seeds(const float *ff, const uint8_t *comp, int64_t nx, int64_
         double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
         st[3 * c]++;
         if (d >= 6.0 && d <= 24.0 && y >= cr + 6.0 && y <= cr + 36.0) st[3 * c + 1]++;
-        st[3 * c + 2] += (int64_t)lround(d);
+        st[3 * c + 2] += psp_seg_lround(d);
       }
     int32_t core = 0;
     for (int32_t c = 1; c <= nc; c++)
@@ -980,10 +899,11 @@ static void flag(psp_slice_landmarks *lm, psp_slice_status st, const char *fmt, 
 
 /* The larger left/right area ratio of the two muscles (infinite when one
  * is missing). */
-static double lr_ratio(const float *lab, int64_t plane) {
+static double lr_ratio(const float *lab, int64_t nx, const int64_t bx[4]) {
   int64_t n[PSP_LABEL_COUNT] = {0};
-  for (int64_t q = 0; q < plane; q++)
-    n[(int)lab[q]]++;
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
+      n[(int)lab[q]]++;
   if (!n[1] || !n[2] || !n[3] || !n[4]) return INFINITY;
   return fmax(fmax((double)n[1], (double)n[2]) / fmin((double)n[1], (double)n[2]),
               fmax((double)n[3], (double)n[4]) / fmin((double)n[3], (double)n[4]));
@@ -992,10 +912,12 @@ static double lr_ratio(const float *lab, int64_t plane) {
 /* Last plausibility check of a labelled slice: every muscle present, none
  * larger than MAX_MUSCLE_MM2, left and right of each muscle within a factor
  * MAX_LR_RATIO. Otherwise the slice is flagged and emptied. */
-static void check_areas(psp_slice_landmarks *lm, float *lab, int64_t plane, double px) {
+static void check_areas(psp_slice_landmarks *lm, float *lab, int64_t nx, const int64_t bx[4],
+                        double px) {
   int64_t n[PSP_LABEL_COUNT] = {0};
-  for (int64_t q = 0; q < plane; q++)
-    n[(int)lab[q]]++;
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
+      n[(int)lab[q]]++;
   double a[PSP_LABEL_COUNT];
   for (int l = 0; l < PSP_LABEL_COUNT; l++)
     a[l] = (double)n[l] * px;
@@ -1014,8 +936,9 @@ static void check_areas(psp_slice_landmarks *lm, float *lab, int64_t plane, doub
            fmax(rmf, res), MAX_LR_RATIO);
   }
   if (lm->status != PSP_SLICE_OK)
-    for (int64_t q = 0; q < plane; q++)
-      lab[q] = 0;
+    for (int64_t j = bx[2]; j <= bx[3]; j++)
+      for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
+        lab[q] = 0;
 }
 
 psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error **err) {
@@ -1045,7 +968,18 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
   double *prior_both = prior + nz * 2 * N_THETA; /* per slice: both sides' neighbours */
   double *rprof = psp_calloc((size_t)nz * 2 * N_THETA, sizeof *rprof, err);
   double *near_k = NULL; /* per slice: the neighbours' median canal (i, j) */
-  if (!s->labels || !s->lm || !lv || !comp || !body || !seeds || !prior || !rprof) goto fail;
+  /* per slice: the rectangle {i0, i1, j0, j1} holding its compartments
+   * (and seeds, labels); the later passes look only there */
+  int64_t *cbox = psp_calloc((size_t)nz * 4, sizeof *cbox, err);
+  /* per slice and side: the path split's costs (ray_costs), computed in the
+   * first boundary pass, used again in the second; rin, rout per ray */
+  int nr = (int)ceil(R_MAX_MM / polar_step(sp[0], sp[1])) + 1;
+  float *rcost = psp_calloc((size_t)nz * 2 * N_THETA * (size_t)nr, sizeof *rcost, err);
+  int *rinout = psp_calloc((size_t)nz * 4 * N_THETA, sizeof *rinout, err);
+  uint8_t *has_cost = psp_calloc((size_t)nz * 2, 1, err);
+  if (!s->labels || !s->lm || !lv || !comp || !body || !seeds || !prior || !rprof || !cbox ||
+      !rcost || !rinout || !has_cost)
+    goto fail;
   bool oom = false;
 
   /* pass 0: landmarks of every slice on its own */
@@ -1121,18 +1055,17 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
 #pragma omp parallel reduction(|| : oom)
   {
     psp_slice_work *w = psp_slice_work_create(nx, ny);
-    uint8_t *crop_body = malloc((size_t)plane);
-    bool ready = w && crop_body;
-    if (!ready) oom = true;
+    if (!w) oom = true;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < nz; k++) {
-      if (!ready) continue;
+      if (!w) continue;
       const float *ff = ffv->data + k * plane;
       psp_slice_landmarks *lm = &s->lm[k];
       if (!isnan(near[0]) && lm->status != PSP_SLICE_NO_BODY &&
           (!lm->canal.found || fabs(lm->canal.i - near[0]) * sp[0] > 8.0 ||
            fabs(lm->canal.j - near[1]) * sp[1] > 15.0))
-        psp_landmarks_find(ff, nx, ny, sp[0], sp[1], near, ipop, body + k * plane, w, lm);
+        /* the body of pass 0 (status other than NO_BODY) */
+        psp_landmarks_refind(ff, nx, ny, sp[0], sp[1], near, ipop, body + k * plane, w, lm);
       else if (!isnan(near_k[2 * k]) && lm->canal.found) {
         /* a canal that jumped away from the neighbouring slices' is searched
          * again close to theirs; kept only if that finds a canal nearer */
@@ -1140,20 +1073,15 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
             hypot((lm->canal.i - near_k[2 * k]) * sp[0], (lm->canal.j - near_k[2 * k + 1]) * sp[1]);
         if (d0 > NEAR_JUMP_MM) {
           psp_slice_landmarks alt;
-          uint8_t *bk = body + k * plane;
           psp_landmarks_find_close(ff, nx, ny, sp[0], sp[1], near_k + 2 * k, NEAR_JUMP_MM, ipop,
-                                   crop_body, w, &alt);
+                                   body + k * plane, w, &alt);
           double d1 = alt.canal.found ? hypot((alt.canal.i - near_k[2 * k]) * sp[0],
                                               (alt.canal.j - near_k[2 * k + 1]) * sp[1])
                                       : INFINITY;
-          if (alt.status == PSP_SLICE_OK && d1 < d0) {
-            *lm = alt;
-            memcpy(bk, crop_body, (size_t)plane);
-          }
+          if (alt.status == PSP_SLICE_OK && d1 < d0) *lm = alt;
         }
       }
     }
-    free(crop_body);
     psp_slice_work_free(w);
   }
   if (oom) {
@@ -1186,7 +1114,10 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
     float *crop_sm = malloc((size_t)plane * sizeof *crop_sm);
     uint8_t *crop_body = malloc((size_t)plane), *crop_comp = malloc((size_t)plane);
     uint8_t *crop_seed = malloc((size_t)plane);
-    bool ready = w && crop_ff && crop_sm && crop_body && crop_comp && crop_seed && (!wv || crop_w);
+    double *m3_z = malloc((size_t)nx * 3 * sizeof *m3_z);
+    int32_t *m3_n = malloc((size_t)nx * 3 * sizeof *m3_n);
+    bool ready = w && crop_ff && crop_sm && crop_body && crop_comp && crop_seed && m3_z && m3_n &&
+                 (!wv || crop_w);
     if (!ready) oom = true;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < nz; k++) {
@@ -1238,13 +1169,15 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
       ci1 = ci1 > nx - 1 ? nx - 1 : ci1;
       cj0 = cj0 < 0 ? 0 : cj0;
       int64_t cnx = ci1 - ci0 + 1, cny = cj1 - cj0 + 1;
-      for (int64_t j = 0; j < cny; j++)
-        for (int64_t i = 0; i < cnx; i++) {
-          int64_t q = (j + cj0) * nx + i + ci0;
-          crop_ff[j * cnx + i] = ff[q];
-          if (crop_w) crop_w[j * cnx + i] = wv->data[k * plane + q] + fv->data[k * plane + q];
-          crop_body[j * cnx + i] = body[k * plane + q];
-        }
+      for (int64_t j = 0; j < cny; j++) {
+        int64_t q = (j + cj0) * nx + ci0;
+        memcpy(crop_ff + j * cnx, ff + q, (size_t)cnx * sizeof *crop_ff);
+        memcpy(crop_body + j * cnx, body + k * plane + q, (size_t)cnx);
+        if (!crop_w) continue;
+        const float *wr = wv->data + k * plane + q, *fr = fv->data + k * plane + q;
+        for (int64_t i = 0; i < cnx; i++)
+          crop_w[j * cnx + i] = wr[i] + fr[i];
+      }
       memset(crop_comp, 0, (size_t)(cnx * cny));
       memset(crop_seed, 0, (size_t)(cnx * cny));
       psp_slice_landmarks lmc = *lm;
@@ -1255,20 +1188,7 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
        * under it (never muscle), and the 3 x 3 mean FF (NaN-aware), so the
        * strict mask is cut by fat planes, not by noise */
       psp_mask_erode(crop_body, cnx, cny, (int)psp_seg_vox(SKIN_MM, sp[0]), w);
-      for (int64_t j = 0; j < cny; j++)
-        for (int64_t i = 0; i < cnx; i++) {
-          double acc = 0;
-          int m = 0;
-          for (int64_t b = j - 1; b <= j + 1; b++)
-            for (int64_t a = i - 1; a <= i + 1; a++) {
-              if (a < 0 || b < 0 || a >= cnx || b >= cny) continue;
-              float v = crop_ff[b * cnx + a];
-              if (isnan(v)) continue;
-              acc += v;
-              m++;
-            }
-          crop_sm[j * cnx + i] = m ? (float)(acc / m) : NAN;
-        }
+      psp_seg_mean3(crop_ff, cnx, cny, crop_sm, m3_z, m3_n);
       int64_t nvs[2] = {0, 0};
       for (int side = 0; side < 2; side++) {
         nvs[side] = build_compartment(crop_ff, crop_sm, crop_w, crop_body, cnx, cny, sp[0], sp[1],
@@ -1278,6 +1198,12 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
                                    cny, sp[0], sp[1], lmc.midline_i, side == 0 ? 1 : -1);
         if (cut < 0) oom = true;
         nvs[side] -= cut > 0 ? cut : 0;
+      }
+      int64_t *bx = cbox + 4 * k;
+      if (psp_mask_box(crop_comp, cnx, cny, bx)) {
+        bx[0] += ci0, bx[1] += ci0, bx[2] += cj0, bx[3] += cj0;
+      } else {
+        bx[0] = bx[2] = 0, bx[1] = bx[3] = -1;
       }
       for (int64_t j = 0; j < cny; j++)
         for (int64_t i = 0; i < cnx; i++) {
@@ -1301,6 +1227,8 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
     free(crop_body);
     free(crop_comp);
     free(crop_seed);
+    free(m3_z);
+    free(m3_n);
     psp_slice_work_free(w);
   }
   if (oom) {
@@ -1324,25 +1252,31 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
       for (int64_t k = 0; k < nz; k++) {
         if (!ready || s->lm[k].status != PSP_SLICE_OK) continue;
         double row[12];
-        rho_row_for((double)(k - k0) * sp[2] + dz0, row);
+        psp_seg_rho_row((double)(k - k0) * sp[2] + dz0, row);
         const float *ff = ffv->data + k * plane;
         uint8_t *c = comp + k * plane, *sd = seeds + k * plane;
         polar P;
-        polar_setup(&s->lm[k], c, nx, ny, sp[0], sp[1], &P);
+        const int64_t *bx = cbox + 4 * k;
+        polar_setup(&s->lm[k], c, nx, bx, sp[0], sp[1], &P);
         for (int side = 0; side < 2; side++) {
           double *rp = rprof + (2 * k + side) * N_THETA;
           bool has = false;
-          for (int64_t q = 0; q < plane && !has; q++)
-            has = c[q] == side + 1 && sd[q];
-          if (!has) has = plane_seeds(ff, c, nx, ny, sp[0], sp[1], &s->lm[k], &lv[k], side, sd, w);
+          for (int64_t j = bx[2]; j <= bx[3] && !has; j++)
+            for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1] && !has; q++)
+              has = c[q] == side + 1 && sd[q];
+          if (!has)
+            has = plane_seeds(ff, c, nx, ny, sp[0], sp[1], bx, &s->lm[k], &lv[k], side, sd, w);
           if (has) {
             /* a visible plane: the split it gives is this slice's boundary
              * for the neighbours' prior too */
-            if (!split_by_seeds(ff, c, sd, nx, ny, side, tmp, &oom)) continue;
+            if (!split_by_seeds(ff, c, sd, nx, ny, bx, side, tmp, w)) continue;
             rays_from_labels(tmp, c, nx, ny, sp[0], sp[1], &P, side, rp);
-          } else if (!split_side(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side, NULL, row, R_SIGMA1,
-                                 rp)) {
-            oom = true;
+          } else {
+            int64_t ks = 2 * k + side;
+            float *img = rcost + ks * N_THETA * nr;
+            int *ri = rinout + 2 * ks * N_THETA, *ro = ri + N_THETA;
+            has_cost[ks] = ray_costs(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side, img, ri, ro);
+            if (!has_cost[ks] || !split_path(img, ri, ro, &P, NULL, row, R_SIGMA1, rp)) oom = true;
           }
         }
       }
@@ -1411,43 +1345,58 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
   }
 
   /* pass 2: the boundary with the neighbours' median as prior, labels */
-#pragma omp parallel for schedule(dynamic, 1) reduction(|| : oom)
-  for (int64_t k = 0; k < nz; k++) {
-    if (s->lm[k].status != PSP_SLICE_OK) continue;
-    const float *ff = ffv->data + k * plane;
-    uint8_t *c = comp + k * plane;
-    polar P;
-    polar_setup(&s->lm[k], c, nx, ny, sp[0], sp[1], &P);
-    float *lab = s->labels->data + k * plane;
-    bool by_path[2] = {false, false};
-    for (int side = 0; side < 2; side++) {
-      if (split_by_seeds(ff, c, seeds + k * plane, nx, ny, side, lab, &oom)) continue;
-      by_path[side] = true;
-      double rb[N_THETA];
-      if (!split_side(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side,
-                      prior + (2 * k + side) * N_THETA, MF_RHO, R_SIGMA2, rb)) {
-        oom = true;
-        continue;
-      }
-      label_side(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side, rb, lab);
-    }
-    /* left and right beyond MAX_LR_RATIO after a path split: once more with
-     * the neighbours' boundaries of both sides as the prior (a split that
-     * followed a false ridge on one side over several slices) */
-    if ((by_path[0] || by_path[1]) && lr_ratio(lab, plane) > MAX_LR_RATIO)
+#pragma omp parallel reduction(|| : oom)
+  {
+    psp_slice_work *w = psp_slice_work_create(nx, ny);
+    if (!w) oom = true;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < nz; k++) {
+      if (!w || s->lm[k].status != PSP_SLICE_OK) continue;
+      const float *ff = ffv->data + k * plane;
+      uint8_t *c = comp + k * plane;
+      const int64_t *bx = cbox + 4 * k;
+      polar P;
+      polar_setup(&s->lm[k], c, nx, bx, sp[0], sp[1], &P);
+      float *lab = s->labels->data + k * plane;
+      bool by_path[2] = {false, false};
       for (int side = 0; side < 2; side++) {
-        if (!by_path[side]) continue;
-        for (int64_t q = 0; q < plane; q++)
-          if (c[q] == side + 1) lab[q] = 0;
+        if (split_by_seeds(ff, c, seeds + k * plane, nx, ny, bx, side, lab, w)) continue;
+        by_path[side] = true;
+        int64_t ks = 2 * k + side;
+        float *img = rcost + ks * N_THETA * nr;
+        int *ri = rinout + 2 * ks * N_THETA, *ro = ri + N_THETA;
+        if (!has_cost[ks])
+          has_cost[ks] = ray_costs(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side, img, ri, ro);
         double rb[N_THETA];
-        if (!split_side(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side, prior_both + k * N_THETA,
-                        MF_RHO, R_SIGMA2, rb)) {
+        if (!has_cost[ks] || !split_path(img, ri, ro, &P, prior + ks * N_THETA,
+                                         psp_seg_mf_rho_all(), R_SIGMA2, rb)) {
           oom = true;
           continue;
         }
-        label_side(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side, rb, lab);
+        label_side(ff, c, nx, bx, sp[0], sp[1], &P, &lv[k], side, rb, lab);
       }
-    check_areas(&s->lm[k], lab, plane, sp[0] * sp[1]);
+      /* left and right beyond MAX_LR_RATIO after a path split: once more
+       * with the neighbours' boundaries of both sides as the prior (a split
+       * that followed a false ridge on one side over several slices) */
+      if ((by_path[0] || by_path[1]) && lr_ratio(lab, nx, bx) > MAX_LR_RATIO)
+        for (int side = 0; side < 2; side++) {
+          if (!by_path[side]) continue;
+          for (int64_t j = bx[2]; j <= bx[3]; j++)
+            for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
+              if (c[q] == side + 1) lab[q] = 0;
+          int64_t ks = 2 * k + side;
+          int *ri = rinout + 2 * ks * N_THETA;
+          double rb[N_THETA];
+          if (!split_path(rcost + ks * N_THETA * nr, ri, ri + N_THETA, &P, prior_both + k * N_THETA,
+                          psp_seg_mf_rho_all(), R_SIGMA2, rb)) {
+            oom = true;
+            continue;
+          }
+          label_side(ff, c, nx, bx, sp[0], sp[1], &P, &lv[k], side, rb, lab);
+        }
+      check_areas(&s->lm[k], lab, nx, bx, sp[0] * sp[1]);
+    }
+    psp_slice_work_free(w);
   }
   if (oom) {
     psp_error_set(err, PSP_ERR_NOMEM, "out of memory in the segmentation");
@@ -1459,6 +1408,10 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
     psp_warn(ctx, "automatic segmentation found the paraspinal muscles on no slice (see the "
                   "per-slice reasons in report.json); all measurements are empty");
   free(near_k);
+  free(cbox);
+  free(rcost);
+  free(rinout);
+  free(has_cost);
   free(lv);
   free(comp);
   free(body);
@@ -1468,6 +1421,10 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
   return s;
 fail:
   free(near_k);
+  free(cbox);
+  free(rcost);
+  free(rinout);
+  free(has_cost);
   free(lv);
   free(comp);
   free(body);
