@@ -218,8 +218,9 @@ static bool check_and_align(psp_result *r, psp_context *ctx, psp_error **err) {
 }
 
 /* The segmentation's check of the stack's bottom (psp_seg_bottom_fn): the
- * vertebral levels, found on the landmarks of its first pass, tell whether
- * the sacrum or an iliac crest is in view; they are kept for the report. */
+ * vertebral levels, found on its final landmarks (before any muscle is
+ * segmented), tell whether the sacrum or an iliac crest is in view; they
+ * are kept for the report, so the levels are found once. */
 typedef struct bottom_check {
   const psp_ffmap *ffmap;
   const psp_level_overrides *ov;

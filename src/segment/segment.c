@@ -948,7 +948,7 @@ psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error 
 psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, void *user,
                                    psp_context *ctx, psp_error **err) {
   const psp_volume *ffv = psp_ffmap_ff(ffm);
-  psp_segmentation *s = psp_calloc(1, sizeof *s, err);
+  psp_segmentation *s = psp_calloc(1, sizeof *s, err), *done = NULL;
   if (!s) return NULL;
   int64_t nx = ffv->dims[0], ny = ffv->dims[1], nz = ffv->dims[2], plane = nx * ny;
   double sp[3];
@@ -1407,18 +1407,8 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
   if (nok == 0)
     psp_warn(ctx, "automatic segmentation found the paraspinal muscles on no slice (see the "
                   "per-slice reasons in report.json); all measurements are empty");
-  free(near_k);
-  free(cbox);
-  free(rcost);
-  free(rinout);
-  free(has_cost);
-  free(lv);
-  free(comp);
-  free(body);
-  free(seeds);
-  free(prior);
-  free(rprof);
-  return s;
+  done = s; /* the cleanup below keeps it */
+  s = NULL;
 fail:
   free(near_k);
   free(cbox);
@@ -1432,7 +1422,7 @@ fail:
   free(prior);
   free(rprof);
   psp_segmentation_free(s);
-  return NULL;
+  return done;
 }
 
 void psp_segmentation_free(psp_segmentation *s) {
