@@ -772,6 +772,50 @@ static void test_correction_exact(void **state) {
   free(s2);
 }
 
+/* At or above 16 sigma a voxel is corrected from its own magnitude
+ * (t = M^2 / sigma^2 - 2), whatever its neighbours: on a checkerboard of
+ * 20 and 2 sigma the bright voxels get the Rice bias at a = sqrt(398)
+ * (asymptotic series 1 / (2a) + 1 / (8a^3), good to 1e-6 here), the dark
+ * ones the window's correction (t from bright neighbours: far smaller than
+ * their own t = 2 would give). */
+static void test_correction_high_snr(void **state) {
+  (void)state;
+  const int64_t d[3] = {30, 30, 2}, n = d[0] * d[1] * d[2];
+  const double sigma = 10.0;
+  float *m = malloc((size_t)n * sizeof *m), *g = malloc((size_t)n * sizeof *g);
+  float *o = malloc((size_t)n * sizeof *o);
+  assert_non_null(o);
+  for (int64_t v = 0; v < n; v++) {
+    const int64_t i = v % d[0], j = (v / d[0]) % d[1];
+    m[v] = (float)(((i + j) % 2 ? 20.0 : 2.0) * sigma);
+    g[v] = (float)(100.0 + (double)(v % 7));
+  }
+  psp_dixon_rician_correct(m, g, o, d, sigma, psp_dixon_rician_table, g, NULL, -INFINITY);
+  const double a = sqrt(398.0), bias = sigma * (0.5 / a + 0.125 / (a * a * a));
+  for (int64_t v = 0; v < n; v++) {
+    if (m[v] > 100.0f)
+      assert_float_equal(o[v], m[v] - bias, 2e-4);
+    else
+      assert_true(o[v] > m[v] - 1.5); /* bright neighbours: < 0.15 sigma (own: 0.37) */
+  }
+  free(m);
+  free(g);
+  free(o);
+}
+
+/* The compiled correction table (src/dixon/rician_table.c) is the one
+ * psp_dixon_correction_table computes (regenerate it with
+ * scripts/make_rician_table.c when the method changes). */
+static void test_rician_table_compiled(void **state) {
+  (void)state;
+  double tab[TAB_N];
+  psp_error *err = NULL;
+  assert_true(psp_dixon_correction_table(tab, &err));
+  for (int b = 0; b < TAB_N; b++)
+    if (fabs(tab[b] - psp_dixon_rician_table[b]) > 1e-12 * (1.0 + fabs(tab[b])))
+      fail_msg("entry %d: computed %.17g, compiled %.17g", b, tab[b], psp_dixon_rician_table[b]);
+}
+
 /* The FF and the copies of psp_dixon_fill_ff against the plain formula. */
 static void test_fill_ff(void **state) {
   (void)state;
@@ -916,6 +960,8 @@ int main(void) {
       cmocka_unit_test(test_orientation_kept),
       cmocka_unit_test(test_threads_identical),
       cmocka_unit_test(test_correction_exact),
+      cmocka_unit_test(test_rician_table_compiled),
+      cmocka_unit_test(test_correction_high_snr),
       cmocka_unit_test(test_fill_ff),
       cmocka_unit_test(test_passes_kernels),
       cmocka_unit_test(test_log_hist_exact),
