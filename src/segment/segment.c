@@ -1363,37 +1363,39 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
         if (split_by_seeds(ff, c, seeds + k * plane, nx, ny, bx, side, lab, w)) continue;
         by_path[side] = true;
         int64_t ks = 2 * k + side;
-        float *img = rcost + ks * N_THETA * nr;
-        int *ri = rinout + 2 * ks * N_THETA, *ro = ri + N_THETA;
+        int *ri = rinout + 2 * ks * N_THETA;
         if (!has_cost[ks])
-          has_cost[ks] = ray_costs(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side, img, ri, ro);
-        double rb[N_THETA];
-        if (!has_cost[ks] || !split_path(img, ri, ro, &P, prior + ks * N_THETA,
-                                         psp_seg_mf_rho_all(), R_SIGMA2, rb)) {
+          has_cost[ks] = ray_costs(ff, c, nx, ny, sp[0], sp[1], &P, &lv[k], side,
+                                   rcost + ks * N_THETA * nr, ri, ri + N_THETA);
+        if (!has_cost[ks]) {
+          by_path[side] = false;
           oom = true;
-          continue;
         }
-        label_side(ff, c, nx, bx, sp[0], sp[1], &P, &lv[k], side, rb, lab);
       }
-      /* left and right beyond MAX_LR_RATIO after a path split: once more
-       * with the neighbours' boundaries of both sides as the prior (a split
-       * that followed a false ridge on one side over several slices) */
-      if ((by_path[0] || by_path[1]) && lr_ratio(lab, nx, bx) > MAX_LR_RATIO)
+      /* the path split with each side's neighbours' boundaries as the
+       * prior; if that leaves left and right beyond MAX_LR_RATIO, once more
+       * with both sides' (a split that followed a false ridge on one side
+       * over several slices) */
+      for (int pass = 0; pass < 2 && (by_path[0] || by_path[1]); pass++) {
+        if (pass == 1 && !(lr_ratio(lab, nx, bx) > MAX_LR_RATIO)) break;
         for (int side = 0; side < 2; side++) {
           if (!by_path[side]) continue;
-          for (int64_t j = bx[2]; j <= bx[3]; j++)
-            for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
-              if (c[q] == side + 1) lab[q] = 0;
+          if (pass == 1)
+            for (int64_t j = bx[2]; j <= bx[3]; j++)
+              for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
+                if (c[q] == side + 1) lab[q] = 0;
           int64_t ks = 2 * k + side;
           int *ri = rinout + 2 * ks * N_THETA;
+          const double *pri = pass ? prior_both + k * N_THETA : prior + ks * N_THETA;
           double rb[N_THETA];
-          if (!split_path(rcost + ks * N_THETA * nr, ri, ri + N_THETA, &P, prior_both + k * N_THETA,
+          if (!split_path(rcost + ks * N_THETA * nr, ri, ri + N_THETA, &P, pri,
                           psp_seg_mf_rho_all(), R_SIGMA2, rb)) {
             oom = true;
             continue;
           }
           label_side(ff, c, nx, bx, sp[0], sp[1], &P, &lv[k], side, rb, lab);
         }
+      }
       check_areas(&s->lm[k], lab, nx, bx, sp[0] * sp[1]);
     }
     psp_slice_work_free(w);
