@@ -133,6 +133,15 @@ bool psp_path_join(char *out, size_t n, const char *dir, const char *name, psp_e
 bool psp_mkdir_p(const char *path, psp_error **err);
 /* Removes a folder and the plain files directly inside it. */
 void psp_remove_tree_shallow(const char *path);
+/* psp_write_file_atomic in pieces: open (the temporary file in the same
+ * folder), write as often as needed, commit (fsync, close, rename into
+ * place) or abort (close, remove). A failing write or commit also aborts:
+ * the writer is freed by commit, abort and any failure. */
+typedef struct psp_file_writer psp_file_writer;
+psp_file_writer *psp_file_writer_open(const char *path, psp_error **err);
+bool psp_file_writer_write(psp_file_writer *w, const void *data, size_t len, psp_error **err);
+bool psp_file_writer_commit(psp_file_writer *w, psp_error **err);
+void psp_file_writer_abort(psp_file_writer *w);
 
 /* Pipeline <-> report: read-only views of a result (src/pipeline.c) and the
  * writer of all analysis outputs (src/report/report.c). */

@@ -3,7 +3,9 @@
  * deterministic sorting and quantiles for the statistics, and the file
  * primitives every output goes through (whole-file read with a size limit,
  * atomic write = temporary file in the same folder + fsync + rename, so a
- * crash never leaves a half-written file under the final name).
+ * crash never leaves a half-written file under the final name; whole, or
+ * in pieces through a psp_file_writer for outputs streamed as they are
+ * produced).
  */
 #include "core/internal.h"
 
@@ -277,58 +279,89 @@ void *psp_read_file(const char *path, size_t *len, int64_t max_bytes, psp_error 
   return buf;
 }
 
-bool psp_write_file_atomic(const char *path, const void *data, size_t len, psp_error **err) {
-  size_t n = strlen(path) + 32;
-  char *tmp = psp_malloc(n, err);
-  if (!tmp) return false;
+struct psp_file_writer {
+  char *path, *tmp;
+  int fd;
+};
+
+void psp_file_writer_abort(psp_file_writer *w) {
+  if (!w) return;
+  if (w->fd >= 0) close(w->fd);
+  unlink(w->tmp);
+  free(w->tmp);
+  free(w);
+}
+
+psp_file_writer *psp_file_writer_open(const char *path, psp_error **err) {
+  size_t lp = strlen(path) + 1, n = lp + 32;
+  psp_file_writer *w = psp_malloc(sizeof *w + lp, err);
+  char *tmp = w ? psp_malloc(n, err) : NULL;
+  if (!tmp) {
+    free(w);
+    return NULL;
+  }
+  w->path = (char *)(w + 1);
+  memcpy(w->path, path, lp);
+  w->tmp = tmp;
   /* same folder, hidden, unique per process */
   const char *slash = strrchr(path, '/');
   if (slash)
     snprintf(tmp, n, "%.*s/.%s.%ld.tmp", (int)(slash - path), path, slash + 1, (long)getpid());
   else
     snprintf(tmp, n, ".%s.%ld.tmp", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) {
+  w->fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (w->fd < 0) {
     psp_error_set(err, PSP_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
     free(tmp);
-    return false;
+    free(w);
+    return NULL;
   }
+  return w;
+}
+
+bool psp_file_writer_write(psp_file_writer *w, const void *data, size_t len, psp_error **err) {
   const unsigned char *p = data;
   size_t left = len;
   while (left > 0) {
-    ssize_t w = write(fd, p, left);
-    if (w < 0) {
+    ssize_t k = write(w->fd, p, left);
+    if (k < 0) {
       if (errno == EINTR) continue;
-      psp_error_set(err, PSP_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-      close(fd);
-      unlink(tmp);
-      free(tmp);
+      psp_error_set(err, PSP_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
+      psp_file_writer_abort(w);
       return false;
     }
-    p += w;
-    left -= (size_t)w;
+    p += k;
+    left -= (size_t)k;
   }
-  if (fsync(fd) != 0 && errno != EINVAL) {
-    psp_error_set(err, PSP_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    close(fd);
-    unlink(tmp);
-    free(tmp);
-    return false;
-  }
-  if (close(fd) != 0) {
-    psp_error_set(err, PSP_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    unlink(tmp);
-    free(tmp);
-    return false;
-  }
-  if (rename(tmp, path) != 0) {
-    psp_error_set(err, PSP_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-    unlink(tmp);
-    free(tmp);
-    return false;
-  }
-  free(tmp);
   return true;
+}
+
+bool psp_file_writer_commit(psp_file_writer *w, psp_error **err) {
+  if (fsync(w->fd) != 0 && errno != EINVAL) {
+    psp_error_set(err, PSP_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
+    psp_file_writer_abort(w);
+    return false;
+  }
+  const int fd = w->fd;
+  w->fd = -1;
+  if (close(fd) != 0) {
+    psp_error_set(err, PSP_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
+    psp_file_writer_abort(w);
+    return false;
+  }
+  if (rename(w->tmp, w->path) != 0) {
+    psp_error_set(err, PSP_ERR_IO, "%s: cannot rename into place: %s", w->path, strerror(errno));
+    psp_file_writer_abort(w);
+    return false;
+  }
+  free(w->tmp);
+  free(w);
+  return true;
+}
+
+bool psp_write_file_atomic(const char *path, const void *data, size_t len, psp_error **err) {
+  psp_file_writer *w = psp_file_writer_open(path, err);
+  return w && psp_file_writer_write(w, data, len, err) && psp_file_writer_commit(w, err);
 }
 
 bool psp_sha256_file(const char *path, char hex[65], psp_error **err) {

@@ -1,30 +1,47 @@
 /*
  * DESIGN: NIfTI-1/NIfTI-2 input and output. The whole file is brought into
- * memory (inflated with zlib when gzip-compressed, header first so that the
- * grid size is checked against the context's voxel limit before the voxel
- * buffer is allocated), then nifti_clib (libnifti2) interprets the header:
- * byte order, quaternion -> qform matrix, sform. We pick the sform when
+ * memory (inflated when gzip-compressed, header first so that the grid size
+ * is checked against the context's voxel limit before the voxel buffer is
+ * allocated), then nifti_clib (libnifti2) interprets the header: byte
+ * order, quaternion -> qform matrix, sform. We pick the sform when
  * sform_code > 0, else the qform when qform_code > 0, else the pixdim
  * diagonal ("method 1" of the NIfTI standard, with a warning that left/right
  * is then unknown). Voxels are converted to float32 with scl_slope/scl_inter
- * (NaN, infinite and negative voxels counted in the same pass) and
+ * (NaN, infinite and negative voxels counted in the same pass; unscaled
+ * integer and float32 voxels by branch-free, vectorised loops) and
  * reordered to LPS by psp_volume_from_file_order_take, which keeps the
  * converted buffer when no axis is permuted (flips in place; no second
- * copy of the volume). Writing builds the
- * header with nifti_clib from the exact affine (sform exact, qform the
- * nearest rigid transform), puts the voxels back in the file's own order (a
- * loop per type; float32 rows copied whole), and writes header + data
- * through libdeflate (gzip) atomically.
+ * copy of the volume). A gzip file (of up to 4 bytes per voxel) is inflated
+ * by libdeflate straight into the end of the float buffer and converted in
+ * place, front to back (no buffer of the file's size besides the floats);
+ * other files are converted from the inflated (or zlib-streamed, which also
+ * words the errors) or raw bytes. Writing builds the header with nifti_clib
+ * from the exact affine (sform exact, qform the nearest rigid transform)
+ * and streams the file: chunks of 2 MiB of the file (header + voxels put
+ * back in the file's own order, a loop per type; float32 voxels in file
+ * order are compressed straight from the volume) are compressed in
+ * parallel as independent gzip members and written in order through an
+ * atomic writer (temporary file, fsync, rename) as they are ready, so no
+ * copy of the whole file, compressed or not, is held.
  * Working from memory also lets fuzzers drive the parser without files.
  */
 #include "core/internal.h"
 
+#include <float.h>
 #include <libdeflate.h>
 #include <math.h>
 #include <nifti2_io.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+
+/* "omp simd" hints for gcc; none for clang, whose -Wpass-failed turns a loop
+ * it cannot vectorise into an error (as in src/report/qc_png.c) */
+#if defined(__clang__)
+#define PSP_OMP_SIMD(x)
+#else
+#define PSP_OMP_SIMD(x) _Pragma(x)
+#endif
 
 enum { N1_HDR = 348, N2_HDR = 540 };
 
@@ -322,144 +339,245 @@ static bool check_grid(const nifti_image *nim, const char *name, const psp_load_
 /* What the conversion saw: NaN, infinite and negative voxels (the first
  * NaN / infinite voxel in file order, INT64_MAX when none), the smallest
  * negative value (0 when none). Counts, minima: the same at any thread
- * count. */
+ * count and any blocking. */
 typedef struct {
   int64_t n_nan, n_inf, n_neg, first_nan, first_inf;
   float vmin;
 } value_stats;
 
-#define PSP_NOTE_VALUE(y, i)                                                                       \
-  do {                                                                                             \
-    if ((y) < 0) {                                                                                 \
-      n_neg++;                                                                                     \
-      vmin = (y) < vmin ? (y) : vmin;                                                              \
-    }                                                                                              \
-    if (isnan(y)) {                                                                                \
-      n_nan++;                                                                                     \
-      first_nan = (i) < first_nan ? (i) : first_nan;                                               \
-    } else if (isinf(y)) {                                                                         \
-      n_inf++;                                                                                     \
-      first_inf = (i) < first_inf ? (i) : first_inf;                                               \
-    }                                                                                              \
-  } while (0)
-
-#define PSP_PRAGMA(...) _Pragma(#__VA_ARGS__)
-#define PSP_STATS_REDUCTION                                                                        \
-  PSP_PRAGMA(omp parallel for schedule(static) reduction(+ : n_nan, n_inf, n_neg)                  \
-                 reduction(min : first_nan, first_inf, vmin))
+enum { CONVERT_BLOCK = 4096 }; /* voxels per block of the conversion */
 
 /* Typed conversion loops: one per datatype so the inner loop has no switch;
- * byte-swapped files take the generic path. The values are checked in the
- * same pass (one pass over the voxels instead of two). */
+ * the values are checked in the same pass (one pass over the voxels
+ * instead of two). Unscaled integers cannot be NaN or infinite: their loops
+ * only count the negatives, without a branch (vectorised); unsigned ones
+ * need no check at all. */
+#define PSP_CONVERT_UNSIGNED(T)                                                                    \
+  do {                                                                                             \
+    if (!scale) {                                                                                  \
+      for (int64_t i = 0; i < n; i++) {                                                            \
+        T x;                                                                                       \
+        memcpy(&x, src + i * (int64_t)sizeof(T), sizeof(T));                                       \
+        dst[i] = (float)x;                                                                         \
+      }                                                                                            \
+      return;                                                                                      \
+    }                                                                                              \
+    PSP_CONVERT(T);                                                                                \
+  } while (0)
+
+#define PSP_CONVERT_SIGNED(T)                                                                      \
+  do {                                                                                             \
+    if (!scale) {                                                                                  \
+      int64_t neg = 0;                                                                             \
+      T lo = 0;                                                                                    \
+      for (int64_t i = 0; i < n; i++) {                                                            \
+        T x;                                                                                       \
+        memcpy(&x, src + i * (int64_t)sizeof(T), sizeof(T));                                       \
+        dst[i] = (float)x;                                                                         \
+        neg += x < 0;                                                                              \
+        lo = x < lo ? x : lo;                                                                      \
+      }                                                                                            \
+      st->n_neg += neg;                                                                            \
+      st->vmin = (float)lo < st->vmin ? (float)lo : st->vmin;                                      \
+      return;                                                                                      \
+    }                                                                                              \
+    PSP_CONVERT(T);                                                                                \
+  } while (0)
+
+/* float32 without scaling: negatives and non-finite voxels counted without
+ * a branch; the NaN / infinite ones are told apart (and the first found)
+ * only in a block that has any. */
+#define PSP_CONVERT_FLOAT32()                                                                      \
+  do {                                                                                             \
+    if (!scale) {                                                                                  \
+      int64_t neg = 0, bad = 0;                                                                    \
+      float lo = 0;                                                                                \
+      PSP_OMP_SIMD("omp simd reduction(+ : neg, bad) reduction(min : lo)")                         \
+      for (int64_t i = 0; i < n; i++) {                                                            \
+        float x;                                                                                   \
+        memcpy(&x, src + i * 4, 4);                                                                \
+        dst[i] = x;                                                                                \
+        neg += x < 0;                                                                              \
+        bad += !(fabsf(x) <= FLT_MAX);                                                             \
+        lo = x < lo ? x : lo;                                                                      \
+      }                                                                                            \
+      st->n_neg += neg;                                                                            \
+      st->vmin = lo < st->vmin ? lo : st->vmin;                                                    \
+      for (int64_t i = 0; bad && i < n; i++) {                                                     \
+        if (isnan(dst[i])) {                                                                       \
+          st->n_nan++;                                                                             \
+          st->first_nan = i0 + i < st->first_nan ? i0 + i : st->first_nan;                         \
+        } else if (isinf(dst[i])) {                                                                \
+          st->n_inf++;                                                                             \
+          st->first_inf = i0 + i < st->first_inf ? i0 + i : st->first_inf;                         \
+        }                                                                                          \
+      }                                                                                            \
+      return;                                                                                      \
+    }                                                                                              \
+    PSP_CONVERT(float);                                                                            \
+  } while (0)
+
 #define PSP_CONVERT(T)                                                                             \
   do {                                                                                             \
-    PSP_STATS_REDUCTION for (int64_t i = 0; i < n; i++) {                                          \
+    for (int64_t i = 0; i < n; i++) {                                                              \
       T x;                                                                                         \
       memcpy(&x, src + i * (int64_t)sizeof(T), sizeof(T));                                         \
       const float y = scale ? (float)((double)x * slope + inter) : (float)x;                       \
       dst[i] = y;                                                                                  \
-      PSP_NOTE_VALUE(y, i);                                                                        \
+      note_value(st, y, i0 + i);                                                                   \
     }                                                                                              \
   } while (0)
 
-static void to_float(const unsigned char *src, int dt, bool swap, int64_t n, float *dst,
-                     double slope, double inter, value_stats *st) {
-  bool scale =
-      slope != 0.0 && isfinite(slope) && isfinite(inter) && !(slope == 1.0 && inter == 0.0);
-  int64_t n_nan = 0, n_inf = 0, n_neg = 0, first_nan = INT64_MAX, first_inf = INT64_MAX;
-  float vmin = 0;
-  bool done = !swap;
+static inline void note_value(value_stats *st, float y, int64_t i) {
+  if (y < 0) {
+    st->n_neg++;
+    st->vmin = y < st->vmin ? y : st->vmin;
+  }
+  if (isnan(y)) {
+    st->n_nan++;
+    st->first_nan = i < st->first_nan ? i : st->first_nan;
+  } else if (isinf(y)) {
+    st->n_inf++;
+    st->first_inf = i < st->first_inf ? i : st->first_inf;
+  }
+}
+
+/* Voxels i0 .. i0+n-1 (file order) from src (their bytes) into dst. */
+static void convert_block(const unsigned char *restrict src, int dt, bool swap, bool scale,
+                          double slope, double inter, int64_t i0, int64_t n, float *restrict dst,
+                          value_stats *st) {
   if (!swap) {
     switch (dt) {
     case DT_UINT8:
-      PSP_CONVERT(uint8_t);
-      break;
+      PSP_CONVERT_UNSIGNED(uint8_t);
+      return;
     case DT_INT16:
-      PSP_CONVERT(int16_t);
-      break;
+      PSP_CONVERT_SIGNED(int16_t);
+      return;
     case DT_UINT16:
-      PSP_CONVERT(uint16_t);
-      break;
+      PSP_CONVERT_UNSIGNED(uint16_t);
+      return;
     case DT_INT32:
       PSP_CONVERT(int32_t);
-      break;
+      return;
     case DT_FLOAT32:
-      PSP_CONVERT(float);
-      break;
+      PSP_CONVERT_FLOAT32();
+      return;
     case DT_FLOAT64:
       PSP_CONVERT(double);
-      break;
-    default:
-      done = false;
+      return;
     }
   }
-  if (!done) {
-    int sz = dtype_size(dt);
-    PSP_STATS_REDUCTION for (int64_t i = 0; i < n; i++) {
-      unsigned char b[8];
-      for (int a = 0; a < sz; a++)
-        b[a] = src[i * sz + sz - 1 - a];
-      double v = 0;
-      switch (dt) {
-      case DT_UINT8:
-        v = b[0];
-        break;
-      case DT_INT16: {
-        int16_t x;
-        memcpy(&x, b, 2);
-        v = x;
-      } break;
-      case DT_UINT16: {
-        uint16_t x;
-        memcpy(&x, b, 2);
-        v = x;
-      } break;
-      case DT_INT32: {
-        int32_t x;
-        memcpy(&x, b, 4);
-        v = x;
-      } break;
-      case DT_FLOAT32: {
-        float x;
-        memcpy(&x, b, 4);
-        v = x;
-      } break;
-      case DT_FLOAT64: {
-        double x;
-        memcpy(&x, b, 8);
-        v = x;
-      } break;
-      }
-      const float y = scale ? (float)(v * slope + inter) : (float)v;
-      dst[i] = y;
-      PSP_NOTE_VALUE(y, i);
+  const int sz = dtype_size(dt);
+  for (int64_t i = 0; i < n; i++) {
+    unsigned char b[8];
+    for (int a = 0; a < sz; a++)
+      b[a] = src[i * sz + sz - 1 - a];
+    double v = 0;
+    switch (dt) {
+    case DT_UINT8:
+      v = b[0];
+      break;
+    case DT_INT16: {
+      int16_t x;
+      memcpy(&x, b, 2);
+      v = x;
+    } break;
+    case DT_UINT16: {
+      uint16_t x;
+      memcpy(&x, b, 2);
+      v = x;
+    } break;
+    case DT_INT32: {
+      int32_t x;
+      memcpy(&x, b, 4);
+      v = x;
+    } break;
+    case DT_FLOAT32: {
+      float x;
+      memcpy(&x, b, 4);
+      v = x;
+    } break;
+    case DT_FLOAT64: {
+      double x;
+      memcpy(&x, b, 8);
+      v = x;
+    } break;
     }
+    const float y = scale ? (float)(v * slope + inter) : (float)v;
+    dst[i] = y;
+    note_value(st, y, i0 + i);
+  }
+}
+#undef PSP_CONVERT_UNSIGNED
+#undef PSP_CONVERT_SIGNED
+#undef PSP_CONVERT_FLOAT32
+#undef PSP_CONVERT
+
+/* Converts n voxels of datatype dt at src to float32 at dst with scl_slope
+ * / scl_inter, block by block (in parallel unless in_place). in_place: src
+ * lies in dst's own buffer, at or after the voxel whose float it would be
+ * (src >= dst + n - n * size / 4 floats, see psp_nifti_load_memory); the
+ * blocks then go in order, each staged through a small local copy before
+ * its floats overwrite it. */
+static void to_float(const unsigned char *src, int dt, bool swap, int64_t n, float *dst,
+                     double slope, double inter, bool in_place, value_stats *st) {
+  const bool scale =
+      slope != 0.0 && isfinite(slope) && isfinite(inter) && !(slope == 1.0 && inter == 0.0);
+  const int64_t sz = dtype_size(dt), nblk = (n + CONVERT_BLOCK - 1) / CONVERT_BLOCK;
+  int64_t n_nan = 0, n_inf = 0, n_neg = 0, first_nan = INT64_MAX, first_inf = INT64_MAX;
+  float vmin = 0;
+  if (in_place) {
+    value_stats t = {0, 0, 0, INT64_MAX, INT64_MAX, 0};
+    unsigned char stage[CONVERT_BLOCK * 8];
+    for (int64_t b = 0; b < nblk; b++) {
+      const int64_t i0 = b * CONVERT_BLOCK, m = n - i0 < CONVERT_BLOCK ? n - i0 : CONVERT_BLOCK;
+      memcpy(stage, src + i0 * sz, (size_t)(m * sz));
+      convert_block(stage, dt, swap, scale, slope, inter, i0, m, dst + i0, &t);
+    }
+    *st = t;
+    return;
+  }
+#pragma omp parallel for schedule(static) reduction(+ : n_nan, n_inf, n_neg)                      \
+    reduction(min : first_nan, first_inf, vmin)
+  for (int64_t b = 0; b < nblk; b++) {
+    const int64_t i0 = b * CONVERT_BLOCK, m = n - i0 < CONVERT_BLOCK ? n - i0 : CONVERT_BLOCK;
+    value_stats t = {0, 0, 0, INT64_MAX, INT64_MAX, 0};
+    convert_block(src + i0 * sz, dt, swap, scale, slope, inter, i0, m, dst + i0, &t);
+    n_nan += t.n_nan;
+    n_inf += t.n_inf;
+    n_neg += t.n_neg;
+    first_nan = t.first_nan < first_nan ? t.first_nan : first_nan;
+    first_inf = t.first_inf < first_inf ? t.first_inf : first_inf;
+    vmin = t.vmin < vmin ? t.vmin : vmin;
   }
   *st = (value_stats){n_nan, n_inf, n_neg, first_nan, first_inf, vmin};
 }
-#undef PSP_CONVERT
-#undef PSP_STATS_REDUCTION
-#undef PSP_PRAGMA
-#undef PSP_NOTE_VALUE
 
 /* deflate cannot expand more than 1032:1 (258-byte matches coded in 2 bits):
  * a header promising more voxel bytes than the compressed file can hold is
  * refused before the voxel buffer is allocated */
 #define DEFLATE_MAX_RATIO 1032u
 
-/* Whole-buffer inflate with libdeflate, member after member (paraspinal's
- * own outputs are multi-member gzip, see gzip_parallel), into a buffer of
- * the size the header needs (or the last member's ISIZE when larger, for the
- * common single-member file). NULL when it does not fit or the data are bad:
- * the caller then streams with zlib, which also words the errors. */
-static unsigned char *inflate_fast(const unsigned char *in, size_t len, size_t need) {
-  if (len < 18) return NULL;
+/* Room for a whole-buffer inflate: the `need` bytes the header asks for,
+ * or the last member's ISIZE when larger (the common single-member file
+ * inflates whole). 0 when the stream is too short or inflates to far more
+ * than needed: the caller then streams with zlib. */
+static size_t inflate_room(const unsigned char *in, size_t len, size_t need) {
+  if (len < 18) return 0;
   uint32_t isize = (uint32_t)in[len - 4] | (uint32_t)in[len - 3] << 8 |
                    (uint32_t)in[len - 2] << 16 | (uint32_t)in[len - 1] << 24;
-  if ((size_t)isize > need + ((size_t)64 << 20)) return NULL;
-  size_t cap = (size_t)isize > need ? (size_t)isize : need;
-  unsigned char *out = malloc(cap ? cap : 1);
-  struct libdeflate_decompressor *d = out ? libdeflate_alloc_decompressor() : NULL;
+  if ((size_t)isize > need + ((size_t)64 << 20)) return 0;
+  return (size_t)isize > need ? (size_t)isize : need;
+}
+
+/* Whole-buffer inflate with libdeflate, member after member (paraspinal's
+ * own outputs are multi-member gzip, see write_voxels), into out (cap bytes,
+ * from inflate_room). False when the data are bad or end early: the caller
+ * then streams with zlib, which also words the errors. */
+static bool inflate_into(const unsigned char *in, size_t len, size_t need, unsigned char *out,
+                         size_t cap) {
+  struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
   size_t pos = 0, got = 0;
   bool ok = d != NULL;
   while (ok && pos < len && got < need) {
@@ -471,11 +589,44 @@ static unsigned char *inflate_fast(const unsigned char *in, size_t len, size_t n
     got += out_got;
   }
   if (d) libdeflate_free_decompressor(d);
-  if (!ok || got < need) {
+  return ok && got >= need;
+}
+
+static unsigned char *inflate_fast(const unsigned char *in, size_t len, size_t need) {
+  const size_t cap = inflate_room(in, len, need);
+  unsigned char *out = cap ? malloc(cap) : NULL;
+  if (out && !inflate_into(in, len, need, out, cap)) {
     free(out);
-    return NULL;
+    out = NULL;
   }
   return out;
+}
+
+/* The float buffer of n voxels with the gzip stream inflated into its end,
+ * so that the voxels are converted in place (no second buffer of the
+ * file's size): with s bytes per file voxel (s <= 4), file voxel i lies at
+ * byte T + i * s of the buffer and its float goes to byte 4 i; converting
+ * in order never overwrites a voxel not yet read when T >= n (4 - s). The
+ * buffer has max(4 n, need) + (cap - need) bytes, the stream (cap bytes)
+ * ends at its end, so T = that size - cap + off. NULL when the room would
+ * exceed the floats by more than 1 MiB (e.g. one volume of a long 4-D
+ * file), when out of memory or when the data are bad (the caller then
+ * takes the other paths). */
+static float *inflate_for_floats(const unsigned char *in, size_t len, size_t off, size_t nbytes,
+                                 int64_t nvox, const unsigned char **data) {
+  const size_t need = off + nbytes, fl = (size_t)nvox * sizeof(float);
+  const size_t cap = inflate_room(in, len, need);
+  if (!cap || nbytes > fl) return NULL;
+  const size_t size = (fl > need ? fl : need) + (cap - need);
+  if (size - fl > ((size_t)1 << 20)) return NULL;
+  unsigned char *buf = malloc(size);
+  if (!buf) return NULL;
+  if (!inflate_into(in, len, need, buf + (size - cap), cap)) {
+    free(buf);
+    return NULL;
+  }
+  *data = buf + (size - cap) + off;
+  return (float *)(void *)buf;
 }
 
 static bool choose_affine(const nifti_image *nim, const char *name, psp_context *ctx,
@@ -560,11 +711,16 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
                   name, nbytes, off, len);
     goto done;
   }
-  const unsigned char *data;
-  whole = gz ? inflate_fast(in, len, off + nbytes) : NULL;
+  int64_t fdims[3] = {nim->nx, nim->dim[0] >= 2 ? nim->ny : 1, nim->dim[0] >= 3 ? nim->nz : 1};
+  int64_t nvox = fdims[0] * fdims[1] * fdims[2];
+  const unsigned char *data = NULL;
+  /* the usual case: inflated into the float buffer, converted in place */
+  fdata = gz ? inflate_for_floats(in, len, off, nbytes, nvox, &data) : NULL;
+  const bool in_place = fdata != NULL;
+  whole = gz && !in_place ? inflate_fast(in, len, off + nbytes) : NULL;
   if (whole) {
     data = whole + off;
-  } else if (gz) {
+  } else if (gz && !in_place) {
     /* stream up to the data, then the volume itself */
     size_t skip = off - head_n;
     unsigned char tmp[4096];
@@ -590,7 +746,7 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
       goto done;
     }
     data = raw;
-  } else {
+  } else if (!gz) {
     if (off > len || len - off < nbytes) {
       psp_error_set(
           err, PSP_ERR_FORMAT,
@@ -601,13 +757,11 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
     }
     data = in + off;
   }
-  int64_t fdims[3] = {nim->nx, nim->dim[0] >= 2 ? nim->ny : 1, nim->dim[0] >= 3 ? nim->nz : 1};
-  int64_t nvox = fdims[0] * fdims[1] * fdims[2];
-  fdata = psp_malloc((size_t)nvox * sizeof(float), err);
+  if (!fdata) fdata = psp_malloc((size_t)nvox * sizeof(float), err);
   if (!fdata) goto done;
   value_stats st;
   to_float(data, nim->datatype, nim->byteorder != nifti_short_order(), nvox, fdata, nim->scl_slope,
-           nim->scl_inter, &st);
+           nim->scl_inter, in_place, &st);
   free(whole); /* (converted: the inflated bytes are no longer needed) */
   whole = NULL;
   const int64_t n_nan = st.n_nan, n_inf = st.n_inf, n_neg = st.n_neg;
@@ -704,57 +858,194 @@ static bool ends_with(const char *s, const char *suffix) {
   return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* gzip of a buffer as independent members of GZ_CHUNK bytes each,
- * compressed in parallel with libdeflate at a fast level. The chunking does
- * not depend on the thread count, so the bytes are identical at any thread
- * count; every gzip reader (zlib's gzread, Python's gzip, nibabel, ITK, FSL)
- * reads concatenated members as one stream. NULL when out of memory. */
-enum { GZ_CHUNK = 1 << 21, GZ_LEVEL = 1 };
-
-static unsigned char *gzip_parallel(const unsigned char *in, size_t len, size_t *out_len) {
-  size_t nchunks = len / GZ_CHUNK + 1;
-  unsigned char **parts = calloc(nchunks, sizeof *parts);
-  size_t *sizes = calloc(nchunks, sizeof *sizes);
-  bool failed = !parts || !sizes;
-#pragma omp parallel if (nchunks > 1 && !failed)
-  {
-    struct libdeflate_compressor *c = failed ? NULL : libdeflate_alloc_compressor(GZ_LEVEL);
-#pragma omp for schedule(dynamic, 1)
-    for (size_t i = 0; i < nchunks; i++) {
-      size_t off = i * GZ_CHUNK, n = len - off < GZ_CHUNK ? len - off : GZ_CHUNK;
-      if (!c) continue;
-      size_t bound = libdeflate_gzip_compress_bound(c, n);
-      parts[i] = malloc(bound);
-      if (parts[i]) sizes[i] = libdeflate_gzip_compress(c, in + off, n, parts[i], bound);
-    }
-    if (c) libdeflate_free_compressor(c);
-  }
-  size_t total = 0;
-  for (size_t i = 0; !failed && i < nchunks; i++) {
-    if (!sizes[i]) failed = true;
-    total += sizes[i];
-  }
-  unsigned char *z = failed ? NULL : malloc(total);
-  if (z) {
-    size_t pos = 0;
-    for (size_t i = 0; i < nchunks; i++) {
-      memcpy(z + pos, parts[i], sizes[i]);
-      pos += sizes[i];
-    }
-    *out_len = total;
-  }
-  for (size_t i = 0; parts && i < nchunks; i++)
-    free(parts[i]);
-  free(parts);
-  free(sizes);
-  return z;
-}
+/* The output file is written as independent gzip members of GZ_CHUNK bytes
+ * of the file each, compressed in parallel with libdeflate at a fast level.
+ * The chunking does not depend on the thread count, so the bytes are
+ * identical at any thread count; every gzip reader (zlib's gzread, Python's
+ * gzip, nibabel, ITK, FSL) reads concatenated members as one stream. */
+enum { GZ_CHUNK = 1 << 21, GZ_LEVEL = 1, HDR_BYTES = 352 };
 
 /* lrintf(x) (nearest, ties to even) for 0 < x < 2^23 without a call: at
  * 2^23 the float spacing is 1, so adding and removing it rounds x so
  * (float arithmetic, default rounding, no -ffast-math) */
 static inline int32_t rint_small(float x) {
   return (int32_t)((x + 0x1p23f) - 0x1p23f);
+}
+
+/* NaN and x <= 0 -> 0, x >= 255 -> 255, else lrintf(x), as
+ * isnan(x) ? 0 : x <= 0 ? 0 : x >= 255 ? 255 : rint_small(x) (checked on
+ * all 2^32 floats) but clamped with bit masks instead of branches, so that
+ * the loop vectorises */
+static inline uint8_t to_u8(float x) {
+  uint32_t b;
+  memcpy(&b, &x, 4);
+  b &= 0u - (uint32_t)(x > 0.0f); /* NaN, x <= 0 -> +0 */
+  float y;
+  memcpy(&y, &b, 4);
+  const uint32_t below = 0u - (uint32_t)(y < 255.0f);
+  b = (b & below) | (0x437f0000u /* 255.0f */ & ~below);
+  memcpy(&y, &b, 4);
+  return (uint8_t)rint_small(y);
+}
+static inline int16_t to_i16(float x) {
+  return isnan(x) ? 0 : x <= -32768 ? -32768 : x >= 32767 ? 32767 : (int16_t)lrintf(x);
+}
+static inline uint16_t to_u16(float x) {
+  return isnan(x) ? 0 : x <= 0 ? 0 : x >= 65535 ? 65535 : (uint16_t)rint_small(x);
+}
+
+/* File order from the internal grid: file element (fi, fj, fk) is internal
+ * voxel base + fi * g[0] + fj * g[1] + fk * g[2] (the inverse of the
+ * scatter psp_volume_file_layout describes). */
+typedef struct file_gather {
+  const float *src;
+  int dt, bytes;
+  int64_t fd[3], g[3], base;
+  bool identity; /* file order is the internal order */
+} file_gather;
+
+static void gather_init(file_gather *G, const psp_volume *v, int dt) {
+  const int64_t istride[3] = {1, v->dims[0], v->dims[0] * v->dims[1]};
+  G->src = psp_volume_data(v);
+  G->dt = dt;
+  G->bytes = dtype_size(dt);
+  G->base = 0;
+  for (int a = 0; a < 3; a++) {
+    const int p = v->orient.file_axis[a];
+    G->fd[p] = v->dims[a];
+    G->g[p] = v->orient.flip[a] ? -istride[a] : istride[a];
+    if (v->orient.flip[a]) G->base += (v->dims[a] - 1) * istride[a];
+  }
+  G->identity =
+      G->base == 0 && G->g[0] == 1 && G->g[1] == G->fd[0] && G->g[2] == G->fd[0] * G->fd[1];
+}
+
+/* n voxels from s (step g) converted into d, in the file's datatype; one
+ * loop per type, contiguous runs vectorised. */
+static void convert_run(const float *s, int64_t g, int64_t n, int dt, unsigned char *d) {
+  switch (dt) {
+  case DT_FLOAT32:
+    if (g == 1) {
+      memcpy(d, s, (size_t)n * 4);
+    } else {
+      for (int64_t i = 0; i < n; i++)
+        memcpy(d + i * 4, &s[i * g], 4);
+    }
+    break;
+  case DT_UINT8:
+    if (g == 1) {
+      for (int64_t i = 0; i < n; i++)
+        d[i] = to_u8(s[i]);
+    } else {
+      for (int64_t i = 0; i < n; i++)
+        d[i] = to_u8(s[i * g]);
+    }
+    break;
+  case DT_INT16:
+    for (int64_t i = 0; i < n; i++) {
+      const int16_t y = to_i16(s[i * g]);
+      memcpy(d + i * 2, &y, 2);
+    }
+    break;
+  case DT_UINT16:
+    for (int64_t i = 0; i < n; i++) {
+      const uint16_t y = to_u16(s[i * g]);
+      memcpy(d + i * 2, &y, 2);
+    }
+    break;
+  }
+}
+
+/* File elements e0..e1-1 (file order) into d. */
+static void gather(const file_gather *G, int64_t e0, int64_t e1, unsigned char *d) {
+  for (int64_t e = e0; e < e1;) {
+    const int64_t fi = e % G->fd[0], row = e / G->fd[0];
+    const int64_t fj = row % G->fd[1], fk = row / G->fd[1];
+    const int64_t run = G->fd[0] - fi < e1 - e ? G->fd[0] - fi : e1 - e;
+    convert_run(G->src + G->base + fi * G->g[0] + fj * G->g[1] + fk * G->g[2], G->g[0], run, G->dt,
+                d + (e - e0) * G->bytes);
+    e += run;
+  }
+}
+
+/* Bytes off..off+n-1 of the file (header hdr, then the voxels): a pointer
+ * into the volume when they are its own float32 bytes, else built in
+ * scratch (GZ_CHUNK bytes; NULL when there is none). Element and chunk
+ * boundaries coincide: HDR_BYTES and GZ_CHUNK are multiples of 4. */
+static const unsigned char *file_bytes(const file_gather *G, const unsigned char *hdr, size_t off,
+                                       size_t n, unsigned char *scratch) {
+  if (off >= HDR_BYTES && G->identity && G->dt == DT_FLOAT32)
+    return (const unsigned char *)G->src + (off - HDR_BYTES);
+  if (!scratch) return NULL;
+  size_t h = 0;
+  if (off < HDR_BYTES) {
+    h = HDR_BYTES - off < n ? HDR_BYTES - off : n;
+    memcpy(scratch, hdr + off, h);
+  }
+  const size_t d0 = off + h - HDR_BYTES, d1 = off + n - HDR_BYTES;
+  gather(G, (int64_t)(d0 / (size_t)G->bytes), (int64_t)(d1 / (size_t)G->bytes), scratch + h);
+  return scratch;
+}
+
+static bool needs_scratch(const file_gather *G, size_t off) {
+  return !(off >= HDR_BYTES && G->identity && G->dt == DT_FLOAT32);
+}
+
+/* Writes header + voxels to path through w, gzip-compressed (gz) in
+ * chunks, in parallel, each written in chunk order as soon as it is ready:
+ * no copy of the whole file is ever held. Frees w. */
+static bool write_voxels(psp_file_writer *w, const file_gather *G, const unsigned char *hdr,
+                         size_t total, bool gz, const char *path, psp_error **err) {
+  if (!gz) {
+    unsigned char *scratch = NULL;
+    bool ok = true;
+    for (size_t off = 0; ok && off < total; off += GZ_CHUNK) {
+      const size_t n = total - off < GZ_CHUNK ? total - off : GZ_CHUNK;
+      if (!scratch && needs_scratch(G, off)) scratch = malloc(GZ_CHUNK);
+      const unsigned char *b = file_bytes(G, hdr, off, n, scratch);
+      if (!b) {
+        psp_file_writer_abort(w);
+        free(scratch);
+        return psp_error_set(err, PSP_ERR_NOMEM, "%s: out of memory", path);
+      }
+      ok = psp_file_writer_write(w, b, n, err); /* (a failed write aborts w) */
+    }
+    free(scratch);
+    return ok && psp_file_writer_commit(w, err);
+  }
+  const size_t nchunks = total / GZ_CHUNK + 1; /* (the last one may be empty) */
+  bool compress_failed = false, write_failed = false;
+#pragma omp parallel if (nchunks > 1)
+  {
+    struct libdeflate_compressor *c = libdeflate_alloc_compressor(GZ_LEVEL);
+    const size_t bound = c ? libdeflate_gzip_compress_bound(c, GZ_CHUNK) : 0;
+    unsigned char *z = c ? malloc(bound) : NULL, *scratch = NULL;
+#pragma omp for schedule(static, 1) ordered
+    for (size_t i = 0; i < nchunks; i++) {
+      const size_t off = i * GZ_CHUNK, n = total - off < GZ_CHUNK ? total - off : GZ_CHUNK;
+      if (z && !scratch && needs_scratch(G, off)) scratch = malloc(GZ_CHUNK);
+      const unsigned char *b = z ? file_bytes(G, hdr, off, n, scratch) : NULL;
+      const size_t zn = b ? libdeflate_gzip_compress(c, b, n, z, bound) : 0;
+#pragma omp ordered
+      {
+        if (!compress_failed && !write_failed) {
+          if (!zn)
+            compress_failed = true;
+          else if (!psp_file_writer_write(w, z, zn, err))
+            write_failed = true; /* (w aborted) */
+        }
+      }
+    }
+    if (c) libdeflate_free_compressor(c);
+    free(z);
+    free(scratch);
+  }
+  if (write_failed) return false;
+  if (compress_failed) {
+    psp_file_writer_abort(w);
+    return psp_error_set(err, PSP_ERR_NOMEM, "%s: compression failed (out of memory?)", path);
+  }
+  return psp_file_writer_commit(w, err);
 }
 
 bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, const char *description,
@@ -801,67 +1092,12 @@ bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, cons
   hdr.vox_offset = 352;
   memcpy(hdr.magic, "n+1", 4);
 
-  int bytes = dtype_size(dt);
-  size_t body = (size_t)n * (size_t)bytes;
-  size_t total = 352 + body;
-  unsigned char *out = psp_malloc(total, err);
-  if (!out) return false;
-  memcpy(out, &hdr, sizeof hdr);
-  memset(out + 348, 0, 4); /* no extensions */
-  unsigned char *d = out + 352;
-  /* converted straight into file order (disjoint rows per thread); one
-   * loop per type, float32 rows along the file's first axis copied whole */
-  const float *src = psp_volume_data(v);
-  const int64_t nx = v->dims[0], ny = v->dims[1], nz = v->dims[2];
-#pragma omp parallel for schedule(static) collapse(2)
-  for (int64_t k = 0; k < nz; k++)
-    for (int64_t j = 0; j < ny; j++) {
-      const float *row = src + (k * ny + j) * nx;
-      const int64_t base = offset + j * stride[1] + k * stride[2], s0 = stride[0];
-      switch (dt) {
-      case DT_FLOAT32:
-        if (s0 == 1) {
-          memcpy(d + base * 4, row, (size_t)nx * 4);
-        } else {
-          for (int64_t i = 0; i < nx; i++)
-            memcpy(d + (base + i * s0) * 4, &row[i], 4);
-        }
-        break;
-      case DT_UINT8:
-        for (int64_t i = 0; i < nx; i++) {
-          const float x = row[i];
-          d[base + i * s0] = isnan(x) ? 0 : x <= 0 ? 0 : x >= 255 ? 255 : (uint8_t)rint_small(x);
-        }
-        break;
-      case DT_INT16:
-        for (int64_t i = 0; i < nx; i++) {
-          const float x = row[i];
-          int16_t y = isnan(x) ? 0 : x <= -32768 ? -32768 : x >= 32767 ? 32767 : (int16_t)lrintf(x);
-          memcpy(d + (base + i * s0) * 2, &y, 2);
-        }
-        break;
-      case DT_UINT16:
-        for (int64_t i = 0; i < nx; i++) {
-          const float x = row[i];
-          uint16_t y = isnan(x) ? 0 : x <= 0 ? 0 : x >= 65535 ? 65535 : (uint16_t)rint_small(x);
-          memcpy(d + (base + i * s0) * 2, &y, 2);
-        }
-        break;
-      }
-    }
-  bool ok;
-  if (ends_with(path, ".gz")) {
-    size_t zn = 0;
-    unsigned char *z = gzip_parallel(out, total, &zn);
-    if (!z) {
-      free(out);
-      return psp_error_set(err, PSP_ERR_NOMEM, "%s: compression failed (out of memory?)", path);
-    }
-    ok = psp_write_file_atomic(path, z, zn, err);
-    free(z);
-  } else {
-    ok = psp_write_file_atomic(path, out, total, err);
-  }
-  free(out);
-  return ok;
+  unsigned char head[HDR_BYTES];
+  memcpy(head, &hdr, sizeof hdr);
+  memset(head + 348, 0, 4); /* no extensions */
+  file_gather G;
+  gather_init(&G, v, dt);
+  const size_t total = HDR_BYTES + (size_t)n * (size_t)G.bytes;
+  psp_file_writer *w = psp_file_writer_open(path, err);
+  return w && write_voxels(w, &G, head, total, ends_with(path, ".gz"), path, err);
 }

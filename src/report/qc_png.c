@@ -48,10 +48,13 @@
  * Text: a built-in 5x7 bitmap font (ASCII 32..95, lower case shown as upper
  * case) drawn at 2x. Threads: slices are rendered, encoded and each written
  * atomically by the worker that rendered it (schedule(dynamic, 1)), so the
- * writes (an fsync each) overlap with the rendering of other slices; the
- * outcome of each slice is recorded and the first failure in slice order is
- * reported. Every byte depends only on the slice's data, so output is
- * identical at any thread count.
+ * writes (an fsync each) overlap with the rendering of other slices; each
+ * worker reuses its canvas, label scratch and PNG buffer from slice to
+ * slice. The outcome of each slice is recorded and the first failure in
+ * slice order is reported. Every byte depends only on the slice's data, so
+ * output is identical at any thread count. Upscaled voxel rows are spread
+ * over the display columns by a vectorised copy for the usual factors 1
+ * and 2.
  */
 #include "report/qc_png.h"
 
@@ -598,6 +601,22 @@ static inline int clamp_round(float v, int top) {
   return (int)(v + 0.5f);
 }
 
+/* dst[x] = src[x / fc] for the n * fc display columns of n voxels (the
+ * usual factors 1 and 2 without a per-pixel counter, vectorised). */
+static void expand_cols(uint8_t *restrict dst, const uint8_t *restrict src, int64_t n, int fc) {
+  if (fc == 1) {
+    memcpy(dst, src, (size_t)n);
+  } else if (fc == 2) {
+    for (int64_t ci = 0; ci < n; ci++) {
+      dst[2 * ci] = src[ci];
+      dst[2 * ci + 1] = src[ci];
+    }
+  } else {
+    for (int64_t ci = 0; ci < n; ci++)
+      memset(dst + ci * fc, src[ci], (size_t)fc);
+  }
+}
+
 /* The panels' pixels of one voxel row: crop_w voxels from i0, each
  * repeated fc times; rl receives the label of each display column. vox is
  * scratch for 3 x crop_w bytes. */
@@ -628,15 +647,9 @@ static void panel_row(const canvas *c, const qc_job *job, const float *an, const
     } else {
       memset(lq, 0, (size_t)n);
     }
-    for (int x = 0, ci = 0, r = 0; x < L->panel_w; x++) {
-      ra[x] = gq[ci];
-      rf[x] = fq[ci];
-      rl[x] = lq[ci];
-      if (++r == fc) {
-        r = 0;
-        ci++;
-      }
-    }
+    expand_cols(ra, gq, n, fc);
+    expand_cols(rf, fq, n, fc);
+    expand_cols(rl, lq, n, fc);
     return;
   }
   const float scale = 255.0f / (job->whi - job->wlo);
@@ -853,28 +866,37 @@ static void encode_png(const canvas *c, int level, slice_out *o) {
   png_destroy_write_struct(&png, &info);
 }
 
-/* Renders, encodes and writes QC_DIR/slice_NNN.png for slice k; the
- * outcome in o (the PNG bytes are freed). */
-static void do_slice(const qc_job *job, const char *qc_dir, int64_t k, slice_out *o) {
+/* A worker's buffers, reused from slice to slice: the canvas, the label
+ * scratch and the PNG bytes (grown as needed). */
+typedef struct slice_buffers {
+  uint8_t *px, *lab;
+  unsigned char *png;
+  size_t cap;
+} slice_buffers;
+
+/* Renders, encodes and writes QC_DIR/slice_NNN.png for slice k with the
+ * worker's buffers b; the outcome in o. */
+static void do_slice(const qc_job *job, const char *qc_dir, int64_t k, slice_buffers *b,
+                     slice_out *o) {
   const psp_qc_layout *L = job->lay;
-  canvas c = {NULL, L->width, L->height, 1};
-  c.px = malloc((size_t)c.w * (size_t)c.h);
-  uint8_t *lab = malloc(scratch_size(L));
-  if (!c.px || !lab) {
+  canvas c = {b->px, L->width, L->height, 1};
+  if (!b->px || !b->lab) {
     fail(o, PSP_ERR_NOMEM, "out of memory rendering a QC image");
-  } else {
-    render_slice(&c, lab, job, k);
-    encode_png(&c, job->level, o);
+    return;
   }
-  free(c.px);
-  free(lab);
+  render_slice(&c, b->lab, job, k);
+  o->png = b->png; /* (encode_png grows it: the worker keeps it) */
+  o->cap = b->cap;
+  o->len = 0;
+  encode_png(&c, job->level, o);
+  b->png = o->png;
+  b->cap = o->cap;
   if (o->status == PSP_OK) {
     char name[64], path[4096];
     snprintf(name, sizeof name, "slice_%03lld.png", (long long)psp_volume_file_slice(job->anat, k));
     if (psp_path_join(path, sizeof path, qc_dir, name, &o->write_err))
       psp_write_file_atomic(path, o->png, o->len, &o->write_err);
   }
-  free(o->png);
   o->png = NULL;
 }
 
@@ -938,9 +960,17 @@ bool psp_qc_write_pngs_window(const char *qc_dir, const psp_volume *anatomy, con
 
   int nth = psp_context_threads(ctx);
   if (nth < 1) nth = 1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
-  for (int64_t k = 0; k < nz; k++)
-    do_slice(&job, qc_dir, k, &outs[k]);
+#pragma omp parallel num_threads(nth)
+  {
+    slice_buffers b = {malloc((size_t)lay.width * (size_t)lay.height), malloc(scratch_size(&lay)),
+                       NULL, 0};
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < nz; k++)
+      do_slice(&job, qc_dir, k, &b, &outs[k]);
+    free(b.px);
+    free(b.lab);
+    free(b.png);
+  }
   /* the first failure in slice order */
   bool ok = true;
   for (int64_t k = 0; k < nz; k++) {

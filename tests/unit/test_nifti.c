@@ -442,6 +442,280 @@ static void test_malformed(void **state) {
   psp_volume_free(v);
 }
 
+/* The loader's paths agree: a gzip file is inflated into the float buffer
+ * and converted in place, a plain one converted from the file's bytes; the
+ * unscaled integer and float32 loops have their own fast forms. Every
+ * datatype, scaled or not, over several conversion blocks: the same floats,
+ * the same negative count and minimum, the same first NaN / Inf. */
+static void test_load_paths_agree(void **state) {
+  (void)state;
+  enum { NX = 70, NY = 50, NZ = 9, N = NX * NY * NZ };
+  int dts[] = {DT_UINT8, DT_INT16, DT_UINT16, DT_INT32, DT_FLOAT32, DT_FLOAT64};
+  unsigned char *vox = malloc((size_t)N * 8);
+  float *expect = malloc((size_t)N * sizeof(float));
+  for (size_t t = 0; t < sizeof dts / sizeof dts[0]; t++)
+    for (int scaled = 0; scaled < 2; scaled++) {
+      const int dt = dts[t];
+      const int bytes = dt == DT_UINT8                        ? 1
+                        : (dt == DT_INT16 || dt == DT_UINT16) ? 2
+                        : dt == DT_FLOAT64                    ? 8
+                                                              : 4;
+      for (int i = 0; i < N; i++) {
+        const int q = (i * 7919) % 251;
+        double raw = 0;
+        switch (dt) {
+        case DT_UINT8: {
+          unsigned char x = (unsigned char)q;
+          vox[i] = x;
+          raw = x;
+        } break;
+        case DT_INT16: {
+          int16_t x = (int16_t)((i % 5000 == 17) ? -(q + 1) * 100 : q * 123);
+          memcpy(vox + 2 * i, &x, 2);
+          raw = x;
+        } break;
+        case DT_UINT16: {
+          uint16_t x = (uint16_t)(q * 261);
+          memcpy(vox + 2 * i, &x, 2);
+          raw = x;
+        } break;
+        case DT_INT32: {
+          int32_t x = q * 1000 - 7;
+          memcpy(vox + 4 * i, &x, 4);
+          raw = x;
+        } break;
+        case DT_FLOAT32: {
+          float x = (i % 4001 == 3) ? -(float)q * 0.5f : (float)q * 0.25f;
+          memcpy(vox + 4 * i, &x, 4);
+          raw = x;
+        } break;
+        case DT_FLOAT64: {
+          double x = (i % 4001 == 3) ? -q * 0.5 : q * 0.125;
+          memcpy(vox + 8 * i, &x, 8);
+          raw = x;
+        } break;
+        }
+        expect[i] = scaled ? (float)(raw * 2.0 - 1.0) : (float)raw;
+      }
+      spec s = base_spec(NX, NY, NZ, dt);
+      s.slope = scaled ? 2.0 : 1.0;
+      s.inter = scaled ? -1.0 : 0.0;
+      for (int gz = 0; gz < 2; gz++) {
+        s.gz = gz;
+        const char *p = tpath(gz ? "paths.nii.gz" : "paths.nii");
+        write_raw(p, &s, vox, (size_t)N * (size_t)bytes);
+        psp_error *err = NULL;
+        psp_volume *v = load(p, &err);
+        if (!v) fail_msg("datatype %d scaled %d gz %d: %s", dt, scaled, gz, psp_error_message(err));
+        assert_memory_equal(psp_volume_data(v), expect, (size_t)N * sizeof(float));
+        psp_volume_free(v);
+        /* as a magnitude image: the negatives counted and the minimum found */
+        int64_t n_neg = 0;
+        float vmin = 0;
+        for (int i = 0; i < N; i++)
+          if (expect[i] < 0) {
+            n_neg++;
+            vmin = expect[i] < vmin ? expect[i] : vmin;
+          }
+        psp_load_options o = {.volume_index = -1, .magnitude = true};
+        v = psp_nifti_load(p, &o, NULL, &err);
+        if ((double)n_neg > 0.001 * N) {
+          assert_null(v);
+          char want[128];
+          snprintf(want, sizeof want, "%lld of %d voxels are negative (down to %g)",
+                   (long long)n_neg, N, (double)vmin);
+          if (!strstr(psp_error_message(err), want))
+            fail_msg("datatype %d scaled %d gz %d: '%s' lacks '%s'", dt, scaled, gz,
+                     psp_error_message(err), want);
+          psp_error_free(err);
+          err = NULL;
+        } else {
+          assert_non_null(v);
+          psp_volume_free(v);
+        }
+      }
+    }
+  /* float32 NaN / Inf in a later block: counted, the first one located */
+  float *fv = (float *)(void *)vox;
+  for (int i = 0; i < N; i++)
+    fv[i] = (float)(i % 97);
+  fv[20000] = NAN;
+  fv[30001] = NAN;
+  fv[25000] = INFINITY;
+  fv[9999] = -INFINITY;
+  spec s = base_spec(NX, NY, NZ, DT_FLOAT32);
+  for (int gz = 0; gz < 2; gz++) {
+    s.gz = gz;
+    const char *p = tpath(gz ? "nanpos.nii.gz" : "nanpos.nii");
+    write_raw(p, &s, vox, (size_t)N * 4);
+    psp_error *err = NULL;
+    assert_null(load(p, &err));
+    char want[160];
+    snprintf(want, sizeof want, "2 voxels are NaN and 2 infinite (first at voxel %d,%d,%d)",
+             9999 % NX, (9999 / NX) % NY, 9999 / (NX * NY));
+    if (!strstr(psp_error_message(err), want))
+      fail_msg("gz %d: '%s' lacks '%s'", gz, psp_error_message(err), want);
+    psp_error_free(err);
+    err = NULL;
+    /* NaN allowed (FF maps): the first infinite voxel is reported */
+    fv[9999] = 7;
+    fv[25000] = 7;
+    write_raw(p, &s, vox, (size_t)N * 4);
+    psp_load_options o = {.volume_index = -1, .allow_nan = true};
+    psp_volume *v = psp_nifti_load(p, &o, NULL, &err);
+    assert_non_null(v);
+    assert_true(isnan(psp_volume_data(v)[20000]) && isnan(psp_volume_data(v)[30001]));
+    assert_float_equal(psp_volume_data(v)[20001], (float)(20001 % 97), 0);
+    psp_volume_free(v);
+    fv[9999] = -INFINITY;
+    fv[25000] = INFINITY;
+  }
+  free(vox);
+  free(expect);
+}
+
+/* The reference of the writer: the file's voxels scattered from the internal
+ * order (psp_volume_file_layout) and converted as the NIfTI types need. */
+static unsigned char *expected_file_voxels(const psp_volume *v, int dt, size_t *nbytes) {
+  int64_t fdims[3], stride[3], offset;
+  double fa[4][4];
+  psp_volume_file_layout(v, fdims, fa, stride, &offset);
+  int64_t d[3];
+  psp_volume_dims(v, d);
+  const int bytes = dt == DT_UINT8 ? 1 : (dt == DT_INT16 || dt == DT_UINT16) ? 2 : 4;
+  *nbytes = (size_t)(d[0] * d[1] * d[2]) * (size_t)bytes;
+  unsigned char *out = malloc(*nbytes);
+  const float *src = psp_volume_data(v);
+  for (int64_t k = 0; k < d[2]; k++)
+    for (int64_t j = 0; j < d[1]; j++)
+      for (int64_t i = 0; i < d[0]; i++) {
+        const float x = src[(k * d[1] + j) * d[0] + i];
+        const int64_t f = offset + i * stride[0] + j * stride[1] + k * stride[2];
+        if (dt == DT_FLOAT32) {
+          memcpy(out + f * 4, &x, 4);
+        } else if (dt == DT_UINT8) {
+          out[f] = isnan(x) ? 0 : x <= 0 ? 0 : x >= 255 ? 255 : (uint8_t)lrintf(x);
+        } else if (dt == DT_INT16) {
+          int16_t y = isnan(x) ? 0 : x <= -32768 ? -32768 : x >= 32767 ? 32767 : (int16_t)lrintf(x);
+          memcpy(out + f * 2, &y, 2);
+        } else {
+          uint16_t y = isnan(x) ? 0 : x <= 0 ? 0 : x >= 65535 ? 65535 : (uint16_t)lrintf(x);
+          memcpy(out + f * 2, &y, 2);
+        }
+      }
+  return out;
+}
+
+/* The uncompressed sizes of the gzip members of a file; their count. */
+static int gzip_members(const char *path, size_t *isize, int max) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  size_t len = (size_t)ftell(f);
+  rewind(f);
+  unsigned char *in = malloc(len), *out = malloc(1 << 22);
+  assert_int_equal(fread(in, 1, len, f), len);
+  fclose(f);
+  int n = 0;
+  size_t pos = 0;
+  while (pos < len && n < max) {
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    assert_int_equal(inflateInit2(&zs, 16 + 15), Z_OK);
+    zs.next_in = in + pos;
+    zs.avail_in = (uInt)(len - pos);
+    int rc;
+    do {
+      zs.next_out = out;
+      zs.avail_out = 1 << 22;
+      rc = inflate(&zs, Z_NO_FLUSH);
+    } while (rc == Z_OK);
+    assert_int_equal(rc, Z_STREAM_END);
+    isize[n++] = zs.total_out;
+    pos += zs.total_in;
+    inflateEnd(&zs);
+  }
+  free(in);
+  free(out);
+  return n;
+}
+
+/* The writer streams the file chunk by chunk (gzip members of 2 MiB of the
+ * file, several per volume here) from the internal grid: in every datatype
+ * and orientation the bytes are those of the whole-volume scatter, the
+ * members 2 MiB each but the last (an empty one when the file is a whole
+ * number of chunks). */
+static void test_save_streams_file_order(void **state) {
+  (void)state;
+  int64_t dims[3] = {150, 122, 31};
+  const int64_t n = dims[0] * dims[1] * dims[2];
+  double a[4][4] = {{-1.2, 0, 0, 30}, {0, -1.1, 0, 20}, {0, 0, 3.5, -10}, {0, 0, 0, 1}};
+  psp_error *err = NULL;
+  psp_volume *v = psp_volume_create(dims, a, &err);
+  assert_non_null(v);
+  float *d = psp_volume_data_mut(v);
+  for (int64_t i = 0; i < n; i++) {
+    const int q = (int)((i * 2654435761u) % 100003);
+    d[i] = q % 11 == 0   ? NAN
+           : q % 13 == 0 ? -(float)q
+           : q % 7 == 0  ? (float)(q % 300) + 0.5f /* ties */
+                         : (float)q * 0.7f;
+  }
+  const int orients[3][6] = {{0, 1, 2, 0, 0, 0}, {0, 1, 2, 1, 1, 0}, {2, 0, 1, 0, 1, 1}};
+  const psp_dtype types[4] = {PSP_DT_FLOAT32, PSP_DT_UINT8, PSP_DT_INT16, PSP_DT_UINT16};
+  const int nifti_types[4] = {DT_FLOAT32, DT_UINT8, DT_INT16, DT_UINT16};
+  for (int o = 0; o < 3; o++) {
+    psp_orientation or ;
+    for (int ax = 0; ax < 3; ax++) {
+      or.file_axis[ax] = orients[o][ax];
+      or.flip[ax] = orients[o][3 + ax];
+    }
+    assert_true(psp_volume_set_orientation(v, & or, &err));
+    for (int t = 0; t < 4; t++) {
+      size_t nbytes;
+      unsigned char *want = expected_file_voxels(v, nifti_types[t], &nbytes);
+      for (int gz = 0; gz < 2; gz++) {
+        const char *p = tpath(gz ? "stream.nii.gz" : "stream.nii");
+        if (!psp_nifti_save(v, p, types[t], "t", &err)) fail_msg("%s", psp_error_message(err));
+        gzFile f = gzopen(p, "rb");
+        assert_non_null(f);
+        unsigned char *got = malloc(352 + nbytes + 1);
+        int r = gzread(f, got, (unsigned)(352 + nbytes + 1));
+        gzclose(f);
+        assert_int_equal(r, (int)(352 + nbytes));
+        nifti_1_header h;
+        memcpy(&h, got, sizeof h);
+        assert_int_equal(h.datatype, nifti_types[t]);
+        assert_float_equal(h.vox_offset, 352, 0);
+        if (memcmp(got + 352, want, nbytes) != 0)
+          fail_msg("orientation %d type %d gz %d: voxel bytes differ", o, t, gz);
+        free(got);
+        if (gz) {
+          size_t isize[64];
+          const int m = gzip_members(p, isize, 64);
+          const size_t total = 352 + nbytes, chunk = (size_t)1 << 21;
+          assert_int_equal(m, (int)(total / chunk + 1));
+          for (int i = 0; i < m; i++)
+            assert_int_equal(isize[i], i < m - 1 ? chunk : total % chunk);
+        }
+      }
+      free(want);
+    }
+  }
+  psp_volume_free(v);
+  /* header + voxels exactly one chunk: a second, empty member */
+  int64_t d1[3] = {200, 2621, 1};
+  v = psp_volume_create(d1, a, &err);
+  assert_non_null(v);
+  const char *p = tpath("exact.nii.gz");
+  assert_true(psp_nifti_save(v, p, PSP_DT_FLOAT32, "t", &err));
+  size_t isize[4];
+  assert_int_equal(gzip_members(p, isize, 4), 2);
+  assert_int_equal(isize[0], (size_t)1 << 21);
+  assert_int_equal(isize[1], 0);
+  psp_volume_free(v);
+}
+
 static void test_grid_compare(void **state) {
   (void)state;
   int64_t dims[3] = {4, 4, 2};
@@ -473,10 +747,15 @@ int main(void) {
   snprintf(scratch, sizeof scratch, "%s", PSP_SCRATCH_DIR);
   psp_mkdir_p(scratch, NULL);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_datatypes_and_scaling), cmocka_unit_test(test_orientations_roundtrip),
-      cmocka_unit_test(test_ras_file_is_reordered), cmocka_unit_test(test_nifti2_and_big_endian),
-      cmocka_unit_test(test_4d_needs_volume),       cmocka_unit_test(test_malformed),
+      cmocka_unit_test(test_datatypes_and_scaling),
+      cmocka_unit_test(test_orientations_roundtrip),
+      cmocka_unit_test(test_ras_file_is_reordered),
+      cmocka_unit_test(test_nifti2_and_big_endian),
+      cmocka_unit_test(test_4d_needs_volume),
+      cmocka_unit_test(test_malformed),
       cmocka_unit_test(test_grid_compare),
+      cmocka_unit_test(test_load_paths_agree),
+      cmocka_unit_test(test_save_streams_file_order),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
