@@ -45,25 +45,43 @@ static double median(double *v, int n) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* read + inflate one .nii.gz (or read a .nii); returns inflated bytes */
+/* read + inflate one .nii.gz, member after member (paraspinal's own outputs
+ * are multi-member gzip), or read a .nii; returns inflated bytes */
 static size_t floor_one(const char *path) {
   size_t len = 0;
   unsigned char *buf = psp_read_file(path, &len, (int64_t)1 << 34, NULL);
   if (!buf) return 0;
-  size_t out_n = len;
+  size_t total = len;
   if (len > 18 && buf[0] == 0x1f && buf[1] == 0x8b) {
-    out_n = (size_t)buf[len - 4] | (size_t)buf[len - 3] << 8 | (size_t)buf[len - 2] << 16 |
-            (size_t)buf[len - 1] << 24;
-    unsigned char *out = malloc(out_n ? out_n : 1);
+    size_t isize = (size_t)buf[len - 4] | (size_t)buf[len - 3] << 8 | (size_t)buf[len - 2] << 16 |
+                   (size_t)buf[len - 1] << 24;
+    size_t cap = isize > 4 * len ? isize : 4 * len, pos = 0;
+    unsigned char *out = malloc(cap);
     struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
-    size_t got = 0;
-    if (!out || !d || libdeflate_gzip_decompress(d, buf, len, out, out_n, &got) != 0) got = 0;
+    total = 0;
+    while (out && d && pos < len && buf[pos] == 0x1f) {
+      size_t in_used = 0, got = 0;
+      enum libdeflate_result r = libdeflate_gzip_decompress_ex(d, buf + pos, len - pos, out + total,
+                                                               cap - total, &in_used, &got);
+      if (r == LIBDEFLATE_INSUFFICIENT_SPACE) {
+        unsigned char *o2 = realloc(out, 2 * cap);
+        if (!o2) break;
+        out = o2;
+        cap *= 2;
+        continue;
+      }
+      if (r != LIBDEFLATE_SUCCESS) {
+        total = 0;
+        break;
+      }
+      pos += in_used;
+      total += got;
+    }
     libdeflate_free_decompressor(d);
     free(out);
-    out_n = got;
   }
   free(buf);
-  return out_n;
+  return total;
 }
 
 /* One analyze in a child process; stage times come back through a pipe. */
