@@ -559,26 +559,24 @@ PSP_TARGET_AVX2 static inline int key_search_avx2(const uint8_t *k8, uint64_t *l
   return k;
 }
 
-PSP_TARGET_AVX2 static inline uint64_t le_mask_avx2(const uint32_t *dl, uint32_t t) {
+/* Lanes (bits in lane order) whose d equals t (eq) or exceeds it (!eq). */
+PSP_TARGET_AVX2 static inline uint64_t cmp_mask_avx2(const uint32_t *dl, uint32_t t, bool eq) {
   const __m256i tv = _mm256_set1_epi32((int)t);
-  uint64_t gt = 0;
+  uint64_t m = 0;
   for (int r = 0; r < 2 * WIN_R + 1; r++) {
     __m256i d = _mm256_loadu_si256((const __m256i *)(dl + r * ROW_L));
-    gt |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(d, tv)))
-          << (ROW_L * r);
+    __m256i c = eq ? _mm256_cmpeq_epi32(d, tv) : _mm256_cmpgt_epi32(d, tv);
+    m |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(c)) << (ROW_L * r);
   }
-  return ~gt & lane_valid();
+  return m;
+}
+
+PSP_TARGET_AVX2 static inline uint64_t le_mask_avx2(const uint32_t *dl, uint32_t t) {
+  return ~cmp_mask_avx2(dl, t, false) & lane_valid();
 }
 
 PSP_TARGET_AVX2 static inline uint64_t eq_mask_avx2(const uint32_t *dl, uint32_t t) {
-  const __m256i tv = _mm256_set1_epi32((int)t);
-  uint64_t eq = 0;
-  for (int r = 0; r < 2 * WIN_R + 1; r++) {
-    __m256i d = _mm256_loadu_si256((const __m256i *)(dl + r * ROW_L));
-    eq |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(d, tv)))
-          << (ROW_L * r);
-  }
-  return eq; /* (callers mask it) */
+  return cmp_mask_avx2(dl, t, true); /* (callers mask it) */
 }
 
 /* k* and the masks of key_search for n <= GROUP windows: their binary
