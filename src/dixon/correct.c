@@ -548,17 +548,6 @@ PSP_TARGET_AVX2 static inline uint64_t key_gt_avx2(__m256i k0, __m256i k1, int t
          (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi8(k1, tv)) << 32;
 }
 
-PSP_TARGET_AVX2 static inline int key_search_avx2(const uint8_t *k8, uint64_t *lt, uint64_t *le) {
-  const __m256i k0 = _mm256_loadu_si256((const __m256i *)k8);
-  const __m256i k1 = _mm256_loadu_si256((const __m256i *)(k8 + 32));
-  int k = 0;
-  for (int step = (KEY_TOP + 1) / 2; step > 0; step /= 2) /* C = 64 - #{key > t} */
-    k += 64 - POPC64(key_gt_avx2(k0, k1, k + step - 1)) < WIN_K ? step : 0;
-  *lt = k > 0 ? ~key_gt_avx2(k0, k1, k - 1) : 0;
-  *le = k < KEY_TOP ? ~key_gt_avx2(k0, k1, k) : 0;
-  return k;
-}
-
 /* Lanes (bits in lane order) whose d equals t (eq) or exceeds it (!eq). */
 PSP_TARGET_AVX2 static inline uint64_t cmp_mask_avx2(const uint32_t *dl, uint32_t t, bool eq) {
   const __m256i tv = _mm256_set1_epi32((int)t);
