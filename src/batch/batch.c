@@ -281,7 +281,7 @@ static void work(const psp_batch_options *o, const psp_manifest_row *row, int fd
   if (o->resume && real_dir(final)) {
     char why[512] = "";
     psp_error *de = NULL;
-    have_dig = psp_batch_input_digests(row, &dig, &n_dig, &de);
+    have_dig = psp_batch_input_digests(row, NULL, &dig, &n_dig, &de);
     if (!have_dig) {
       snprintf(why, sizeof why, "inputs unreadable: %s", psp_error_message(de));
       psp_error_free(de);
@@ -305,13 +305,19 @@ static void work(const psp_batch_options *o, const psp_manifest_row *row, int fd
   snprintf(line, sizeof line, "paraspinal batch (subject %s%s%s)", row->subject,
            row->session[0] ? ", session " : "", row->session);
   bool ok = psp_result_write(r, tmp, line, ctx, &e);
-  psp_result_free(r);
   if (!ok) {
+    psp_result_free(r);
     psp_batch_remove_tree(tmp);
     send_error(fd, "write", e, t0);
     goto done;
   }
-  if (!have_dig && !psp_batch_input_digests(row, &dig, &n_dig, &e)) {
+  /* the digests of the bytes the analysis read (its loader hashed them) */
+  psp_batch_input_digests_free(dig, n_dig);
+  dig = NULL;
+  n_dig = 0;
+  ok = psp_batch_input_digests(row, r, &dig, &n_dig, &e);
+  psp_result_free(r);
+  if (!ok) {
     psp_batch_remove_tree(tmp);
     send_error(fd, "record", e, t0);
     goto done;

@@ -136,14 +136,16 @@ void psp_batch_row_options(const psp_manifest_row *row, const psp_batch_settings
 char *psp_batch_settings_string(const psp_manifest_row *row, const psp_batch_settings *s);
 
 /* Input digests of a row: role + path + sha256 (a DICOM folder: the SHA-256
- * of the sorted list of its files' relative paths and SHA-256s). */
+ * of the sorted list of its files' relative paths and SHA-256s). known (may
+ * be NULL): the analysis of this row, whose loader already hashed the bytes
+ * it read: a file input it holds is taken from there, not read again. */
 typedef struct psp_input_digest {
   char role[16];
   char *path;
   char sha256[65];
 } psp_input_digest;
-bool psp_batch_input_digests(const psp_manifest_row *row, psp_input_digest **out, size_t *n,
-                             psp_error **err);
+bool psp_batch_input_digests(const psp_manifest_row *row, const psp_result *known,
+                             psp_input_digest **out, size_t *n, psp_error **err);
 void psp_batch_input_digests_free(psp_input_digest *d, size_t n);
 
 /* Writes dir/.paraspinal-done.json: version, subject, session, settings,

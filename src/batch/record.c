@@ -243,8 +243,19 @@ void psp_batch_input_digests_free(psp_input_digest *d, size_t n) {
   free(d);
 }
 
-bool psp_batch_input_digests(const psp_manifest_row *row, psp_input_digest **out, size_t *n,
-                             psp_error **err) {
+/* The SHA-256 the analysis computed of the file at path, or NULL. */
+static const char *known_sha256(const psp_result *r, const char *path) {
+  for (int i = 0; r && i < psp_result_input_count(r); i++) {
+    const char *role, *p, *sha;
+    const psp_volume *vol;
+    psp_result_input(r, i, &role, &p, &sha, &vol);
+    if (p && sha && strlen(sha) == 64 && strcmp(p, path) == 0) return sha;
+  }
+  return NULL;
+}
+
+bool psp_batch_input_digests(const psp_manifest_row *row, const psp_result *known,
+                             psp_input_digest **out, size_t *n, psp_error **err) {
   *out = NULL;
   *n = 0;
   const char *role[8], *path[8];
@@ -277,8 +288,11 @@ bool psp_batch_input_digests(const psp_manifest_row *row, psp_input_digest **out
     }
     struct stat st;
     bool folder = stat(path[i], &st) == 0 && S_ISDIR(st.st_mode);
-    bool ok = (folder && !strcmp(role[i], "dicom")) ? tree_digest(path[i], d[i].sha256, err)
-                                                    : psp_sha256_file(path[i], d[i].sha256, err);
+    const char *sha = folder ? NULL : known_sha256(known, path[i]);
+    if (sha) memcpy(d[i].sha256, sha, 65);
+    bool ok =
+        sha || ((folder && !strcmp(role[i], "dicom")) ? tree_digest(path[i], d[i].sha256, err)
+                                                      : psp_sha256_file(path[i], d[i].sha256, err));
     if (!ok) {
       psp_batch_input_digests_free(d, k);
       return false;
