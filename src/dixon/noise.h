@@ -1,6 +1,6 @@
 /*
- * noise.h — noise estimation and Rician bias correction of Dixon magnitudes
- * (src/dixon/noise.c; internal, not installed).
+ * noise.h — noise estimation (src/dixon/noise.c) and Rician bias correction
+ * (src/dixon/correct.c) of Dixon magnitudes; internal, not installed.
  */
 #ifndef PSP_DIXON_NOISE_H
 #define PSP_DIXON_NOISE_H
@@ -28,7 +28,8 @@ bool psp_dixon_correction_table(double *tab, psp_error **err);
 extern const double psp_dixon_rician_table[TAB_N];
 /* Raw a + b below which a voxel cannot reach the floor after correction. */
 double psp_dixon_skip_level(const double *tab, double floor_v, double sig_a, double sig_b);
-/* Corrected magnitude of m into out, guided by the other image g; voxels
+/* Corrected magnitude of m into out, guided by the other image g (window
+ * estimate; from the voxel's own magnitude at or above 16 sigma); voxels
  * with s1 (+ s2) below skip get the bias at A = 0. */
 void psp_dixon_rician_correct(const float *m, const float *g, float *out, const int64_t d[3],
                               double sigma, const double *tab, const float *s1, const float *s2,
