@@ -133,15 +133,30 @@ bool psp_path_join(char *out, size_t n, const char *dir, const char *name, psp_e
 bool psp_mkdir_p(const char *path, psp_error **err);
 /* Removes a folder and the plain files directly inside it. */
 void psp_remove_tree_shallow(const char *path);
+/* When an output file reaches the disk: PSP_SYNC_NOW, before its writer
+ * returns (fsync, then rename); PSP_SYNC_LATER, when its folder's owner
+ * calls psp_sync_folder before publishing the folder's files. Writing a
+ * whole set of files first and syncing them together costs one journal
+ * commit instead of one per file. */
+typedef enum { PSP_SYNC_NOW, PSP_SYNC_LATER } psp_sync;
 /* psp_write_file_atomic in pieces: open (the temporary file in the same
- * folder), write as often as needed, commit (fsync, close, rename into
- * place) or abort (close, remove). A failing write or commit also aborts:
- * the writer is freed by commit, abort and any failure. */
+ * folder), write as often as needed, commit (fsync unless PSP_SYNC_LATER,
+ * close, rename into place) or abort (close, remove). A failing write or
+ * commit also aborts: the writer is freed by commit, abort and any failure. */
 typedef struct psp_file_writer psp_file_writer;
-psp_file_writer *psp_file_writer_open(const char *path, psp_error **err);
+psp_file_writer *psp_file_writer_open(const char *path, psp_sync sync, psp_error **err);
 bool psp_file_writer_write(psp_file_writer *w, const void *data, size_t len, psp_error **err);
 bool psp_file_writer_commit(psp_file_writer *w, psp_error **err);
 void psp_file_writer_abort(psp_file_writer *w);
+/* psp_write_file_atomic with the choice of when the data reaches the disk. */
+bool psp_write_file(const char *path, const void *data, size_t len, psp_sync sync, psp_error **err);
+/* Makes every regular file directly in dir, and dir itself, durable
+ * (fsync), for files written with PSP_SYNC_LATER. false (PSP_ERR_IO, the
+ * file named) when the disk reports a failure. */
+bool psp_sync_folder(const char *dir, psp_error **err);
+/* psp_nifti_save (include/paraspinal.h) with the choice of psp_sync. */
+bool psp_nifti_save_sync(const psp_volume *v, const char *path, psp_dtype dtype,
+                         const char *description, psp_sync sync, psp_error **err);
 
 /* Pipeline <-> report: read-only views of a result (src/pipeline.c) and the
  * writer of all analysis outputs (src/report/report.c). */

@@ -1050,6 +1050,11 @@ static bool write_voxels(psp_file_writer *w, const file_gather *G, const unsigne
 
 bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, const char *description,
                     psp_error **err) {
+  return psp_nifti_save_sync(v, path, dtype, description, PSP_SYNC_NOW, err);
+}
+
+bool psp_nifti_save_sync(const psp_volume *v, const char *path, psp_dtype dtype,
+                         const char *description, psp_sync sync, psp_error **err) {
   int64_t n = psp_volume_voxel_count(v);
   int64_t fdims[3], stride[3], offset;
   double fa[4][4];
@@ -1098,6 +1103,6 @@ bool psp_nifti_save(const psp_volume *v, const char *path, psp_dtype dtype, cons
   file_gather G;
   gather_init(&G, v, dt);
   const size_t total = HDR_BYTES + (size_t)n * (size_t)G.bytes;
-  psp_file_writer *w = psp_file_writer_open(path, err);
+  psp_file_writer *w = psp_file_writer_open(path, sync, err);
   return w && write_voxels(w, &G, head, total, ends_with(path, ".gz"), path, err);
 }

@@ -48,7 +48,8 @@
  * Text: a built-in 5x7 bitmap font (ASCII 32..95, lower case shown as upper
  * case) drawn at 2x. Threads: slices are rendered, encoded and each written
  * atomically by the worker that rendered it (schedule(dynamic, 1)), so the
- * writes (an fsync each) overlap with the rendering of other slices; each
+ * writes overlap with the rendering of other slices (the analysis's report
+ * syncs them all at once afterwards: PSP_SYNC_LATER); each
  * worker reuses its canvas, label scratch and PNG buffer from slice to
  * slice. The outcome of each slice is recorded and the first failure in
  * slice order is reported. Every byte depends only on the slice's data, so
@@ -542,6 +543,7 @@ typedef struct qc_job {
   const int *rowmap; /* display row -> voxel j */
   float wlo, whi;
   int level;
+  psp_sync sync;
 } qc_job;
 
 typedef struct slice_out {
@@ -895,7 +897,7 @@ static void do_slice(const qc_job *job, const char *qc_dir, int64_t k, slice_buf
     char name[64], path[4096];
     snprintf(name, sizeof name, "slice_%03lld.png", (long long)psp_volume_file_slice(job->anat, k));
     if (psp_path_join(path, sizeof path, qc_dir, name, &o->write_err))
-      psp_write_file_atomic(path, o->png, o->len, &o->write_err);
+      psp_write_file(path, o->png, o->len, job->sync, &o->write_err);
   }
   o->png = NULL;
 }
@@ -919,14 +921,14 @@ bool psp_qc_anatomy_window(const psp_volume *anatomy, float window[2], psp_error
 bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_volume *ff,
                        const psp_volume *labels, const psp_qc_slice_marks *marks,
                        int compression_level, psp_context *ctx, psp_error **err) {
-  return psp_qc_write_pngs_window(qc_dir, anatomy, ff, labels, marks, NULL, compression_level, ctx,
-                                  err);
+  return psp_qc_write_pngs_window(qc_dir, anatomy, ff, labels, marks, NULL, compression_level,
+                                  PSP_SYNC_NOW, ctx, err);
 }
 
 bool psp_qc_write_pngs_window(const char *qc_dir, const psp_volume *anatomy, const psp_volume *ff,
                               const psp_volume *labels, const psp_qc_slice_marks *marks,
-                              const float *window, int compression_level, psp_context *ctx,
-                              psp_error **err) {
+                              const float *window, int compression_level, psp_sync sync,
+                              psp_context *ctx, psp_error **err) {
   if (!qc_dir || !anatomy || !ff)
     return psp_error_set(err, PSP_ERR_USAGE, "QC images: folder, anatomy and FF map are required");
   if (!same_grid(anatomy, ff, "FF map", err)) return false;
@@ -942,7 +944,8 @@ bool psp_qc_write_pngs_window(const char *qc_dir, const psp_volume *anatomy, con
                 .lay = &lay,
                 .level = compression_level < 0   ? DEFAULT_LEVEL
                          : compression_level > 9 ? 9
-                                                 : compression_level};
+                                                 : compression_level,
+                .sync = sync};
   if (window)
     job.wlo = window[0], job.whi = window[1];
   else if (!anatomy_window(anatomy, &job.wlo, &job.whi, err))
@@ -1146,7 +1149,7 @@ static bool label_place(sag_label *used, int *n, int y0, int y1) {
 }
 
 bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compression_level,
-                           psp_qc_sagittal_geometry *geo, psp_error **err) {
+                           psp_sync sync, psp_qc_sagittal_geometry *geo, psp_error **err) {
   if (!path || !s || !s->anatomy || !s->ff)
     return psp_error_set(err, PSP_ERR_USAGE, "sagittal QC image: path, anatomy and FF map needed");
   if (!same_grid(s->anatomy, s->ff, "FF map", err)) return false;
@@ -1406,7 +1409,7 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
     psp_error_set(err, o.status, "sagittal QC image: %s", o.msg);
     goto done;
   }
-  if (!psp_write_file_atomic(path, o.png, o.len, err)) goto done;
+  if (!psp_write_file(path, o.png, o.len, sync, err)) goto done;
   if (geo) {
     geo->width = c.w;
     geo->height = c.h;

@@ -66,7 +66,7 @@ void psp_qc_label_colour(int label, uint8_t rgb[3]);
  * colour (greys quantised to 239 levels; see the DESIGN comment of
  * qc_png.c). compression_level is the zlib level 0..9 (libpng), or
  * < 0 for the default (1). Slices are rendered, encoded and written (each
- * atomically) in parallel (ctx's thread count; ctx may be NULL); the bytes
+ * atomically, fsync'ed: PSP_SYNC_NOW) in parallel (ctx's thread count; ctx may be NULL); the bytes
  * do not depend on the thread count. On failure the error of the first
  * failing slice is reported and the images written stay in QC_DIR (the
  * caller's output folder is all-or-nothing as a whole). */
@@ -75,11 +75,13 @@ bool psp_qc_write_pngs(const char *qc_dir, const psp_volume *anatomy, const psp_
                        int compression_level, psp_context *ctx, psp_error **err);
 /* The same with the anatomy's display window {lo, hi} from
  * psp_qc_anatomy_window (window NULL: computed here), so that a caller
- * writing the slices and the sagittal image computes it once. */
+ * writing the slices and the sagittal image computes it once, and the
+ * choice of when the files reach the disk (PSP_SYNC_LATER: the caller
+ * runs psp_sync_folder on qc_dir). */
 bool psp_qc_write_pngs_window(const char *qc_dir, const psp_volume *anatomy, const psp_volume *ff,
                               const psp_volume *labels, const psp_qc_slice_marks *marks,
-                              const float *window, int compression_level, psp_context *ctx,
-                              psp_error **err);
+                              const float *window, int compression_level, psp_sync sync,
+                              psp_context *ctx, psp_error **err);
 /* Display window {lo, hi} of the anatomy panels: the 1st..99.5th
  * percentile of the body (see the DESIGN comment of qc_png.c). */
 bool psp_qc_anatomy_window(const psp_volume *anatomy, float window[2], psp_error **err);
@@ -143,7 +145,7 @@ typedef struct psp_qc_sagittal_geometry {
   int64_t n_slices;
 } psp_qc_sagittal_geometry;
 
-/* Writes one PNG (atomically) at path: a sagittal reformat of the anatomy
+/* Writes one PNG (atomically; synced as sync says) at path: a sagittal reformat of the anatomy
  * and of the FF map through the midline (the mean of the columns within
  * 1.5 mm of midline_i on each slice; slices without a midline take the one
  * interpolated from their neighbours, or the image centre), cropped along
@@ -155,6 +157,6 @@ typedef struct psp_qc_sagittal_geometry {
  * numbers on the left; the marrow profile as a plot beside the FF panel.
  * geo (may be NULL) receives the geometry. Deterministic (one thread). */
 bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compression_level,
-                           psp_qc_sagittal_geometry *geo, psp_error **err);
+                           psp_sync sync, psp_qc_sagittal_geometry *geo, psp_error **err);
 
 #endif

@@ -407,7 +407,7 @@ static bool write_text_keep(const char *dir, const char *name, const char *text,
   if (!text) return false;
   char path[4096];
   return psp_path_join(path, sizeof path, dir, name, err) &&
-         psp_write_file_atomic(path, text, strlen(text), err);
+         psp_write_file(path, text, strlen(text), PSP_SYNC_LATER, err);
 }
 
 static bool write_text(const char *dir, const char *name, char *text, psp_error **err) {
@@ -493,7 +493,7 @@ static bool write_sagittal(const psp_result *r, const char *qc_dir, const float 
                          .window = window};
     char path[4096];
     ok = psp_path_join(path, sizeof path, qc_dir, "sagittal.png", err) &&
-         psp_qc_write_sagittal(path, &s, -1, geo, err);
+         psp_qc_write_sagittal(path, &s, -1, PSP_SYNC_LATER, geo, err);
   }
   free(mid);
   free(conf);
@@ -545,7 +545,7 @@ static bool write_qc(const psp_result *r, const char *qc_dir, const float window
   if (psp_result_segmentation(r) && !marks) return false;
   bool ok =
       psp_qc_write_pngs_window(qc_dir, psp_report_qc_anatomy(r), psp_ffmap_ff(psp_result_ffmap(r)),
-                               labels, marks, window, -1, ctx, err);
+                               labels, marks, window, -1, PSP_SYNC_LATER, ctx, err);
   free(marks);
   free(status);
   return ok;
@@ -576,10 +576,11 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   bool ok = true;
   double t0 = psp_now();
   ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[0], err) &&
-       psp_nifti_save(psp_ffmap_ff(psp_result_ffmap(r)), path, PSP_DT_FLOAT32,
-                      "paraspinal fat fraction (0-1)", err);
+       psp_nifti_save_sync(psp_ffmap_ff(psp_result_ffmap(r)), path, PSP_DT_FLOAT32,
+                           "paraspinal fat fraction (0-1)", PSP_SYNC_LATER, err);
   ok = ok && psp_path_join(path, sizeof path, tmp, OUT_NAMES[1], err) &&
-       psp_nifti_save(psp_result_labels(r), path, PSP_DT_UINT8, "paraspinal dseg", err);
+       psp_nifti_save_sync(psp_result_labels(r), path, PSP_DT_UINT8, "paraspinal dseg",
+                           PSP_SYNC_LATER, err);
   psp_context_add_time(ctx, "write.nifti", psp_now() - t0);
   t0 = psp_now();
   ok = ok && write_text(tmp, OUT_NAMES[2], psp_labels_dseg_tsv(), err);
@@ -614,6 +615,13 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   ok = ok && write_text(tmp, OUT_NAMES[7], psp_report_html(r, lcsv, &img, ctx, err), err);
   psp_context_add_time(ctx, "write.html", psp_now() - t0);
   free(lcsv);
+  /* everything written: now to the disk, all at once (one journal commit
+   * instead of one per file), before any of it is moved into place */
+  t0 = psp_now();
+  ok = ok && (!want_qc || psp_sync_folder(tmp_qc, err));
+  ok = ok && (!want_dcm || psp_sync_folder(tmp_dcm, err));
+  ok = ok && psp_sync_folder(tmp, err);
+  psp_context_add_time(ctx, "write.sync", psp_now() - t0);
   if (!ok) {
     psp_error_prefix(err, "%s: no output written", outdir);
     psp_remove_tree_shallow(tmp_qc);

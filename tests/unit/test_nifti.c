@@ -10,6 +10,7 @@
 
 #include "core/internal.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <nifti2_io.h>
 #include <stdio.h>
@@ -716,6 +717,59 @@ static void test_save_streams_file_order(void **state) {
   psp_volume_free(v);
 }
 
+/* PSP_SYNC_LATER: the files are complete under their names (no temporary
+ * file left) before psp_sync_folder, which then syncs them all; a folder
+ * that is not there is an error naming it. */
+static void test_deferred_sync(void **state) {
+  (void)state;
+  char dir[2048];
+  snprintf(dir, sizeof dir, "%s", tpath("later"));
+  psp_error *err = NULL;
+  assert_true(psp_mkdir_p(dir, &err));
+  int64_t dims[3] = {40, 30, 3};
+  double a[4][4] = {{-1, 0, 0, 0}, {0, -1, 0, 0}, {0, 0, 4, 0}, {0, 0, 0, 1}};
+  psp_volume *v = psp_volume_create(dims, a, &err);
+  assert_non_null(v);
+  float *d = psp_volume_data_mut(v);
+  for (int64_t i = 0; i < 40 * 30 * 3; i++)
+    d[i] = (float)(i % 97) * 0.25f;
+  char p1[2100], p2[2100];
+  snprintf(p1, sizeof p1, "%s/a.txt", dir);
+  snprintf(p2, sizeof p2, "%s/v.nii.gz", dir);
+  assert_true(psp_write_file(p1, "hello\n", 6, PSP_SYNC_LATER, &err));
+  if (!psp_nifti_save_sync(v, p2, PSP_DT_FLOAT32, "t", PSP_SYNC_LATER, &err))
+    fail_msg("%s", psp_error_message(err));
+  DIR *dd = opendir(dir);
+  assert_non_null(dd);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(dd)) != NULL)
+    if (e->d_name[0] != '.' || strstr(e->d_name, ".tmp")) {
+      assert_true(!strcmp(e->d_name, "a.txt") || !strcmp(e->d_name, "v.nii.gz"));
+      n++;
+    }
+  closedir(dd);
+  assert_int_equal(n, 2);
+  size_t len = 0;
+  unsigned char *txt = psp_read_file(p1, &len, 100, &err);
+  assert_non_null(txt);
+  assert_int_equal(len, 6);
+  assert_memory_equal(txt, "hello\n", 6);
+  free(txt);
+  psp_load_options lo = {.volume_index = -1};
+  psp_volume *w = psp_nifti_load(p2, &lo, NULL, &err);
+  assert_non_null(w);
+  assert_memory_equal(psp_volume_data(w), d, sizeof(float) * 40 * 30 * 3);
+  psp_volume_free(w);
+  assert_true(psp_sync_folder(dir, &err));
+  char gone[2100];
+  snprintf(gone, sizeof gone, "%s/none", dir);
+  assert_false(psp_sync_folder(gone, &err));
+  assert_non_null(strstr(psp_error_message(err), gone));
+  psp_error_free(err);
+  psp_volume_free(v);
+}
+
 static void test_grid_compare(void **state) {
   (void)state;
   int64_t dims[3] = {4, 4, 2};
@@ -756,6 +810,7 @@ int main(void) {
       cmocka_unit_test(test_grid_compare),
       cmocka_unit_test(test_load_paths_agree),
       cmocka_unit_test(test_save_streams_file_order),
+      cmocka_unit_test(test_deferred_sync),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
