@@ -148,6 +148,12 @@ psp_file_writer *psp_file_writer_open(const char *path, psp_sync sync, psp_error
 bool psp_file_writer_write(psp_file_writer *w, const void *data, size_t len, psp_error **err);
 bool psp_file_writer_commit(psp_file_writer *w, psp_error **err);
 void psp_file_writer_abort(psp_file_writer *w);
+/* Asks the kernel (Linux) to back the 2 MiB-aligned part of the n bytes at
+ * p with huge pages, before they are first touched: a buffer of a whole
+ * volume is then faulted in 2 MiB at a time instead of 4 KiB (a 400 x 400
+ * x 29 analysis: ~38,000 page faults -> ~6,000). A hint only; buffers
+ * under 4 MiB are left alone. */
+void psp_advise_huge(void *p, size_t n);
 /* psp_write_file_atomic with the choice of when the data reaches the disk. */
 bool psp_write_file(const char *path, const void *data, size_t len, psp_sync sync, psp_error **err);
 /* Makes every regular file directly in dir, and dir itself, durable

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <dirent.h>
 #include <unistd.h>
@@ -267,6 +268,7 @@ void *psp_read_file(const char *path, size_t *len, int64_t max_bytes, psp_error 
     fclose(f);
     return NULL;
   }
+  psp_advise_huge(buf, n + 1);
   size_t got = fread(buf, 1, n, f);
   bool bad = ferror(f);
   fclose(f);
@@ -360,6 +362,18 @@ bool psp_file_writer_commit(psp_file_writer *w, psp_error **err) {
   free(w->tmp);
   free(w);
   return true;
+}
+
+void psp_advise_huge(void *p, size_t n) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = (uintptr_t)2 << 20;
+  if (!p || n < 2 * huge) return;
+  const uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + n) & ~(huge - 1);
+  if (e > a) madvise((void *)a, e - a, MADV_HUGEPAGE); /* (a hint: failure is harmless) */
+#else
+  (void)p;
+  (void)n;
+#endif
 }
 
 bool psp_write_file(const char *path, const void *data, size_t len, psp_sync sync,

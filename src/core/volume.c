@@ -36,6 +36,7 @@ psp_volume *psp_volume_alloc(const int64_t dims[3], const double affine[4][4], p
     free(v);
     return NULL;
   }
+  psp_advise_huge(v->data, (size_t)n * sizeof(float));
   memcpy(v->dims, dims, sizeof v->dims);
   memcpy(v->affine, affine, sizeof v->affine);
   for (int a = 0; a < 3; a++) {

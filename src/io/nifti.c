@@ -595,6 +595,7 @@ static bool inflate_into(const unsigned char *in, size_t len, size_t need, unsig
 static unsigned char *inflate_fast(const unsigned char *in, size_t len, size_t need) {
   const size_t cap = inflate_room(in, len, need);
   unsigned char *out = cap ? malloc(cap) : NULL;
+  psp_advise_huge(out, cap);
   if (out && !inflate_into(in, len, need, out, cap)) {
     free(out);
     out = NULL;
@@ -621,6 +622,7 @@ static float *inflate_for_floats(const unsigned char *in, size_t len, size_t off
   if (size - fl > ((size_t)1 << 20)) return NULL;
   unsigned char *buf = malloc(size);
   if (!buf) return NULL;
+  psp_advise_huge(buf, size);
   if (!inflate_into(in, len, need, buf + (size - cap), cap)) {
     free(buf);
     return NULL;
@@ -757,7 +759,10 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
     }
     data = in + off;
   }
-  if (!fdata) fdata = psp_malloc((size_t)nvox * sizeof(float), err);
+  if (!fdata) {
+    fdata = psp_malloc((size_t)nvox * sizeof(float), err);
+    psp_advise_huge(fdata, (size_t)nvox * sizeof(float));
+  }
   if (!fdata) goto done;
   value_stats st;
   to_float(data, nim->datatype, nim->byteorder != nifti_short_order(), nvox, fdata, nim->scl_slope,
