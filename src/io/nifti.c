@@ -21,7 +21,8 @@
  * back in the file's own order, a loop per type; float32 voxels in file
  * order are compressed straight from the volume) are compressed in
  * parallel as independent gzip members and written in order through an
- * atomic writer (temporary file, fsync, rename) as they are ready, so no
+ * atomic writer (temporary file, fsync unless the caller syncs the folder
+ * later, rename) as they are ready, so no
  * copy of the whole file, compressed or not, is held.
  * Working from memory also lets fuzzers drive the parser without files.
  */
