@@ -35,13 +35,12 @@
  * quantised straight from the float value to the nearest level, so a grey
  * is off by at most 0.54 of an 8-bit step (invisible); the fixed colours are
  * exact. One byte per pixel instead of three makes rendering, filtering and
- * deflate about 3x cheaper and the files smaller. Encoded by libpng with
- * the "sub" filter on every row and zlib level 1, default strategy: on
- * tum01's 29 slices the smallest of the single filters (none / sub / up);
- * Z_RLE, which suited the RGB images, gave 80 % larger files here. (A
- * hand-written encoder over libdeflate was measured 1.5-2x faster in the
- * encoding, about 40 ms of CPU over 29 slices, and not kept: PNG stays with
- * the library.)
+ * deflate about 3x cheaper and the files smaller. The "sub" filter on
+ * every row (on tum01's 29 slices the smallest of the single filters: none
+ * / sub / up), the rows deflated by libdeflate at level 1 (zlib's level 1
+ * took 1.7x the CPU for 8 % larger files; Z_RLE, which suited the RGB
+ * images, gave 80 % larger files), and libpng writes the file around that
+ * stream (chunks, CRCs; see encode_png).
  * psp_qc_render_rgb (DICOM Secondary Capture) draws the same image into an
  * RGB canvas with the exact 8-bit greys, as before.
  *
@@ -60,6 +59,7 @@
 #include "report/qc_png.h"
 
 #include <float.h>
+#include <libdeflate.h>
 #include <math.h>
 #include <omp.h>
 #include <png.h>
@@ -829,12 +829,64 @@ static void png_on_flush(png_structp png) {
   (void)png;
 }
 
-/* Encodes the indexed canvas c (bpp 1) as a PNG into o with libpng: 8-bit
- * palette (palette_rgb), one fixed filter, "sub" (on the 29 slices of a
- * 400 x 400 scan the smallest files of the single filters), zlib at the
- * given level with its default strategy (on indexed rows smaller and
- * faster than Z_RLE). */
-static void encode_png(const canvas *c, int level, slice_out *o) {
+/* A PNG encoder's scratch, reused from image to image by one worker: the
+ * filtered rows, their zlib stream and the compressor of one level. */
+typedef struct png_scratch {
+  unsigned char *rows, *z;
+  size_t rows_cap, z_cap;
+  struct libdeflate_compressor *zc;
+  int level;
+} png_scratch;
+
+static void png_scratch_free(png_scratch *s) {
+  free(s->rows);
+  free(s->z);
+  if (s->zc) libdeflate_free_compressor(s->zc);
+  memset(s, 0, sizeof *s);
+}
+
+static bool grow(unsigned char **p, size_t *cap, size_t need) {
+  if (need <= *cap) return true;
+  unsigned char *q = realloc(*p, need);
+  if (!q) return false;
+  *p = q;
+  *cap = need;
+  return true;
+}
+
+/* Encodes the indexed canvas c (bpp 1) as a PNG into o: 8-bit palette
+ * (palette_rgb), one fixed filter, "sub" (on the 29 slices of a 400 x 400
+ * scan the smallest files of the single filters), the filtered rows
+ * compressed by libdeflate at the given level into one zlib stream, and
+ * libpng writing the file around it (signature, IHDR, PLTE, the stream as
+ * one IDAT chunk, IEND; CRCs). libdeflate instead of libpng's zlib at level
+ * 1: 29 slices of a 400 x 400 phantom 0.124 -> 0.075 s of CPU, files 8 %
+ * smaller; the pixels are the same. */
+static void encode_png(const canvas *c, int level, png_scratch *s, slice_out *o) {
+  const size_t rl = (size_t)c->w + 1, raw = rl * (size_t)c->h;
+  if (!s->zc || s->level != level) {
+    if (s->zc) libdeflate_free_compressor(s->zc);
+    s->zc = libdeflate_alloc_compressor(level);
+    s->level = level;
+  }
+  const size_t bound = s->zc ? libdeflate_zlib_compress_bound(s->zc, raw) : 0;
+  if (!s->zc || !grow(&s->rows, &s->rows_cap, raw) || !grow(&s->z, &s->z_cap, bound)) {
+    fail(o, PSP_ERR_NOMEM, "out of memory encoding a QC image");
+    return;
+  }
+  for (int y = 0; y < c->h; y++) {
+    const uint8_t *src = c->px + (size_t)y * (size_t)c->w;
+    unsigned char *d = s->rows + (size_t)y * rl;
+    d[0] = PNG_FILTER_VALUE_SUB;
+    d[1] = src[0];
+    for (int x = 1; x < c->w; x++)
+      d[x + 1] = (unsigned char)(src[x] - src[x - 1]);
+  }
+  const size_t zn = libdeflate_zlib_compress(s->zc, s->rows, raw, s->z, bound);
+  if (!zn || zn > 0x7fffffff) {
+    fail(o, PSP_ERR_INTERNAL, "compressing a QC image failed");
+    return;
+  }
   uint8_t pal[256][3];
   png_color plte[256];
   palette_rgb(pal);
@@ -856,15 +908,12 @@ static void encode_png(const canvas *c, int level, slice_out *o) {
     return;
   }
   png_set_write_fn(png, o, png_on_write, png_on_flush);
-  png_set_compression_level(png, level);
-  png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_SUB);
   png_set_IHDR(png, info, (png_uint_32)c->w, (png_uint_32)c->h, 8, PNG_COLOR_TYPE_PALETTE,
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_set_PLTE(png, info, plte, 256);
   png_write_info(png, info);
-  for (int y = 0; y < c->h; y++)
-    png_write_row(png, c->px + (size_t)y * (size_t)c->w);
-  png_write_end(png, info);
+  png_write_chunk(png, (png_const_bytep) "IDAT", s->z, zn);
+  png_write_chunk(png, (png_const_bytep) "IEND", NULL, 0);
   png_destroy_write_struct(&png, &info);
 }
 
@@ -874,6 +923,7 @@ typedef struct slice_buffers {
   uint8_t *px, *lab;
   unsigned char *png;
   size_t cap;
+  png_scratch enc;
 } slice_buffers;
 
 /* Renders, encodes and writes QC_DIR/slice_NNN.png for slice k with the
@@ -890,7 +940,7 @@ static void do_slice(const qc_job *job, const char *qc_dir, int64_t k, slice_buf
   o->png = b->png; /* (encode_png grows it: the worker keeps it) */
   o->cap = b->cap;
   o->len = 0;
-  encode_png(&c, job->level, o);
+  encode_png(&c, job->level, &b->enc, o);
   b->png = o->png;
   b->cap = o->cap;
   if (o->status == PSP_OK) {
@@ -965,14 +1015,15 @@ bool psp_qc_write_pngs_window(const char *qc_dir, const psp_volume *anatomy, con
   if (nth < 1) nth = 1;
 #pragma omp parallel num_threads(nth)
   {
-    slice_buffers b = {malloc((size_t)lay.width * (size_t)lay.height), malloc(scratch_size(&lay)),
-                       NULL, 0};
+    slice_buffers b = {
+        malloc((size_t)lay.width * (size_t)lay.height), malloc(scratch_size(&lay)), NULL, 0, {0}};
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < nz; k++)
       do_slice(&job, qc_dir, k, &b, &outs[k]);
     free(b.px);
     free(b.lab);
     free(b.png);
+    png_scratch_free(&b.enc);
   }
   /* the first failure in slice order */
   bool ok = true;
@@ -1400,11 +1451,13 @@ bool psp_qc_write_sagittal(const char *path, const psp_qc_sagittal *s, int compr
     }
   }
 
+  png_scratch enc = {0};
   encode_png(&c,
              compression_level < 0   ? DEFAULT_LEVEL
              : compression_level > 9 ? 9
                                      : compression_level,
-             &o);
+             &enc, &o);
+  png_scratch_free(&enc);
   if (o.status != PSP_OK) {
     psp_error_set(err, o.status, "sagittal QC image: %s", o.msg);
     goto done;
