@@ -1,6 +1,7 @@
 /*
  * limits.h — the medial and front limits of the multifidus compartment
- * (src/segment/limits.c), and the small helpers the segmentation files
+ * (src/segment/limits.c), the voxel-scale refinements of masks and labels
+ * (src/segment/refine.c), and the small helpers the segmentation files
  * share (internal, not installed).
  */
 #ifndef PSP_SEGMENT_LIMITS_H
@@ -98,5 +99,25 @@ double psp_segment_es_rise(int i);
  * clamped at the ends; NaN dz: over all levels). */
 const double *psp_seg_mf_rho_all(void);
 void psp_seg_rho_row(double dz, double row[12]);
+
+/* src/segment/refine.c: the strict mask (1 = strict) also against the
+ * local muscle level (mean FF of the strict voxels within 10 mm, at most
+ * muscle): a voxel stays strict if its raw and 3 x 3 mean FF (ff, sm) are
+ * below level + share (fat - level). Returns false on OOM. */
+bool psp_seg_local_strict(const float *ff, const float *sm, int64_t nx, int64_t ny, double sx,
+                          double sy, double muscle, double fat, double share, uint8_t *strict);
+
+/* refine.c: after the split of side (0 left, 1 right) along a visible
+ * plane, its multifidus/erector boundary voxels (inside comp == side + 1,
+ * in the rectangle bx) with FF above t become 0 in lab. old: nx * ny
+ * scratch. */
+void psp_seg_unlabel_plane(const float *ff, const uint8_t *comp, float *lab, int64_t nx,
+                           const int64_t bx[4], int side, double t, uint8_t *old);
+
+/* refine.c: one pass of outline smoothing of the labels lab of one slice
+ * inside the rectangle bx grown by one voxel (see there). old: nx * ny
+ * scratch. */
+void psp_seg_smooth_labels(const float *ff, float *lab, int64_t nx, int64_t ny, const int64_t bx[4],
+                           uint8_t *old);
 
 #endif
