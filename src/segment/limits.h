@@ -114,10 +114,14 @@ bool psp_seg_local_strict(const float *ff, const float *sm, int64_t nx, int64_t 
 void psp_seg_unlabel_plane(const float *ff, const uint8_t *comp, float *lab, int64_t nx,
                            const int64_t bx[4], int side, double t, uint8_t *old);
 
-/* refine.c: one pass of outline smoothing of the labels lab of one slice
- * inside the rectangle bx grown by one voxel (see there). old: nx * ny
- * scratch. */
-void psp_seg_smooth_labels(const float *ff, float *lab, int64_t nx, int64_t ny, const int64_t bx[4],
-                           uint8_t *old);
+/* refine.c: on the final labels lab of one slice (inside the rectangle bx
+ * grown by one voxel): one pass of voxel-scale smoothing (smooth_labels),
+ * the erector spinae's plane towards the multifidus (a ridge of FF)
+ * unlabelled, then the muscles' outlines smoothed at OUTLINE_MM (see
+ * there); muscle, fat: the slice's FF levels; old: nx * ny scratch.
+ * Returns false on OOM. */
+bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, double sx,
+                             double sy, const int64_t bx[4], double muscle, double fat,
+                             uint8_t *old);
 
 #endif

@@ -116,7 +116,7 @@
  *     +0.002 but would damp a real one-sided atrophy, so it is kept as the
  *     fallback only).
  *  3b. The outlines smoothed at the voxel scale, once, on the final labels
- *     (psp_seg_smooth_labels, refine.c): an unlabelled voxel with >= 5 of
+ *     (smooth_labels in refine.c): an unlabelled voxel with >= 5 of
  *     its 8 neighbours in one muscle and none in another joins it, a muscle
  *     voxel with <= 2 of 8 in its own leaves it. Steps 1 (local level), 3a
  *     (plane voxels) and 3b together, Dice MF L/R, ES L/R: phantom01
@@ -124,6 +124,8 @@
  *     0.945/0.928/0.902/0.901 -> 0.949/0.935/0.926/0.922, phantom03
  *     0.959/0.942/0.918/0.920 -> 0.965/0.949/0.930/0.930; dixon-tum01
  *     +0.0005..0.0010 per muscle, ipop-chaos11 24 of 26 slices as before.
+ *  3c. Then an erector voxel on a ridge of FF towards the multifidus leaves it, the
+ *     outlines are smoothed at 6 mm (psp_seg_refine_outlines, refine.c, with the numbers).
  *  4. Flags (slice left empty, reason recorded): no body / no spine
  *     (landmarks); below sacrum (no spine below the lowest segmented slice);
  *     implausible (muscle not distinct from fat, a canal more than 130 mm in
@@ -1424,7 +1426,9 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
           label_side(ff, c, nx, bx, sp[0], sp[1], &P, &lv[k], side, rb, lab);
         }
       }
-      if (bx[1] >= bx[0]) psp_seg_smooth_labels(ff, lab, nx, ny, bx, w->m3);
+      if (bx[1] >= bx[0] && !psp_seg_refine_outlines(ff, lab, nx, ny, sp[0], sp[1], bx,
+                                                     lv[k].muscle, lv[k].fat, w->m3))
+        oom = true;
       check_areas(&s->lm[k], lab, nx, bx, sp[0] * sp[1]);
     }
     psp_slice_work_free(w);
