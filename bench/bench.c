@@ -157,9 +157,10 @@ int main(int argc, char **argv) {
   /* Rounds: the floor, then analyze at 1 and at 2 threads, repeated reps
    * times, so that a drift of the machine's speed (shared hosts, clock
    * changes) falls on all three alike and the ratios stay fair. */
-  const char *stages[] = {"load",     "ffmap",      "segment.landmarks", "segment",
-                          "measure",  "levels",     "write.nifti",       "write.tables",
-                          "write.qc", "write.html", "write.sync"};
+  const char *stages[] = {
+      "load",       "ffmap",     "ffmap.plausibility", "segment.landmarks", "segment",
+      "measure",    "levels",    "write.nifti",        "write.tables",      "write.qc",
+      "write.html", "write.sync"};
   const int nst = (int)(sizeof stages / sizeof *stages);
   double fl[MAX_REPS], per[2][16][MAX_REPS], tot[2][MAX_REPS];
   double med[2][16], total[2];

@@ -356,7 +356,9 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
       psp_error_prefix(err, "%s", slot_path(r, PSP_GEOM_FF));
     goto fail;
   }
+  const double tp = psp_now();
   r->plaus = psp_ffmap_plausibility(r->ffmap, ctx);
+  psp_context_add_time(ctx, "ffmap.plausibility", psp_now() - tp);
   /* memory: the map holds what was needed of the Dixon inputs; only the
    * QC background image (water or in-phase) and the labels keep voxels */
   for (int a = 0; a < r->n_inputs; a++)

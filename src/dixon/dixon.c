@@ -62,10 +62,11 @@
  * 50-80 % (fatty muscle, streaks, marrow, partial volume at fat borders) is
  * ambiguous with magnitude-only data and reads as 100 % - FF.
  *
- * Plausibility (swap check): per axial slice the body = voxels with signal,
- * 3 x 3 majority, largest component, holes filled; the subcutaneous layer
- * is its part 2..12 mm inside the outline, away from the image border (the
- * field of view may cut the body). Its median FF must exceed 60 %.
+ * Plausibility (swap check): per axial slice (every second one of 12 or
+ * more) the body = voxels with signal, 3 x 3 majority, largest component,
+ * holes filled; the subcutaneous layer is its part 2..12 mm inside the
+ * outline, away from the image border (the field of view may cut the
+ * body). Its median FF must exceed 60 %.
  *
  * Files: the noise estimation, the bias correction and the FF fill are in
  * src/dixon/noise.c (its DESIGN comment: passes and kernels), the log
@@ -320,8 +321,10 @@ static int64_t slice_body(const uint8_t *sig, uint8_t *body, int64_t nx, int64_t
 
 /* Body mask per axial slice: the voxels with signal, cleaned by a 3 x 3
  * majority (drops isolated noise voxels), largest 8-connected component,
- * holes filled. Slices whose body would be < 50 voxels stay empty. */
-static bool body_mask(const uint8_t *sig, const int64_t d[3], uint8_t *body, psp_error **err) {
+ * holes filled. Slices whose body would be < 50 voxels stay empty, and so
+ * do the slices k with k % step != 0 (not looked at). */
+static bool body_mask(const uint8_t *sig, const int64_t d[3], int64_t step, uint8_t *body,
+                      psp_error **err) {
   const int64_t nx = d[0], ny = d[1], nz = d[2], plane = nx * ny;
   bool failed = false;
 #pragma omp parallel
@@ -340,6 +343,10 @@ static bool body_mask(const uint8_t *sig, const int64_t d[3], uint8_t *body, psp
       if (!ok) continue;
       const uint8_t *sg = sig + k * plane;
       uint8_t *bd = body + k * plane;
+      if (k % step != 0) {
+        memset(bd, 0, (size_t)plane);
+        continue;
+      }
       /* 3 x 3 majority (>= 5 of the 9, outside the image counts 0) as a
        * separable box sum: horizontal sums, then vertical */
       /* (edges apart: the inner loops vectorise) */
@@ -732,7 +739,7 @@ static bool resolve_fat_dominance(const psp_volume *ipv, const float *ip, const 
     cid[v] = ip[v] >= floor_v;
   double sp[3];
   psp_volume_spacing(ipv, sp);
-  if (!body_mask(cid, d, pure, err) || !outer_layer(pure, d, sp, cls, err)) {
+  if (!body_mask(cid, d, 1, pure, err) || !outer_layer(pure, d, sp, cls, err)) {
     ok = false;
     goto done;
   }
@@ -1039,7 +1046,11 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
       sig[i] = (uint8_t)(x == x) & (uint8_t)(!ffmap_input | (x != 0));
     }
   }
-  if (!sig || !body || !vals || !start || !body_mask(sig, v->dims, body, NULL) ||
+  /* every second slice of 12 or more: the median rests on thousands of
+   * voxels either way, at half the cost (body outline and distance map:
+   * 0.07 -> 0.035 s on a 400 x 400 x 29 scan at one thread) */
+  const int64_t step = nz >= 12 ? 2 : 1;
+  if (!sig || !body || !vals || !start || !body_mask(sig, v->dims, step, body, NULL) ||
       !outer_layer(body, v->dims, sp, sig, NULL)) {
     snprintf(r.message, sizeof r.message, "subcutaneous fat check skipped: out of memory");
     goto done;

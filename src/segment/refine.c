@@ -142,6 +142,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define SMOOTH_ADD 5       /* of 8 neighbours in one muscle: an unlabelled voxel joins it */
 #define SMOOTH_DROP 2      /* of 8 neighbours in its own muscle or fewer: a voxel leaves it */
@@ -328,11 +329,20 @@ static bool smooth_outlines(const float *ff, float *lab, int64_t nx, int64_t ny,
                         PSP_LABEL_MF_RIGHT};
   /* output window: bx grown by one voxel (the labels lie inside it) */
   int64_t i0 = bx[0] - 1, j0 = bx[2] - 1, w = bx[1] - bx[0] + 3, h = bx[3] - bx[2] + 3;
-  int64_t cnt[NM] = {0};
+  int64_t cnt[NM] = {0}, box[NM][4]; /* per muscle: voxels, box in window coordinates */
+  for (int c = 0; c < NM; c++)
+    box[c][0] = w, box[c][1] = -1, box[c][2] = h, box[c][3] = -1;
   for (int64_t j = j0 < 0 ? 0 : j0; j < j0 + h && j < ny; j++)
     for (int64_t i = i0 < 0 ? 0 : i0; i < i0 + w && i < nx; i++)
       for (int c = 0; c < NM; c++)
-        cnt[c] += lab[j * nx + i] == ml[c];
+        if (lab[j * nx + i] == ml[c]) {
+          cnt[c]++;
+          int64_t *b = box[c];
+          b[0] = i - i0 < b[0] ? i - i0 : b[0];
+          b[1] = i - i0 > b[1] ? i - i0 : b[1];
+          b[2] = j - j0 < b[2] ? j - j0 : b[2];
+          b[3] = j - j0 > b[3] ? j - j0 : b[3];
+        }
   float gx[NM][65], gy[NM][65];
   int64_t rx[NM], ry[NM], mx = 1, my = 1;
   for (int c = 0; c < NM; c++) {
@@ -361,24 +371,35 @@ static bool smooth_outlines(const float *ff, float *lab, int64_t nx, int64_t ny,
         ind[c * wx * hy + j * wx + i] = v == ml[c] ? 1.0f : 0.0f;
     }
   }
+  /* Each muscle's blur only where it is not 0 (its box grown by its
+   * radii): elsewhere every term is 0, as out already holds, and inside the
+   * box the same sums in the same order, over a tmp that is 0 on the rows
+   * the vertical pass reads outside the muscle's rows. */
   for (int c = 0; c < NM; c++) {
     if (!cnt[c]) continue;
-    for (int64_t j = 0; j < hy; j++) {
-      const float *in = ind + c * wx * hy + j * wx + mx;
-      float *o = tmp + j * w;
-      for (int64_t i = 0; i < w; i++)
+    const int64_t c0 = box[c][0] - rx[c] < 0 ? 0 : box[c][0] - rx[c];
+    const int64_t c1 = box[c][1] + rx[c] > w - 1 ? w - 1 : box[c][1] + rx[c];
+    const int64_t r0 = box[c][2] - ry[c] < 0 ? 0 : box[c][2] - ry[c];
+    const int64_t r1 = box[c][3] + ry[c] > h - 1 ? h - 1 : box[c][3] + ry[c];
+    const int64_t nc = c1 - c0 + 1;
+    for (int64_t j = r0 - ry[c]; j <= r1 + ry[c]; j++) /* tmp rows j + my, all in range */
+      memset(tmp + (j + my) * w + c0, 0, (size_t)nc * sizeof *tmp);
+    for (int64_t j = box[c][2]; j <= box[c][3]; j++) {
+      const float *in = ind + c * wx * hy + (j + my) * wx + mx + c0;
+      float *o = tmp + (j + my) * w + c0;
+      for (int64_t i = 0; i < nc; i++)
         o[i] = gx[c][0] * in[i];
       for (int64_t d = 1; d <= rx[c]; d++)
-        for (int64_t i = 0; i < w; i++)
+        for (int64_t i = 0; i < nc; i++)
           o[i] += gx[c][d] * (in[i - d] + in[i + d]);
     }
-    for (int64_t j = 0; j < h; j++) {
-      const float *in = tmp + (j + my) * w;
-      float *o = out + c * w * h + j * w;
-      for (int64_t i = 0; i < w; i++)
+    for (int64_t j = r0; j <= r1; j++) {
+      const float *in = tmp + (j + my) * w + c0;
+      float *o = out + c * w * h + j * w + c0;
+      for (int64_t i = 0; i < nc; i++)
         o[i] = gy[c][0] * in[i];
       for (int64_t d = 1; d <= ry[c]; d++)
-        for (int64_t i = 0; i < w; i++)
+        for (int64_t i = 0; i < nc; i++)
           o[i] += gy[c][d] * (in[i - d * w] + in[i + d * w]);
     }
   }
