@@ -151,7 +151,7 @@ void psp_file_writer_abort(psp_file_writer *w);
 /* Asks the kernel (Linux) to back the 2 MiB-aligned part of the n bytes at
  * p with huge pages, before they are first touched: a buffer of a whole
  * volume is then faulted in 2 MiB at a time instead of 4 KiB (a 400 x 400
- * x 29 analysis: ~38,000 page faults -> ~6,000). A hint only; buffers
+ * x 29 analysis: ~37,600 page faults -> ~12,600). A hint only; buffers
  * under 4 MiB are left alone. */
 void psp_advise_huge(void *p, size_t n);
 /* psp_write_file_atomic with the choice of when the data reaches the disk. */
