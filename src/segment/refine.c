@@ -319,8 +319,10 @@ static int64_t gauss_weights(double sg, float *g) {
  * blurred share is below keep leaves it (a bump or spur of the outline),
  * an unlabelled voxel next to the labels with a share of at least
  * OUTLINE_ADD and the other muscles' below OUTLINE_OTHER joins (a notch).
- * All decisions read the labels before; the sums run in a fixed order per
- * voxel. */
+ * The blurred shares come from the labels before; a voxel's own decision
+ * runs over the muscles in the order of ml, so one that leaves a muscle
+ * may join a later one in the same pass (rare: the other shares must be
+ * below OUTLINE_OTHER). The sums run in a fixed order per voxel. */
 static bool smooth_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, double sx,
                             double sy, const int64_t bx[4], double sigma_mm, double keep) {
   if (bx[1] < bx[0] || bx[3] < bx[2]) return true;
