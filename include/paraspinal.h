@@ -506,11 +506,13 @@ typedef struct psp_phantom_options {
   double bias_amplitude;       /* smooth multiplicative bias field, 0..0.9, e.g. 0.2 */
   psp_orientation orientation; /* how the files are written */
   double oblique_deg;          /* rotation of the affine about the k axis (-40..40) */
+  double roll_deg;             /* the anatomy rotated in the image plane about the grid's centre
+                                  (-30..30 degrees; a patient lying rolled), truth included */
 } psp_phantom_options;
 
 /* 160 x 128 x 44 voxels of 2.5 x 2.5 x 5 mm (sacrum to L1), seed 1, SNR 25,
  * multifidus 8/10 %, erector spinae 12/15 % (left/right), streaks 60 % FF in
- * 10 % of the muscle, bias 0.2, LPS, not oblique. */
+ * 10 % of the muscle, bias 0.2, LPS, not oblique, not rolled. */
 void psp_phantom_options_default(psp_phantom_options *o);
 
 typedef struct psp_phantom psp_phantom;

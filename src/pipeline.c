@@ -229,10 +229,11 @@ typedef struct bottom_check {
   double seconds; /* spent on the levels */
 } bottom_check;
 
-static int stack_reaches_sacrum(const psp_segmentation *s, void *user, psp_error **err) {
+static int stack_reaches_sacrum(const psp_ffmap *ff, const psp_segmentation *s, void *user,
+                                psp_error **err) {
   bottom_check *bc = user;
   double t0 = psp_now();
-  bc->levels = psp_levels_detect(bc->ffmap, s, bc->ov, bc->ctx, err);
+  bc->levels = psp_levels_detect(ff, s, bc->ov, bc->ctx, err);
   bc->seconds = psp_now() - t0;
   if (!bc->levels) return -1;
   return psp_levels_image_anchored(bc->levels) ? 1 : 0;
@@ -379,6 +380,7 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     bottom_check bc = {r->ffmap, r->ov, ctx, NULL, 0.0};
     r->seg = psp_segment_with(r->ffmap, stack_reaches_sacrum, &bc, ctx, err);
     r->levels = bc.levels; /* on the segmentation's final landmarks */
+    if (r->seg && r->levels) psp_levels_to_image(r->levels, r->seg);
     t_levels = bc.seconds;
     if (r->seg) r->labels = psp_segmentation_take_labels(r->seg);
   }

@@ -39,11 +39,13 @@ typedef struct psp_slice_landmarks {
   double canal_score;          /* detection score (contrast of a low-FF disc in a ring) */
   psp_lm_point vertebral_body; /* centre of the vertebral body / disc / sacrum */
   psp_lm_point spinous;        /* posterior end of the midline bone behind the canal */
-  double midline_i;            /* column of the left-right midline (constant along j) */
-  double gap_mm[2];            /* half-width of the midline bone/fat (spinous process, interspinous
-                                  fat) on the left [0] and right [1] of the midline */
-  double muscle_ff;            /* median FF of the muscle core beside the spinous process */
-  double fat_ff;               /* median FF of the fat in the body */
+  double midline_i;            /* column of the left-right midline at the canal's row */
+  double midline_slope;        /* the midline's di/dj (0: along the image's columns) */
+  double axis_deg;  /* in-plane angle of the frame the slice was segmented in (0: the image's) */
+  double gap_mm[2]; /* half-width of the midline bone/fat (spinous process, interspinous
+                       fat) on the left [0] and right [1] of the midline */
+  double muscle_ff; /* median FF of the muscle core beside the spinous process */
+  double fat_ff;    /* median FF of the fat in the body */
 } psp_slice_landmarks;
 
 /* Scratch buffers for one slice (one per thread). */

@@ -39,6 +39,8 @@ static const char PHANTOM_HELP[] =
     "  --orientation CODE       where the file axes i, j, k point, e.g. LPS (default), RAS,\n"
     "                           PLI, RPI; letters from L/R, P/A, S/I, each pair once\n"
     "  --oblique DEG            rotate the voxel grid about the k axis (-40..40 degrees)\n"
+    "  --roll DEG               rotate the anatomy in the image plane (-30..30 degrees): a\n"
+    "                           patient lying rolled; the truth is rotated with it\n"
     "\n"
     "DICOM (with or without -o):\n"
     "  --dicom DIR              write the images as DICOM series into DIR/series_NN/ (the\n"
@@ -78,6 +80,7 @@ enum {
   OPT_BIAS,
   OPT_ORIENT,
   OPT_OBLIQUE,
+  OPT_ROLL,
   OPT_DICOM,
   OPT_VENDOR,
   OPT_MULTIFRAME,
@@ -101,6 +104,7 @@ static const struct option LONG_OPTS[] = {
     {"bias", required_argument, NULL, OPT_BIAS},
     {"orientation", required_argument, NULL, OPT_ORIENT},
     {"oblique", required_argument, NULL, OPT_OBLIQUE},
+    {"roll", required_argument, NULL, OPT_ROLL},
     {"dicom", required_argument, NULL, OPT_DICOM},
     {"vendor", required_argument, NULL, OPT_VENDOR},
     {"multiframe", no_argument, NULL, OPT_MULTIFRAME},
@@ -297,6 +301,11 @@ static int parse_args(const char *cmd, int argc, char **argv, psp_phantom_option
         return psp_cli_usage_error(cmd, "--oblique needs an angle from -40 to 40 degrees, not '%s'",
                                    optarg);
       break;
+    case OPT_ROLL:
+      if (!psp_cli_parse_double(optarg, &o->roll_deg) || !(o->roll_deg >= -30 && o->roll_deg <= 30))
+        return psp_cli_usage_error(cmd, "--roll needs an angle from -30 to 30 degrees, not '%s'",
+                                   optarg);
+      break;
     case OPT_DICOM:
       *dicom_dir = optarg;
       break;
@@ -394,9 +403,10 @@ int psp_cmd_phantom(int argc, char **argv) {
     char code[4];
     psp_orientation_code(psp_phantom_volume(p, "water"), code);
     printf("phantom: %lld x %lld x %lld voxels of %g x %g x %g mm, orientation %s, oblique %g "
-           "deg, seed %llu, SNR %g\n",
+           "deg, roll %g deg, seed %llu, SNR %g\n",
            (long long)o.dims[0], (long long)o.dims[1], (long long)o.dims[2], o.spacing[0],
-           o.spacing[1], o.spacing[2], code, o.oblique_deg, (unsigned long long)o.seed, o.snr);
+           o.spacing[1], o.spacing[2], code, o.oblique_deg, o.roll_deg, (unsigned long long)o.seed,
+           o.snr);
     printf("fat fraction: multifidus L %.1f%% R %.1f%%, erector spinae L %.1f%% R %.1f%%, "
            "streaks %.1f%% FF in %.1f%% of muscle, bias amplitude %g\n",
            100 * o.ff_multifidus[0], 100 * o.ff_multifidus[1], 100 * o.ff_erector[0],

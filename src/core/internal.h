@@ -87,6 +87,12 @@ void psp_volume_release_data(psp_volume *v);
 /* Frees the (corrected) water and fat magnitudes of a map once measured;
  * psp_ffmap_water / psp_ffmap_fat then return NULL, the FF stays. */
 void psp_ffmap_release_magnitudes(psp_ffmap *m);
+/* A map like `like` (noise level, floor, source, fat-dominant share copied)
+ * holding volumes the caller gives up: ff on like's grid, water and fat
+ * (both or neither) on the same grid, e.g. a resampled copy
+ * (src/segment/align.c). NULL when out of memory, the volumes then freed. */
+psp_ffmap *psp_ffmap_adopt(const psp_ffmap *like, psp_volume *ff, psp_volume *water,
+                           psp_volume *fat, psp_error **err);
 
 /* A context for work run in parallel with its parent's (e.g. loading two
  * inputs at once): same settings, but its messages are held, not logged,

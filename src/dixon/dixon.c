@@ -983,6 +983,22 @@ psp_ffmap *psp_ffmap_from_ff(const psp_volume *ff, psp_ff_unit unit, psp_context
   return m;
 }
 
+psp_ffmap *psp_ffmap_adopt(const psp_ffmap *like, psp_volume *ff, psp_volume *water,
+                           psp_volume *fat, psp_error **err) {
+  psp_ffmap *m = psp_calloc(1, sizeof *m, err);
+  if (!m) {
+    psp_volume_free(ff);
+    psp_volume_free(water);
+    psp_volume_free(fat);
+    return NULL;
+  }
+  *m = *like;
+  m->ff = ff;
+  m->water = water;
+  m->fat = fat;
+  return m;
+}
+
 void psp_ffmap_free(psp_ffmap *m) {
   if (!m) return;
   psp_volume_free(m->ff);

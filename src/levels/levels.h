@@ -119,6 +119,10 @@ const char *psp_levels_method(const psp_levels *lv);
 double psp_levels_iliac_crest(const psp_levels *lv);
 bool psp_levels_iliac_both(const psp_levels *lv, int64_t k);
 double psp_levels_iliac_area(const psp_levels *lv, int64_t k, int side);
+/* After a segmentation in a frame aligned with the spine (the levels found
+ * on its landmarks, in that frame): the columns' points mapped to the
+ * image's grid (psp_segmentation_to_image). */
+void psp_levels_to_image(psp_levels *lv, const psp_segmentation *seg);
 /* Slice spacing (mm) along the slice axis. */
 double psp_levels_slice_spacing_mm(const psp_levels *lv);
 /* A (fractional) internal slice position in the input file's numbering. */

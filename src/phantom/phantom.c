@@ -533,6 +533,7 @@ void psp_phantom_options_default(psp_phantom_options *o) {
     o->orientation.flip[a] = false;
   }
   o->oblique_deg = 0.0;
+  o->roll_deg = 0.0;
 }
 
 static bool check_range(double v, double lo, double hi, const char *what, psp_error **err) {
@@ -565,7 +566,8 @@ static bool check_options(const psp_phantom_options *o, psp_context *ctx, psp_er
       !check_range(o->streak_ff, 0, 1, "streak FF", err) ||
       !check_range(o->streak_share, 0, 0.9, "streak share", err) ||
       !check_range(o->bias_amplitude, 0, 0.9, "bias amplitude", err) ||
-      !check_range(o->oblique_deg, -40, 40, "oblique angle (degrees)", err))
+      !check_range(o->oblique_deg, -40, 40, "oblique angle (degrees)", err) ||
+      !check_range(o->roll_deg, -30, 30, "roll angle (degrees)", err))
     return false;
   bool seen[3] = {false, false, false};
   for (int a = 0; a < 3; a++) {
@@ -676,6 +678,15 @@ static void make_affine(const psp_phantom_options *o, double A[4][4]) {
 
 /* Streak thresholds: the (1 - share) quantile of the streak field over each
  * muscle, from a histogram at voxel centres (deterministic integer sums). */
+/* The patient frame of image offset (x, y) (mm from the grid's centre):
+ * the anatomy rolled by roll_deg in the image plane (none at 0: exact). */
+static inline void roll_xy(const psp_phantom_options *o, double *x, double *y) {
+  if (o->roll_deg == 0.0) return;
+  double t = o->roll_deg * PSP_PI / 180.0, c = cos(t), s = sin(t), a = *x, b = *y;
+  *x = c * a + s * b;
+  *y = -s * a + c * b;
+}
+
 static bool streak_thresholds(const psp_phantom_options *o, const anat *an, int nthreads,
                               double thr[PSP_LABEL_COUNT], psp_error **err) {
   for (int l = 0; l < PSP_LABEL_COUNT; l++)
@@ -694,7 +705,9 @@ static bool streak_thresholds(const psp_phantom_options *o, const anat *an, int 
       double y = ((double)j - cj) * o->spacing[1];
       for (int64_t i = 0; i < nx; i++) {
         tissue ts;
-        classify(an, &z, ((double)i - ci) * o->spacing[0], y, &ts);
+        double px = ((double)i - ci) * o->spacing[0], py = y;
+        roll_xy(o, &px, &py);
+        classify(an, &z, px, py, &ts);
         if (ts.type != T_MUSCLE) continue;
         double b = (ts.field + FIELD_LIM) / (2 * FIELD_LIM) * NBIN;
         int bin = (int)clampd(floor(b), 0, NBIN - 1);
@@ -742,14 +755,17 @@ static void generate_slice(const psp_phantom_options *o, const anat *an,
   const double n_sub = SUB * SUB * SUB;
   for (int64_t j = 0; j < ny; j++) {
     for (int64_t i = 0; i < nx; i++) {
-      double x = ((double)i - ci) * sx, y = ((double)j - cj) * sy;
+      double x = ((double)i - ci) * sx, y = ((double)j - cj) * sy, rx = x, ry = y;
+      roll_xy(o, &rx, &ry);
       double W = 0, F = 0;
       int cnt[PSP_LABEL_COUNT] = {0};
-      if (sd_ellipse(x, y, zc.body_a * 1.1, zc.body_b * 1.1) > -diag) {
+      if (sd_ellipse(rx, ry, zc.body_a * 1.1, zc.body_b * 1.1) > -diag) {
         for (int a = 0; a < SUB; a++)
           for (int b = 0; b < SUB; b++)
             for (int c = 0; c < SUB; c++) {
-              double px = x + (b - 1) * sx / SUB, py = y + (c - 1) * sy / SUB;
+              double ox = (b - 1) * sx / SUB, oy = (c - 1) * sy / SUB;
+              roll_xy(o, &ox, &oy);
+              double px = rx + ox, py = ry + oy;
               tissue ts;
               classify(an, &zs[a], px, py, &ts);
               double S, ff;

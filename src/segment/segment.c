@@ -240,7 +240,7 @@
  * (the second pass changes only the prior), scratch is per thread; every
  * result is that of the plain loops over the whole slice.
  */
-#include "segment/segment.h"
+#include "segment/align.h"
 #include "segment/limits.h"
 
 #include <math.h>
@@ -284,21 +284,6 @@
 #define PLANE_MIN_SHARE 0.12 /* of the compartment, each muscle's seed */
 #define PLANE_KEPT_SHARE 0.6 /* of the compartment, all seeds together */
 #define PLANE_FAT_SHARE 0.7  /* of fat - muscle: a boundary voxel this fat is the plane */
-
-static const char METHOD[] =
-    "anatomy-driven rules on the FF map: body, spinal canal and midline landmarks; paraspinal "
-    "compartment = muscle-like tissue (FF below the slice's muscle/fat midpoint) behind the "
-    "canal, intramuscular fat included by hole filling; multifidus/erector spinae split along "
-    "a visible fat plane (seeded watershed), else by a minimum-cost path with a proportion "
-    "prior by height above the lowest segmented slice (taken as L5/S1 with the sacrum or an iliac "
-    "crest in view, else as 24 mm above it; MuscleMap template), smoothed along the "
-    "spine";
-
-struct psp_segmentation {
-  psp_volume *labels;
-  int64_t nz;
-  psp_slice_landmarks *lm;
-};
 
 typedef struct slice_levels {
   double muscle, fat, t_loose, t_strict;
@@ -967,12 +952,8 @@ static void check_areas(psp_slice_landmarks *lm, float *lab, int64_t nx, const i
         lab[q] = 0;
 }
 
-psp_segmentation *psp_segment(const psp_ffmap *ffm, psp_context *ctx, psp_error **err) {
-  return psp_segment_with(ffm, NULL, NULL, ctx, err);
-}
-
-psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, void *user,
-                                   psp_context *ctx, psp_error **err) {
+psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, void *user,
+                              psp_seg_axis *ax, psp_context *ctx, psp_error **err) {
   const psp_volume *ffv = psp_ffmap_ff(ffm);
   psp_segmentation *s = psp_calloc(1, sizeof *s, err), *done = NULL;
   if (!s) return NULL;
@@ -1115,10 +1096,22 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
     goto fail;
   }
   psp_context_add_time(ctx, "segment.landmarks", psp_now() - t_lm);
+  s->axis_deg = NAN;
+  if (ax) {
+    /* the spine's axis; rotated: the caller segments a rotated copy */
+    int a = psp_seg_axis_find(ffv, s->lm, ax, err);
+    if (a < 0) goto fail;
+    s->axis_deg = ax->deg;
+    if (a > 0) {
+      done = s;
+      s = NULL;
+      goto fail;
+    }
+  }
   /* the landmarks are final: the stack's bottom is checked on them */
   double dz0 = 0.0;
   if (bottom) {
-    int b = bottom(s, user, err);
+    int b = bottom(ffm, s, user, err);
     if (b < 0) goto fail;
     if (b == 0 && k_low >= 0) {
       dz0 = NO_ANCHOR_DZ_MM;
@@ -1458,41 +1451,4 @@ fail:
   free(rprof);
   psp_segmentation_free(s);
   return done;
-}
-
-void psp_segmentation_free(psp_segmentation *s) {
-  if (!s) return;
-  psp_volume_free(s->labels);
-  free(s->lm);
-  free(s);
-}
-
-const psp_volume *psp_segmentation_labels(const psp_segmentation *s) {
-  return s->labels;
-}
-
-psp_volume *psp_segmentation_take_labels(psp_segmentation *s) {
-  psp_volume *v = s->labels;
-  s->labels = NULL;
-  return v;
-}
-
-const char *psp_segmentation_method(const psp_segmentation *s) {
-  (void)s;
-  return METHOD;
-}
-
-int64_t psp_segmentation_slice_count(const psp_segmentation *s) {
-  return s->nz;
-}
-
-const psp_slice_landmarks *psp_segmentation_slice(const psp_segmentation *s, int64_t k) {
-  return &s->lm[k];
-}
-
-int64_t psp_segmentation_ok_count(const psp_segmentation *s) {
-  int64_t n = 0;
-  for (int64_t k = 0; k < s->nz; k++)
-    n += s->lm[k].status == PSP_SLICE_OK;
-  return n;
 }

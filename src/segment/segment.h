@@ -22,9 +22,13 @@ psp_segmentation *psp_segment(const psp_ffmap *ff, psp_context *ctx, psp_error *
  * lumbosacral junction (e.g. the sacrum or an iliac crest is in view):
  * called once, when the landmarks of every slice are known and before any
  * muscle is segmented (psp_segmentation_slice works then; labels do not).
+ * ff is the map being segmented: the caller's, or its copy rotated into
+ * the frame of the spine's axis (src/segment/align.c), whose landmarks s
+ * then holds; psp_segmentation_to_image maps that frame's points.
  * Returns 1 (confirmed), 0 (not: the lowest slice with a spine is taken as
  * lying NO_ANCHOR_DZ_MM above L5/S1, see segment.c), or -1 with *err set. */
-typedef int (*psp_seg_bottom_fn)(const psp_segmentation *s, void *user, psp_error **err);
+typedef int (*psp_seg_bottom_fn)(const psp_ffmap *ff, const psp_segmentation *s, void *user,
+                                 psp_error **err);
 /* psp_segment with that check (bottom NULL: as psp_segment). */
 psp_segmentation *psp_segment_with(const psp_ffmap *ff, psp_seg_bottom_fn bottom, void *user,
                                    psp_context *ctx, psp_error **err);
@@ -42,6 +46,14 @@ int64_t psp_segmentation_slice_count(const psp_segmentation *s);
 const psp_slice_landmarks *psp_segmentation_slice(const psp_segmentation *s, int64_t k);
 /* Number of slices with status OK. */
 int64_t psp_segmentation_ok_count(const psp_segmentation *s);
+
+/* The spine's in-plane angle measured on the slices (degrees; NaN when too
+ * few slices showed a spine; see src/segment/align.c), and whether the
+ * muscles were segmented in a frame rotated by it (*aligned, may be NULL). */
+double psp_segmentation_axis_deg(const psp_segmentation *s, bool *aligned);
+/* A point (voxel i, j) of the frame the muscles were segmented in, in the
+ * image's grid (unchanged unless aligned). */
+void psp_segmentation_to_image(const psp_segmentation *s, double *i, double *j);
 
 /* The multifidus share of each polar ray used as the first-pass prior,
  * at deg10 x 10 degrees (0..11); the table in models/mf_rho_profile.tsv. */
