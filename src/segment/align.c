@@ -174,25 +174,45 @@ int psp_seg_axis_find(const psp_volume *ff, const psp_slice_landmarks *lm, psp_s
  * R = [cos sin; -sin cos], so that the frame's columns run along the
  * spine's axis. */
 typedef struct frame {
-  double ci, cj; /* pivot, image voxels */
-  double qi, qj; /* pivot, frame voxels */
-  double sx, sy; /* image pixel (mm) */
-  double f;      /* frame pixels per image pixel, per axis */
-  double s, c;   /* sin, cos of the angle */
+  double f;     /* frame pixels per image pixel, per axis */
+  double im[6]; /* frame voxel -> image voxel: i = im0 + im1 qi + im2 qj, j = im3 + ... */
+  double fr[6]; /* the inverse */
 } frame;
 
 _Static_assert(sizeof(frame) == sizeof(((psp_segmentation *)0)->frame), "frame storage");
 
+/* The frame of angle deg about the image voxel (ci, cj), pixel sx x sy mm,
+ * m frame pixels per image pixel. */
+static frame frame_make(double deg, double ci, double cj, double sx, double sy, double m) {
+  double s = sin(deg * PSP_PI / 180.0), c = cos(deg * PSP_PI / 180.0);
+  double qi = (ci + 0.5) * m - 0.5, qj = (cj + 0.5) * m - 0.5; /* the pivot in the frame */
+  frame f = {m, {0}, {0}};
+  /* image (mm from the pivot) = R frame (mm from the pivot) */
+  f.im[1] = c / m;
+  f.im[2] = s * sy / (sx * m);
+  f.im[4] = -s * sx / (sy * m);
+  f.im[5] = c / m;
+  f.im[0] = ci - f.im[1] * qi - f.im[2] * qj;
+  f.im[3] = cj - f.im[4] * qi - f.im[5] * qj;
+  f.fr[1] = c * m;
+  f.fr[2] = -s * sy * m / sx;
+  f.fr[4] = s * sx * m / sy;
+  f.fr[5] = c * m;
+  f.fr[0] = qi - f.fr[1] * ci - f.fr[2] * cj;
+  f.fr[3] = qj - f.fr[4] * ci - f.fr[5] * cj;
+  return f;
+}
+
 static void to_image(const frame *f, double qi, double qj, double *pi, double *pj) {
-  double x = (qi - f->qi) * f->sx / f->f, y = (qj - f->qj) * f->sy / f->f;
-  *pi = f->ci + (f->c * x + f->s * y) / f->sx;
-  *pj = f->cj + (-f->s * x + f->c * y) / f->sy;
+  double a = f->im[0] + f->im[1] * qi + f->im[2] * qj, b = f->im[3] + f->im[4] * qi + f->im[5] * qj;
+  *pi = a;
+  *pj = b;
 }
 
 static void to_frame(const frame *f, double pi, double pj, double *qi, double *qj) {
-  double x = (pi - f->ci) * f->sx, y = (pj - f->cj) * f->sy;
-  *qi = f->qi + (f->c * x - f->s * y) * f->f / f->sx;
-  *qj = f->qj + (f->s * x + f->c * y) * f->f / f->sy;
+  double a = f->fr[0] + f->fr[1] * pi + f->fr[2] * pj, b = f->fr[3] + f->fr[4] * pi + f->fr[5] * pj;
+  *qi = a;
+  *qj = b;
 }
 
 /* One plane resampled into the rotated frame (nx, ny: the image's plane;
@@ -257,13 +277,13 @@ static void point_back(const frame *f, psp_lm_point *p) {
 static void landmarks_back(const frame *f, double deg, psp_slice_landmarks *lm, int64_t nx,
                            int64_t ny) {
   double mi, mj;
-  to_image(f, lm->midline_i, lm->canal.found ? lm->canal.j : f->qj, &mi, &mj);
+  to_image(f, lm->midline_i, lm->canal.found ? lm->canal.j : 0.0, &mi, &mj);
   point_back(f, &lm->body_centre);
   point_back(f, &lm->canal);
   point_back(f, &lm->vertebral_body);
   point_back(f, &lm->spinous);
   /* the frame's columns, in the image: di / dj = tan(deg) sy / sx */
-  lm->midline_slope = (f->s * f->sy) / (f->c * f->sx);
+  lm->midline_slope = f->im[2] / f->im[5];
   lm->midline_i = lm->canal.found ? mi + lm->midline_slope * (lm->canal.j - mj) : mi;
   lm->axis_deg = deg;
   double bi[2] = {INFINITY, -INFINITY}, bj[2] = {INFINITY, -INFINITY};
@@ -331,10 +351,10 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
   int64_t nx = ffv->dims[0], ny = ffv->dims[1], nz = ffv->dims[2];
   double sp[3];
   psp_volume_spacing(ffv, sp);
-  /* frame pixels no coarser than FINE_MM (whole subdivisions) */
-  double m = fmax(1.0, ceil(fmax(sp[0], sp[1]) / FINE_MM - 1e-9));
-  frame f = {ax.ci, ax.cj, (ax.ci + 0.5) * m - 0.5,      (ax.cj + 0.5) * m - 0.5,     sp[0],
-             sp[1], m,     sin(ax.deg * PSP_PI / 180.0), cos(ax.deg * PSP_PI / 180.0)};
+  /* frame pixels no coarser than FINE_MM (whole subdivisions; 5 % slack for
+   * headers that round the pixel size) */
+  double m = fmax(1.0, ceil(fmax(sp[0], sp[1]) / FINE_MM - 0.05));
+  frame f = frame_make(ax.deg, ax.ci, ax.cj, sp[0], sp[1], m);
   psp_volume *rf = rotated_volume(&f, ffv, true, err), *rw = NULL, *rt = NULL;
   if (rf && wv && fv) {
     rw = rotated_volume(&f, wv, false, err);

@@ -12,9 +12,9 @@ struct psp_segmentation {
   psp_volume *labels;
   int64_t nz;
   psp_slice_landmarks *lm;
-  double axis_deg; /* the spine's measured in-plane angle (NaN: not measured) */
-  bool aligned;    /* segmented in a frame rotated by axis_deg */
-  double frame[9]; /* that frame (align.c's struct frame) */
+  double axis_deg;  /* the spine's measured in-plane angle (NaN: not measured) */
+  bool aligned;     /* segmented in a frame rotated by axis_deg */
+  double frame[13]; /* that frame (align.c's struct frame) */
 };
 
 /* The spine's in-plane axis of a volume (psp_seg_axis_find). */
