@@ -53,8 +53,9 @@
 #define AXIS_U1_MM 60.0
 #define AXIS_STEP_MM 4.0
 #define AXIS_MIN_SLICES 3
+#define AXIS_ALL_BELOW 12 /* stacks of this many slices or more: every second slice measured */
 #define NO_SIGNAL_FF 1.5f
-#define ROT_MIN_DEG 3.0
+#define ROT_MIN_DEG 2.5
 #define FINE_MM 1.0 /* frame pixel at most (mm): the scale the rules were developed at */
 
 static const char METHOD[] =
@@ -84,12 +85,12 @@ static float ff_at(const float *ff, int64_t nx, int64_t ny, double x, double y) 
  * through the canal (x0, y0 in mm) shifted sideways by off mm; INFINITY
  * when fewer than half the pairs lie inside the image. */
 static double sym_score(const float *ff, int64_t nx, int64_t ny, double sx, double sy, double x0,
-                        double y0, double deg, double off) {
+                        double y0, double deg, double off, double step) {
   double s = sin(deg * PSP_PI / 180.0), c = cos(deg * PSP_PI / 180.0);
   double px = x0 + off * c, py = y0 - off * s, acc = 0.0;
   int n = 0, tot = 0;
-  for (double v = AXIS_V0_MM; v <= AXIS_V1_MM + 1e-9; v += AXIS_STEP_MM)
-    for (double u = AXIS_U0_MM; u <= AXIS_U1_MM + 1e-9; u += AXIS_STEP_MM) {
+  for (double v = AXIS_V0_MM; v <= AXIS_V1_MM + 1e-9; v += step)
+    for (double u = AXIS_U0_MM; u <= AXIS_U1_MM + 1e-9; u += step) {
       double ax = px + v * s, ay = py + v * c;
       float l = ff_at(ff, nx, ny, (ax + u * c) / sx, (ay - u * s) / sy);
       float r = ff_at(ff, nx, ny, (ax - u * c) / sx, (ay + u * s) / sy);
@@ -108,7 +109,7 @@ static double slice_axis(const float *ff, int64_t nx, int64_t ny, double sx, dou
   double x0 = ci * sx, y0 = cj * sy, best = INFINITY, bd = 0.0, bo = 0.0;
   for (double d = -AXIS_MAX_DEG; d <= AXIS_MAX_DEG + 1e-9; d += 2.0)
     for (double o = -AXIS_OFF_MM; o <= AXIS_OFF_MM + 1e-9; o += 2.0) {
-      double sc = sym_score(ff, nx, ny, sx, sy, x0, y0, d, o);
+      double sc = sym_score(ff, nx, ny, sx, sy, x0, y0, d, o, 2.0 * AXIS_STEP_MM);
       if (sc < best) {
         best = sc;
         bd = d;
@@ -116,11 +117,12 @@ static double slice_axis(const float *ff, int64_t nx, int64_t ny, double sx, dou
       }
     }
   if (isinf(best)) return NAN;
-  double d0 = bd, o0 = bo;
+  double d0 = bd, o0 = bo; /* then on the finer grid, +-2 degrees and 2 mm */
+  best = INFINITY;
   for (int a = -4; a <= 4; a++)
     for (int b = -4; b <= 4; b++) {
       double d = d0 + 0.5 * a, o = o0 + 0.5 * b;
-      double sc = sym_score(ff, nx, ny, sx, sy, x0, y0, d, o);
+      double sc = sym_score(ff, nx, ny, sx, sy, x0, y0, d, o, AXIS_STEP_MM);
       if (sc < best) {
         best = sc;
         bd = d;
@@ -146,7 +148,7 @@ int psp_seg_axis_find(const psp_volume *ff, const psp_slice_landmarks *lm, psp_s
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < nz; k++)
     deg[k] =
-        lm[k].status == PSP_SLICE_OK && lm[k].canal.found
+        lm[k].status == PSP_SLICE_OK && lm[k].canal.found && (nz < AXIS_ALL_BELOW || k % 2 == 0)
             ? slice_axis(ff->data + k * nx * ny, nx, ny, sp[0], sp[1], lm[k].canal.i, lm[k].canal.j)
             : NAN;
   int64_t n = 0;
@@ -216,32 +218,28 @@ static void to_frame(const frame *f, double pi, double pj, double *qi, double *q
 }
 
 /* One plane resampled into the rotated frame (nx, ny: the image's plane;
- * the frame's is f times larger): bilinear; for the FF map a voxel next
- * to no signal takes its nearest neighbour's value, outside the image NaN
- * (FF) or 0 (magnitudes). */
+ * the frame's is mx x my), nearest neighbour: each frame voxel takes the
+ * value of the image voxel it lies in, NaN (FF) or 0 (magnitudes) outside
+ * the image. Bilinear blurred the one-voxel fat planes the rules look for
+ * (rolled sample phantoms, all-muscle Dice: phantom02-like at 10 degrees
+ * 0.907 bilinear, 0.929 nearest; phantom03-like at -10: 0.931, 0.946;
+ * phantom01-like at 8 / -12 / 20: 0.949 / 0.944 / 0.946 and 0.970 /
+ * 0.967 / 0.971, upright 0.972; dixon-tum01 rotated, 1 mm: within 0.002). */
 static void rotate_plane(const frame *f, const float *src, float *dst, int64_t nx, int64_t ny,
                          int64_t mx, int64_t my, bool is_ff) {
-  for (int64_t j = 0; j < my; j++)
+  for (int64_t j = 0; j < my; j++) {
+    double x0 = f->im[0] + f->im[2] * (double)j, y0 = f->im[3] + f->im[5] * (double)j;
     for (int64_t i = 0; i < mx; i++) {
-      double x, y;
-      to_image(f, (double)i, (double)j, &x, &y);
+      double x = x0 + f->im[1] * (double)i, y = y0 + f->im[4] * (double)i;
       float *o = dst + j * mx + i;
-      if (!(x >= 0.0 && y >= 0.0 && x <= (double)(nx - 1) && y <= (double)(ny - 1))) {
+      if (!(x >= -0.5 && y >= -0.5 && x < (double)nx - 0.5 && y < (double)ny - 0.5)) {
         *o = is_ff ? NAN : 0.0f;
         continue;
       }
-      int64_t a = (int64_t)x, b = (int64_t)y;
-      if (a == nx - 1) a--;
-      if (b == ny - 1) b--;
-      double fx = x - (double)a, fy = y - (double)b;
-      const float *p = src + b * nx + a;
-      if (isnan(p[0]) || isnan(p[1]) || isnan(p[nx]) || isnan(p[nx + 1])) {
-        *o = p[(fy >= 0.5 ? nx : 0) + (fx >= 0.5 ? 1 : 0)];
-        continue;
-      }
-      *o = (float)((1 - fy) * ((1 - fx) * p[0] + fx * p[1]) +
-                   fy * ((1 - fx) * p[nx] + fx * p[nx + 1]));
+      int64_t a = psp_seg_lround(x), b = psp_seg_lround(y);
+      *o = src[(b < ny ? b : ny - 1) * nx + (a < nx ? a : nx - 1)];
     }
+  }
 }
 
 /* v resampled into the frame: a grid f times finer in-plane, whose voxel
