@@ -745,10 +745,15 @@ static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) 
     for (int pan = 0; pan < 2; pan++) {
       int x0 = L->panel_x[pan], y0 = L->panel_y;
       if (isfinite(m->midline_i)) {
-        double xm = floor((m->midline_i - (double)L->i0 + 0.5) * fc);
-        if (xm >= 0 && xm < W)
-          for (int y = 0; y < H; y++)
-            if ((y / 3) % 2 == 0) put(c, x0 + (int)xm, y0 + y, fixed(INK_MARK));
+        /* along the spine's axis: row y shows voxel row j0 + (y + 0.5) /
+         * row_scale - 0.5 */
+        double slope = isfinite(m->midline_slope) && isfinite(m->canal_j) ? m->midline_slope : 0.0;
+        for (int y = 0; y < H; y++) {
+          double j = (double)L->j0 + (y + 0.5) / L->row_scale - 0.5;
+          double off = slope != 0.0 ? slope * (j - m->canal_j) : 0.0;
+          double xm = floor((m->midline_i + off - (double)L->i0 + 0.5) * fc);
+          if (xm >= 0 && xm < W && (y / 3) % 2 == 0) put(c, x0 + (int)xm, y0 + y, fixed(INK_MARK));
+        }
       }
       for (int q = 0; q < 3; q++) {
         if (!isfinite(pts[q][0]) || !isfinite(pts[q][1])) continue;

@@ -14,7 +14,8 @@ typedef struct psp_qc_slice_marks {
   double canal_i, canal_j;     /* spinal canal centre */
   double vb_i, vb_j;           /* vertebral body centre */
   double spinous_i, spinous_j; /* spinous process tip */
-  double midline_i;            /* left-right midline, drawn as a dotted line */
+  double midline_i;            /* left-right midline at row canal_j, drawn as a dotted line */
+  double midline_slope;        /* its di/dj (0: along the columns; a spine rotated in-plane) */
   const char *status;          /* NULL, or why the slice is flagged ("no spine: below sacrum") */
 } psp_qc_slice_marks;
 

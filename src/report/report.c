@@ -247,6 +247,14 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
   int64_t nz = psp_segmentation_slice_count(seg);
   cJSON_AddNumberToObject(o, "slices_segmented", (double)psp_segmentation_ok_count(seg));
   cJSON_AddNumberToObject(o, "slices_flagged", (double)(nz - psp_segmentation_ok_count(seg)));
+  /* the spine's in-plane axis (src/segment/align.c); aligned: the muscles
+   * were segmented in a frame rotated by it, landmarks and labels mapped
+   * back (the midline then runs along that angle, not a column) */
+  bool aligned = false;
+  double axis = psp_segmentation_axis_deg(seg, &aligned);
+  cJSON *ax = cJSON_AddObjectToObject(o, "spine_axis");
+  cJSON_AddItemToObject(ax, "angle_deg", jnum(axis, 1));
+  cJSON_AddBoolToObject(ax, "aligned", aligned);
   cJSON *arr = cJSON_AddArrayToObject(o, "slices");
   for (int64_t k = 0; k < nz; k++) {
     const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
@@ -531,6 +539,7 @@ psp_qc_slice_marks *psp_report_qc_marks(const psp_result *r, char (**status)[256
     m->spinous_i = lm->spinous.found ? lm->spinous.i : NAN;
     m->spinous_j = lm->spinous.found ? lm->spinous.j : NAN;
     m->midline_i = lm->status == PSP_SLICE_OK ? lm->midline_i : NAN;
+    m->midline_slope = lm->midline_slope;
     if (lm->status != PSP_SLICE_OK) {
       snprintf((*status)[k], sizeof(*status)[k], "%s: %s", psp_slice_status_name(lm->status),
                lm->reason);

@@ -64,7 +64,7 @@ static void make_case(fixture *f) {
   set_rect(f->lab, 11, 12, 4, 9, 1, 3); /* ES L */
   set_rect(f->lab, 14, 17, 4, 9, 1, 1); /* MF L, isolated */
   for (int k = 0; k < NZ; k++)
-    f->marks[k] = (psp_qc_slice_marks){NAN, NAN, NAN, NAN, NAN, NAN, NAN, NULL};
+    f->marks[k] = (psp_qc_slice_marks){NAN, NAN, NAN, NAN, NAN, NAN, NAN, 0.0, NULL};
   f->marks[1].canal_i = 10;
   f->marks[1].canal_j = 13;
   f->marks[2].status = "no spine: below sacrum";
