@@ -6,7 +6,10 @@
  * the FF map, fat planes, bone) placed with anatomical rules in a
  * spine-centred frame (src/anatomy/landmarks.c: canal centre, mirror-
  * symmetry midline, width of the midline bone, muscle and fat FF levels of
- * the slice).
+ * the slice). The frame's axes are the image's rows and columns; a spine
+ * rotated in the image plane is segmented in a copy of the scan rotated
+ * onto its axis (psp_segment_with in src/segment/align.c calls psp_seg_run
+ * here twice: the first run stops once the landmarks give the axis).
  *
  * Per slice and side (d = distance from the midline, y = distance behind
  * the canal centre, mm):

@@ -3,7 +3,9 @@
  * erector spinae (internal API, not installed). psp_segment runs on the FF
  * map of a psp_ffmap and returns project labels 0..4 on the same grid (same
  * file orientation), a status per axial slice (flagged slices are left
- * empty, never guessed) and the landmarks found on each slice.
+ * empty, never guessed) and the landmarks found on each slice. A spine
+ * rotated in the image plane is segmented in a frame aligned with its axis
+ * (src/segment/align.c); labels and landmarks come back on the map's grid.
  */
 #ifndef PSP_SEGMENT_H
 #define PSP_SEGMENT_H
