@@ -117,11 +117,13 @@ static double slice_axis(const float *ff, int64_t nx, int64_t ny, double sx, dou
       }
     }
   if (isinf(best)) return NAN;
-  double d0 = bd, o0 = bo; /* then on the finer grid, +-2 degrees and 2 mm */
+  /* then on the finer grid: the angle (+-2 degrees in steps of 0.5), the
+   * offset (+-2 mm in steps of 0.5), the angle again */
   best = INFINITY;
-  for (int a = -4; a <= 4; a++)
-    for (int b = -4; b <= 4; b++) {
-      double d = d0 + 0.5 * a, o = o0 + 0.5 * b;
+  for (int pass = 0; pass < 3; pass++) {
+    double d0 = bd, o0 = bo;
+    for (int a = -4; a <= 4; a++) {
+      double d = pass == 1 ? d0 : d0 + 0.5 * a, o = pass == 1 ? o0 + 0.5 * a : o0;
       double sc = sym_score(ff, nx, ny, sx, sy, x0, y0, d, o, AXIS_STEP_MM);
       if (sc < best) {
         best = sc;
@@ -129,6 +131,7 @@ static double slice_axis(const float *ff, int64_t nx, int64_t ny, double sx, dou
         bo = o;
       }
     }
+  }
   return bd;
 }
 
