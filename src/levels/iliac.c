@@ -243,9 +243,9 @@ static void detect_slice(const psp_iliac_input *in, int64_t k, work *wk, psp_ili
         a[side] += vox;
         xs[side] += ax * vox;
         ys[side] += y * vox;
-        m2[side][0] += x * x * vox;
+        m2[side][0] += ax * ax * vox;
         m2[side][1] += y * y * vox;
-        m2[side][2] += x * y * vox;
+        m2[side][2] += ax * y * vox; /* mirrored to the left: the same moments on both sides */
       }
       const int64_t nb[4] = {qi > 0 ? q - 1 : -1, qi + 1 < w ? q + 1 : -1, qj > 0 ? q - w : -1,
                              qj + 1 < h ? q + w : -1};

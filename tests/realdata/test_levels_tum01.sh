@@ -6,7 +6,7 @@
 # so it does not need the CLI integration; the checks themselves are in
 # tests/unit/test_levels.c (test_real_tum01, test_real_chaos11) and print
 # the discs, confidences and flags. Then the CLI on dixon-tum01: the iliac
-# crest anchor (crest top at file slices ~2-3, on the lowest disc) must
+# crest anchor (crest top at file slice 1.5, just below the lowest disc) must
 # name that disc L4/L5 in report.json, flagged, with moderate confidence.
 source "$(dirname "$0")/../integration/lib.sh"
 DATA="$SRC/../shared/data"
