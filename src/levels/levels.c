@@ -43,7 +43,8 @@
  *    right from the midline through the core box rows (2 mm gaps bridged;
  *    the row's width is the smaller side, the slice's the 75th percentile
  *    over rows), is compared between the vertebrae above the lowest disc
- *    and the slices 6-30 mm below it: the sacrum with its alae is much
+ *    and the slices 6-30 mm below it (the second widest of those when
+ *    there are two or more: the sacrum spans them): the sacrum with its alae is much
  *    wider than a lumbar body (ratio >= 1.45, >= 8 mm wider, >= 25 mm half
  *    width, lumbar bodies >= 10 mm). When found, the lowest disc is L5/S1.
  *    Not searched when the sanity factor is below 0.5 (an unreliable track
@@ -737,17 +738,33 @@ static anchor_info find_sacrum(psp_levels *lv, const double *width, double lo, p
   for (int64_t k = 0; k < lv->nz && nv < 512; k++)
     if (((double)k - p0) * lv->dz >= 8.0 && !near_disc(lv, k, 8.0) && isfinite(width[k]))
       vw[nv++] = width[k];
+  /* the widest of the slices 6-30 mm below, or, with two or more, the
+   * second widest: the sacrum spans them, while a single wide slice is as
+   * likely a transverse process or the pedicles' partial volume
+   * (ipop-chaos11, 9 mm slices, no pelvis in view: 27 mm on one slice, 18
+   * mm on the next, read as a sacrum once the scan was segmented in its
+   * spine's frame; the phantoms' sacrum 39-41 mm on every slice) */
   int64_t nsac = 0;
-  int64_t ksac = -1;
+  int64_t ksac = -1, k2 = -1;
+  double sw2 = 0;
   for (int64_t k = 0; k < lv->nz; k++) {
     double below = (p0 - (double)k) * lv->dz;
     if (below < 6.0 || below > 30.0 || !isfinite(width[k])) continue;
     if (!(lv->profile[k] >= lo)) continue; /* not bone here */
     nsac++;
     if (width[k] > sw) {
+      sw2 = sw;
+      k2 = ksac;
       sw = width[k];
       ksac = k;
+    } else if (width[k] > sw2) {
+      sw2 = width[k];
+      k2 = k;
     }
+  }
+  if (nsac >= 2) {
+    sw = sw2;
+    ksac = k2;
   }
   double Wv = median_of(vw, nv);
   if (nsac == 0) return a;

@@ -25,24 +25,23 @@ echo "segmented slices: ${n:-none} (minimum $MIN_SEGMENTED)"
 # the spine's axis is measured and the scan segmented aligned with it
 tr -d ' \t\n' < seg/report.json | grep -q '"spine_axis":{"angle_deg":-2.5,"aligned":true}' ||
   fail "spine axis not measured as -2.5 degrees and aligned"
-# the height anchor: in the aligned frame the levels find the sacrum below
-# the lowest disc (bony width 27 mm vs 17 mm at the lumbar bodies; in the
-# image's frame: no anchor, with the warning that the multifidus/erector
-# split then has no height anchor). Either way the run must be consistent:
-# anchored, or warned. The multifidus shrinks upwards (about 1,100 mm^2 on
-# the lowest slices, 300-400 at the upper ones, as from L5 to L1): its mean
-# area over the lowest 4 segmented slices is at least twice that over the
-# highest 8.
-if ! tr -d ' \t\n' < seg/report.json | grep -q '"anchored":true'; then
-  grep -q "automatic segmentation: no sacrum or iliac crest in view" seg.txt ||
-    fail "no height anchor and no warning that the multifidus/erector split has none"
-fi
-awk -F, 'NR > 1 && $4 == "multifidus" { k = $1 + 0; if (!(k in a)) s[++m] = k; a[k] += $7 }
-  END { lo = 0; hi = 0
-    for (q = 1; q <= 4; q++) lo += a[s[q]] / 4
-    for (q = m - 7; q <= m; q++) hi += a[s[q]] / 8
-    printf "multifidus (both sides) mean area: lowest 4 slices %.0f mm^2, highest 8 %.0f mm^2\n", lo, hi
-    exit !(m >= 12 && lo >= 2 * hi) }' seg/slices.csv || fail "the multifidus does not shrink upwards"
+# no sacrum or iliac crest in view (upper abdomen: the slices above the
+# lowest hold the kidneys' lower poles): the height prior of the
+# multifidus/erector split is unconfirmed, and the run must say so. (In the
+# spine's frame one slice below the lowest disc read 27 mm of bone against
+# 17 mm at the vertebrae, which passed for a sacrum until the sacrum had to
+# show on two slices.)
+grep -q "automatic segmentation: no sacrum or iliac crest in view" seg.txt ||
+  fail "no warning that the multifidus/erector split has no height anchor"
+# left and right multifidus per slice: median ratio of the larger to the
+# smaller area <= 1.2, none beyond 1.6 (aligned: 1.09 / 1.41; in the image's
+# frame 1.23 / 1.92)
+awk -F, 'NR > 1 && $4 == "multifidus" { a[$1 " " $5] = $7; s[$1] = 1 }
+  END { n = 0; for (k in s) { l = a[k " left"]; r = a[k " right"]; if (l > 0 && r > 0) { x = l > r ? l / r : r / l; v[++n] = x } }
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+    med = n % 2 ? v[(n + 1) / 2] : 0.5 * (v[n / 2] + v[n / 2 + 1])
+    printf "multifidus left/right per slice: median ratio %.2f, worst %.2f (%d slices)\n", med, v[n], n
+    exit !(n >= 20 && med <= 1.2 && v[n] <= 1.6) }' seg/slices.csv || fail "left and right multifidus differ implausibly"
 # the spinal canal moves little between neighbouring segmented slices (9 mm
 # apart): at most 10 mm; a canal found on a kidney or in the fat jumps
 awk -v sp=1.816 '
