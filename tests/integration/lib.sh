@@ -44,3 +44,14 @@ compare_truth() {
       exit bad > 0
     }' "$1" "$2" || fail "measurement vs truth ($2)"
 }
+
+# dice_minima CMP_TXT "MF_L=0.85 MF_R=0.83 ... all=0.91": every named row of
+# the whole-volume table of `paraspinal compare` reaches its minimum Dice
+# (prints the failures; status 1 when one fails or a row is missing).
+dice_minima() {
+  awk -v mins="$2" '
+    BEGIN { n = split(mins, m, " "); for (i = 1; i <= n; i++) { split(m[i], kv, "="); want[kv[1]] = kv[2] } }
+    /Whole volume/ { on = 1 } /mean 1-4/ { on = 0 }
+    on && ($1 in want) { seen++; if ($4 + 0 < want[$1]) { printf "FAIL: %s Dice %s < %s\n", $1, $4, want[$1]; bad++ } }
+    END { exit bad > 0 || seen != n }' "$1"
+}

@@ -119,6 +119,17 @@ static psp_segmentation *segment(const psp_ffmap *m, int threads) {
   return s;
 }
 
+/* Labels and landmarks of two segmentations are identical. */
+static void assert_same_segmentation(const psp_segmentation *s1, const psp_segmentation *s2) {
+  const psp_volume *l1 = psp_segmentation_labels(s1), *l2 = psp_segmentation_labels(s2);
+  assert_memory_equal(psp_volume_data(l1), psp_volume_data(l2),
+                      (size_t)psp_volume_voxel_count(l1) * sizeof(float));
+  assert_int_equal(psp_segmentation_slice_count(s1), psp_segmentation_slice_count(s2));
+  for (int64_t k = 0; k < psp_segmentation_slice_count(s1); k++)
+    assert_memory_equal(psp_segmentation_slice(s1, k), psp_segmentation_slice(s2, k),
+                        sizeof(psp_slice_landmarks));
+}
+
 /* Segments phantom o and checks flags, Dice and FF per muscle against the
  * given minima (Dice) and maximum |FF difference| (pp). */
 static void accuracy_case(const psp_phantom_options *po, double min_mf, double min_es,
@@ -254,12 +265,7 @@ static void test_rolled_phantom(void **state) {
   print_message("rolled %.1f degrees: axis measured %.1f, aligned %d\n", o.roll_deg, d1, al1);
   assert_true(al1 && al2 && d1 == d2);
   assert_true(fabs(d1 + o.roll_deg) <= 1.0); /* the axis turns against the roll */
-  const psp_volume *l1 = psp_segmentation_labels(s1), *l2 = psp_segmentation_labels(s2);
-  assert_memory_equal(psp_volume_data(l1), psp_volume_data(l2),
-                      (size_t)psp_volume_voxel_count(l1) * sizeof(float));
-  for (int64_t k = 0; k < psp_segmentation_slice_count(s1); k++)
-    assert_memory_equal(psp_segmentation_slice(s1, k), psp_segmentation_slice(s2, k),
-                        sizeof(psp_slice_landmarks));
+  assert_same_segmentation(s1, s2);
   psp_segmentation_free(s1);
   psp_segmentation_free(s2);
   psp_ffmap_free(m);
@@ -282,12 +288,7 @@ static void test_threads_identical(void **state) {
   psp_phantom *p;
   psp_ffmap *m = default_phantom_map(7, 24, &p);
   psp_segmentation *s1 = segment(m, 1), *s2 = segment(m, 2);
-  const psp_volume *l1 = psp_segmentation_labels(s1), *l2 = psp_segmentation_labels(s2);
-  assert_memory_equal(psp_volume_data(l1), psp_volume_data(l2),
-                      (size_t)psp_volume_voxel_count(l1) * sizeof(float));
-  for (int64_t k = 0; k < psp_segmentation_slice_count(s1); k++)
-    assert_memory_equal(psp_segmentation_slice(s1, k), psp_segmentation_slice(s2, k),
-                        sizeof(psp_slice_landmarks));
+  assert_same_segmentation(s1, s2);
   psp_segmentation_free(s1);
   psp_segmentation_free(s2);
   psp_ffmap_free(m);

@@ -1,0 +1,79 @@
+"""Edits of a real development scan for the robustness tests, with the
+Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
+(NIfTI-1) and writes the edited copies into DST.
+
+  nifti_edit.py mirror SRC DST   mirror along the first voxel axis; the
+                                 manual labels (scheme lpm: 1 ES right, 2 MF
+                                 right, 3 MF left, 4 ES left) swap sides
+  nifti_edit.py noise SRC DST SIGMA SLICES
+                                 Rician-like noise: Gaussian of SIGMA on both
+                                 channels of water and fat, magnitude taken,
+                                 on the lowest SLICES slices (seeded)
+"""
+import array
+import gzip
+import math
+import random
+import struct
+import sys
+
+CODES = {2: "B", 4: "h", 8: "i", 16: "f", 64: "d", 256: "b", 512: "H", 768: "I"}
+
+
+def read(path):
+    b = gzip.open(path).read()
+    assert struct.unpack("<i", b[:4])[0] == 348, f"{path}: NIfTI-1 expected"
+    dims = struct.unpack("<8h", b[40:56])
+    dt = struct.unpack("<h", b[70:72])[0]
+    off = int(struct.unpack("<f", b[108:112])[0])
+    a = array.array(CODES[dt])
+    a.frombytes(b[off:off + a.itemsize * dims[1] * dims[2] * dims[3]])
+    return b[:off], dims, a
+
+
+def write(path, head, a):
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(head + a.tobytes())
+
+
+def mirror(head, dims, a, name):
+    out = array.array(a.typecode)
+    for r in range(0, len(a), dims[1]):
+        row = a[r:r + dims[1]]
+        row.reverse()
+        out.extend(row)
+    if name == "labels_manual":
+        swap = {1: 4, 4: 1, 2: 3, 3: 2}
+        out = array.array(a.typecode, (swap.get(int(v), v) for v in out))
+    return out
+
+
+def noise(head, dims, a, name, sigma, slices, rng):
+    if name == "labels_manual":
+        return a
+    integer = a.typecode in "BbHhIi"
+    top = {"B": 0xFF, "H": 0xFFFF, "h": 0x7FFF, "I": 0xFFFFFFFF, "i": 0x7FFFFFFF, "b": 0x7F}
+    for q in range(dims[1] * dims[2] * slices):
+        x = a[q] + rng.gauss(0.0, sigma)
+        y = rng.gauss(0.0, sigma)
+        v = math.sqrt(x * x + y * y)
+        a[q] = min(top[a.typecode], round(v)) if integer else v
+    return a
+
+
+def main():
+    what, src, dst = sys.argv[1:4]
+    rng = random.Random(5)
+    for name in ("water", "fat", "labels_manual"):
+        head, dims, a = read(f"{src}/{name}.nii.gz")
+        if what == "mirror":
+            a = mirror(head, dims, a, name)
+        elif what == "noise":
+            a = noise(head, dims, a, name, float(sys.argv[4]), int(sys.argv[5]), rng)
+        else:
+            sys.exit(f"nifti_edit.py: unknown edit {what}")
+        write(f"{dst}/{name}.nii.gz", head, a)
+
+
+if __name__ == "__main__":
+    main()
