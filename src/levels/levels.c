@@ -1339,7 +1339,7 @@ bool psp_levels_column(const psp_levels *lv, int64_t k, double *i, double *j) {
 
 void psp_levels_to_image(psp_levels *lv, const psp_segmentation *seg) {
   for (int64_t k = 0; lv && k < lv->nz; k++)
-    if (lv->col_ok[k]) psp_segmentation_to_image(seg, &lv->col_i[k], &lv->col_j[k]);
+    if (lv->col_ok[k]) psp_segmentation_to_image(seg, k, &lv->col_i[k], &lv->col_j[k]);
 }
 
 size_t psp_levels_disc_count(const psp_levels *lv) {

@@ -27,8 +27,12 @@
  *    more (the volume's median is all that is used); 2 % of a scan's CPU.
  *    The rotated dixon-tum01 reads 2.0 minus the rotation, exactly; the
  *    phantoms 0.0, rolled ones minus the roll, exactly.
- * 2. The volume's angle: the median over the slices with a spine. Below
- *    ROT_MIN_DEG the volume is segmented as it is (outputs unchanged).
+ * 2. The volume's angle: the median over the slices with a spine; a
+ *    slice's own: the median of the measured slices within AXIS_WIN_MM,
+ *    used where it departs from the volume's by SLICE_DEV_DEG or more (a
+ *    rotation that changes along the stack: scoliosis, a twisted patient),
+ *    else the volume's. Below ROT_MIN_DEG for the volume and ROT_SLICE_DEG
+ *    for every slice the volume is segmented as it is (outputs unchanged).
  *    Otherwise the FF map (and the magnitudes) are resampled into a frame
  *    rotated by that angle about the median canal centre, with pixels of
  *    at most FINE_MM (rotate_plane: nearest neighbour), the segmentation
@@ -39,9 +43,17 @@
  *    levels) runs in the frame; the levels' column points are mapped back
  *    with psp_segmentation_to_image. After: dixon-tum01 rotated as above
  *    0.936 / 0.936 / 0.934 / 0.927 (measured -2.0: not aligned) / 0.934 /
- *    0.935; also cropped to 180 x 180 mm after a -12 degree rotation 0.936
+ *    0.935 (every slice at the volume's angle); also cropped to 180 x 180
+ *    mm after a -12 degree rotation 0.936
  *    (0.777 before); given as an FF map only, rotated -8: 0.923 (0.844
  *    before; upright 0.924).
+ *    Twisted: dixon-tum01's slices rotated by -10 degrees at the bottom to
+ *    +10 at the top: 0.889 as it is, 0.906 at the volume's angle, 0.935
+ *    per slice (0 to +14: 0.921 at the volume's angle, 0.933 per slice).
+ *    Every slice at its own angle (no SLICE_DEV_DEG) gave 0.936 / 0.936
+ *    there, within 0.003 elsewhere, but ipop-chaos11's lowest slices, at
+ *    -5 degrees, then lost their canal (one slice flagged, one canal 12 mm
+ *    off its neighbours').
  * 3. ROT_MIN_DEG: dixon-tum01 measures 2.0 and, aligned anyway, gave 0.935
  *    instead of 0.937; ipop-chaos11 (no labels) measures -2.5 and, aligned,
  *    has 25 of 26 slices segmented instead of 24 and its left/right
@@ -73,7 +85,10 @@
 #define AXIS_ALL_BELOW 12 /* stacks of this many slices or more: every second slice measured */
 #define NO_SIGNAL_FF 1.5f
 #define ROT_MIN_DEG 2.5
-#define FINE_MM 1.0 /* frame pixel at most (mm): the scale the rules were developed at */
+#define ROT_SLICE_DEG 5.0 /* ... or any slice's by this much */
+#define AXIS_WIN_MM 20.0  /* a slice's angle: the median of the measured ones this near, */
+#define SLICE_DEV_DEG 4.0 /* ... where it departs from the volume's by this much */
+#define FINE_MM 1.0       /* frame pixel at most (mm): the scale the rules were developed at */
 
 static const char METHOD[] =
     "anatomy-driven rules on the FF map: body, spinal canal and midline landmarks; paraspinal "
@@ -162,9 +177,10 @@ int psp_seg_axis_find(const psp_volume *ff, const psp_slice_landmarks *lm, psp_s
   int64_t nx = ff->dims[0], ny = ff->dims[1], nz = ff->dims[2];
   double sp[3];
   psp_volume_spacing(ff, sp);
-  double *deg = psp_malloc((size_t)nz * 3 * sizeof *deg, err);
+  ax->per = NULL;
+  double *deg = psp_malloc((size_t)nz * 4 * sizeof *deg, err);
   if (!deg) return -1;
-  double *vi = deg + nz, *vj = vi + nz;
+  double *vi = deg + nz, *vj = vi + nz, *tmp = vj + nz;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < nz; k++)
     deg[k] =
@@ -176,17 +192,47 @@ int psp_seg_axis_find(const psp_volume *ff, const psp_slice_landmarks *lm, psp_s
     if (!isnan(deg[k])) {
       vi[n] = lm[k].canal.i;
       vj[n] = lm[k].canal.j;
-      deg[n++] = deg[k];
+      tmp[n++] = deg[k];
     }
   ax->n = n;
-  ax->deg = ax->ci = ax->cj = NAN;
+  ax->deg = NAN;
+  int rot = 0;
   if (n >= AXIS_MIN_SLICES) {
-    ax->deg = median(deg, n);
-    ax->ci = median(vi, n);
-    ax->cj = median(vj, n);
+    ax->deg = median(tmp, n);
+    double ci = median(vi, n), cj = median(vj, n);
+    /* per slice: the median of the measured slices within AXIS_WIN_MM
+     * (the volume's where none), about the slice's canal (the volume's
+     * median canal where none was found) */
+    double *per = malloc((size_t)nz * 3 * sizeof *per), big = 0.0;
+    if (!per) {
+      free(deg);
+      psp_error_set(err, PSP_ERR_NOMEM, "out of memory measuring the spine's axis");
+      return -1;
+    }
+    for (int64_t k = 0; k < nz; k++) {
+      int64_t m = 0;
+      for (int64_t q = 0; q < nz; q++)
+        if (!isnan(deg[q]) && fabs((double)(q - k)) * sp[2] <= AXIS_WIN_MM) tmp[m++] = deg[q];
+      double d = m > 0 ? median(tmp, m) : ax->deg;
+      if (fabs(d - ax->deg) < SLICE_DEV_DEG) d = ax->deg;
+      per[3 * k] = d;
+      per[3 * k + 1] = ci;
+      per[3 * k + 2] = cj;
+      big = fmax(big, fabs(d));
+    }
+    rot = fabs(ax->deg) >= ROT_MIN_DEG || big >= ROT_SLICE_DEG;
+    if (rot)
+      ax->per = per;
+    else
+      free(per);
   }
   free(deg);
-  return fabs(ax->deg) >= ROT_MIN_DEG ? 1 : 0;
+  return rot;
+}
+
+void psp_seg_axis_free(psp_seg_axis *ax) {
+  free(ax->per);
+  ax->per = NULL;
 }
 
 /* Rotated frame <-> image. The frame's grid has pixels f times finer than
@@ -201,7 +247,7 @@ typedef struct frame {
   double fr[6]; /* the inverse */
 } frame;
 
-_Static_assert(sizeof(frame) == sizeof(((psp_segmentation *)0)->frame), "frame storage");
+_Static_assert(sizeof(frame) == FRAME_DOUBLES * sizeof(double), "frame storage");
 
 /* The frame of angle deg about the image voxel (ci, cj), pixel sx x sy mm,
  * m frame pixels per image pixel. */
@@ -267,14 +313,14 @@ static void rotate_plane(const frame *f, const float *src, float *dst, int64_t n
  * slices and file orientation. */
 static psp_volume *rotated_volume(const frame *f, const psp_volume *v, bool is_ff,
                                   psp_error **err) {
-  int64_t nx = v->dims[0], ny = v->dims[1], nz = v->dims[2], m = (int64_t)f->f;
+  int64_t nx = v->dims[0], ny = v->dims[1], nz = v->dims[2], m = (int64_t)f[0].f;
   int64_t dims[3] = {nx * m, ny * m, nz};
   double aff[4][4];
   memcpy(aff, v->affine, sizeof aff);
   for (int r = 0; r < 3; r++) {
-    double t = (0.5 / f->f - 0.5) * (v->affine[r][0] + v->affine[r][1]);
-    aff[r][0] = v->affine[r][0] / f->f;
-    aff[r][1] = v->affine[r][1] / f->f;
+    double t = (0.5 / f[0].f - 0.5) * (v->affine[r][0] + v->affine[r][1]);
+    aff[r][0] = v->affine[r][0] / f[0].f;
+    aff[r][1] = v->affine[r][1] / f[0].f;
     aff[r][3] = v->affine[r][3] + t;
   }
   psp_volume *o = psp_volume_alloc(dims, aff, err);
@@ -282,7 +328,7 @@ static psp_volume *rotated_volume(const frame *f, const psp_volume *v, bool is_f
   o->orient = v->orient;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < nz; k++)
-    rotate_plane(f, v->data + k * nx * ny, o->data + k * dims[0] * dims[1], nx, ny, dims[0],
+    rotate_plane(&f[k], v->data + k * nx * ny, o->data + k * dims[0] * dims[1], nx, ny, dims[0],
                  dims[1], is_ff);
   return o;
 }
@@ -353,60 +399,76 @@ static void labels_back(const frame *f, const float *src, float *dst, int64_t nx
 
 psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, void *user,
                                    psp_context *ctx, psp_error **err) {
-  psp_seg_axis ax;
+  psp_seg_axis ax = {NAN, 0, NULL};
   psp_segmentation *s = psp_seg_run(ffm, bottom, user, &ax, ctx, err);
   if (s && !isnan(ax.deg))
     psp_info(ctx, "spine axis: %.1f degrees from the image's columns (median of %lld slices)",
              ax.deg, (long long)ax.n);
-  if (!s || !(fabs(ax.deg) >= ROT_MIN_DEG)) return s;
+  if (!s || !ax.per) {
+    psp_seg_axis_free(&ax);
+    return s;
+  }
   psp_segmentation_free(s);
   double t0 = psp_now();
-  psp_info(ctx,
-           "the spine lies rotated by %.1f degrees in the image plane (median of %lld slices): "
-           "segmenting in a frame aligned with it",
-           ax.deg, (long long)ax.n);
   const psp_volume *ffv = psp_ffmap_ff(ffm), *wv = psp_ffmap_water(ffm), *fv = psp_ffmap_fat(ffm);
   int64_t nx = ffv->dims[0], ny = ffv->dims[1], nz = ffv->dims[2];
+  double lo = INFINITY, hi = -INFINITY;
+  for (int64_t k = 0; k < nz; k++) {
+    lo = fmin(lo, ax.per[3 * k]);
+    hi = fmax(hi, ax.per[3 * k]);
+  }
+  psp_info(ctx,
+           "the spine lies rotated in the image plane (%.1f degrees, median of %lld slices; %.1f "
+           "to %.1f along the stack): segmenting each slice in a frame aligned with it",
+           ax.deg, (long long)ax.n, lo, hi);
   double sp[3];
   psp_volume_spacing(ffv, sp);
   /* frame pixels no coarser than FINE_MM (whole subdivisions; 5 % slack for
    * headers that round the pixel size) */
   double m = fmax(1.0, ceil(fmax(sp[0], sp[1]) / FINE_MM - 0.05));
-  frame f = frame_make(ax.deg, ax.ci, ax.cj, sp[0], sp[1], m);
-  psp_volume *rf = rotated_volume(&f, ffv, true, err), *rw = NULL, *rt = NULL;
-  if (rf && wv && fv) {
-    rw = rotated_volume(&f, wv, false, err);
-    if (rw) rt = rotated_volume(&f, fv, false, err);
+  frame *f = psp_malloc((size_t)nz * sizeof *f, err);
+  if (!f) {
+    psp_seg_axis_free(&ax);
+    return NULL;
   }
+  for (int64_t k = 0; k < nz; k++)
+    f[k] = frame_make(ax.per[3 * k], ax.per[3 * k + 1], ax.per[3 * k + 2], sp[0], sp[1], m);
+  psp_volume *rf = rotated_volume(f, ffv, true, err), *rw = NULL, *rt = NULL;
+  if (rf && wv && fv) {
+    rw = rotated_volume(f, wv, false, err);
+    if (rw) rt = rotated_volume(f, fv, false, err);
+  }
+  psp_ffmap *rm = NULL;
   if (!rf || (wv && fv && !rt)) {
     psp_volume_free(rf);
     psp_volume_free(rw);
-    return NULL;
+  } else {
+    rm = psp_ffmap_adopt(ffm, rf, rw, rt, err);
   }
-  psp_ffmap *rm = psp_ffmap_adopt(ffm, rf, rw, rt, err);
-  if (!rm) return NULL;
   psp_context_add_time(ctx, "segment.align", psp_now() - t0);
-  s = psp_seg_run(rm, bottom, user, NULL, ctx, err);
+  s = rm ? psp_seg_run(rm, bottom, user, NULL, ctx, err) : NULL;
   psp_ffmap_free(rm);
-  if (!s) return NULL;
-  t0 = psp_now();
-  int64_t rf_plane = nx * ny * (int64_t)m * (int64_t)m;
-  psp_volume *lab = psp_volume_create_like(ffv, err);
+  psp_volume *lab = s ? psp_volume_create_like(ffv, err) : NULL;
   if (!lab) {
     psp_segmentation_free(s);
+    psp_seg_axis_free(&ax);
+    free(f);
     return NULL;
   }
+  t0 = psp_now();
+  int64_t rf_plane = nx * ny * (int64_t)m * (int64_t)m;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < nz; k++)
-    labels_back(&f, s->labels->data + k * rf_plane, lab->data + k * nx * ny, nx, ny,
+    labels_back(&f[k], s->labels->data + k * rf_plane, lab->data + k * nx * ny, nx, ny,
                 nx * (int64_t)m, ny * (int64_t)m);
   psp_volume_free(s->labels);
   s->labels = lab;
   for (int64_t k = 0; k < nz; k++)
-    landmarks_back(&f, ax.deg, &s->lm[k], nx, ny);
+    landmarks_back(&f[k], ax.per[3 * k], &s->lm[k], nx, ny);
   s->axis_deg = ax.deg;
   s->aligned = true;
-  memcpy(s->frame, &f, sizeof f);
+  s->frames = (double *)f; /* FRAME_DOUBLES per slice (the static assertion above) */
+  psp_seg_axis_free(&ax);
   psp_context_add_time(ctx, "segment.align", psp_now() - t0);
   return s;
 }
@@ -417,6 +479,7 @@ psp_segmentation *psp_segment(const psp_ffmap *ff, psp_context *ctx, psp_error *
 
 void psp_segmentation_free(psp_segmentation *s) {
   if (!s) return;
+  free(s->frames);
   psp_volume_free(s->labels);
   free(s->lm);
   free(s);
@@ -452,10 +515,10 @@ int64_t psp_segmentation_ok_count(const psp_segmentation *s) {
   return n;
 }
 
-void psp_segmentation_to_image(const psp_segmentation *s, double *i, double *j) {
-  if (!s->aligned) return;
+void psp_segmentation_to_image(const psp_segmentation *s, int64_t k, double *i, double *j) {
+  if (!s->aligned || k < 0 || k >= s->nz) return;
   frame f;
-  memcpy(&f, s->frame, sizeof f);
+  memcpy(&f, s->frames + k * FRAME_DOUBLES, sizeof f);
   to_image(&f, *i, *j, i, j);
 }
 

@@ -12,24 +12,28 @@ struct psp_segmentation {
   psp_volume *labels;
   int64_t nz;
   psp_slice_landmarks *lm;
-  double axis_deg;  /* the spine's measured in-plane angle (NaN: not measured) */
-  bool aligned;     /* segmented in a frame rotated by axis_deg */
-  double frame[13]; /* that frame (align.c's struct frame) */
+  double axis_deg; /* the spine's measured in-plane angle (NaN: not measured) */
+  bool aligned;    /* segmented in frames rotated onto the spine's axis */
+  double *frames;  /* aligned: nz x FRAME_DOUBLES, each slice's frame (align.c) */
 };
+
+#define FRAME_DOUBLES 13
 
 /* The spine's in-plane axis of a volume (psp_seg_axis_find). */
 typedef struct psp_seg_axis {
-  double deg;    /* median over the slices; NaN with fewer than AXIS_MIN_SLICES */
-  double ci, cj; /* pivot of the rotation: the median canal centre (voxels) */
-  int64_t n;     /* slices measured */
+  double deg;  /* median over the slices; NaN with fewer than AXIS_MIN_SLICES */
+  int64_t n;   /* slices measured */
+  double *per; /* when rotating: nz x {angle (degrees), pivot i, pivot j} per
+                  slice; NULL otherwise (psp_seg_axis_free) */
 } psp_seg_axis;
 
 /* Measures the axis on the slices whose landmarks have status OK (ff: the
  * FF volume the landmarks were found on). Returns 1 when the volume should
- * be segmented in a rotated frame (|deg| >= the threshold in align.c), 0
- * when as it is, -1 out of memory (*err set). */
+ * be segmented in rotated frames (thresholds in align.c; ax->per then set),
+ * 0 when as it is, -1 out of memory (*err set). */
 int psp_seg_axis_find(const psp_volume *ff, const psp_slice_landmarks *lm, psp_seg_axis *ax,
                       psp_error **err);
+void psp_seg_axis_free(psp_seg_axis *ax);
 
 /* The segmentation of src/segment/segment.c in the FF map's own frame. ax
  * (may be NULL) receives the spine's axis, measured once the landmarks

@@ -53,9 +53,9 @@ int64_t psp_segmentation_ok_count(const psp_segmentation *s);
  * few slices showed a spine; see src/segment/align.c), and whether the
  * muscles were segmented in a frame rotated by it (*aligned, may be NULL). */
 double psp_segmentation_axis_deg(const psp_segmentation *s, bool *aligned);
-/* A point (voxel i, j) of the frame the muscles were segmented in, in the
- * image's grid (unchanged unless aligned). */
-void psp_segmentation_to_image(const psp_segmentation *s, double *i, double *j);
+/* A point (voxel i, j) of slice k's frame the muscles were segmented in, in
+ * the image's grid (unchanged unless aligned). */
+void psp_segmentation_to_image(const psp_segmentation *s, int64_t k, double *i, double *j);
 
 /* The multifidus share of each polar ray used as the first-pass prior,
  * at deg10 x 10 degrees (0..11); the table in models/mf_rho_profile.tsv. */

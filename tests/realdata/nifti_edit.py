@@ -9,6 +9,12 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  Rician-like noise: Gaussian of SIGMA on both
                                  channels of water and fat, magnitude taken,
                                  on the lowest SLICES slices (seeded)
+  nifti_edit.py twist SRC DST A0 A1
+                                 each slice rotated in-plane about the grid's
+                                 centre, by A0 degrees on the first slice to
+                                 A1 on the last (linearly; nearest neighbour,
+                                 labels included): a spine whose rotation
+                                 changes along the stack
 """
 import array
 import gzip
@@ -61,6 +67,27 @@ def noise(head, dims, a, name, sigma, slices, rng):
     return a
 
 
+def twist(head, dims, a, name, a0, a1):
+    nx, ny, nz = dims[1], dims[2], dims[3]
+    ci, cj = 0.5 * (nx - 1), 0.5 * (ny - 1)
+    out = array.array(a.typecode, bytes(a.itemsize * len(a)))
+    for k in range(nz):
+        t = math.radians(a0 + (a1 - a0) * k / max(1, nz - 1))
+        c, s = math.cos(t), math.sin(t)
+        base = k * nx * ny
+        for j in range(ny):
+            y = j - cj
+            x0 = c * (-ci) + s * y + ci  # source i of output i = 0
+            y0 = -s * (-ci) + c * y + cj
+            row = base + j * nx
+            for i in range(nx):
+                si = int(math.floor(x0 + c * i + 0.5))
+                sj = int(math.floor(y0 - s * i + 0.5))
+                if 0 <= si < nx and 0 <= sj < ny:
+                    out[row + i] = a[base + sj * nx + si]
+    return out
+
+
 def main():
     what, src, dst = sys.argv[1:4]
     rng = random.Random(5)
@@ -68,6 +95,8 @@ def main():
         head, dims, a = read(f"{src}/{name}.nii.gz")
         if what == "mirror":
             a = mirror(head, dims, a, name)
+        elif what == "twist":
+            a = twist(head, dims, a, name, float(sys.argv[4]), float(sys.argv[5]))
         elif what == "noise":
             a = noise(head, dims, a, name, float(sys.argv[4]), int(sys.argv[5]), rng)
         else:
