@@ -91,6 +91,8 @@ run analyze-auto-qc-4 analyze --water ph/p_water.nii.gz --fat ph/p_fat.nii.gz -o
 run analyze-labels analyze --water "${P}_water.nii.gz" --fat "${P}_fat.nii.gz" \
   --labels "${P}_dseg.nii.gz" -o lab -t 4 --no-qc
 run analyze-ipop analyze --inphase "${P}_inphase.nii.gz" --outphase "${P}_outphase.nii.gz" -o ipop -t 4
+run phantom-rolled phantom -o rl --seed 5 --prefix r --dims 128,96,12 --spacing 3,3,5 --roll 12 -t 4
+run analyze-rolled analyze --water rl/r_water.nii.gz --fat rl/r_fat.nii.gz -o rolled -t 4
 run phantom-dicom phantom --dicom dcm --seed 7 --dims 96,80,16 --series water,fat -t 4
 run analyze-dicom analyze --dicom dcm -o dicom -t 4
 run ffmap ffmap --water "${P}_water.nii.gz" --fat "${P}_fat.nii.gz" -o ff.nii.gz -t 4
