@@ -94,6 +94,7 @@
 typedef struct work {
   uint8_t *m, *t;
   float *e; /* evidence of the box and a border */
+  float *r; /* raw evidence of the box and a two-voxel border */
   int32_t *stack;
   int64_t w, h; /* box size */
 } work;
@@ -189,6 +190,45 @@ static double elongation(double a, double mx, double my, const double m2[3]) {
   return l2 > 1e-9 ? sqrt(l1 / l2) : 1e9;
 }
 
+/* Per voxel of one row (n voxels) the median of its 3 x 3 neighbours from
+ * the rows above (a), at (b) and below (c), each read at offsets -1..+1: a
+ * sorting network (Paeth's, 19 compare-exchanges) on local values, which
+ * the compiler turns into vector min / max. */
+static void median9_row(const float *restrict a, const float *restrict b, const float *restrict c,
+                        float *restrict out, int64_t n) {
+#define SORT2(x, y)                                                                                \
+  do {                                                                                             \
+    float lo_ = x < y ? x : y, hi_ = x < y ? y : x;                                                \
+    x = lo_;                                                                                       \
+    y = hi_;                                                                                       \
+  } while (0)
+  for (int64_t i = 0; i < n; i++) {
+    float p0 = a[i - 1], p1 = a[i], p2 = a[i + 1], p3 = b[i - 1], p4 = b[i], p5 = b[i + 1],
+          p6 = c[i - 1], p7 = c[i], p8 = c[i + 1];
+    SORT2(p1, p2);
+    SORT2(p4, p5);
+    SORT2(p7, p8);
+    SORT2(p0, p1);
+    SORT2(p3, p4);
+    SORT2(p6, p7);
+    SORT2(p1, p2);
+    SORT2(p4, p5);
+    SORT2(p7, p8);
+    SORT2(p0, p3);
+    SORT2(p5, p8);
+    SORT2(p4, p7);
+    SORT2(p3, p6);
+    SORT2(p1, p4);
+    SORT2(p2, p5);
+    SORT2(p4, p7);
+    SORT2(p4, p2);
+    SORT2(p6, p4);
+    SORT2(p4, p2);
+    out[i] = p4;
+  }
+#undef SORT2
+}
+
 static void detect_slice(const psp_iliac_input *in, int64_t k, work *wk, psp_iliac_slice *out) {
   const int64_t nx = in->dims[0], ny = in->dims[1];
   const double sx = in->spacing[0], sy = in->spacing[1];
@@ -205,31 +245,34 @@ static void detect_slice(const psp_iliac_input *in, int64_t k, work *wk, psp_ili
   const int64_t w = i1 - i0 + 1, h = j1 - j0 + 1;
   const float *sl = in->ff + k * nx * ny;
   /* the evidence on the box and a one-voxel border: water/fat input as the
-   * median over 3 x 3 voxels (inside the image), so that noise neither
-   * breaks the bone up nor fails its flatness while the partial-volume rims
-   * stay steep and thin (dixon-tum01 with Gaussian noise of sigma 20 / 40
-   * added to water and fat lost its iliac anchor; the mean instead of the
-   * median let the phantom's flank muscles' rims through); in-phase/
-   * opposed-phase evidence (min(FF, 1 - FF)) as it is: much soft tissue
-   * reads marrow-like there, and the median joined it into wing-sized
-   * regions (ipop-chaos11, no pelvis in view, got a crest) */
-  const int64_t we = w + 2;
-  for (int64_t j = 0; j < h + 2; j++)
-    for (int64_t i = 0; i < we; i++) {
-      int64_t gi = i0 + i - 1, gj = j0 + j - 1;
-      double v[9];
-      int n = 0;
-      for (int64_t b = gj - 1; b <= gj + 1; b++)
-        for (int64_t a = gi - 1; a <= gi + 1; a++)
-          if (a >= 0 && b >= 0 && a < nx && b < ny && (!in->sym || (a == gi && b == gj))) {
-            double x = evid(sl, nx, a, b, in->sym);
-            int q = n++;
-            for (; q > 0 && v[q - 1] > x; q--)
-              v[q] = v[q - 1];
-            v[q] = x;
-          }
-      wk->e[j * we + i] = n ? (float)(n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2])) : 0.0f;
+   * median over 3 x 3 voxels (the image's edge replicated), so that noise
+   * neither breaks the bone up nor fails its flatness while the
+   * partial-volume rims stay steep and thin (dixon-tum01 with Gaussian
+   * noise of sigma 20 / 40 added to water and fat lost its iliac anchor;
+   * the mean instead of the median let the phantom's flank muscles' rims
+   * through); in-phase/opposed-phase evidence (min(FF, 1 - FF)) as it is:
+   * much soft tissue reads marrow-like there, and the median joined it into
+   * wing-sized regions (ipop-chaos11, no pelvis in view, got a crest). The
+   * raw evidence first on the box and a two-voxel border (r), then the
+   * medians by a sorting network (the levels stage took 3.6 x longer with
+   * an insertion sort per voxel). */
+  const int64_t we = w + 2, wr = w + 4;
+  for (int64_t j = 0; j < h + 4; j++) {
+    int64_t gj = j0 + j - 2;
+    gj = gj < 0 ? 0 : gj >= ny ? ny - 1 : gj;
+    for (int64_t i = 0; i < wr; i++) {
+      int64_t gi = i0 + i - 2;
+      gi = gi < 0 ? 0 : gi >= nx ? nx - 1 : gi;
+      wk->r[j * wr + i] = (float)evid(sl, nx, gi, gj, in->sym);
     }
+  }
+  for (int64_t j = 0; j < h + 2; j++) {
+    const float *row = wk->r + (j + 1) * wr + 1;
+    if (in->sym)
+      memcpy(wk->e + j * we, row, (size_t)we * sizeof *row);
+    else
+      median9_row(row - wr, row, row + wr, wk->e + j * we, we);
+  }
   for (int64_t j = 0; j < h; j++)
     for (int64_t i = 0; i < w; i++) {
       int64_t gi = i0 + i, gj = j0 + j;
@@ -384,7 +427,8 @@ bool psp_iliac_detect(const psp_iliac_input *in, psp_iliac_slice *per_slice, psp
     wk.t = malloc((size_t)(nx * ny) + 1);
     wk.stack = malloc(((size_t)(nx * ny) + 1) * sizeof *wk.stack);
     wk.e = malloc(((size_t)(nx + 2) * (size_t)(ny + 2)) * sizeof *wk.e);
-    const bool ready = wk.m && wk.t && wk.stack && wk.e;
+    wk.r = malloc(((size_t)(nx + 4) * (size_t)(ny + 4)) * sizeof *wk.r);
+    const bool ready = wk.m && wk.t && wk.stack && wk.e && wk.r;
     if (!ready) oom = true;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < nz; k++)
@@ -393,6 +437,7 @@ bool psp_iliac_detect(const psp_iliac_input *in, psp_iliac_slice *per_slice, psp
     free(wk.t);
     free(wk.stack);
     free(wk.e);
+    free(wk.r);
   }
   if (oom) return psp_error_set(err, PSP_ERR_NOMEM, "out of memory finding the iliac crests");
   psp_iliac_crest(per_slice, nz, in->spacing[2], out);
