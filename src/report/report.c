@@ -270,7 +270,11 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
     if (lm->canal.found) {
       cJSON_AddItemToObject(l, "spinal_canal_radius_mm", jnum(lm->canal_radius_mm, 2));
       psp_lm_point mid = {true, lm->midline_i, lm->canal.j};
-      cJSON_AddItemToObject(l, "midline", point_json(labels, &mid, k));
+      cJSON *mj = point_json(labels, &mid, k);
+      /* the midline runs through that point at this angle from the image's
+       * columns (0 unless the slice was segmented in a rotated frame) */
+      cJSON_AddItemToObject(mj, "angle_deg", jnum(lm->axis_deg, 1));
+      cJSON_AddItemToObject(l, "midline", mj);
     }
     cJSON_AddItemToObject(l, "vertebral_body", point_json(labels, &lm->vertebral_body, k));
     cJSON_AddItemToObject(l, "spinous_process", point_json(labels, &lm->spinous, k));

@@ -195,15 +195,15 @@ int psp_seg_axis_find(const psp_volume *ff, const psp_slice_landmarks *lm, psp_s
       tmp[n++] = deg[k];
     }
   ax->n = n;
-  ax->deg = NAN;
+  ax->deg = ax->ci = ax->cj = NAN;
   int rot = 0;
   if (n >= AXIS_MIN_SLICES) {
     ax->deg = median(tmp, n);
-    double ci = median(vi, n), cj = median(vj, n);
+    ax->ci = median(vi, n);
+    ax->cj = median(vj, n);
     /* per slice: the median of the measured slices within AXIS_WIN_MM
-     * (the volume's where none), about the slice's canal (the volume's
-     * median canal where none was found) */
-    double *per = malloc((size_t)nz * 3 * sizeof *per), big = 0.0;
+     * (the volume's where none) */
+    double *per = malloc((size_t)nz * sizeof *per), big = 0.0;
     if (!per) {
       free(deg);
       psp_error_set(err, PSP_ERR_NOMEM, "out of memory measuring the spine's axis");
@@ -215,9 +215,7 @@ int psp_seg_axis_find(const psp_volume *ff, const psp_slice_landmarks *lm, psp_s
         if (!isnan(deg[q]) && fabs((double)(q - k)) * sp[2] <= AXIS_WIN_MM) tmp[m++] = deg[q];
       double d = m > 0 ? median(tmp, m) : ax->deg;
       if (fabs(d - ax->deg) < SLICE_DEV_DEG) d = ax->deg;
-      per[3 * k] = d;
-      per[3 * k + 1] = ci;
-      per[3 * k + 2] = cj;
+      per[k] = d;
       big = fmax(big, fabs(d));
     }
     rot = fabs(ax->deg) >= ROT_MIN_DEG || big >= ROT_SLICE_DEG;
@@ -399,7 +397,7 @@ static void labels_back(const frame *f, const float *src, float *dst, int64_t nx
 
 psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, void *user,
                                    psp_context *ctx, psp_error **err) {
-  psp_seg_axis ax = {NAN, 0, NULL};
+  psp_seg_axis ax = {NAN, 0, NAN, NAN, NULL};
   psp_segmentation *s = psp_seg_run(ffm, bottom, user, &ax, ctx, err);
   if (s && !isnan(ax.deg))
     psp_info(ctx, "spine axis: %.1f degrees from the image's columns (median of %lld slices)",
@@ -414,8 +412,8 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
   int64_t nx = ffv->dims[0], ny = ffv->dims[1], nz = ffv->dims[2];
   double lo = INFINITY, hi = -INFINITY;
   for (int64_t k = 0; k < nz; k++) {
-    lo = fmin(lo, ax.per[3 * k]);
-    hi = fmax(hi, ax.per[3 * k]);
+    lo = fmin(lo, ax.per[k]);
+    hi = fmax(hi, ax.per[k]);
   }
   psp_info(ctx,
            "the spine lies rotated in the image plane (%.1f degrees, median of %lld slices; %.1f "
@@ -432,7 +430,7 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
     return NULL;
   }
   for (int64_t k = 0; k < nz; k++)
-    f[k] = frame_make(ax.per[3 * k], ax.per[3 * k + 1], ax.per[3 * k + 2], sp[0], sp[1], m);
+    f[k] = frame_make(ax.per[k], ax.ci, ax.cj, sp[0], sp[1], m);
   psp_volume *rf = rotated_volume(f, ffv, true, err), *rw = NULL, *rt = NULL;
   if (rf && wv && fv) {
     rw = rotated_volume(f, wv, false, err);
@@ -464,7 +462,7 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
   psp_volume_free(s->labels);
   s->labels = lab;
   for (int64_t k = 0; k < nz; k++)
-    landmarks_back(&f[k], ax.per[3 * k], &s->lm[k], nx, ny);
+    landmarks_back(&f[k], ax.per[k], &s->lm[k], nx, ny);
   s->axis_deg = ax.deg;
   s->aligned = true;
   s->frames = (double *)f; /* FRAME_DOUBLES per slice (the static assertion above) */

@@ -21,10 +21,11 @@ struct psp_segmentation {
 
 /* The spine's in-plane axis of a volume (psp_seg_axis_find). */
 typedef struct psp_seg_axis {
-  double deg;  /* median over the slices; NaN with fewer than AXIS_MIN_SLICES */
-  int64_t n;   /* slices measured */
-  double *per; /* when rotating: nz x {angle (degrees), pivot i, pivot j} per
-                  slice; NULL otherwise (psp_seg_axis_free) */
+  double deg;    /* median over the slices; NaN with fewer than AXIS_MIN_SLICES */
+  int64_t n;     /* slices measured */
+  double ci, cj; /* pivot of the rotation: the median canal centre (voxels) */
+  double *per;   /* when rotating: the angle (degrees) of each of the nz slices;
+                    NULL otherwise (psp_seg_axis_free) */
 } psp_seg_axis;
 
 /* Measures the axis on the slices whose landmarks have status OK (ff: the
