@@ -31,7 +31,15 @@
  *    (the caller's second pass), the search is limited to 25/30 mm around
  *    it and the score pays 0.01 per mm of distance; given the median canal
  *    of the neighbouring slices (psp_landmarks_find_close), to a radius
- *    around it at 0.03 per mm.
+ *    around it at 0.03 per mm. The muscle boxes count FF below
+ *    w->muscle_max_ff as muscle: 0.2 (PSP_LM_MUSCLE_FF) unless the muscle
+ *    level of a first search says the muscle is fatty
+ *    (psp_landmarks_muscle_limit: median level + 0.1, at most 0.5). With a
+ *    fixed 0.2, dixon-tum01 with fatty infiltration (muscle FF about 0.30,
+ *    tests/realdata/nifti_edit.py fatty 0.2) had a canal on 10 of 29
+ *    slices; a fixed 0.35 or 0.5 instead put lean tum01's canal on the
+ *    vertebral body or a disc on slices 2 and 26 (marrow then counts as
+ *    muscle).
  *  - Midline: the axis of left-right mirror symmetry of the FF map in the
  *    50 mm behind the canal (muscles, spinous process, fat), searched at
  *    half-voxel steps within 12 mm of the canal centre; the half-width of the
@@ -80,6 +88,8 @@ psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny) {
   size_t n = (size_t)(nx * ny), ni = (size_t)((nx + 1) * (ny + 1));
   w->nx = nx;
   w->ny = ny;
+  w->muscle_max_ff = PSP_LM_MUSCLE_FF;
+  w->muscle_min_ff = -1.0;
   w->queue = malloc((n + (size_t)(nx > ny ? nx : ny) + 1) * sizeof *w->queue);
   w->lab = malloc(n * sizeof *w->lab);
   w->aux = malloc((n + 1) * sizeof *w->aux);
@@ -91,10 +101,11 @@ psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny) {
   w->f1 = malloc(n * sizeof *w->f1);
   w->integ0 = malloc(ni * sizeof *w->integ0);
   w->integ1 = malloc(ni * sizeof *w->integ1);
+  w->integ2 = malloc(ni * sizeof *w->integ2);
   w->line = malloc((size_t)nx * 3 * sizeof *w->line);
   w->nline = malloc((size_t)nx * 2 * sizeof *w->nline);
   if (!w->queue || !w->lab || !w->aux || !w->m0 || !w->m1 || !w->m2 || !w->m3 || !w->f0 || !w->f1 ||
-      !w->integ0 || !w->integ1 || !w->line || !w->nline) {
+      !w->integ0 || !w->integ1 || !w->integ2 || !w->line || !w->nline) {
     psp_slice_work_free(w);
     return NULL;
   }
@@ -114,6 +125,7 @@ void psp_slice_work_free(psp_slice_work *w) {
   free(w->f1);
   free(w->integ0);
   free(w->integ1);
+  free(w->integ2);
   free(w->line);
   free(w->nline);
   free(w);
@@ -189,7 +201,10 @@ void psp_mask_dilate(uint8_t *m, int64_t nx, int64_t ny, int r, psp_slice_work *
 /* Landmarks                                                                 */
 /* ------------------------------------------------------------------------ */
 
-#define LOW_FF 0.2 /* CSF, disc, lean muscle read below this; bone marrow, fat above */
+#define LOW_FF 0.2        /* CSF, disc, lean muscle read below this; bone marrow, fat above */
+#define MUSCLE_MARGIN 0.1 /* fatty muscle: the limit is the median muscle level + this */
+#define MUSCLE_MAX_FF 0.5 /* ... at most this */
+#define MUSCLE_FF 0.2
 #define CANAL_MIN_SCORE 0.45
 #define MIDLINE_SEARCH_MM 12.0
 #define GAP_MIN_MM 3.0
@@ -283,6 +298,27 @@ static void set_reason(psp_slice_landmarks *lm, psp_slice_status st, const char 
 
 /* body_in: the slice's body as a previous call found it (read only), or
  * NULL: found here, into body_out. */
+static int cmp_dbl(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+double psp_landmarks_muscle_limit(const psp_slice_landmarks *lm, int64_t nz) {
+  double *v = malloc((size_t)(nz > 0 ? nz : 1) * sizeof *v);
+  if (!v) return NAN;
+  int64_t m = 0;
+  for (int64_t k = 0; k < nz; k++)
+    if (lm[k].status == PSP_SLICE_OK && isfinite(lm[k].muscle_ff)) v[m++] = lm[k].muscle_ff;
+  double med = NAN;
+  if (m > 0) {
+    qsort(v, (size_t)m, sizeof *v, cmp_dbl);
+    med = m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
+  }
+  free(v);
+  if (!(med + MUSCLE_MARGIN > PSP_LM_MUSCLE_FF)) return NAN;
+  return fmin(med + MUSCLE_MARGIN, MUSCLE_MAX_FF);
+}
+
 static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
                            const double *near, double win_i_mm, double win_j_mm, double penalty,
                            bool csf_either, uint8_t *body_out, const uint8_t *body_in,
@@ -351,20 +387,22 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
    * disc counts as canal too); the masks are used only inside the box */
   enum { NB = 128 };
   int64_t h[NB] = {0}, tot = 0;
-  uint8_t *low = w->m0, *high = w->m2;
+  uint8_t *low = w->m0, *high = w->m2, *musc = w->m3;
+  const float mmax = (float)w->muscle_max_ff, mmin = (float)w->muscle_min_ff;
   /* bb is the body's extent; the centroid's sums are integers, exact in
    * any order */
   int64_t i0 = bb[0], i1 = bb[1], j0 = bb[2], j1 = bb[3], cnt = 0, si = 0, sj = 0;
   for (int64_t j = bb[2]; j <= bb[3]; j++) {
     const float *fr = ff + j * nx;
     const uint8_t *br = body + j * nx;
-    uint8_t *lr = low + j * nx, *hr = high + j * nx;
+    uint8_t *lr = low + j * nx, *hr = high + j * nx, *mr = musc + j * nx;
     int64_t rc = 0, rs = 0;
     for (int64_t i = bb[0]; i <= bb[1]; i++) {
       uint8_t in = br[i] != 0;
       rc += in;
       rs += in ? i : 0;
       lr[i] = in & (fr[i] < LOW_FF); /* false for NaN */
+      mr[i] = in & (fr[i] < mmax) & (fr[i] >= mmin);
     }
     if (csf_either)
       for (int64_t i = bb[0]; i <= bb[1]; i++)
@@ -406,6 +444,7 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
 
   /* spinal canal: template score on integral images */
   integral(low, nx, bb, w->integ0);
+  integral(musc, nx, bb, w->integ2);
   if (csf_either) integral(high, nx, bb, w->integ1);
   int64_t in_i = mm_to_vox(4.0, sx), in_j = mm_to_vox(4.0, sy);
   int64_t ro_i = mm_to_vox(13.0, sx), ro_j = mm_to_vox(13.0, sy);
@@ -452,8 +491,8 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
       double sa = box_sum(cls, nx, ny, bb, i - ro_i, i + ro_i, j - ro_j, j + ro_j, &na);
       double sh = box_sum(cls, nx, ny, bb, i - rh_i, i + rh_i, j - rh_j, j + rh_j, &nh);
       double ring = na > nh ? (sa - sh) / (double)(na - nh) : 1.0;
-      double ml = box_mean(w->integ0, nx, ny, bb, i - mo_i, j + mo_j, mh_i, mh_j);
-      double mr = box_mean(w->integ0, nx, ny, bb, i + mo_i, j + mo_j, mh_i, mh_j);
+      double ml = box_mean(w->integ2, nx, ny, bb, i - mo_i, j + mo_j, mh_i, mh_j);
+      double mr = box_mean(w->integ2, nx, ny, bb, i + mo_i, j + mo_j, mh_i, mh_j);
       double s = inner - ring + 0.5 * fmin(ml, mr);
       if (near) /* the spine is continuous: prefer the expected position */
         s -= penalty * hypot(((double)i - near[0]) * sx, ((double)j - near[1]) * sy);

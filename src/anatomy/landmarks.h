@@ -55,10 +55,18 @@ typedef struct psp_slice_work {
   int32_t *aux; /* nx * ny + 1: union-find parents of the component labelling */
   uint8_t *m0, *m1, *m2, *m3;
   float *f0, *f1;
-  int32_t *integ0, *integ1; /* (nx+1)*(ny+1): integral images (of the body's box) */
-  double *line;             /* 3 * nx: the midline search's sums and one row */
-  int64_t *nline;           /* 2 * nx: its counts */
+  int32_t *integ0, *integ1, *integ2; /* (nx+1)*(ny+1): integral images (of the body's box) */
+  double *line;                      /* 3 * nx: the midline search's sums and one row */
+  int64_t *nline;                    /* 2 * nx: its counts */
+  /* setting, not scratch: the canal template's muscle boxes count voxels
+   * below this FF as muscle (psp_slice_work_create: PSP_LM_MUSCLE_FF; see
+   * psp_landmarks_muscle_limit for fatty muscle) */
+  double muscle_max_ff;
+  double muscle_min_ff;
 } psp_slice_work;
+
+/* The default muscle limit of the canal template: lean muscle reads below it. */
+#define PSP_LM_MUSCLE_FF 0.2
 
 psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny);
 void psp_slice_work_free(psp_slice_work *w);
@@ -87,6 +95,12 @@ void psp_landmarks_refind(const float *ff, int64_t nx, int64_t ny, double sx, do
 void psp_landmarks_find_close(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
                               const double *near, double radius_mm, bool csf_either,
                               const uint8_t *body, psp_slice_work *w, psp_slice_landmarks *lm);
+
+/* The canal template's muscle limit for a stack whose slices a first
+ * search (at PSP_LM_MUSCLE_FF) left in lm[0..nz-1]: PSP_LM_MUSCLE_FF while
+ * the median muscle level of the slices with a canal is lean, else above
+ * it (fatty, degenerated muscle); NAN when nothing needs searching again. */
+double psp_landmarks_muscle_limit(const psp_slice_landmarks *lm, int64_t nz);
 
 /* Mask helpers on an nx*ny slice. Keeps the 4-connected component of m with
  * the most voxels (returns its size; 0 when m is empty). */

@@ -24,15 +24,20 @@
  *    marrow-like tissue (the same evidence band as the sacrum's bony width:
  *    FF between the disc level + half the marrow-disc contrast and the
  *    marrow level + 0.35, at most 0.85; min(FF, 1-FF) for in-phase/
- *    opposed-phase input) that is locally flat (evidence gradient <= 0.10
- *    per mm), then opened with a 2 mm elliptic disk: the partial-volume rims
- *    every muscle/fat boundary shows at intermediate FF are steep and thin
- *    and go, the crest (about 8-15 mm thick) stays. Per side the largest
- *    4-connected component (at most 4000 mm^2 in all) that is elongated
- *    (principal axes >= 2:1 inside the lateral band: the crest and wing are
- *    bands; colon content and bowel walls are blobs and rings) counts; a
- *    slice has iliac bone on both sides when each side's is >= 100 mm^2
- *    and the two are roughly mirror images (lateral offsets within 30 mm,
+ *    opposed-phase input; and at least 0.08 above the muscle level of the
+ *    segmentation's landmarks, levels.c: a fatty erector spinae reads
+ *    marrow-like and joined the wings into one region beyond 4000 mm^2,
+ *    which lost the anchor of dixon-tum01 with fatty infiltration of 0.1,
+ *    muscle FF about 0.2; lean muscle leaves the band as it was) that is
+ *    locally flat (evidence gradient <= 0.10 per mm), then opened with a
+ *    2 mm elliptic disk: the partial-volume rims every muscle/fat boundary
+ *    shows at intermediate FF are steep and thin and go, the crest (about
+ *    8-15 mm thick) stays. Per side the largest 4-connected component (at
+ *    most 4000 mm^2 in all) that is elongated (principal axes >= 2:1
+ *    inside the lateral band: the crest and wing are bands; colon content
+ *    and bowel walls are blobs and rings) counts; a slice has iliac bone on
+ *    both sides when each side's is >= 100 mm^2 and the two are roughly
+ *    mirror images (lateral offsets within 30 mm,
  *    anterior-posterior within 25 mm), which rejects one-sided bowel.
  * 2. Crest top. The wings are present from the bottom of a stack that
  *    reaches the pelvis up to the crest top and absent above: the run of

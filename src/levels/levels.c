@@ -924,6 +924,8 @@ static bool apply_overrides(psp_levels *lv, const psp_level_overrides *ov, ancho
   return true;
 }
 
+#define ILIAC_MUSCLE_MARGIN 0.08 /* the iliac bone band starts this far above the muscle level */
+
 /* The iliac-crest anchor (iliac.c): names the discs when the sacrum did
  * not; beside a sacrum anchor it only confirms it or, when the two
  * disagree, is flagged and the sacrum (seen directly) is kept with a lower
@@ -1242,8 +1244,21 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
   anchor_info an = {false, 0, 0};
   if (lv->ndisc > 0 && gfac >= 0.5) an = find_sacrum(lv, width, lo, ctx);
   if (lv->ndisc > 0 && gfac >= 0.5) {
+    /* fatty (degenerated) erector spinae beside the wings reads marrow-like
+     * and joins them into one region beyond the wings' size: the bone
+     * band starts above the muscle level of the segmentation's landmarks */
+    double ilo = lo;
+    if (seg) {
+      size_t n = 0;
+      for (int64_t k = 0; k < nz; k++) {
+        const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
+        if (lm && lm->status == PSP_SLICE_OK && isfinite(lm->muscle_ff)) buf[n++] = lm->muscle_ff;
+      }
+      double mus = median_of(buf, n);
+      if (isfinite(mus) && mus + ILIAC_MUSCLE_MARGIN > ilo) ilo = mus + ILIAC_MUSCLE_MARGIN;
+    }
     psp_iliac_input in = {
-        ff, {d[0], d[1], d[2]}, {sp[0], sp[1], sp[2]}, c.cj, c.mid, lo, sym ? 1.0 : fmin(0.85, hi),
+        ff, {d[0], d[1], d[2]}, {sp[0], sp[1], sp[2]}, c.cj, c.mid, ilo, sym ? 1.0 : fmin(0.85, hi),
         sym};
     if (!iliac_anchor(lv, &in, &an, ctx, err)) {
       free(mem);

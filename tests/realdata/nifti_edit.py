@@ -15,6 +15,13 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  A1 on the last (linearly; nearest neighbour,
                                  labels included): a spine whose rotation
                                  changes along the stack
+  nifti_edit.py fatty SRC DST A  fatty infiltration of the four muscles: in
+                                 the manual labels grown by 3 voxels in-plane
+                                 (4-neighbour steps), each voxel's muscle
+                                 share m = (0.9 - FF) / 0.8 (0..1) turns a
+                                 share A of its water into fat (W' = W (1 -
+                                 A m), F' = F + W A m): muscle FF rises by
+                                 about A (1 - FF), fat and bone stay
 """
 import array
 import gzip
@@ -88,9 +95,38 @@ def twist(head, dims, a, name, a0, a1):
     return out
 
 
+def fatty(dims, w, f, lab, share):
+    nx, ny, nz = dims[1], dims[2], dims[3]
+    offs = [(di, dj) for di in range(-3, 4) for dj in range(-3, 4) if abs(di) + abs(dj) <= 3]
+    integer = w.typecode in "BbHhIi"
+    for k in range(nz):
+        base = k * nx * ny
+        grown = set()
+        for q in range(base, base + nx * ny):
+            if lab[q]:
+                i, j = (q - base) % nx, (q - base) // nx
+                for di, dj in offs:
+                    if 0 <= i + di < nx and 0 <= j + dj < ny:
+                        grown.add(base + (j + dj) * nx + i + di)
+        for q in grown:
+            ww, ff = float(w[q]), float(f[q])
+            tot = ww + ff
+            m = min(1.0, max(0.0, (0.9 - (ff / tot if tot > 0 else 1.0)) / 0.8))
+            d = ww * share * m
+            w[q] = round(ww - d) if integer else ww - d
+            f[q] = f[q] + d if f.typecode in "fd" else round(ff + d)
+
+
 def main():
     what, src, dst = sys.argv[1:4]
     rng = random.Random(5)
+    if what == "fatty":
+        img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
+        fatty(img["water"][1], img["water"][2], img["fat"][2], img["labels_manual"][2],
+              float(sys.argv[4]))
+        for n, (head, dims, a) in img.items():
+            write(f"{dst}/{n}.nii.gz", head, a)
+        return
     for name in ("water", "fat", "labels_manual"):
         head, dims, a = read(f"{src}/{name}.nii.gz")
         if what == "mirror":

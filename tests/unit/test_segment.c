@@ -22,6 +22,7 @@
 
 #include "segment/segment.h"
 #include "segment/limits.h"
+#include "anatomy/landmarks.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -563,6 +564,32 @@ static void test_es_rise_table(void **state) {
   assert_true(isnan(psp_segment_es_rise(ES_RISE_N)));
 }
 
+/* The canal template's muscle limit after a first search: lean muscle
+ * (median level of the slices with a canal at most PSP_LM_MUSCLE_FF - 0.1)
+ * needs no second search; fatty muscle raises it to the median + 0.1, at
+ * most 0.5; slices without a canal do not count. */
+static void test_muscle_limit(void **state) {
+  (void)state;
+  psp_slice_landmarks lm[5];
+  memset(lm, 0, sizeof lm);
+  const double lean[5] = {0.08, 0.06, 0.09, 0.12, 0.07};
+  for (int k = 0; k < 5; k++)
+    lm[k].muscle_ff = lean[k];
+  assert_true(isnan(psp_landmarks_muscle_limit(lm, 5)));
+  const double fatty[5] = {0.30, 0.26, 0.05, 0.28, 0.31};
+  for (int k = 0; k < 5; k++)
+    lm[k].muscle_ff = fatty[k];
+  assert_true(fabs(psp_landmarks_muscle_limit(lm, 5) - 0.38) < 1e-9); /* median 0.28 */
+  lm[0].status = lm[4].status = PSP_SLICE_NO_SPINE;                   /* 0.26 0.05 0.28 */
+  assert_true(fabs(psp_landmarks_muscle_limit(lm, 5) - 0.36) < 1e-9);
+  for (int k = 0; k < 5; k++)
+    lm[k].muscle_ff = 0.47;
+  assert_true(fabs(psp_landmarks_muscle_limit(lm, 5) - 0.5) < 1e-9);
+  for (int k = 0; k < 5; k++)
+    lm[k].status = PSP_SLICE_NO_SPINE;
+  assert_true(isnan(psp_landmarks_muscle_limit(lm, 5)));
+}
+
 /* The front limit on a box-shaped compartment (1 mm pixels, left side):
  * medial of its most anterior point nothing changes; laterally the voxels
  * in front of the template's line (less the tolerance) go, the ones behind
@@ -620,11 +647,17 @@ int main(void) {
   snprintf(scratch, sizeof scratch, "%s", PSP_SCRATCH_DIR);
   psp_mkdir_p(scratch, NULL);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_es_rise_table),        cmocka_unit_test(test_es_front_limit),
-      cmocka_unit_test(test_phantom_accuracy),     cmocka_unit_test(test_fatty_phantom_accuracy),
-      cmocka_unit_test(test_threads_identical),    cmocka_unit_test(test_bottom_check),
-      cmocka_unit_test(test_rolled_phantom),       cmocka_unit_test(test_orientation_variants),
-      cmocka_unit_test(test_flagged_slices),       cmocka_unit_test(test_model_table),
+      cmocka_unit_test(test_es_rise_table),
+      cmocka_unit_test(test_muscle_limit),
+      cmocka_unit_test(test_es_front_limit),
+      cmocka_unit_test(test_phantom_accuracy),
+      cmocka_unit_test(test_fatty_phantom_accuracy),
+      cmocka_unit_test(test_threads_identical),
+      cmocka_unit_test(test_bottom_check),
+      cmocka_unit_test(test_rolled_phantom),
+      cmocka_unit_test(test_orientation_variants),
+      cmocka_unit_test(test_flagged_slices),
+      cmocka_unit_test(test_model_table),
       cmocka_unit_test(test_model_table_by_level),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

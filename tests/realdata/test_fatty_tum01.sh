@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# dixon-tum01 with fatty infiltration of the four muscles (nifti_edit.py
+# fatty: a share A of each muscle voxel's water turned into fat, so muscle
+# FF rises from about 0.13 to 0.22 (A = 0.1) and 0.30 (A = 0.2), as in
+# degenerated muscle of patients with back pain). The canal template
+# counted only FF < 0.2 as muscle: at A = 0.2 the spine was found on 10 of
+# 29 slices (all-muscle Dice 0.36), and at A = 0.1 the erector spinae,
+# marrow-like now, joined the iliac wings and the iliac-crest anchor was
+# lost (left multifidus 0.75). The limits now follow the muscle level the
+# first search measures (src/anatomy/landmarks.c, src/levels/levels.c).
+source "$(dirname "$0")/../integration/lib.sh"
+D="$SRC/../shared/data/dixon-tum01"
+if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
+cd "$S"
+for A in 0.1 0.2; do
+  mkdir -p "f$A"
+  python3 "$SRC/tests/realdata/nifti_edit.py" fatty "$D" "f$A" "$A" || fail "could not edit dixon-tum01 (fatty $A)"
+  run "$PSP" analyze --water "f$A/water.nii.gz" --fat "f$A/fat.nii.gz" -o "o$A" --no-qc
+  tr -d ' \t\n' < "o$A/report.json" | grep -q '"slices_segmented":29' ||
+    fail "fatty ($A) dixon-tum01: not every slice segmented"
+  run "$PSP" compare "o$A/dseg.nii.gz" "f$A/labels_manual.nii.gz" --truth-scheme lpm \
+    --water "f$A/water.nii.gz" --fat "f$A/fat.nii.gz" > "cmp$A.txt"
+  echo "fatty infiltration $A:"
+  sed -n '/Whole volume/,/mean 1-4/p' "cmp$A.txt"
+done
+tr -d ' \t\n' < o0.1/report.json | grep -q '"anchor":"iliaccresttop' ||
+  fail "fatty (0.1) dixon-tum01: the iliac-crest anchor was lost"
+dice_minima cmp0.1.txt "MF_L=0.83 MF_R=0.85 ES_L=0.90 ES_R=0.91 all=0.92" ||
+  fail "fatty (0.1) dixon-tum01 segmented much worse than the original"
+dice_minima cmp0.2.txt "MF_L=0.68 MF_R=0.75 ES_L=0.83 ES_R=0.85 all=0.88" ||
+  fail "fatty (0.2) dixon-tum01 segmented much worse than the original"
+finish
