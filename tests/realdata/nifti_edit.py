@@ -22,6 +22,9 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  share A of its water into fat (W' = W (1 -
                                  A m), F' = F + W A m): muscle FF rises by
                                  about A (1 - FF), fat and bone stay
+  nifti_edit.py scale SRC DST F  the in-plane pixel size (pixdim and the
+                                 sform's first two columns) times F: the
+                                 same image as a subject F times larger
 """
 import array
 import gzip
@@ -117,6 +120,21 @@ def fatty(dims, w, f, lab, share):
             f[q] = f[q] + d if f.typecode in "fd" else round(ff + d)
 
 
+def scale(head, f):
+    h = bytearray(head)
+    p = list(struct.unpack("<8f", h[76:108]))
+    p[1] *= f
+    p[2] *= f
+    struct.pack_into("<8f", h, 76, *p)
+    for r in range(3):
+        off = 280 + 16 * r
+        row = list(struct.unpack("<4f", h[off:off + 16]))
+        row[0] *= f
+        row[1] *= f
+        struct.pack_into("<4f", h, off, *row)
+    return bytes(h)
+
+
 def main():
     what, src, dst = sys.argv[1:4]
     rng = random.Random(5)
@@ -133,6 +151,8 @@ def main():
             a = mirror(head, dims, a, name)
         elif what == "twist":
             a = twist(head, dims, a, name, float(sys.argv[4]), float(sys.argv[5]))
+        elif what == "scale":
+            head = scale(head, float(sys.argv[4]))
         elif what == "noise":
             a = noise(head, dims, a, name, float(sys.argv[4]), int(sys.argv[5]), rng)
         else:
