@@ -24,11 +24,15 @@
  *    marrow-like tissue (the same evidence band as the sacrum's bony width:
  *    FF between the disc level + half the marrow-disc contrast and the
  *    marrow level + 0.35, at most 0.85; min(FF, 1-FF) for in-phase/
- *    opposed-phase input; and at least 0.08 above the muscle level of the
+ *    opposed-phase input; and not below the median muscle level of the
  *    segmentation's landmarks, levels.c: a fatty erector spinae reads
- *    marrow-like and joined the wings into one region beyond 4000 mm^2,
- *    which lost the anchor of dixon-tum01 with fatty infiltration of 0.1,
- *    muscle FF about 0.2; lean muscle leaves the band as it was) that is
+ *    marrow-like and bridged to the wings, one region too large, which
+ *    lost the anchor of dixon-tum01 with fatty infiltration, muscle FF
+ *    about 0.2; with the floor at the muscle level + 0.08 the anchor of
+ *    muscle FF 0.30 was lost too, at + 0 it is kept (crest top 1 slice
+ *    higher), without the floor but with the 8000 mm^2 below it was kept
+ *    at FF 0.30 / 0.39 but 4 / 3 slices too high: the names shift; lean
+ *    muscle leaves the band as it was) that is
  *    locally flat (evidence gradient <= 0.10 per mm), then opened with a
  *    2 mm elliptic disk: the partial-volume rims every muscle/fat boundary
  *    shows at intermediate FF are steep and thin and go, the crest (about

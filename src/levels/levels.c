@@ -924,7 +924,7 @@ static bool apply_overrides(psp_levels *lv, const psp_level_overrides *ov, ancho
   return true;
 }
 
-#define ILIAC_MUSCLE_MARGIN 0.08 /* the iliac bone band starts this far above the muscle level */
+#define ILIAC_MUSCLE_MARGIN 0.0 /* the iliac bone band starts this far above the muscle level */
 
 /* The iliac-crest anchor (iliac.c): names the discs when the sacrum did
  * not; beside a sacrum anchor it only confirms it or, when the two
