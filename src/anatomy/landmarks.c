@@ -17,8 +17,11 @@
  *    is maximised over the posterior 60 % of the body, only where a canal
  *    is anatomically possible: within 40 mm (at most 22 % of the body's
  *    width) of the centre of the body's left-right extent and within
- *    130 mm of the back's skin, the limits the segmentation's plausibility
- *    check applies (minimum 0.45); the canal is the low-FF region around the
+ *    130 mm of the back's skin, plus the back's subcutaneous fat beyond
+ *    40 mm (psp_landmarks_max_depth_mm: dixon-tum01 has 14-38 mm; with 60
+ *    mm more, an obese subject, its canal lay beyond 130 mm and was put in
+ *    the fat, 2 of 29 slices segmented), the limits the segmentation's
+ *    plausibility check applies (minimum 0.45); the canal is the low-FF region around the
  *    maximum. A muscle (low FF all around) and the vertebral body (fatty
  *    marrow) score low; discs (low FF) miss the fat ring and the posterior
  *    muscles. On magnitude-only (IP/OP) input a fat-like disc may be the
@@ -216,6 +219,44 @@ void psp_mask_dilate(uint8_t *m, int64_t nx, int64_t ny, int r, psp_slice_work *
  * the back's skin */
 #define CANAL_MAX_OFF_MM 40.0
 #define CANAL_MAX_DEPTH_MM 130.0
+#define BACK_FAT_REF_MM 40.0 /* back fat up to this leaves the depth limit as it is */
+#define BACK_FAT_FF 0.5      /* the back's subcutaneous fat: FF above this */
+#define BACK_SKIN_MM 5.0     /* ... starting within this of the last voxel with signal */
+
+double psp_landmarks_max_depth_mm(const psp_slice_landmarks *lm) {
+  double extra = isfinite(lm->back_fat_mm) ? lm->back_fat_mm - BACK_FAT_REF_MM : 0.0;
+  return CANAL_MAX_DEPTH_MM + (extra > 0.0 ? extra : 0.0);
+}
+
+static int cmp_flt(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median thickness (mm) of the fat run behind the spine: per column i0..i1
+ * of the body, from its last body voxel forwards, past at most BACK_SKIN_MM
+ * of skin, the voxels with FF above BACK_FAT_FF; buf: (i1 - i0 + 1) floats. */
+static double back_fat(const float *ff, const uint8_t *body, int64_t nx, const int64_t bb[4],
+                       int64_t i0, int64_t i1, double sy, float *buf) {
+  const int64_t skin = (int64_t)floor(BACK_SKIN_MM / sy);
+  int64_t m = 0;
+  for (int64_t i = i0 < bb[0] ? bb[0] : i0; i <= i1 && i <= bb[1]; i++) {
+    int64_t j = bb[3];
+    while (j >= bb[2] && !body[j * nx + i])
+      j--;
+    if (j < bb[2]) continue;
+    int64_t s = 0;
+    while (s < skin && j - s >= bb[2] && !(ff[(j - s) * nx + i] > BACK_FAT_FF))
+      s++;
+    int64_t t = s;
+    while (j - t >= bb[2] && ff[(j - t) * nx + i] > BACK_FAT_FF)
+      t++;
+    buf[m++] = (float)((double)(t - s) * sy);
+  }
+  if (m == 0) return NAN;
+  qsort(buf, (size_t)m, sizeof *buf, cmp_flt);
+  return m % 2 ? buf[m / 2] : 0.5 * ((double)buf[m / 2 - 1] + (double)buf[m / 2]);
+}
 
 /* Integral image of m over the rectangle bb = {i0, i1, j0, j1} (m is empty
  * outside it), (i1 - i0 + 2) x (j1 - j0 + 2) counts: integers, so the box
@@ -353,6 +394,7 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   lm->canal_radius_mm = NAN;
   lm->muscle_ff = NAN;
   lm->fat_ff = NAN;
+  lm->back_fat_mm = NAN;
   lm->midline_i = NAN;
   int64_t n = nx * ny;
   double px = sx * sy;
@@ -460,7 +502,8 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   double cen_i = 0.5 * (double)(i0 + i1);
   int64_t ci0 = (int64_t)floor(cen_i - half_i), ci1 = (int64_t)ceil(cen_i + half_i);
   int64_t cj0 = j0 + (int64_t)(0.3 * bh), cj1 = j0 + (int64_t)(0.92 * bh);
-  int64_t cj_deep = j1 - (int64_t)floor(CANAL_MAX_DEPTH_MM / sy);
+  lm->back_fat_mm = back_fat(ff, body, nx, bb, ci0, ci1, sy, w->f0);
+  int64_t cj_deep = j1 - (int64_t)floor(psp_landmarks_max_depth_mm(lm) / sy);
   if (cj0 < cj_deep) cj0 = cj_deep;
   if (near) {
     ci0 = (int64_t)fmax((double)ci0, floor(near[0] - win_i_mm / sx));

@@ -41,11 +41,13 @@ typedef struct psp_slice_landmarks {
   psp_lm_point spinous;        /* posterior end of the midline bone behind the canal */
   double midline_i;            /* column of the left-right midline at the canal's row */
   double midline_slope;        /* the midline's di/dj (0: along the image's columns) */
-  double axis_deg;  /* in-plane angle of the frame the slice was segmented in (0: the image's) */
-  double gap_mm[2]; /* half-width of the midline bone/fat (spinous process, interspinous
-                       fat) on the left [0] and right [1] of the midline */
-  double muscle_ff; /* median FF of the muscle core beside the spinous process */
-  double fat_ff;    /* median FF of the fat in the body */
+  double axis_deg;    /* in-plane angle of the frame the slice was segmented in (0: the image's) */
+  double gap_mm[2];   /* half-width of the midline bone/fat (spinous process, interspinous
+                         fat) on the left [0] and right [1] of the midline */
+  double muscle_ff;   /* median FF of the muscle core beside the spinous process */
+  double fat_ff;      /* median FF of the fat in the body */
+  double back_fat_mm; /* subcutaneous fat behind the spine: median thickness over the
+                         columns where a canal may lie */
 } psp_slice_landmarks;
 
 /* Scratch buffers for one slice (one per thread). */
@@ -95,6 +97,12 @@ void psp_landmarks_refind(const float *ff, int64_t nx, int64_t ny, double sx, do
 void psp_landmarks_find_close(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
                               const double *near, double radius_mm, bool csf_either,
                               const uint8_t *body, psp_slice_work *w, psp_slice_landmarks *lm);
+
+/* How far in front of the back's skin (body box) a spinal canal may lie on
+ * this slice (mm): 130, plus the back's subcutaneous fat beyond 40 mm (an
+ * obese subject's canal lies deeper; the kidneys and bowel the limit keeps
+ * out lie deeper too, but behind no more fat). */
+double psp_landmarks_max_depth_mm(const psp_slice_landmarks *lm);
 
 /* The canal template's muscle limit for a stack whose slices a first
  * search (at PSP_LM_MUSCLE_FF) left in lm[0..nz-1]: PSP_LM_MUSCLE_FF while

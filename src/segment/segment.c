@@ -132,7 +132,8 @@
  *  4. Flags (slice left empty, reason recorded): no body / no spine
  *     (landmarks); below sacrum (no spine below the lowest segmented slice);
  *     implausible (muscle not distinct from fat, a canal more than 130 mm in
- *     front of the back's skin or 40 mm beside the centre of the body — the
+ *     front of the back's skin (plus its fat beyond 40 mm) or 40 mm beside
+ *     the centre of the body — the
  *     aorta, a kidney or bowel taken for the canal —, a side's compartment
  *     below 400 mm^2, a canal more than 25 mm from the median canal position
  *     of the neighbouring slices, or after labelling: a muscle missing or
@@ -268,10 +269,9 @@
 #define MIN_SIDE_MM2 400.0
 #define CANAL_JUMP_MM 25.0
 #define NEAR_SLICES 3
-#define NEAR_JUMP_MM 6.0         /* from the neighbours' median canal: searched again near it */
-#define CANAL_MAX_DEPTH_MM 130.0 /* canal centre to the back's skin */
-#define CANAL_MAX_OFF_MM 40.0    /* canal to the centre of the body's left-right extent */
-#define MAX_MUSCLE_MM2 6000.0    /* 60 cm^2: above the largest lumbar erector spinae */
+#define NEAR_JUMP_MM 6.0      /* from the neighbours' median canal: searched again near it */
+#define CANAL_MAX_OFF_MM 40.0 /* canal to the centre of the body's left-right extent */
+#define MAX_MUSCLE_MM2 6000.0 /* 60 cm^2: above the largest lumbar erector spinae */
 #define MAX_LR_RATIO 2.0
 #define Y_ANT_LAT 5.0
 #define SACRAL_MM 40.0 /* height above the lowest spine slice taken as lumbosacral */
@@ -1208,7 +1208,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
          * "canal" far off either way is the aorta, a kidney or bowel */
         double back = ((double)lm->body_box[3] - lm->canal.j) * sp[1];
         double off = fabs(lm->canal.i - 0.5 * (double)(lm->body_box[0] + lm->body_box[1])) * sp[0];
-        if (back > CANAL_MAX_DEPTH_MM || off > CANAL_MAX_OFF_MM) {
+        if (back > psp_landmarks_max_depth_mm(lm) || off > CANAL_MAX_OFF_MM) {
           flag(lm, PSP_SLICE_IMPLAUSIBLE,
                "spinal canal implausibly placed (%.0f mm in front of the back's skin, %.0f mm "
                "beside the body's centre): the aorta, a kidney or bowel, not the spine",

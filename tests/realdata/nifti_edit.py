@@ -25,6 +25,13 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
   nifti_edit.py scale SRC DST F  the in-plane pixel size (pixdim and the
                                  sform's first two columns) times F: the
                                  same image as a subject F times larger
+  nifti_edit.py backfat SRC DST T
+                                 T mm more subcutaneous fat behind the body
+                                 (an obese subject): per column, the voxel
+                                 8 mm inside the back's last voxel with
+                                 signal (water + fat above a tenth of the
+                                 slice's 99th percentile) is repeated T mm
+                                 thick there, the rest shifted backwards
 """
 import array
 import gzip
@@ -135,9 +142,41 @@ def scale(head, f):
     return bytes(h)
 
 
+def backfat(dims, pix, w, f, lab, mm):
+    nx, ny, nz = dims[1], dims[2], dims[3]
+    n, d = round(mm / pix), round(8.0 / pix)
+    for k in range(nz):
+        base = k * nx * ny
+        tot = [float(w[base + q]) + float(f[base + q]) for q in range(nx * ny)]
+        srt = sorted(tot)
+        thr = 0.1 * srt[min(len(srt) - 1, int(0.99 * len(srt)))]
+        for i in range(nx):
+            col = [tot[j * nx + i] for j in range(ny)]
+            last = max((j for j in range(ny) if col[j] > thr), default=-1)
+            p = last - d
+            if last < 0 or p <= 0 or last + n >= ny:
+                continue
+            for a in (w, f, lab):
+                v = [a[base + j * nx + i] for j in range(ny)]
+                new = v[:p] + [v[p]] * n + v[p:ny - n]
+                if a is lab:
+                    new[p:p + n] = [0] * n
+                for j in range(ny):
+                    a[base + j * nx + i] = new[j]
+
+
 def main():
     what, src, dst = sys.argv[1:4]
     rng = random.Random(5)
+    if what == "backfat":
+        img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
+        head = img["water"][0]
+        pix = struct.unpack("<f", head[84:88])[0]  # pixdim[2]: the row spacing
+        backfat(img["water"][1], pix, img["water"][2], img["fat"][2], img["labels_manual"][2],
+                float(sys.argv[4]))
+        for n, (hd, dims, a) in img.items():
+            write(f"{dst}/{n}.nii.gz", hd, a)
+        return
     if what == "fatty":
         img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
         fatty(img["water"][1], img["water"][2], img["fat"][2], img["labels_manual"][2],
