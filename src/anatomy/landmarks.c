@@ -92,7 +92,6 @@ psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny) {
   w->nx = nx;
   w->ny = ny;
   w->muscle_max_ff = PSP_LM_MUSCLE_FF;
-  w->muscle_min_ff = -1.0;
   w->queue = malloc((n + (size_t)(nx > ny ? nx : ny) + 1) * sizeof *w->queue);
   w->lab = malloc(n * sizeof *w->lab);
   w->aux = malloc((n + 1) * sizeof *w->aux);
@@ -207,7 +206,6 @@ void psp_mask_dilate(uint8_t *m, int64_t nx, int64_t ny, int r, psp_slice_work *
 #define LOW_FF 0.2        /* CSF, disc, lean muscle read below this; bone marrow, fat above */
 #define MUSCLE_MARGIN 0.1 /* fatty muscle: the limit is the median muscle level + this */
 #define MUSCLE_MAX_FF 0.5 /* ... at most this */
-#define MUSCLE_FF 0.2
 #define CANAL_MIN_SCORE 0.45
 #define MIDLINE_SEARCH_MM 12.0
 #define GAP_MIN_MM 3.0
@@ -337,16 +335,12 @@ static void set_reason(psp_slice_landmarks *lm, psp_slice_status st, const char 
   snprintf(lm->reason, sizeof lm->reason, "%s", msg);
 }
 
-/* body_in: the slice's body as a previous call found it (read only), or
- * NULL: found here, into body_out. */
 static int cmp_dbl(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
 }
 
-double psp_landmarks_muscle_limit(const psp_slice_landmarks *lm, int64_t nz) {
-  double *v = malloc((size_t)(nz > 0 ? nz : 1) * sizeof *v);
-  if (!v) return NAN;
+double psp_landmarks_muscle_limit(const psp_slice_landmarks *lm, int64_t nz, double *v) {
   int64_t m = 0;
   for (int64_t k = 0; k < nz; k++)
     if (lm[k].status == PSP_SLICE_OK && isfinite(lm[k].muscle_ff)) v[m++] = lm[k].muscle_ff;
@@ -355,11 +349,12 @@ double psp_landmarks_muscle_limit(const psp_slice_landmarks *lm, int64_t nz) {
     qsort(v, (size_t)m, sizeof *v, cmp_dbl);
     med = m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
   }
-  free(v);
   if (!(med + MUSCLE_MARGIN > PSP_LM_MUSCLE_FF)) return NAN;
   return fmin(med + MUSCLE_MARGIN, MUSCLE_MAX_FF);
 }
 
+/* body_in: the slice's body as a previous call found it (read only), or
+ * NULL: found here, into body_out. */
 static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, double sy,
                            const double *near, double win_i_mm, double win_j_mm, double penalty,
                            bool csf_either, uint8_t *body_out, const uint8_t *body_in,
@@ -430,7 +425,7 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   enum { NB = 128 };
   int64_t h[NB] = {0}, tot = 0;
   uint8_t *low = w->m0, *high = w->m2, *musc = w->m3;
-  const float mmax = (float)w->muscle_max_ff, mmin = (float)w->muscle_min_ff;
+  const float mmax = (float)w->muscle_max_ff;
   /* bb is the body's extent; the centroid's sums are integers, exact in
    * any order */
   int64_t i0 = bb[0], i1 = bb[1], j0 = bb[2], j1 = bb[3], cnt = 0, si = 0, sj = 0;
@@ -444,7 +439,7 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
       rc += in;
       rs += in ? i : 0;
       lr[i] = in & (fr[i] < LOW_FF); /* false for NaN */
-      mr[i] = in & (fr[i] < mmax) & (fr[i] >= mmin);
+      mr[i] = in & (fr[i] < mmax);
     }
     if (csf_either)
       for (int64_t i = bb[0]; i <= bb[1]; i++)

@@ -64,7 +64,6 @@ typedef struct psp_slice_work {
    * below this FF as muscle (psp_slice_work_create: PSP_LM_MUSCLE_FF; see
    * psp_landmarks_muscle_limit for fatty muscle) */
   double muscle_max_ff;
-  double muscle_min_ff;
 } psp_slice_work;
 
 /* The default muscle limit of the canal template: lean muscle reads below it. */
@@ -107,8 +106,9 @@ double psp_landmarks_max_depth_mm(const psp_slice_landmarks *lm);
 /* The canal template's muscle limit for a stack whose slices a first
  * search (at PSP_LM_MUSCLE_FF) left in lm[0..nz-1]: PSP_LM_MUSCLE_FF while
  * the median muscle level of the slices with a canal is lean, else above
- * it (fatty, degenerated muscle); NAN when nothing needs searching again. */
-double psp_landmarks_muscle_limit(const psp_slice_landmarks *lm, int64_t nz);
+ * it (fatty, degenerated muscle); NAN when nothing needs searching again.
+ * buf: nz doubles of scratch. */
+double psp_landmarks_muscle_limit(const psp_slice_landmarks *lm, int64_t nz, double *buf);
 
 /* Mask helpers on an nx*ny slice. Keeps the 4-connected component of m with
  * the most voxels (returns its size; 0 when m is empty). */

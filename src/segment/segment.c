@@ -1049,7 +1049,9 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   }
   /* fatty (degenerated) muscle: the canal template's muscle boxes again,
    * with the limit the muscle level of the first search sets */
-  const double mus_lim = psp_landmarks_muscle_limit(s->lm, nz);
+  near_k = psp_calloc((size_t)nz * 2, sizeof *near_k, err);
+  if (!near_k) goto fail;
+  const double mus_lim = psp_landmarks_muscle_limit(s->lm, nz, near_k); /* near_k: scratch */
   if (!isnan(mus_lim)) {
 #pragma omp parallel reduction(|| : oom)
     {
@@ -1076,12 +1078,8 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
    * which follows the lordosis; only those near the stack's median), anchor
    * a second search on outliers */
   double near[2] = {NAN, NAN};
-  near_k = psp_calloc((size_t)nz * 2, sizeof *near_k, err);
   double *vbuf = psp_calloc((size_t)nz * 2, sizeof *vbuf, err);
-  if (!near_k || !vbuf) {
-    free(vbuf);
-    goto fail;
-  }
+  if (!vbuf) goto fail;
   {
     double *vi = vbuf, *vj = vbuf + nz;
     int64_t m = 0;

@@ -571,23 +571,24 @@ static void test_es_rise_table(void **state) {
 static void test_muscle_limit(void **state) {
   (void)state;
   psp_slice_landmarks lm[5];
+  double buf[5];
   memset(lm, 0, sizeof lm);
   const double lean[5] = {0.08, 0.06, 0.09, 0.12, 0.07};
   for (int k = 0; k < 5; k++)
     lm[k].muscle_ff = lean[k];
-  assert_true(isnan(psp_landmarks_muscle_limit(lm, 5)));
+  assert_true(isnan(psp_landmarks_muscle_limit(lm, 5, buf)));
   const double fatty[5] = {0.30, 0.26, 0.05, 0.28, 0.31};
   for (int k = 0; k < 5; k++)
     lm[k].muscle_ff = fatty[k];
-  assert_true(fabs(psp_landmarks_muscle_limit(lm, 5) - 0.38) < 1e-9); /* median 0.28 */
-  lm[0].status = lm[4].status = PSP_SLICE_NO_SPINE;                   /* 0.26 0.05 0.28 */
-  assert_true(fabs(psp_landmarks_muscle_limit(lm, 5) - 0.36) < 1e-9);
+  assert_true(fabs(psp_landmarks_muscle_limit(lm, 5, buf) - 0.38) < 1e-9); /* median 0.28 */
+  lm[0].status = lm[4].status = PSP_SLICE_NO_SPINE;                        /* 0.26 0.05 0.28 */
+  assert_true(fabs(psp_landmarks_muscle_limit(lm, 5, buf) - 0.36) < 1e-9);
   for (int k = 0; k < 5; k++)
     lm[k].muscle_ff = 0.47;
-  assert_true(fabs(psp_landmarks_muscle_limit(lm, 5) - 0.5) < 1e-9);
+  assert_true(fabs(psp_landmarks_muscle_limit(lm, 5, buf) - 0.5) < 1e-9);
   for (int k = 0; k < 5; k++)
     lm[k].status = PSP_SLICE_NO_SPINE;
-  assert_true(isnan(psp_landmarks_muscle_limit(lm, 5)));
+  assert_true(isnan(psp_landmarks_muscle_limit(lm, 5, buf)));
 }
 
 /* The front limit on a box-shaped compartment (1 mm pixels, left side):
