@@ -924,8 +924,6 @@ static bool apply_overrides(psp_levels *lv, const psp_level_overrides *ov, ancho
   return true;
 }
 
-#define ILIAC_MUSCLE_MARGIN 0.0 /* the iliac bone band starts this far above the muscle level */
-
 /* The iliac-crest anchor (iliac.c): names the discs when the sacrum did
  * not; beside a sacrum anchor it only confirms it or, when the two
  * disagree, is flagged and the sacrum (seen directly) is kept with a lower
@@ -1246,7 +1244,8 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
   if (lv->ndisc > 0 && gfac >= 0.5) {
     /* fatty (degenerated) erector spinae beside the wings reads marrow-like
      * and joins them into one region beyond the wings' size: the bone
-     * band starts above the muscle level of the segmentation's landmarks */
+     * band starts no lower than the median muscle level of the
+     * segmentation's landmarks (iliac.c) */
     double ilo = lo;
     if (seg) {
       size_t n = 0;
@@ -1255,7 +1254,7 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
         if (lm && lm->status == PSP_SLICE_OK && isfinite(lm->muscle_ff)) buf[n++] = lm->muscle_ff;
       }
       double mus = median_of(buf, n);
-      if (isfinite(mus) && mus + ILIAC_MUSCLE_MARGIN > ilo) ilo = mus + ILIAC_MUSCLE_MARGIN;
+      if (mus > ilo) ilo = mus; /* false for NaN */
     }
     psp_iliac_input in = {
         ff, {d[0], d[1], d[2]}, {sp[0], sp[1], sp[2]}, c.cj, c.mid, ilo, sym ? 1.0 : fmin(0.85, hi),

@@ -549,7 +549,6 @@ typedef struct polar {
   int nr;
 } polar;
 
-/* The radial step (mm): the pixel size, at most 1 mm. */
 /* The median canal (i, j) of the slices k - NEAR_SLICES .. k + NEAR_SLICES
  * (not k) whose canal lies near the stack's median canal near (8 mm
  * left-right, 15 mm anterior-posterior; which follows the lordosis) into
@@ -577,6 +576,7 @@ static void neighbour_canals(const psp_slice_landmarks *lm, int64_t nz, const do
   }
 }
 
+/* The radial step (mm): the pixel size, at most 1 mm. */
 static double polar_step(double sx, double sy) {
   double h = fmin(sx, sy);
   return h > 1.0 ? 1.0 : h;
