@@ -255,6 +255,13 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
   cJSON *ax = cJSON_AddObjectToObject(o, "spine_axis");
   cJSON_AddItemToObject(ax, "angle_deg", jnum(axis, 1));
   cJSON_AddBoolToObject(ax, "aligned", aligned);
+  /* the pixel the muscles were told apart at: the image's, or a frame's
+   * (rotated from coarse pixels: finer; from fine pixels: about 1 mm) */
+  double fmm[2];
+  psp_segmentation_frame_mm(seg, fmm);
+  cJSON *fp = cJSON_AddArrayToObject(o, "frame_pixel_mm");
+  cJSON_AddItemToArray(fp, jnum(fmm[0], 3));
+  cJSON_AddItemToArray(fp, jnum(fmm[1], 3));
   cJSON *arr = cJSON_AddArrayToObject(o, "slices");
   for (int64_t k = 0; k < nz; k++) {
     const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);

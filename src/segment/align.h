@@ -12,9 +12,10 @@ struct psp_segmentation {
   psp_volume *labels;
   int64_t nz;
   psp_slice_landmarks *lm;
-  double axis_deg; /* the spine's measured in-plane angle (NaN: not measured) */
-  bool aligned;    /* segmented in frames rotated onto the spine's axis */
-  double *frames;  /* aligned: nz x FRAME_DOUBLES, each slice's frame (align.c) */
+  double axis_deg;    /* the spine's measured in-plane angle (NaN: not measured) */
+  bool aligned;       /* segmented in frames rotated onto the spine's axis */
+  double *frames;     /* aligned or fine pixels: nz x FRAME_DOUBLES, each slice's frame (align.c) */
+  double frame_mm[2]; /* pixel of the frame the muscles were told apart in (mm) */
 };
 
 #define FRAME_DOUBLES 13

@@ -53,6 +53,10 @@ int64_t psp_segmentation_ok_count(const psp_segmentation *s);
  * few slices showed a spine; see src/segment/align.c), and whether the
  * muscles were segmented in a frame rotated by it (*aligned, may be NULL). */
 double psp_segmentation_axis_deg(const psp_segmentation *s, bool *aligned);
+/* The pixel (mm, x and y) of the frame the muscles were told apart in: the
+ * image's own, finer when rotated from coarse pixels, about 1 mm from
+ * fine ones (src/segment/align.c). */
+void psp_segmentation_frame_mm(const psp_segmentation *s, double mm[2]);
 /* A point (voxel i, j) of slice k's frame the muscles were segmented in, in
  * the image's grid (unchanged unless aligned). */
 void psp_segmentation_to_image(const psp_segmentation *s, int64_t k, double *i, double *j);

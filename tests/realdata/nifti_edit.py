@@ -25,6 +25,11 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
   nifti_edit.py scale SRC DST F  the in-plane pixel size (pixdim and the
                                  sform's first two columns) times F: the
                                  same image as a subject F times larger
+  nifti_edit.py fine SRC DST N   finer in-plane pixels: every voxel split
+                                 into N x N of 1/N its size (pixdim, dims
+                                 and the sform follow; the same image, the
+                                 same labels), as a scanner's zero-filled
+                                 interpolation gives
   nifti_edit.py backfat SRC DST T
                                  T mm more subcutaneous fat behind the body
                                  (an obese subject): per column, the voxel
@@ -142,6 +147,33 @@ def scale(head, f):
     return bytes(h)
 
 
+def fine(head, dims, a, n):
+    nx, ny, nz = dims[1], dims[2], dims[3]
+    h = bytearray(head)
+    d = list(struct.unpack("<8h", h[40:56]))
+    d[1], d[2] = nx * n, ny * n
+    struct.pack_into("<8h", h, 40, *d)
+    p = list(struct.unpack("<8f", h[76:108]))
+    p[1] /= n
+    p[2] /= n
+    struct.pack_into("<8f", h, 76, *p)
+    for r in range(3):  # voxel (0, 0) of the fine grid sits in the first coarse voxel's corner
+        off = 280 + 16 * r
+        row = list(struct.unpack("<4f", h[off:off + 16]))
+        row[3] += (0.5 / n - 0.5) * (row[0] + row[1])
+        row[0] /= n
+        row[1] /= n
+        struct.pack_into("<4f", h, off, *row)
+    out = array.array(a.typecode)
+    for q in range(0, nx * ny * nz, nx):
+        row = array.array(a.typecode, bytes(a.itemsize * nx * n))
+        for u in range(n):
+            row[u::n] = a[q:q + nx]
+        for _ in range(n):
+            out.extend(row)
+    return bytes(h), out
+
+
 def backfat(dims, pix, w, f, lab, mm):
     nx, ny, nz = dims[1], dims[2], dims[3]
     n, d = round(mm / pix), round(8.0 / pix)
@@ -192,6 +224,8 @@ def main():
             a = twist(head, dims, a, name, float(sys.argv[4]), float(sys.argv[5]))
         elif what == "scale":
             head = scale(head, float(sys.argv[4]))
+        elif what == "fine":
+            head, a = fine(head, dims, a, int(sys.argv[4]))
         elif what == "noise":
             a = noise(head, dims, a, name, float(sys.argv[4]), int(sys.argv[5]), rng)
         else:
