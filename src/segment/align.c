@@ -75,13 +75,15 @@
  *    muscle there takes the 1 mm run's muscle at that point, or the most
  *    frequent within MERGE_MM (merge_fine). Measured, Dice MF L / R, ES L /
  *    R, all: tum01 split 2 x 2 0.827 / 0.864 / 0.913 / 0.927 / 0.937 ->
- *    0.861 / 0.873 / 0.923 / 0.928 / 0.937; bilinear to 0.51 / 0.68 / 0.78
- *    mm, MF L 0.822 / 0.847 / 0.839 -> 0.858 / 0.857 / 0.856 (all within
- *    0.001 of before); bilinear to 0.51 mm after a -8 degree rotation, MF
- *    L 0.820 -> 0.865. The 1 mm frame's outline alone (no second run) gave
- *    the same split but lost the fine outline: phantom01-like at 0.5 / 0.6
- *    mm 0.976 / 0.980 at its own pixels, 0.963 / 0.964 in the 1 mm frame,
- *    0.976 / 0.980 merged; phantom02-like at 0.6 mm all 0.948 / 0.916 /
+ *    0.851 / 0.871 / 0.918 / 0.928 / 0.937; bilinear to 0.51 / 0.68 / 0.78
+ *    mm, MF L 0.822 / 0.847 / 0.839 -> 0.846 / 0.848 / 0.846 (all within
+ *    0.002 of before; 0.858 / 0.857 / 0.856 while the 1 mm frame's opening
+ *    was 5 x 5, see OPEN_MM in segment.c); bilinear to 0.51 mm after a -8
+ *    degree rotation, MF L 0.820 -> 0.843. The 1 mm frame's outline alone
+ *    (no second run) gave the same split but lost the fine outline:
+ *    phantom01-like at 0.5 / 0.6 mm 0.976 / 0.980 at its own pixels, 0.963
+ *    / 0.964 in the 1 mm frame, 0.976 / 0.980 merged (0.981 / 0.980 with
+ *    the opening of OPEN_MM); phantom02-like at 0.6 mm all 0.948 / 0.916 /
  *    0.948. An 800 x 800 x 29 pair: 1.1 s end to end at 2 threads (1.05
  *    before), peak memory 488 MB (418).
  *
