@@ -39,6 +39,7 @@ typedef struct psp_iliac {
   double crest;    /* sub-slice position of the crest top (internal), NaN */
   int64_t top;     /* highest slice of the run from the bottom, -1 when none */
   int64_t n_above; /* "both" slices above the run (inconsistent evidence) */
+  bool one_slice;  /* the run is one thick slice (weaker evidence) */
   char why[200];   /* when !found: the reason, for the log */
 } psp_iliac;
 

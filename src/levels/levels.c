@@ -103,6 +103,8 @@
 #define BOX_GAP_MM 3.0
 #define REACH_MM 30.0
 #define MIN_SEP_MM 26.0
+#define ILIAC_ONE_SLICE                                                                            \
+  0.8 /* the iliac anchor's confidence when its wings lie on one thick slice */
 #define PROMINENCE_SHARE 0.45
 #define PROMINENCE_SHARE_THICK 0.20
 #define MIN_CONTRAST 0.06
@@ -972,12 +974,13 @@ static bool iliac_anchor(psp_levels *lv, const psp_iliac_input *in, anchor_info 
   }
   an->found = true;
   an->base = r.base;
-  an->conf = r.conf;
+  an->conf = r.conf * (il.one_slice ? ILIAC_ONE_SLICE : 1.0);
   snprintf(lv->anchor, sizeof lv->anchor,
-           "iliac crest top at slice %.1f (file %.1f), %.0f mm %s the disc named %s%s "
+           "iliac crest top at slice %.1f (file %.1f), %.0f mm %s the disc named %s%s%s "
            "(intercristal line)",
            il.crest, cf, fabs(r.offset_mm), r.offset_mm >= 0 ? "above" : "below", l45,
-           r.extrapolated ? " (not detected: one spacing beyond the discs found)" : "");
+           r.extrapolated ? " (not detected: one spacing beyond the discs found)" : "",
+           il.one_slice ? "; the wings on one thick slice only" : "");
   add_flag(lv, ctx, "iliac_crest_anchor",
            "levels named from the iliac crest top (file slice %.1f): the crests lie between the "
            "lower third of L4 and the upper third of L5 in most adults but can be a level higher "

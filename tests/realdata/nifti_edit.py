@@ -30,6 +30,10 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  and the sform follow; the same image, the
                                  same labels), as a scanner's zero-filled
                                  interpolation gives
+  nifti_edit.py thick SRC DST N  thicker slices: every N slices averaged
+                                 into one (the slices left over at the top
+                                 dropped); labels by majority, a tie to
+                                 the muscle
   nifti_edit.py backfat SRC DST T
                                  T mm more subcutaneous fat behind the body
                                  (an obese subject): per column, the voxel
@@ -174,6 +178,40 @@ def fine(head, dims, a, n):
     return bytes(h), out
 
 
+def thick(head, dims, a, n, name):
+    nx, ny, nz = dims[1], dims[2], dims[3]
+    m, plane = nz // n, nx * ny
+    h = bytearray(head)
+    d = list(struct.unpack("<8h", h[40:56]))
+    d[3] = m
+    struct.pack_into("<8h", h, 40, *d)
+    p = list(struct.unpack("<8f", h[76:108]))
+    p[3] *= n
+    struct.pack_into("<8f", h, 76, *p)
+    for r in range(3):  # the new slice k covers the old k n .. k n + n - 1
+        off = 280 + 16 * r
+        row = list(struct.unpack("<4f", h[off:off + 16]))
+        row[3] += 0.5 * (n - 1) * row[2]
+        row[2] *= n
+        struct.pack_into("<4f", h, off, *row)
+    out = array.array(a.typecode, bytes(a.itemsize * m * plane))
+    integer = a.typecode not in "fd"
+    for k in range(m):
+        src = [a[(k * n + q) * plane:(k * n + q + 1) * plane] for q in range(n)]
+        for v in range(plane):
+            vals = [s[v] for s in src]
+            if name == "labels_manual":
+                best = 0
+                for lab in set(vals):
+                    if lab and 2 * vals.count(lab) >= n and (not best or vals.count(lab) > vals.count(best)):
+                        best = lab
+                out[k * plane + v] = best
+            else:
+                mean = sum(vals) / n
+                out[k * plane + v] = round(mean) if integer else mean
+    return bytes(h), out
+
+
 def backfat(dims, pix, w, f, lab, mm):
     nx, ny, nz = dims[1], dims[2], dims[3]
     n, d = round(mm / pix), round(8.0 / pix)
@@ -224,6 +262,8 @@ def main():
             a = twist(head, dims, a, name, float(sys.argv[4]), float(sys.argv[5]))
         elif what == "scale":
             head = scale(head, float(sys.argv[4]))
+        elif what == "thick":
+            head, a = thick(head, dims, a, int(sys.argv[4]), name)
         elif what == "fine":
             head, a = fine(head, dims, a, int(sys.argv[4]))
         elif what == "noise":

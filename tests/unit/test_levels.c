@@ -865,6 +865,20 @@ static void test_iliac_crest_logic(void **state) {
   /* one slice only, or a run reaching the top of the stack */
   const int one[] = {0};
   assert_false(crest_of(one, 1, 20, 4.0, false).found);
+  /* ... but one thick slice (>= 8 mm) with large wings (500 mm^2 a side)
+   * is a run: dixon-tum01 averaged to 10 / 12 mm slices shows its wings on
+   * the lowest slice only */
+  c = crest_of(one, 1, 12, 10.0, false);
+  assert_true(c.found && c.one_slice && c.top == 0 && c.crest == 0.5);
+  c = crest_of(one, 1, 12, 7.0, false);
+  assert_false(c.found);
+  psp_iliac_slice small[12] = {0};
+  small[0].both = true;
+  small[0].area_mm2[0] = 500.0;
+  small[0].area_mm2[1] = 300.0; /* one side below 400 mm^2: too little for one slice */
+  psp_iliac_crest(small, 12, 10.0, &c);
+  assert_false(c.found);
+  assert_false(crest_of(run, 4, 20, 4.0, false).one_slice);
   const int all[] = {0, 1, 2, 3, 4, 5};
   assert_false(crest_of(all, 6, 6, 4.0, false).found);
   assert_false(crest_of(all, 6, 7, 4.0, false).found); /* 4 mm above it: too little */
