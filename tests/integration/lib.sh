@@ -45,6 +45,18 @@ compare_truth() {
     }' "$1" "$2" || fail "measurement vs truth ($2)"
 }
 
+# compare_manual OUT EDIT CMP_TXT: OUT/dseg.nii.gz against the manual labels
+# of an edited dixon-tum01 in EDIT (labels_manual.nii.gz, scheme lpm; FF
+# from EDIT's water and fat) into CMP_TXT; prints the whole-volume table.
+compare_manual() {
+  run "$PSP" compare "$1/dseg.nii.gz" "$2/labels_manual.nii.gz" --truth-scheme lpm \
+    --water "$2/water.nii.gz" --fat "$2/fat.nii.gz" > "$3"
+  sed -n '/Whole volume/,/mean 1-4/p' "$3"
+}
+
+# has_iliac_anchor OUT: report.json names its levels from the iliac crest top.
+has_iliac_anchor() { tr -d ' \t\n' < "$1/report.json" | grep -q '"anchor":"iliaccresttop'; }
+
 # dice_minima CMP_TXT "MF_L=0.85 MF_R=0.83 ... all=0.91": every named row of
 # the whole-volume table of `paraspinal compare` reaches its minimum Dice
 # (prints the failures; status 1 when one fails or a row is missing).
