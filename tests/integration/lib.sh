@@ -45,6 +45,17 @@ compare_truth() {
     }' "$1" "$2" || fail "measurement vs truth ($2)"
 }
 
+# edit_tum01 MODE EDIT ARGS...: dixon-tum01 ($D) edited by nifti_edit.py
+# MODE into the directory EDIT, then analysed into EDIT.out (no QC).
+edit_tum01() {
+  local mode=$1 dir=$2
+  shift 2
+  mkdir -p "$dir"
+  python3 "$SRC/tests/realdata/nifti_edit.py" "$mode" "$D" "$dir" "$@" ||
+    fail "could not edit dixon-tum01 ($mode $*)"
+  run "$PSP" analyze --water "$dir/water.nii.gz" --fat "$dir/fat.nii.gz" -o "$dir.out" --no-qc
+}
+
 # compare_manual OUT EDIT CMP_TXT: OUT/dseg.nii.gz against the manual labels
 # of an edited dixon-tum01 in EDIT (labels_manual.nii.gz, scheme lpm; FF
 # from EDIT's water and fat) into CMP_TXT; prints the whole-volume table.

@@ -14,16 +14,14 @@ D="$SRC/../shared/data/dixon-tum01"
 if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
 cd "$S"
 for A in 0.1 0.2; do
-  mkdir -p "f$A"
-  python3 "$SRC/tests/realdata/nifti_edit.py" fatty "$D" "f$A" "$A" || fail "could not edit dixon-tum01 (fatty $A)"
-  run "$PSP" analyze --water "f$A/water.nii.gz" --fat "f$A/fat.nii.gz" -o "o$A" --no-qc
-  tr -d ' \t\n' < "o$A/report.json" | grep -q '"slices_segmented":29' ||
+  edit_tum01 fatty "f$A" "$A"
+  tr -d ' \t\n' < "f$A.out/report.json" | grep -q '"slices_segmented":29' ||
     fail "fatty ($A) dixon-tum01: not every slice segmented"
   echo "fatty infiltration $A:"
-  compare_manual "o$A" "f$A" "cmp$A.txt"
+  compare_manual "f$A.out" "f$A" "cmp$A.txt"
 done
 for A in 0.1 0.2; do
-  has_iliac_anchor "o$A" || fail "fatty ($A) dixon-tum01: the iliac-crest anchor was lost"
+  has_iliac_anchor "f$A.out" || fail "fatty ($A) dixon-tum01: the iliac-crest anchor was lost"
 done
 dice_minima cmp0.1.txt "MF_L=0.83 MF_R=0.85 ES_L=0.90 ES_R=0.91 all=0.92" ||
   fail "fatty (0.1) dixon-tum01 segmented much worse than the original"

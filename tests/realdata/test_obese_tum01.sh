@@ -10,13 +10,11 @@ source "$(dirname "$0")/../integration/lib.sh"
 D="$SRC/../shared/data/dixon-tum01"
 if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
 cd "$S"
-mkdir -p obese
-python3 "$SRC/tests/realdata/nifti_edit.py" backfat "$D" obese 60 || fail "could not edit dixon-tum01 (backfat)"
-run "$PSP" analyze --water obese/water.nii.gz --fat obese/fat.nii.gz -o out --no-qc
-tr -d ' \t\n' < out/report.json | grep -q '"slices_segmented":29' ||
+edit_tum01 backfat obese 60
+tr -d ' \t\n' < obese.out/report.json | grep -q '"slices_segmented":29' ||
   fail "obese dixon-tum01: not every slice segmented"
-has_iliac_anchor out || fail "obese dixon-tum01: the iliac-crest anchor was lost"
-compare_manual out obese cmp.txt
+has_iliac_anchor obese.out || fail "obese dixon-tum01: the iliac-crest anchor was lost"
+compare_manual obese.out obese cmp.txt
 dice_minima cmp.txt "MF_L=0.84 MF_R=0.86 ES_L=0.91 ES_R=0.92 all=0.93" ||
   fail "obese dixon-tum01 segmented much worse than the original"
 finish

@@ -10,12 +10,10 @@ source "$(dirname "$0")/../integration/lib.sh"
 D="$SRC/../shared/data/dixon-tum01"
 if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
 cd "$S"
-mkdir -p t3
-python3 "$SRC/tests/realdata/nifti_edit.py" thick "$D" t3 3 || fail "could not edit dixon-tum01 (thick 3)"
-run "$PSP" analyze --water t3/water.nii.gz --fat t3/fat.nii.gz -o out --no-qc
-tr -d '\t\n' < out/report.json | grep -q '"anchor": *"iliac crest top[^"]*one thick slice' ||
+edit_tum01 thick t3 3
+tr -d '\t\n' < t3.out/report.json | grep -q '"anchor": *"iliac crest top[^"]*one thick slice' ||
   fail "12 mm slices: the iliac-crest anchor (one thick slice) was not found"
-compare_manual out t3 cmp.txt
+compare_manual t3.out t3 cmp.txt
 dice_minima cmp.txt "MF_L=0.80 MF_R=0.82 ES_L=0.89 ES_R=0.91 all=0.925" ||
   fail "dixon-tum01 with 12 mm slices segmented much worse than with its own 4 mm"
 finish
