@@ -45,6 +45,16 @@ compare_truth() {
     }' "$1" "$2" || fail "measurement vs truth ($2)"
 }
 
+# need_tum01: D = the real development scan dixon-tum01 beside the project,
+# or the test is skipped (exit 77) when ../shared is absent.
+need_tum01() {
+  D="$SRC/../shared/data/dixon-tum01"
+  if [ ! -f "$D/water.nii.gz" ]; then
+    echo "SKIP: $D not present (real development data lives outside the project)"
+    exit 77
+  fi
+}
+
 # edit_tum01 MODE EDIT ARGS...: dixon-tum01 ($D) edited by nifti_edit.py
 # MODE into the directory EDIT, then analysed into EDIT.out (no QC).
 edit_tum01() {

@@ -10,8 +10,7 @@
 # first search measures (src/anatomy/landmarks.c, src/levels/levels.c):
 # 0.934 and 0.930, the anchor kept at both.
 source "$(dirname "$0")/../integration/lib.sh"
-D="$SRC/../shared/data/dixon-tum01"
-if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
+need_tum01
 cd "$S"
 for A in 0.1 0.2; do
   edit_tum01 fatty "f$A" "$A"

@@ -7,8 +7,7 @@
 # the muscles are now told apart in a frame of 1 mm pixels and only their
 # outline is taken at the image's own (src/segment/align.c): 0.851 / 0.918.
 source "$(dirname "$0")/../integration/lib.sh"
-D="$SRC/../shared/data/dixon-tum01"
-if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
+need_tum01
 cd "$S"
 mkdir -p f2
 python3 "$SRC/tests/realdata/nifti_edit.py" fine "$D" f2 2 || fail "could not edit dixon-tum01 (fine 2)"

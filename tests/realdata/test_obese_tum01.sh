@@ -7,8 +7,7 @@
 # Dice 0.04). The limit now grows with the back's fat beyond 40 mm
 # (src/anatomy/landmarks.c): 0.938, as unedited.
 source "$(dirname "$0")/../integration/lib.sh"
-D="$SRC/../shared/data/dixon-tum01"
-if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
+need_tum01
 cd "$S"
 edit_tum01 backfat obese 60
 tr -d ' \t\n' < obese.out/report.json | grep -q '"slices_segmented":29' ||

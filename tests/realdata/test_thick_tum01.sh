@@ -7,8 +7,7 @@
 # large wings on both sides is a run now (src/levels/iliac.c), with a
 # lower confidence: 0.82 / 0.93.
 source "$(dirname "$0")/../integration/lib.sh"
-D="$SRC/../shared/data/dixon-tum01"
-if [ ! -f "$D/water.nii.gz" ]; then echo "SKIP: $D not present (real development data lives outside the project)"; exit 77; fi
+need_tum01
 cd "$S"
 edit_tum01 thick t3 3
 tr -d '\t\n' < t3.out/report.json | grep -q '"anchor": *"iliac crest top[^"]*one thick slice' ||
