@@ -288,11 +288,19 @@ typedef struct psp_plausibility {
   bool ok;                 /* subcutaneous fat FF high, as it must be */
   double subcut_ff_median; /* 0..1 */
   int64_t subcut_voxels;
+  /* the inputs look exchanged (water and fat, in-phase and opposed-phase,
+   * or a water fraction given as FF): subcutaneous fat below 30 % FF, or
+   * the opposed-phase image the brighter in most of the body; analyze
+   * refuses such input unless told otherwise */
+  bool exchanged;
   char message[256];
 } psp_plausibility;
 
 /* Water-fat swap check: finds the subcutaneous fat ring (outer layer of the
- * body) and requires its median FF to be high. */
+ * body) and requires its median FF to be high; for in-phase/opposed-phase
+ * input also that the opposed-phase image is not the brighter in most
+ * voxels (|W - F| <= W + F). Sets `exchanged` when the inputs look
+ * swapped (psp_analyze then refuses them unless ignore_swap_check). */
 psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx);
 
 /* ------------------------------------------------------------------------ */
@@ -460,6 +468,11 @@ typedef struct psp_analysis_options {
    * and OUTDIR/dicom/sc_NNN.dcm (QC Secondary Captures) in the source study
    * (src/report/dicom_out.c). Refused (PSP_ERR_USAGE) for NIfTI input. */
   bool dicom_out;
+  /* Analyse even when the subcutaneous fat reads below 30 % FF (the water
+   * and fat images, or in-phase and opposed-phase, look exchanged; an FF
+   * map looks like a water fraction). Default false: such an input is
+   * refused (PSP_ERR_DATA) before anything is measured. */
+  bool ignore_swap_check;
 } psp_analysis_options;
 
 void psp_analysis_options_default(psp_analysis_options *o);

@@ -360,6 +360,27 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   const double tp = psp_now();
   r->plaus = psp_ffmap_plausibility(r->ffmap, ctx);
   psp_context_add_time(ctx, "ffmap.plausibility", psp_now() - tp);
+  if (r->plaus.exchanged && !opt->ignore_swap_check) {
+    /* exchanged inputs: every number would be wrong (dixon-tum01 with
+     * water and fat exchanged: subcutaneous fat 6 %, 8 of 29 slices
+     * segmented, multifidus FF 6 %; phantom01 with in-phase and
+     * opposed-phase exchanged: muscle FF -40 to -59 %) */
+    psp_error_set(err, PSP_ERR_DATA,
+                  "%s: nothing measured; %s, or give --ignore-swap-check to analyse them as they "
+                  "are",
+                  r->plaus.message,
+                  wf     ? "give them the other way round (--water and --fat)"
+                  : ipop ? "check which image is in-phase and which opposed-phase"
+                         : "check that the map is a fat fraction");
+    if (wf)
+      psp_error_prefix(err, "%s and %s", slot_path(r, PSP_GEOM_WATER), slot_path(r, PSP_GEOM_FAT));
+    else if (ipop)
+      psp_error_prefix(err, "%s and %s", slot_path(r, PSP_GEOM_INPHASE),
+                       slot_path(r, PSP_GEOM_OUTPHASE));
+    else
+      psp_error_prefix(err, "%s", slot_path(r, PSP_GEOM_FF));
+    goto fail;
+  }
   /* memory: the map holds what was needed of the Dixon inputs; only the
    * QC background image (water or in-phase) and the labels keep voxels */
   for (int a = 0; a < r->n_inputs; a++)

@@ -58,6 +58,8 @@ static const char ANALYZE_HELP[] =
     "  --noise-floor K                no-signal floor = K x noise level of F+W (default 3)\n"
     "  --max-voxels N                 refuse larger images (default 2147483648)\n"
     "  --no-qc                        do not write the QC images (OUTDIR/qc/)\n"
+    "  --ignore-swap-check            analyse even when the subcutaneous fat reads below 30 %\n"
+    "                                 FF (default: refused, water and fat look exchanged)\n"
     "  --disc NAME=SLICE              vertebral level override, repeatable: e.g. --disc L4/L5=12\n"
     "                                 (the L4/L5 disc is at slice 12 of the input file; a\n"
     "                                 vertebra name such as L4=15 means a slice inside L4)\n"
@@ -81,7 +83,8 @@ static const char FFMAP_HELP[] =
     "Inputs: --water FILE --fat FILE, or --inphase FILE --outphase FILE, or --ff FILE\n"
     "        [--ff-unit fraction|percent], or --dicom DIR [--series UID[,UID]]\n"
     "Options: --geometry-from X, --volume N, --no-noise-correction, --noise-floor K,\n"
-    "         --max-voxels N, -t/--threads N, -v/--verbose, -h/--help (as for analyze)\n";
+    "         --max-voxels N, --ignore-swap-check, -t/--threads N, -v/--verbose, -h/--help\n"
+    "         (as for analyze)\n";
 
 enum {
   OPT_WATER = 1000,
@@ -100,6 +103,7 @@ enum {
   OPT_KEEP_IDS,
   OPT_TIMINGS,
   OPT_DICOM_OUT,
+  OPT_IGNORE_SWAP,
 };
 
 static const struct option LONG_OPTS[] = {
@@ -121,6 +125,7 @@ static const struct option LONG_OPTS[] = {
     {"keep-identifiers", no_argument, NULL, OPT_KEEP_IDS},
     {"dicom-out", no_argument, NULL, OPT_DICOM_OUT},
     {"timings", no_argument, NULL, OPT_TIMINGS},
+    {"ignore-swap-check", no_argument, NULL, OPT_IGNORE_SWAP},
     {"out", required_argument, NULL, 'o'},
     {"threads", required_argument, NULL, 't'},
     {"verbose", no_argument, NULL, 'v'},
@@ -204,6 +209,9 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
       break;
     case OPT_TIMINGS:
       timings = true;
+      break;
+    case OPT_IGNORE_SWAP:
+      o.ignore_swap_check = true;
       break;
     case OPT_LANDMARKS:
       o.landmarks_path = optarg;

@@ -97,10 +97,14 @@
 #define SUBCUT_MAX_MM 12.0
 #define SUBCUT_MIN_VOXELS 200
 #define SUBCUT_FF_MIN 0.6
+#define EXCHANGED_FF 0.3    /* below: the inputs are taken as exchanged (scans read 0.88-0.95) */
+#define OP_BRIGHTER_MAX 0.5 /* IP/OP: opposed-phase the brighter in more voxels: exchanged */
 
 struct psp_ffmap {
   psp_volume *ff, *water, *fat;
   double sigma, floor, fat_dominant_share;
+  double op_brighter_share; /* in-phase/opposed-phase: share of the voxels with signal whose
+                               opposed-phase exceeds the in-phase (0 for other inputs) */
   const char *source;
 };
 
@@ -901,6 +905,16 @@ psp_ffmap *psp_ffmap_from_ipop(const psp_volume *inphase, const psp_volume *outp
     psp_ffmap_free(m);
     return NULL;
   }
+  /* |W - F| <= W + F: the opposed-phase image is never the brighter but
+   * for noise; in most voxels it is when the two were exchanged */
+  int64_t n_sig = 0, n_op = 0;
+#pragma omp parallel for schedule(static) reduction(+ : n_sig, n_op)
+  for (int64_t i = 0; i < n; i++) {
+    bool s = ip[i] + op[i] > 2.0f * (float)m->floor;
+    n_sig += s;
+    n_op += s & (op[i] > ip[i]);
+  }
+  m->op_brighter_share = n_sig > 0 ? (double)n_op / (double)n_sig : NAN;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; i++) {
     float a = 0.5f * (ip[i] + op[i]), b = 0.5f * (ip[i] - op[i]);
@@ -1099,7 +1113,16 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
   }
   r.subcut_ff_median = psp_quantile_select(vals, (size_t)nv, 0.5);
   r.checked = true;
-  r.ok = r.subcut_ff_median > SUBCUT_FF_MIN;
+  r.ok = r.subcut_ff_median > SUBCUT_FF_MIN && !(m->op_brighter_share > OP_BRIGHTER_MAX);
+  r.exchanged = r.subcut_ff_median < EXCHANGED_FF || m->op_brighter_share > OP_BRIGHTER_MAX;
+  if (m->op_brighter_share > OP_BRIGHTER_MAX) {
+    snprintf(r.message, sizeof r.message,
+             "the opposed-phase image is the brighter in %.0f %% of the voxels with signal (it "
+             "can be so only by noise): in-phase and opposed-phase look exchanged",
+             100.0 * m->op_brighter_share);
+    psp_warn(ctx, "%s", r.message);
+    goto done;
+  }
   if (r.ok) {
     snprintf(r.message, sizeof r.message,
              "subcutaneous fat FF median %.1f %% (plausible: above %.0f %%)",

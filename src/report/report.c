@@ -367,6 +367,8 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
   cJSON *pl = cJSON_AddObjectToObject(fat, "plausibility");
   cJSON_AddBoolToObject(pl, "checked", p.checked);
   cJSON_AddBoolToObject(pl, "ok", p.ok);
+  /* analysed anyway (--ignore-swap-check): the inputs look exchanged */
+  cJSON_AddBoolToObject(pl, "inputs_exchanged", p.exchanged);
   cJSON_AddItemToObject(pl, "subcutaneous_fat_ff_median_pct", jnum(100 * p.subcut_ff_median, 2));
   cJSON_AddNumberToObject(pl, "subcutaneous_voxels", (double)p.subcut_voxels);
   cJSON_AddStringToObject(pl, "message", p.message);

@@ -14,8 +14,19 @@ grep -q "origins differ" stderr.txt || fail "origin mismatch between water and f
 grep -Eq '"geometry_from":[[:space:]]*"fat"' out/report.json || fail "auto geometry should follow fat + labels (2 of 3)"
 "$CHECK" "$D/water.nii.gz" "$D/fat.nii.gz" "$D/labels_manual.nii.gz" out/slices.csv out/volumes.csv || fail "independent check"
 grep -Eq '"ok":[[:space:]]*true' out/report.json || fail "plausibility (subcutaneous fat FF high) not ok on a real water/fat pair"
-# swapped water and fat must be flagged by the plausibility check
+# swapped water and fat: refused (exit 6, voxel data), both files named,
+# nothing written; with --ignore-swap-check analysed, and flagged
+rc=0
 "$PSP" analyze --water "$D/fat.nii.gz" --fat "$D/water.nii.gz" --labels "$D/labels_manual.nii.gz" \
-  --label-scheme lpm -o swapped 2> swapped.txt || fail "analyze (swapped) failed"
-grep -q "swapped" swapped.txt || fail "a water/fat swap was not reported"
+  --label-scheme lpm -o swapped 2> swapped.txt || rc=$?
+cat swapped.txt
+[ "$rc" -eq 6 ] || fail "analyze (swapped): exit $rc, expected 6"
+grep -q "error: .*fat.nii.gz and .*water.nii.gz: .*look swapped" swapped.txt ||
+  fail "a water/fat swap: the error does not name the files and the swap"
+[ ! -e swapped ] || fail "analyze (swapped) left an output folder"
+"$PSP" analyze --water "$D/fat.nii.gz" --fat "$D/water.nii.gz" --labels "$D/labels_manual.nii.gz" \
+  --label-scheme lpm -o swapped --ignore-swap-check 2> swapped.txt ||
+  fail "analyze (swapped, --ignore-swap-check) failed"
+grep -q "swapped" swapped.txt || fail "a water/fat swap analysed anyway was not reported"
+grep -Eq '"ok":[[:space:]]*false' swapped/report.json || fail "report.json: the swap not recorded"
 finish
