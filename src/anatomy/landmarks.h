@@ -18,6 +18,7 @@ typedef enum psp_slice_status {
   PSP_SLICE_NO_SPINE = 2,     /* body, but no spinal canal with muscles behind it */
   PSP_SLICE_BELOW_SACRUM = 3, /* inferior to the last slice where the spine was found */
   PSP_SLICE_IMPLAUSIBLE = 4,  /* spine found, muscles not plausible (size, shape) */
+  PSP_SLICE_CUT_OFF = 5,      /* a muscle reaches the edge of the image: cut by the field of view */
 } psp_slice_status;
 
 /* "ok", "no_body", "no_spine", "below_sacrum", "implausible". */
@@ -65,6 +66,11 @@ typedef struct psp_slice_work {
    * psp_landmarks_muscle_limit for fatty muscle) */
   double muscle_max_ff;
 } psp_slice_work;
+
+/* Whether the field of view cuts the body on one side only (its outline
+ * reaches one left-right edge of the image): the centre of its left-right
+ * extent is then not the body's. */
+bool psp_landmarks_body_cut(const psp_slice_landmarks *lm, int64_t nx);
 
 /* The default muscle limit of the canal template: lean muscle reads below it. */
 #define PSP_LM_MUSCLE_FF 0.2

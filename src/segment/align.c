@@ -95,6 +95,7 @@
 #include "segment/limits.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,7 @@
 #define FINE_MM 1.0          /* frame pixel at most (mm): the scale the rules were developed at */
 #define COARSEN_BELOW_MM 0.8 /* finer input pixels: muscles told apart at FINE_MM pixels, */
 #define MERGE_MM 1.5         /* ... the outline from the image's own (merge_fine) */
+#define EDGE_MM 8.0          /* a muscle this near the image's edge is cut by the field of view */
 
 static const char METHOD[] =
     "anatomy-driven rules on the FF map: body, spinal canal and midline landmarks; paraspinal "
@@ -642,6 +644,38 @@ static bool merge_fine(psp_segmentation *s, const psp_segmentation *fs, const do
   return !oom;
 }
 
+/* Slices whose muscles reach within EDGE_MM of the image's edge are cut
+ * by the field of view: flagged and emptied (an area measured up to the
+ * edge would be too small, with nothing to show it). The compartment stays
+ * SKIN_MM inside the body's outline, and a cut body's outline runs along
+ * the edge. */
+static void flag_cut_off(psp_segmentation *s, const double *sp) {
+  psp_volume *lv = s->labels;
+  int64_t nx = lv->dims[0], ny = lv->dims[1], plane = nx * ny;
+  int64_t ei = (int64_t)ceil(EDGE_MM / sp[0]), ej = (int64_t)ceil(EDGE_MM / sp[1]);
+  for (int64_t k = 0; k < s->nz; k++) {
+    psp_slice_landmarks *lm = &s->lm[k];
+    if (lm->status != PSP_SLICE_OK) continue;
+    float *lab = lv->data + k * plane;
+    int l = 0;
+    for (int64_t j = 0; j < ny && !l; j++) {
+      const float *row = lab + j * nx;
+      bool edge_row = j < ej || j >= ny - ej;
+      for (int64_t i = 0; i < nx && !l; i++) {
+        if (!edge_row && i == ei && nx - ei > ei) i = nx - ei; /* the middle of the row: skip */
+        if (row[i] > 0.0f) l = (int)row[i];
+      }
+    }
+    if (!l) continue;
+    lm->status = PSP_SLICE_CUT_OFF;
+    snprintf(lm->reason, sizeof lm->reason,
+             "the %s reaches the edge of the image (within %.0f mm): cut by the field of view, "
+             "not measured",
+             psp_label_name(l), EDGE_MM);
+    memset(lab, 0, (size_t)plane * sizeof *lab);
+  }
+}
+
 psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, void *user,
                                    psp_context *ctx, psp_error **err) {
   psp_seg_axis ax = {NAN, 0, NAN, NAN, NULL};
@@ -696,6 +730,7 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
   if (s) {
     s->frame_mm[0] = sp[0] / fm;
     s->frame_mm[1] = sp[1] / fm;
+    flag_cut_off(s, sp);
   }
   psp_seg_axis_free(&ax);
   return s;

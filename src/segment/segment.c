@@ -137,7 +137,8 @@
  *     +0.0005..0.0010 per muscle, ipop-chaos11 24 of 26 slices as before.
  *  3c. Then an erector voxel on a ridge of FF towards the multifidus leaves it, the
  *     outlines are smoothed at 6 mm (psp_seg_refine_outlines, refine.c, with the numbers).
- *  4. Flags (slice left empty, reason recorded): no body / no spine
+ *  4. Flags (slice left empty, reason recorded; muscles within EDGE_MM of
+ *     the image's edge: cut_off, in align.c, for every frame): no body / no spine
  *     (landmarks); below sacrum (no spine below the lowest segmented slice);
  *     implausible (muscle not distinct from fat, a canal more than 130 mm in
  *     front of the back's skin (plus its fat beyond 40 mm) or 40 mm beside
@@ -1217,6 +1218,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
          * "canal" far off either way is the aorta, a kidney or bowel */
         double back = ((double)lm->body_box[3] - lm->canal.j) * sp[1];
         double off = fabs(lm->canal.i - 0.5 * (double)(lm->body_box[0] + lm->body_box[1])) * sp[0];
+        if (psp_landmarks_body_cut(lm, nx)) off = 0.0; /* the body's centre is not in view */
         if (back > psp_landmarks_max_depth_mm(lm) || off > CANAL_MAX_OFF_MM) {
           flag(lm, PSP_SLICE_IMPLAUSIBLE,
                "spinal canal implausibly placed (%.0f mm in front of the back's skin, %.0f mm "

@@ -34,6 +34,10 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  into one (the slices left over at the top
                                  dropped); labels by majority, a tie to
                                  the muscle
+  nifti_edit.py crop SRC DST I0 I1
+                                 the columns I0 .. I1 - 1 only (a field of
+                                 view off the body's centre; the sform's
+                                 origin follows)
   nifti_edit.py backfat SRC DST T
                                  T mm more subcutaneous fat behind the body
                                  (an obese subject): per column, the voxel
@@ -212,6 +216,23 @@ def thick(head, dims, a, n, name):
     return bytes(h), out
 
 
+def crop(head, dims, a, i0, i1):
+    nx, ny, nz = dims[1], dims[2], dims[3]
+    h = bytearray(head)
+    d = list(struct.unpack("<8h", h[40:56]))
+    d[1] = i1 - i0
+    struct.pack_into("<8h", h, 40, *d)
+    for r in range(3):
+        off = 280 + 16 * r
+        row = list(struct.unpack("<4f", h[off:off + 16]))
+        row[3] += i0 * row[0]
+        struct.pack_into("<4f", h, off, *row)
+    out = array.array(a.typecode)
+    for q in range(0, nx * ny * nz, nx):
+        out.extend(a[q + i0:q + i1])
+    return bytes(h), out
+
+
 def backfat(dims, pix, w, f, lab, mm):
     nx, ny, nz = dims[1], dims[2], dims[3]
     n, d = round(mm / pix), round(8.0 / pix)
@@ -262,6 +283,8 @@ def main():
             a = twist(head, dims, a, name, float(sys.argv[4]), float(sys.argv[5]))
         elif what == "scale":
             head = scale(head, float(sys.argv[4]))
+        elif what == "crop":
+            head, a = crop(head, dims, a, int(sys.argv[4]), int(sys.argv[5]))
         elif what == "thick":
             head, a = thick(head, dims, a, int(sys.argv[4]), name)
         elif what == "fine":
