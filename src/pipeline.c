@@ -369,7 +369,8 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
                   "%s: nothing measured; %s, or give --ignore-swap-check to analyse them as they "
                   "are",
                   r->plaus.message,
-                  wf     ? "give them the other way round (--water and --fat)"
+                  dcm    ? "check the series chosen (paraspinal dicominfo) and their image types"
+                  : wf   ? "give them the other way round (--water and --fat)"
                   : ipop ? "check which image is in-phase and which opposed-phase"
                          : "check that the map is a fat fraction");
     if (wf)
