@@ -649,10 +649,11 @@ static bool merge_fine(psp_segmentation *s, const psp_segmentation *fs, const do
  * edge would be too small, with nothing to show it). The compartment stays
  * SKIN_MM inside the body's outline, and a cut body's outline runs along
  * the edge. */
-static void flag_cut_off(psp_segmentation *s, const double *sp) {
+static void flag_cut_off(psp_segmentation *s, const double *sp, psp_context *ctx) {
   psp_volume *lv = s->labels;
   int64_t nx = lv->dims[0], ny = lv->dims[1], plane = nx * ny;
   int64_t ei = (int64_t)ceil(EDGE_MM / sp[0]), ej = (int64_t)ceil(EDGE_MM / sp[1]);
+  int64_t n_cut = 0, first = -1, last = -1;
   for (int64_t k = 0; k < s->nz; k++) {
     psp_slice_landmarks *lm = &s->lm[k];
     if (lm->status != PSP_SLICE_OK) continue;
@@ -667,12 +668,23 @@ static void flag_cut_off(psp_segmentation *s, const double *sp) {
       }
     }
     if (!l) continue;
+    if (n_cut++ == 0) first = k;
+    last = k;
     lm->status = PSP_SLICE_CUT_OFF;
     snprintf(lm->reason, sizeof lm->reason,
              "the %s reaches the edge of the image (within %.0f mm): cut by the field of view, "
              "not measured",
              psp_label_name(l), EDGE_MM);
     memset(lab, 0, (size_t)plane * sizeof *lab);
+  }
+  if (n_cut) {
+    int64_t fa = psp_volume_file_slice(lv, first), fb = psp_volume_file_slice(lv, last);
+    psp_warn(ctx,
+             "automatic segmentation: %lld slice(s) (file slices %lld-%lld) cut by the field of "
+             "view: a muscle reaches within %.0f mm of the image's edge, so those slices are not "
+             "measured (reasons in report.json); widen the field of view",
+             (long long)n_cut, (long long)(fa < fb ? fa : fb), (long long)(fa < fb ? fb : fa),
+             EDGE_MM);
   }
 }
 
@@ -730,7 +742,7 @@ psp_segmentation *psp_segment_with(const psp_ffmap *ffm, psp_seg_bottom_fn botto
   if (s) {
     s->frame_mm[0] = sp[0] / fm;
     s->frame_mm[1] = sp[1] / fm;
-    flag_cut_off(s, sp);
+    flag_cut_off(s, sp, ctx);
   }
   psp_seg_axis_free(&ax);
   return s;

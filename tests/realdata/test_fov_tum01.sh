@@ -23,4 +23,6 @@ python3 -c "import json,sys; s=json.load(open('left.out/report.json'))['segmenta
 n = sum(x['status'] == 'cut_off' and 'left erector spinae' in x['reason'] for x in s);
 print(n, 'of', len(s), 'slices cut off'); sys.exit(0 if n >= 25 and not any(x['status'] == 'ok' for x in s) else 1)" ||
   fail "left erector spinae cut by the field of view: slices not flagged cut_off"
+grep -q "slice(s) (file slices [0-9]*-[0-9]*) cut by the field of view" left.out/report.json ||
+  fail "left erector spinae cut by the field of view: no warning"
 finish
