@@ -251,6 +251,17 @@ static const char *slot_path(psp_result *r, psp_geometry_source src) {
   return "";
 }
 
+/* Prefixes *err with the files the FF map was made from. */
+static void name_map_inputs(psp_result *r, bool wf, bool ipop, psp_error **err) {
+  if (wf)
+    psp_error_prefix(err, "%s and %s", slot_path(r, PSP_GEOM_WATER), slot_path(r, PSP_GEOM_FAT));
+  else if (ipop)
+    psp_error_prefix(err, "%s and %s", slot_path(r, PSP_GEOM_INPHASE),
+                     slot_path(r, PSP_GEOM_OUTPHASE));
+  else
+    psp_error_prefix(err, "%s", slot_path(r, PSP_GEOM_FF));
+}
+
 psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_error **err) {
   bool wf = opt->water_path || opt->fat_path;
   bool ipop = opt->inphase_path || opt->outphase_path;
@@ -347,14 +358,7 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   else
     r->ffmap = psp_ffmap_from_ff(slot_volume(r, PSP_GEOM_FF), opt->ff_unit, ctx, err);
   if (!r->ffmap) {
-    /* name the files the voxel-data problem is in */
-    if (wf)
-      psp_error_prefix(err, "%s and %s", slot_path(r, PSP_GEOM_WATER), slot_path(r, PSP_GEOM_FAT));
-    else if (ipop)
-      psp_error_prefix(err, "%s and %s", slot_path(r, PSP_GEOM_INPHASE),
-                       slot_path(r, PSP_GEOM_OUTPHASE));
-    else
-      psp_error_prefix(err, "%s", slot_path(r, PSP_GEOM_FF));
+    name_map_inputs(r, wf, ipop, err); /* the files the voxel-data problem is in */
     goto fail;
   }
   const double tp = psp_now();
@@ -373,13 +377,7 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
                   : wf   ? "give them the other way round (--water and --fat)"
                   : ipop ? "check which image is in-phase and which opposed-phase"
                          : "check that the map is a fat fraction");
-    if (wf)
-      psp_error_prefix(err, "%s and %s", slot_path(r, PSP_GEOM_WATER), slot_path(r, PSP_GEOM_FAT));
-    else if (ipop)
-      psp_error_prefix(err, "%s and %s", slot_path(r, PSP_GEOM_INPHASE),
-                       slot_path(r, PSP_GEOM_OUTPHASE));
-    else
-      psp_error_prefix(err, "%s", slot_path(r, PSP_GEOM_FF));
+    name_map_inputs(r, wf, ipop, err);
     goto fail;
   }
   /* memory: the map holds what was needed of the Dixon inputs; only the

@@ -467,7 +467,7 @@ static void label_weights(const float *src, int64_t mx, int64_t my, double x, do
     l4[q] = l >= 0 && l < PSP_LABEL_COUNT ? l : -1;
   }
   if (one && l4[0] == l4[1] && l4[0] == l4[2] && l4[0] == l4[3]) {
-    w[l4[0] >= 0 ? l4[0] : 0] += l4[0] >= 0 ? 1.0 : 0.0;
+    if (l4[0] >= 0) w[l4[0]] += 1.0;
     return;
   }
   for (int q = 0; q < 4; q++)
@@ -633,7 +633,7 @@ static bool merge_fine(psp_segmentation *s, const psp_segmentation *fs, const do
               }
           int best = 0;
           for (int l = 1; l < PSP_LABEL_COUNT; l++)
-            if (n[l] > n[best] || (best == 0 && n[l] > 0)) best = l;
+            if (n[l] > n[best]) best = l; /* (n[0] stays 0) */
           out[v] = best ? (float)best : lf[v];
         }
       memcpy(lc, out, (size_t)plane * sizeof *out);
