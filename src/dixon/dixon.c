@@ -908,19 +908,17 @@ psp_ffmap *psp_ffmap_from_ipop(const psp_volume *inphase, const psp_volume *outp
   /* |W - F| <= W + F: the opposed-phase image is never the brighter but
    * for noise; in most voxels it is when the two were exchanged */
   int64_t n_sig = 0, n_op = 0;
+  const float floor2 = 2.0f * (float)m->floor;
 #pragma omp parallel for schedule(static) reduction(+ : n_sig, n_op)
   for (int64_t i = 0; i < n; i++) {
-    bool s = ip[i] + op[i] > 2.0f * (float)m->floor;
+    bool s = ip[i] + op[i] > floor2;
     n_sig += s;
     n_op += s & (op[i] > ip[i]);
-  }
-  m->op_brighter_share = n_sig > 0 ? (double)n_op / (double)n_sig : NAN;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) {
     float a = 0.5f * (ip[i] + op[i]), b = 0.5f * (ip[i] - op[i]);
     ip[i] = fatdom[i] ? b : a; /* water */
     op[i] = fatdom[i] ? a : b; /* fat */
   }
+  m->op_brighter_share = n_sig > 0 ? (double)n_op / (double)n_sig : NAN;
   free(fatdom);
   fill_ff(m);
   psp_info(ctx,
@@ -1068,6 +1066,18 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
   const bool ffmap_input = m->water == NULL;
   const int64_t plane = v->dims[0] * v->dims[1], nz = v->dims[2];
   int64_t *start = calloc((size_t)nz + 1, sizeof *start);
+  if (m->op_brighter_share > OP_BRIGHTER_MAX) {
+    /* in-phase/opposed-phase exchanged: told by the two images themselves,
+     * with or without a subcutaneous layer in view */
+    r.checked = true;
+    r.exchanged = true;
+    snprintf(r.message, sizeof r.message,
+             "the opposed-phase image is the brighter in %.0f %% of the voxels with signal (it "
+             "can be so only by noise): in-phase and opposed-phase look exchanged",
+             100.0 * m->op_brighter_share);
+    psp_warn(ctx, "%s", r.message);
+    goto done;
+  }
   if (sig) {
     const float *vd = v->data; /* (hoisted: sig could alias v) */
 #pragma omp parallel for schedule(static)
@@ -1113,16 +1123,8 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
   }
   r.subcut_ff_median = psp_quantile_select(vals, (size_t)nv, 0.5);
   r.checked = true;
-  r.ok = r.subcut_ff_median > SUBCUT_FF_MIN && !(m->op_brighter_share > OP_BRIGHTER_MAX);
-  r.exchanged = r.subcut_ff_median < EXCHANGED_FF || m->op_brighter_share > OP_BRIGHTER_MAX;
-  if (m->op_brighter_share > OP_BRIGHTER_MAX) {
-    snprintf(r.message, sizeof r.message,
-             "the opposed-phase image is the brighter in %.0f %% of the voxels with signal (it "
-             "can be so only by noise): in-phase and opposed-phase look exchanged",
-             100.0 * m->op_brighter_share);
-    psp_warn(ctx, "%s", r.message);
-    goto done;
-  }
+  r.ok = r.subcut_ff_median > SUBCUT_FF_MIN;
+  r.exchanged = r.subcut_ff_median < EXCHANGED_FF;
   if (r.ok) {
     snprintf(r.message, sizeof r.message,
              "subcutaneous fat FF median %.1f %% (plausible: above %.0f %%)",
