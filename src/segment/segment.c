@@ -147,22 +147,11 @@
  *     below 400 mm^2, a canal more than 25 mm from the median canal position
  *     of the neighbouring slices, or after labelling: a muscle missing or
  *     above 6000 mm^2, or left and right of a muscle differing by more than
- *     a factor 2 in area — a leak or a loss, not anatomy). The canal is
- *     first searched freely (only where these limits allow one, see
- *     src/anatomy/landmarks.c; a second time when the muscle level of the
- *     first search says the muscle is fatty, with the template's muscle
- *     limit raised to it), then again near the median canal position of
- *     the whole stack on outliers, and within 6 mm of the median canal of
- *     the slices k-3..k+3 (as the outliers' search left them) when it
- *     jumped more than 6 mm from it (kept if that finds a canal nearer to
- *     the neighbours'). The raised limit of fatty muscle makes the free
- *     search less specific (on ipop-chaos11, whose muscle reads FF 0.31,
- *     most slices' first canal lay 20-50 mm off): with the neighbours'
- *     canals taken from pass 0 a slice found near the stack's median, but
- *     12 mm beside its neighbours', had no neighbours to check against;
- *     taken after the outliers' search, it is searched again and its
- *     multifidus L/R ratio over the stack is 1.12 / 1.33 (median / worst;
- *     1.14 / 1.41 before, when the slice was not segmented at all).
+ *     a factor 2 in area — a leak or a loss, not anatomy). The landmarks
+ *     are made consistent along the stack first (src/segment/spine.c: the
+ *     canal searched freely, again with a higher muscle limit when the
+ *     muscle is fatty, again near the stack's and the neighbouring slices'
+ *     median canal on outliers).
  *
  * What was learned from which data: the MF share per ray and height from
  * the MuscleMap template only (the anchor, L5/S1, is the template's lowest
@@ -265,6 +254,7 @@
  */
 #include "segment/align.h"
 #include "segment/limits.h"
+#include "segment/spine.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -277,8 +267,6 @@
 #define D_MAX_MM 80.0
 #define MIN_SIDE_MM2 400.0
 #define CANAL_JUMP_MM 25.0
-#define NEAR_SLICES 3
-#define NEAR_JUMP_MM 6.0      /* from the neighbours' median canal: searched again near it */
 #define CANAL_MAX_OFF_MM 40.0 /* canal to the centre of the body's left-right extent */
 #define MAX_MUSCLE_MM2 6000.0 /* 60 cm^2: above the largest lumbar erector spinae */
 #define MAX_LR_RATIO 2.0
@@ -560,33 +548,6 @@ typedef struct polar {
   double oi, oj, h; /* origin (voxels), radial step (mm) */
   int nr;
 } polar;
-
-/* The median canal (i, j) of the slices k - NEAR_SLICES .. k + NEAR_SLICES
- * (not k) whose canal lies near the stack's median canal near (8 mm
- * left-right, 15 mm anterior-posterior; which follows the lordosis) into
- * near_k[2k], near_k[2k+1], NaN with fewer than two; buf: 2 nz doubles. */
-static void neighbour_canals(const psp_slice_landmarks *lm, int64_t nz, const double *sp,
-                             const double *near, double *near_k, double *buf) {
-  double *vi = buf, *vj = buf + nz;
-  for (int64_t k = 0; k < nz; k++) {
-    int64_t m = 0;
-    for (int64_t q = k - NEAR_SLICES; q <= k + NEAR_SLICES; q++)
-      if (q >= 0 && q < nz && q != k && lm[q].canal.found &&
-          fabs(lm[q].canal.i - near[0]) * sp[0] <= 8.0 &&
-          fabs(lm[q].canal.j - near[1]) * sp[1] <= 15.0) {
-        vi[m] = lm[q].canal.i;
-        vj[m] = lm[q].canal.j;
-        m++;
-      }
-    near_k[2 * k] = near_k[2 * k + 1] = NAN;
-    if (m >= 2) {
-      qsort(vi, (size_t)m, sizeof *vi, psp_seg_cmp_double);
-      qsort(vj, (size_t)m, sizeof *vj, psp_seg_cmp_double);
-      near_k[2 * k] = m % 2 ? vi[m / 2] : 0.5 * (vi[m / 2 - 1] + vi[m / 2]);
-      near_k[2 * k + 1] = m % 2 ? vj[m / 2] : 0.5 * (vj[m / 2 - 1] + vj[m / 2]);
-    }
-  }
-}
 
 /* The radial step (mm): the pixel size, at most 1 mm. */
 static double polar_step(double sx, double sy) {
@@ -1026,7 +987,6 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   double *prior = psp_calloc((size_t)nz * 3 * N_THETA, sizeof *prior, err);
   double *prior_both = prior + nz * 2 * N_THETA; /* per slice: both sides' neighbours */
   double *rprof = psp_calloc((size_t)nz * 2 * N_THETA, sizeof *rprof, err);
-  double *near_k = NULL; /* per slice: the neighbours' median canal (i, j) */
   /* per slice: the rectangle {i0, i1, j0, j1} holding its compartments
    * (and seeds, labels); the later passes look only there */
   int64_t *cbox = psp_calloc((size_t)nz * 4, sizeof *cbox, err);
@@ -1041,127 +1001,10 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
     goto fail;
   bool oom = false;
 
-  /* pass 0: landmarks of every slice on its own */
+  /* the landmarks, consistent along the stack (src/segment/spine.c) */
   double t_lm = psp_now();
-#pragma omp parallel reduction(|| : oom)
-  {
-    psp_slice_work *w = psp_slice_work_create(nx, ny);
-    if (!w) oom = true;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t k = 0; k < nz; k++) {
-      if (!w) continue;
-      psp_landmarks_find(ffv->data + k * plane, nx, ny, sp[0], sp[1], NULL, ipop, body + k * plane,
-                         w, &s->lm[k]);
-    }
-    psp_slice_work_free(w);
-  }
-  if (oom) {
-    psp_error_set(err, PSP_ERR_NOMEM, "out of memory in the segmentation");
-    goto fail;
-  }
-  /* fatty (degenerated) muscle: the canal template's muscle boxes again,
-   * with the limit the muscle level of the first search sets */
-  near_k = psp_calloc((size_t)nz * 2, sizeof *near_k, err);
-  if (!near_k) goto fail;
-  const double mus_lim = psp_landmarks_muscle_limit(s->lm, nz, near_k); /* near_k: scratch */
-  if (!isnan(mus_lim)) {
-#pragma omp parallel reduction(|| : oom)
-    {
-      psp_slice_work *w = psp_slice_work_create(nx, ny);
-      if (!w)
-        oom = true;
-      else
-        w->muscle_max_ff = mus_lim;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t k = 0; k < nz; k++) {
-        if (!w || s->lm[k].status == PSP_SLICE_NO_BODY) continue;
-        psp_landmarks_refind(ffv->data + k * plane, nx, ny, sp[0], sp[1], NULL, ipop,
-                             body + k * plane, w, &s->lm[k]);
-      }
-      psp_slice_work_free(w);
-    }
-    if (oom) {
-      psp_error_set(err, PSP_ERR_NOMEM, "out of memory in the segmentation");
-      goto fail;
-    }
-  }
-  /* the spine runs along the stack: the median canal position over all
-   * slices where one was found, and over the neighbouring slices (k +- 3,
-   * which follows the lordosis; only those near the stack's median), anchor
-   * a second search on outliers */
-  double near[2] = {NAN, NAN};
-  double *vbuf = psp_calloc((size_t)nz * 2, sizeof *vbuf, err);
-  if (!vbuf) goto fail;
-  {
-    double *vi = vbuf, *vj = vbuf + nz;
-    int64_t m = 0;
-    for (int64_t k = 0; k < nz; k++)
-      if (s->lm[k].canal.found) {
-        vi[m] = s->lm[k].canal.i;
-        vj[m] = s->lm[k].canal.j;
-        m++;
-      }
-    if (m > 0) {
-      qsort(vi, (size_t)m, sizeof *vi, psp_seg_cmp_double);
-      qsort(vj, (size_t)m, sizeof *vj, psp_seg_cmp_double);
-      near[0] = vi[m / 2];
-      near[1] = vj[m / 2];
-    }
-  }
-
-  /* the lowest slice with a spine after pass 0: a provisional L5/S1, or
-   * NO_ANCHOR_DZ_MM above it when nothing in the image confirms that the
-   * stack reaches down there */
-  int64_t k_low = -1;
-  for (int64_t k = 0; k < nz && k_low < 0; k++)
-    if (s->lm[k].status == PSP_SLICE_OK) k_low = k;
-  /* pass 1a: landmarks again near the anchor on outliers; then, with the
-   * neighbours' canals these leave, pass 1b: a canal that jumped away from
-   * the neighbouring slices' is searched again close to theirs, kept only
-   * if that finds a canal nearer */
-  for (int pass = 0; pass < 2 && !oom; pass++) {
-    if (pass == 1) neighbour_canals(s->lm, nz, sp, near, near_k, vbuf);
-#pragma omp parallel reduction(|| : oom)
-    {
-      psp_slice_work *w = psp_slice_work_create(nx, ny);
-      if (!w)
-        oom = true;
-      else if (!isnan(mus_lim))
-        w->muscle_max_ff = mus_lim;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t k = 0; k < nz; k++) {
-        if (!w) continue;
-        const float *ff = ffv->data + k * plane;
-        psp_slice_landmarks *lm = &s->lm[k];
-        if (pass == 0) {
-          if (!isnan(near[0]) && lm->status != PSP_SLICE_NO_BODY &&
-              (!lm->canal.found || fabs(lm->canal.i - near[0]) * sp[0] > 8.0 ||
-               fabs(lm->canal.j - near[1]) * sp[1] > 15.0))
-            /* the body of pass 0 (status other than NO_BODY) */
-            psp_landmarks_refind(ff, nx, ny, sp[0], sp[1], near, ipop, body + k * plane, w, lm);
-          continue;
-        }
-        if (isnan(near_k[2 * k]) || !lm->canal.found) continue;
-        double d0 =
-            hypot((lm->canal.i - near_k[2 * k]) * sp[0], (lm->canal.j - near_k[2 * k + 1]) * sp[1]);
-        if (d0 > NEAR_JUMP_MM) {
-          psp_slice_landmarks alt;
-          psp_landmarks_find_close(ff, nx, ny, sp[0], sp[1], near_k + 2 * k, NEAR_JUMP_MM, ipop,
-                                   body + k * plane, w, &alt);
-          double d1 = alt.canal.found ? hypot((alt.canal.i - near_k[2 * k]) * sp[0],
-                                              (alt.canal.j - near_k[2 * k + 1]) * sp[1])
-                                      : INFINITY;
-          if (alt.status == PSP_SLICE_OK && d1 < d0) *lm = alt;
-        }
-      }
-      psp_slice_work_free(w);
-    }
-  }
-  free(vbuf);
-  if (oom) {
-    psp_error_set(err, PSP_ERR_NOMEM, "out of memory in the segmentation");
-    goto fail;
-  }
+  int64_t k_low = -1; /* the lowest slice with a spine: a provisional L5/S1 */
+  if (!psp_seg_spine_landmarks(ffv, ipop, body, s->lm, &k_low, ctx, err)) goto fail;
   psp_context_add_time(ctx, "segment.landmarks", psp_now() - t_lm);
   s->axis_deg = NAN;
   if (ax) {
@@ -1506,7 +1349,6 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   done = s; /* the cleanup below keeps it */
   s = NULL;
 fail:
-  free(near_k);
   free(cbox);
   free(rcost);
   free(rinout);
