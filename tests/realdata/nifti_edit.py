@@ -38,6 +38,11 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  the columns I0 .. I1 - 1 only (a field of
                                  view off the body's centre; the sform's
                                  origin follows)
+  nifti_edit.py curve SRC DST MM  a spine curved sideways (scoliosis): slice
+                                 k shifted along the first voxel axis by
+                                 MM sin(pi k / (nz - 1)) mm, rounded to
+                                 whole voxels (0 at both ends, MM at the
+                                 middle; labels included, zeros shifted in)
   nifti_edit.py backfat SRC DST T
                                  T mm more subcutaneous fat behind the body
                                  (an obese subject): per column, the voxel
@@ -216,6 +221,20 @@ def thick(head, dims, a, n, name):
     return bytes(h), out
 
 
+def curve(head, dims, a, mm):
+    nx, ny, nz = dims[1], dims[2], dims[3]
+    pix = struct.unpack("<f", head[80:84])[0]  # pixdim[1]: the first axis's spacing
+    out = array.array(a.typecode, bytes(a.itemsize * len(a)))
+    for k in range(nz):
+        s = int(round(mm * math.sin(math.pi * k / max(1, nz - 1)) / pix))
+        for q in range(k * nx * ny, (k + 1) * nx * ny, nx):
+            if s >= 0:
+                out[q + s:q + nx] = a[q:q + nx - s]
+            else:
+                out[q:q + nx + s] = a[q - s:q + nx]
+    return out
+
+
 def crop(head, dims, a, i0, i1):
     nx, ny, nz = dims[1], dims[2], dims[3]
     h = bytearray(head)
@@ -279,6 +298,8 @@ def main():
         head, dims, a = read(f"{src}/{name}.nii.gz")
         if what == "mirror":
             a = mirror(head, dims, a, name)
+        elif what == "curve":
+            a = curve(head, dims, a, float(sys.argv[4]))
         elif what == "twist":
             a = twist(head, dims, a, name, float(sys.argv[4]), float(sys.argv[5]))
         elif what == "scale":
