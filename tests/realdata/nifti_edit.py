@@ -43,6 +43,10 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  MM sin(pi k / (nz - 1)) mm, rounded to
                                  whole voxels (0 at both ends, MM at the
                                  middle; labels included, zeros shifted in)
+  nifti_edit.py rows SRC DST J0 J1
+                                 the rows J0 .. J1 - 1 only (second voxel
+                                 axis; a tight field of view that cuts the
+                                 body in front; the sform's origin follows)
   nifti_edit.py backfat SRC DST T
                                  T mm more subcutaneous fat behind the body
                                  (an obese subject): per column, the voxel
@@ -252,6 +256,24 @@ def crop(head, dims, a, i0, i1):
     return bytes(h), out
 
 
+def rows(head, dims, a, j0, j1):
+    nx, ny, nz = dims[1], dims[2], dims[3]
+    h = bytearray(head)
+    d = list(struct.unpack("<8h", h[40:56]))
+    d[2] = j1 - j0
+    struct.pack_into("<8h", h, 40, *d)
+    for r in range(3):
+        off = 280 + 16 * r
+        row = list(struct.unpack("<4f", h[off:off + 16]))
+        row[3] += j0 * row[1]
+        struct.pack_into("<4f", h, off, *row)
+    out = array.array(a.typecode)
+    for k in range(nz):
+        base = k * nx * ny
+        out.extend(a[base + j0 * nx:base + j1 * nx])
+    return bytes(h), out
+
+
 def backfat(dims, pix, w, f, lab, mm):
     nx, ny, nz = dims[1], dims[2], dims[3]
     n, d = round(mm / pix), round(8.0 / pix)
@@ -304,6 +326,8 @@ def main():
             a = twist(head, dims, a, name, float(sys.argv[4]), float(sys.argv[5]))
         elif what == "scale":
             head = scale(head, float(sys.argv[4]))
+        elif what == "rows":
+            head, a = rows(head, dims, a, int(sys.argv[4]), int(sys.argv[5]))
         elif what == "crop":
             head, a = crop(head, dims, a, int(sys.argv[4]), int(sys.argv[5]))
         elif what == "thick":
