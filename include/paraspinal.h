@@ -272,6 +272,16 @@ const psp_volume *psp_ffmap_ff(const psp_ffmap *m);
  * FF map and the ratio statistics are computed from. */
 const psp_volume *psp_ffmap_water(const psp_ffmap *m);
 const psp_volume *psp_ffmap_fat(const psp_ffmap *m);
+/* A precomputed FF map given with a water image (the same grid): that image
+ * and the fat magnitude it implies (W FF / (1 - FF), FF at most 0.98) are
+ * kept for the segmentation's image edges (the lamina is dark in both).
+ * Nothing is measured from them: psp_ffmap_water / _fat stay NULL.
+ * PSP_ERR_USAGE for another kind of map, PSP_ERR_GEOMETRY for another grid. */
+bool psp_ffmap_add_water(psp_ffmap *m, const psp_volume *water, psp_error **err);
+/* Borrowed; the magnitudes for image edges: the measured water and fat, or
+ * those of psp_ffmap_add_water; NULL when there are none. */
+const psp_volume *psp_ffmap_edge_water(const psp_ffmap *m);
+const psp_volume *psp_ffmap_edge_fat(const psp_ffmap *m);
 /* Noise level (standard deviation of one component) of the input images
  * (root mean square of the two) estimated from the background, 0 when it
  * could not be estimated; and the F+W floor used. */

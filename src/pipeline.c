@@ -263,9 +263,11 @@ static void name_map_inputs(psp_result *r, bool wf, bool ipop, psp_error **err) 
 }
 
 psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_error **err) {
-  bool wf = opt->water_path || opt->fat_path;
-  bool ipop = opt->inphase_path || opt->outphase_path;
   bool ffin = opt->ff_path != NULL;
+  /* an FF map may come with a water image (image edges for the segmentation) */
+  const bool ff_water = ffin && opt->water_path && !opt->fat_path;
+  bool wf = !ff_water && (opt->water_path || opt->fat_path);
+  bool ipop = opt->inphase_path || opt->outphase_path;
   const bool dcm = opt->dicom_dir != NULL;
   if (dcm && (wf || ipop || ffin)) {
     psp_error_set(err, PSP_ERR_USAGE,
@@ -280,7 +282,8 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   if (!dcm && wf + ipop + ffin != 1) {
     psp_error_set(
         err, PSP_ERR_USAGE,
-        "give exactly one kind of input: --water and --fat, or --inphase and --outphase, or --ff");
+        "give exactly one kind of input: --water and --fat, or --inphase and --outphase, or --ff "
+        "(with or without --water)");
     return NULL;
   }
   if (wf && (!opt->water_path || !opt->fat_path)) {
@@ -336,6 +339,8 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
                               ctx, err))
     goto fail;
   if (ffin && !add_input(r, "fat fraction", opt->ff_path, PSP_GEOM_FF, false, ctx, err)) goto fail;
+  if (ff_water && !add_input(r, "water", opt->water_path, PSP_GEOM_WATER, false, ctx, err))
+    goto fail;
   if (!opt->ffmap_only && opt->labels_path &&
       !add_input(r, "labels", opt->labels_path, PSP_GEOM_LABELS, true, ctx, err))
     goto fail;
@@ -357,6 +362,10 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
                                    slot_volume(r, PSP_GEOM_OUTPHASE), &opt->dixon, ctx, err);
   else
     r->ffmap = psp_ffmap_from_ff(slot_volume(r, PSP_GEOM_FF), opt->ff_unit, ctx, err);
+  if (r->ffmap && ff_water && !psp_ffmap_add_water(r->ffmap, slot_volume(r, PSP_GEOM_WATER), err)) {
+    psp_ffmap_free(r->ffmap);
+    r->ffmap = NULL;
+  }
   if (!r->ffmap) {
     name_map_inputs(r, wf, ipop, err); /* the files the voxel-data problem is in */
     goto fail;

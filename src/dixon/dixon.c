@@ -102,6 +102,10 @@
 
 struct psp_ffmap {
   psp_volume *ff, *water, *fat;
+  /* a precomputed FF map given with a water image: that image and the fat
+   * it implies, for the segmentation's image edges only (water, fat stay
+   * NULL: nothing is measured from them) */
+  psp_volume *edge_water, *edge_fat;
   double sigma, floor, fat_dominant_share;
   double op_brighter_share; /* in-phase/opposed-phase: share of the voxels with signal whose
                                opposed-phase exceeds the in-phase (0 for other inputs) */
@@ -1006,8 +1010,9 @@ psp_ffmap *psp_ffmap_adopt(const psp_ffmap *like, psp_volume *ff, psp_volume *wa
   }
   *m = *like;
   m->ff = ff;
-  m->water = water;
+  m->water = water; /* (the magnitudes given, for edges only too) */
   m->fat = fat;
+  m->edge_water = m->edge_fat = NULL;
   return m;
 }
 
@@ -1016,13 +1021,59 @@ void psp_ffmap_free(psp_ffmap *m) {
   psp_volume_free(m->ff);
   psp_volume_free(m->water);
   psp_volume_free(m->fat);
+  psp_volume_free(m->edge_water);
+  psp_volume_free(m->edge_fat);
   free(m);
 }
 
 void psp_ffmap_release_magnitudes(psp_ffmap *m) {
   psp_volume_free(m->water);
   psp_volume_free(m->fat);
-  m->water = m->fat = NULL;
+  psp_volume_free(m->edge_water);
+  psp_volume_free(m->edge_fat);
+  m->water = m->fat = m->edge_water = m->edge_fat = NULL;
+}
+
+/* The fat magnitude a water magnitude W and a fat fraction FF imply: F = W
+ * FF / (1 - FF), FF limited to 0 .. EDGE_FF_MAX (pure fat has W near 0 and
+ * F undetermined); 0 where the map has no signal. Bone (dark in both) and
+ * fat (bright) come out as in measured magnitudes, which is what the
+ * segmentation's image edges need. */
+#define EDGE_FF_MAX 0.98
+bool psp_ffmap_add_water(psp_ffmap *m, const psp_volume *water, psp_error **err) {
+  if (strcmp(m->source, "ff-map") != 0 || !water)
+    return psp_error_set(err, PSP_ERR_USAGE,
+                         "a water image goes with a precomputed fat-fraction map only");
+  if (memcmp(water->dims, m->ff->dims, sizeof water->dims) != 0)
+    return psp_error_set(err, PSP_ERR_GEOMETRY,
+                         "water image grid %lld x %lld x %lld differs from the fat-fraction map's "
+                         "%lld x %lld x %lld",
+                         (long long)water->dims[0], (long long)water->dims[1],
+                         (long long)water->dims[2], (long long)m->ff->dims[0],
+                         (long long)m->ff->dims[1], (long long)m->ff->dims[2]);
+  psp_volume *w = psp_volume_create_like(m->ff, err);
+  psp_volume *f = w ? psp_volume_create_like(m->ff, err) : NULL;
+  if (!f) {
+    psp_volume_free(w);
+    return false;
+  }
+  const int64_t n = psp_volume_voxel_count(m->ff);
+  const float *ff = m->ff->data, *wd = water->data;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) {
+    float x = ff[i], y = wd[i];
+    bool sig = x == x && y == y; /* neither NaN */
+    if (!sig) x = 0.0f, y = 0.0f;
+    if (y < 0.0f) y = 0.0f;
+    x = x < 0.0f ? 0.0f : x > (float)EDGE_FF_MAX ? (float)EDGE_FF_MAX : x;
+    w->data[i] = y;
+    f->data[i] = y * x / (1.0f - x);
+  }
+  psp_volume_free(m->edge_water);
+  psp_volume_free(m->edge_fat);
+  m->edge_water = w;
+  m->edge_fat = f;
+  return true;
 }
 
 const psp_volume *psp_ffmap_ff(const psp_ffmap *m) {
@@ -1030,6 +1081,12 @@ const psp_volume *psp_ffmap_ff(const psp_ffmap *m) {
 }
 const psp_volume *psp_ffmap_water(const psp_ffmap *m) {
   return m->water;
+}
+const psp_volume *psp_ffmap_edge_water(const psp_ffmap *m) {
+  return m->water ? m->water : m->edge_water;
+}
+const psp_volume *psp_ffmap_edge_fat(const psp_ffmap *m) {
+  return m->water ? m->fat : m->edge_fat;
 }
 const psp_volume *psp_ffmap_fat(const psp_ffmap *m) {
   return m->fat;

@@ -512,7 +512,8 @@ static void labels_back(const frame *f, const float *src, float *dst, int64_t nx
 /* The FF map (and the magnitudes) resampled into the frames f, one per
  * slice; NULL with *err set. */
 static psp_ffmap *frame_map(const psp_ffmap *ffm, const frame *f, psp_error **err) {
-  const psp_volume *ffv = psp_ffmap_ff(ffm), *wv = psp_ffmap_water(ffm), *fv = psp_ffmap_fat(ffm);
+  const psp_volume *ffv = psp_ffmap_ff(ffm), *wv = psp_ffmap_edge_water(ffm),
+                   *fv = psp_ffmap_edge_fat(ffm);
   psp_volume *rf = rotated_volume(f, ffv, true, err), *rw = NULL, *rt = NULL;
   if (rf && wv && fv) {
     rw = rotated_volume(f, wv, false, err);

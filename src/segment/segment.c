@@ -31,7 +31,8 @@
  *     within 12 mm behind the canal's back edge whose water + fat signal
  *     is below 0.7 x the muscle's 12-22 mm behind it, running median over
  *     5 mm of columns; bone is dark in both, while its FF can look like
- *     muscle and a fatty streak like marrow; for a precomputed FF map
+ *     muscle and a fatty streak like marrow; for a precomputed FF map without
+ *     a water image (psp_ffmap_add_water)
  *     neither limit: the slice's midline bone width and the canal's back
  *     edge), else and further out y >= canal radius (+ up to 5 mm
  *     laterally, where psoas and quadratus lumborum lie in front of the transverse
@@ -974,8 +975,9 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   double sp[3];
   psp_volume_spacing(ffv, sp);
   bool ipop = !strcmp(psp_ffmap_source(ffm), "inphase+opposed-phase");
-  /* the magnitudes (NULL for a precomputed FF map): the lamina is dark */
-  const psp_volume *wv = psp_ffmap_water(ffm), *fv = psp_ffmap_fat(ffm);
+  /* the magnitudes (NULL for a precomputed FF map without a water image):
+   * the lamina is dark */
+  const psp_volume *wv = psp_ffmap_edge_water(ffm), *fv = psp_ffmap_edge_fat(ffm);
   if (!fv) wv = NULL;
   s->nz = nz;
   s->labels = psp_volume_create_like(ffv, err);
