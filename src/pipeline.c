@@ -230,12 +230,13 @@ typedef struct bottom_check {
 } bottom_check;
 
 static int stack_reaches_sacrum(const psp_ffmap *ff, const psp_segmentation *s, void *user,
-                                psp_error **err) {
+                                double *l5s1, psp_error **err) {
   bottom_check *bc = user;
   double t0 = psp_now();
   bc->levels = psp_levels_detect(ff, s, bc->ov, bc->ctx, err);
   bc->seconds = psp_now() - t0;
   if (!bc->levels) return -1;
+  if (bc->ov && psp_level_overrides_count(bc->ov) > 0) *l5s1 = psp_levels_l5s1_position(bc->levels);
   return psp_levels_image_anchored(bc->levels) ? 1 : 0;
 }
 

@@ -110,6 +110,7 @@
 #define MIN_CONTRAST 0.06
 #define GAP_FACTOR 1.6
 #define DEFAULT_SPACING_MM 38.0
+#define MAX_ORDINAL_NAMED 16 /* disc ordinals searched by name: L5/S1 .. T1/T2 */
 #define SACRUM_RATIO 1.45
 #define SACRUM_EXTRA_MM 8.0
 #define ANCHOR_RELATIVE 0.25
@@ -1394,6 +1395,18 @@ double psp_levels_file_position(const psp_levels *lv, double k) {
 
 double psp_levels_spacing_mm(const psp_levels *lv) {
   return lv ? lv->spacing : NAN;
+}
+
+double psp_levels_l5s1_position(const psp_levels *lv) {
+  if (!lv || !lv->anchored || !(lv->dz > 0)) return NAN;
+  double S = isfinite(lv->spacing) ? lv->spacing : DEFAULT_SPACING_MM;
+  for (size_t i = 0; i < lv->ndisc; i++) /* inferior to superior: the nearest to L5/S1 first */
+    for (int o = 0; o <= MAX_ORDINAL_NAMED; o++) {
+      char name[16];
+      psp_levels_disc_name(o, name);
+      if (name[0] && !strcmp(name, lv->disc[i].name)) return lv->disc[i].slice - o * S / lv->dz;
+    }
+  return NAN;
 }
 
 size_t psp_levels_flag_count(const psp_levels *lv) {

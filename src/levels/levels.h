@@ -129,6 +129,11 @@ double psp_levels_slice_spacing_mm(const psp_levels *lv);
 double psp_levels_file_position(const psp_levels *lv, double k);
 /* Median distance between adjacent discs (mm); NaN with fewer than 2. */
 double psp_levels_spacing_mm(const psp_levels *lv);
+/* Where the names put the L5/S1 disc (sub-slice, internal numbering): the
+ * lowest named disc moved down by its ordinal times the disc spacing (a
+ * typical one with fewer than two discs); it may lie outside the stack.
+ * NaN when the names are relative or there are none. */
+double psp_levels_l5s1_position(const psp_levels *lv);
 /* Flags: short machine-readable keys ("no_anchor", "weak_evidence",
  * "transitional_suspected", "override_contradicts_detection",
  * "disc_gap_inferred", "column_not_found", "column_shifted",

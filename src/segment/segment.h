@@ -28,9 +28,13 @@ psp_segmentation *psp_segment(const psp_ffmap *ff, psp_context *ctx, psp_error *
  * the frame of the spine's axis (src/segment/align.c), whose landmarks s
  * then holds; psp_segmentation_to_image maps that frame's points.
  * Returns 1 (confirmed), 0 (not: the lowest slice with a spine is taken as
- * lying NO_ANCHOR_DZ_MM above L5/S1, see segment.c), or -1 with *err set. */
+ * lying NO_ANCHOR_DZ_MM above L5/S1, see segment.c), or -1 with *err set.
+ * *l5s1 (NaN on entry): where levels named by hand (--disc, --landmarks)
+ * place the L5/S1 disc, a sub-slice position that may lie outside the
+ * stack; when nothing in the image confirms the bottom (0), the
+ * multifidus/erector proportion follows it instead of NO_ANCHOR_DZ_MM. */
 typedef int (*psp_seg_bottom_fn)(const psp_ffmap *ff, const psp_segmentation *s, void *user,
-                                 psp_error **err);
+                                 double *l5s1, psp_error **err);
 /* psp_segment with that check (bottom NULL: as psp_segment). */
 psp_segmentation *psp_segment_with(const psp_ffmap *ff, psp_seg_bottom_fn bottom, void *user,
                                    psp_context *ctx, psp_error **err);

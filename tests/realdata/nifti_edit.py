@@ -47,6 +47,9 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  the rows J0 .. J1 - 1 only (second voxel
                                  axis; a tight field of view that cuts the
                                  body in front; the sform's origin follows)
+  nifti_edit.py slices SRC DST K0 K1
+                                 the slices K0 .. K1 - 1 only (partial
+                                 coverage; the sform's origin follows)
   nifti_edit.py backfat SRC DST T
                                  T mm more subcutaneous fat behind the body
                                  (an obese subject): per column, the voxel
@@ -274,6 +277,20 @@ def rows(head, dims, a, j0, j1):
     return bytes(h), out
 
 
+def slices(head, dims, a, k0, k1):
+    nx, ny = dims[1], dims[2]
+    h = bytearray(head)
+    d = list(struct.unpack("<8h", h[40:56]))
+    d[3] = k1 - k0
+    struct.pack_into("<8h", h, 40, *d)
+    for r in range(3):
+        off = 280 + 16 * r
+        row = list(struct.unpack("<4f", h[off:off + 16]))
+        row[3] += k0 * row[2]
+        struct.pack_into("<4f", h, off, *row)
+    return bytes(h), a[k0 * nx * ny:k1 * nx * ny]
+
+
 def backfat(dims, pix, w, f, lab, mm):
     nx, ny, nz = dims[1], dims[2], dims[3]
     n, d = round(mm / pix), round(8.0 / pix)
@@ -326,6 +343,8 @@ def main():
             a = twist(head, dims, a, name, float(sys.argv[4]), float(sys.argv[5]))
         elif what == "scale":
             head = scale(head, float(sys.argv[4]))
+        elif what == "slices":
+            head, a = slices(head, dims, a, int(sys.argv[4]), int(sys.argv[5]))
         elif what == "rows":
             head, a = rows(head, dims, a, int(sys.argv[4]), int(sys.argv[5]))
         elif what == "crop":

@@ -305,9 +305,10 @@ typedef struct bottom_probe {
   int64_t canals;
 } bottom_probe;
 
-static int probe_bottom(const psp_ffmap *ff, const psp_segmentation *s, void *user,
+static int probe_bottom(const psp_ffmap *ff, const psp_segmentation *s, void *user, double *l5s1,
                         psp_error **err) {
   bottom_probe *b = user;
+  assert_true(isnan(*l5s1));
   assert_non_null(ff);
   b->calls++;
   for (int64_t k = 0; k < psp_segmentation_slice_count(s); k++)
