@@ -453,7 +453,9 @@ static bool row_from_record(const parse_state *st, const record *r, psp_manifest
   const field *w = col(st, r, COL_WATER), *f = col(st, r, COL_FAT);
   const field *ip = col(st, r, COL_INPHASE), *op = col(st, r, COL_OUTPHASE);
   const field *ff = col(st, r, COL_FF), *dc = col(st, r, COL_DICOM);
-  if (filled(w) != filled(f)) {
+  /* an FF map may come with its water image (no fat) */
+  const bool ff_water = filled(ff) && filled(w) && !filled(f);
+  if (filled(w) != filled(f) && !ff_water) {
     const field *g = filled(w) ? w : f;
     return fail_at(err, &st->rd, g->line, g->col,
                    filled(w) ? "water given without fat" : "fat given without water");
@@ -464,7 +466,7 @@ static bool row_from_record(const parse_state *st, const record *r, psp_manifest
                    filled(ip) ? "inphase given without outphase"
                               : "outphase given without inphase");
   }
-  int kinds = filled(w) + filled(ip) + filled(ff) + filled(dc);
+  int kinds = (filled(w) && !ff_water) + filled(ip) + filled(ff) + filled(dc);
   if (kinds == 0)
     return fail_at(err, &st->rd, subj->line, subj->col,
                    "no input: fill water+fat, inphase+outphase, ff or dicom");
@@ -472,10 +474,10 @@ static bool row_from_record(const parse_state *st, const record *r, psp_manifest
     return fail_at(err, &st->rd, subj->line, subj->col,
                    "more than one input kind: fill exactly one of water+fat, inphase+outphase, ff "
                    "or dicom");
-  row->kind = filled(w)    ? PSP_INPUT_WATER_FAT
-              : filled(ip) ? PSP_INPUT_IPOP
-              : filled(ff) ? PSP_INPUT_FF
-                           : PSP_INPUT_DICOM;
+  row->kind = filled(w) && !ff_water ? PSP_INPUT_WATER_FAT
+              : filled(ip)           ? PSP_INPUT_IPOP
+              : filled(ff)           ? PSP_INPUT_FF
+                                     : PSP_INPUT_DICOM;
   if (!set_path(st, w, &row->water, err) || !set_path(st, f, &row->fat, err) ||
       !set_path(st, ip, &row->inphase, err) || !set_path(st, op, &row->outphase, err) ||
       !set_path(st, ff, &row->ff, err) || !set_path(st, dc, &row->dicom, err))

@@ -65,6 +65,15 @@ static void test_basic_and_paths(void **state) {
   assert_int_equal(r->ff_unit, PSP_FF_PERCENT);
   assert_int_equal(psp_manifest_row_at(m, 1)->ff_unit, PSP_FF_FRACTION);
   psp_manifest_free(m);
+
+  /* an FF map with its water image (no fat): the FF kind, the water kept */
+  m = parse("subject,water,fat,ff\ns1,w.nii,,ff.nii\n", "m.csv");
+  r = psp_manifest_row_at(m, 0);
+  assert_int_equal(r->kind, PSP_INPUT_FF);
+  assert_string_equal(r->ff, "ff.nii");
+  assert_string_equal(r->water, "w.nii");
+  assert_null(r->fat);
+  psp_manifest_free(m);
 }
 
 static void test_quoting(void **state) {
