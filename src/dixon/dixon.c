@@ -1062,9 +1062,11 @@ bool psp_ffmap_add_water(psp_ffmap *m, const psp_volume *water, psp_error **err)
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; i++) {
     float x = ff[i], y = wd[i];
-    bool sig = x == x && y == y; /* neither NaN */
-    if (!sig) x = 0.0f, y = 0.0f;
-    if (y < 0.0f) y = 0.0f;
+    if (x != x || y != y) { /* NaN: no signal */
+      x = 0.0f;
+      y = 0.0f;
+    }
+    y = y < 0.0f ? 0.0f : y;
     x = x < 0.0f ? 0.0f : x > (float)EDGE_FF_MAX ? (float)EDGE_FF_MAX : x;
     w->data[i] = y;
     f->data[i] = y * x / (1.0f - x);

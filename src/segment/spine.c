@@ -154,6 +154,14 @@ static void neighbour_canals(const psp_slice_landmarks *lm, int64_t nz, const ui
   }
 }
 
+/* A slice's scratch with the canal template's muscle limit lim (NaN: the
+ * default); NULL when out of memory. */
+static psp_slice_work *limited_work(int64_t nx, int64_t ny, double lim) {
+  psp_slice_work *w = psp_slice_work_create(nx, ny);
+  if (w && !isnan(lim)) w->muscle_max_ff = lim;
+  return w;
+}
+
 /* Every slice searched with the canal template's muscle limit lim: freely
  * (first: the body found and written) or again on the body found before
  * (slices without a body skipped). False when out of memory. */
@@ -165,11 +173,8 @@ static bool search_all(const psp_volume *ffv, bool ipop, uint8_t *body, double l
   bool oom = false;
 #pragma omp parallel reduction(|| : oom)
   {
-    psp_slice_work *w = psp_slice_work_create(nx, ny);
-    if (!w)
-      oom = true;
-    else if (!isnan(lim))
-      w->muscle_max_ff = lim;
+    psp_slice_work *w = limited_work(nx, ny, lim);
+    if (!w) oom = true;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < nz; k++) {
       if (!w) continue;
@@ -208,11 +213,8 @@ static bool outliers(const psp_volume *ffv, bool ipop, const uint8_t *body, doub
     if (pass == 1) neighbour_canals(lm, nz, on, near_k, buf);
 #pragma omp parallel reduction(|| : oom)
     {
-      psp_slice_work *w = psp_slice_work_create(nx, ny);
-      if (!w)
-        oom = true;
-      else if (!isnan(lim))
-        w->muscle_max_ff = lim;
+      psp_slice_work *w = limited_work(nx, ny, lim);
+      if (!w) oom = true;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t k = 0; k < nz; k++) {
         if (!w) continue;

@@ -242,53 +242,41 @@ def curve(head, dims, a, mm):
     return out
 
 
-def crop(head, dims, a, i0, i1):
-    nx, ny, nz = dims[1], dims[2], dims[3]
+def sub_header(head, axis, k0, k1):
+    """The header of voxels k0 .. k1 - 1 along voxel axis 0, 1 or 2: that
+    dimension shortened, the sform's origin moved to voxel k0."""
     h = bytearray(head)
     d = list(struct.unpack("<8h", h[40:56]))
-    d[1] = i1 - i0
+    d[1 + axis] = k1 - k0
     struct.pack_into("<8h", h, 40, *d)
     for r in range(3):
         off = 280 + 16 * r
         row = list(struct.unpack("<4f", h[off:off + 16]))
-        row[3] += i0 * row[0]
+        row[3] += k0 * row[axis]
         struct.pack_into("<4f", h, off, *row)
+    return bytes(h)
+
+
+def crop(head, dims, a, i0, i1):
+    nx, ny, nz = dims[1], dims[2], dims[3]
     out = array.array(a.typecode)
     for q in range(0, nx * ny * nz, nx):
         out.extend(a[q + i0:q + i1])
-    return bytes(h), out
+    return sub_header(head, 0, i0, i1), out
 
 
 def rows(head, dims, a, j0, j1):
     nx, ny, nz = dims[1], dims[2], dims[3]
-    h = bytearray(head)
-    d = list(struct.unpack("<8h", h[40:56]))
-    d[2] = j1 - j0
-    struct.pack_into("<8h", h, 40, *d)
-    for r in range(3):
-        off = 280 + 16 * r
-        row = list(struct.unpack("<4f", h[off:off + 16]))
-        row[3] += j0 * row[1]
-        struct.pack_into("<4f", h, off, *row)
     out = array.array(a.typecode)
     for k in range(nz):
         base = k * nx * ny
         out.extend(a[base + j0 * nx:base + j1 * nx])
-    return bytes(h), out
+    return sub_header(head, 1, j0, j1), out
 
 
 def slices(head, dims, a, k0, k1):
     nx, ny = dims[1], dims[2]
-    h = bytearray(head)
-    d = list(struct.unpack("<8h", h[40:56]))
-    d[3] = k1 - k0
-    struct.pack_into("<8h", h, 40, *d)
-    for r in range(3):
-        off = 280 + 16 * r
-        row = list(struct.unpack("<4f", h[off:off + 16]))
-        row[3] += k0 * row[2]
-        struct.pack_into("<4f", h, off, *row)
-    return bytes(h), a[k0 * nx * ny:k1 * nx * ny]
+    return sub_header(head, 2, k0, k1), a[k0 * nx * ny:k1 * nx * ny]
 
 
 def backfat(dims, pix, w, f, lab, mm):
