@@ -266,7 +266,7 @@ static void name_map_inputs(psp_result *r, bool wf, bool ipop, psp_error **err) 
 psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_error **err) {
   bool ffin = opt->ff_path != NULL;
   /* an FF map may come with a water image (image edges for the segmentation) */
-  const bool ff_water = ffin && opt->water_path && !opt->fat_path;
+  bool ff_water = ffin && opt->water_path && !opt->fat_path;
   bool wf = !ff_water && (opt->water_path || opt->fat_path);
   bool ipop = opt->inphase_path || opt->outphase_path;
   const bool dcm = opt->dicom_dir != NULL;
@@ -346,10 +346,11 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
       !add_input(r, "labels", opt->labels_path, PSP_GEOM_LABELS, true, ctx, err))
     goto fail;
   if (!check_and_align(r, ctx, err)) goto fail;
-  if (dcm) { /* the kind of input the DICOM folder gave */
-    wf = slot_volume(r, PSP_GEOM_WATER) != NULL;
+  if (dcm) { /* the kind of input the DICOM folder gave (an FF map maybe with water) */
+    ffin = slot_volume(r, PSP_GEOM_FF) != NULL;
+    ff_water = ffin && slot_volume(r, PSP_GEOM_WATER) != NULL;
+    wf = !ffin && slot_volume(r, PSP_GEOM_WATER) != NULL;
     ipop = slot_volume(r, PSP_GEOM_INPHASE) != NULL;
-    ffin = !wf && !ipop;
   }
   psp_context_add_time(ctx, "load", psp_now() - t0);
 

@@ -497,11 +497,29 @@ bool psp_dicom_choose(const psp_dicom_scan *s, const char *filter, psp_dicom_cho
       c->kind[0] = PSP_DIXON_FF;
       c->kind[1] = PSP_DIXON_OTHER;
       c->stack[0] = pf;
+      /* its water image, when exactly one shares its study, Frame of
+       * Reference and grid: the segmentation's image edges (as analyze
+       * --ff MAP --water WATER) */
+      int n_w = 0;
+      int32_t pw = -1;
+      for (int32_t a = 0; a < s->n_stacks; a++) {
+        char why[128];
+        if (s->stacks[a].kind != PSP_DIXON_WATER || !candidate(s, a, filter) ||
+            pair_problem(s, &s->stacks[pf], &s->stacks[a], why, sizeof why))
+          continue;
+        if (n_w++ == 0) pw = a;
+      }
+      if (n_w == 1) {
+        c->kind[1] = PSP_DIXON_WATER;
+        c->stack[1] = pw;
+      }
       char *f = psp_strbuf_take(&found, NULL), *nt = psp_strbuf_take(&notes, NULL);
+      char with[64] = "";
+      if (n_w == 1) snprintf(with, sizeof with, " with its water image [%d]", pw + 1);
       snprintf(c->why, sizeof c->why,
-               "found %s%s; using the fat-fraction map [%d] (no water+fat or in-phase/"
+               "found %s%s; using the fat-fraction map [%d]%s (no water+fat or in-phase/"
                "opposed-phase pair)",
-               f ? f : "?", nt ? nt : "", pf + 1);
+               f ? f : "?", nt ? nt : "", pf + 1, with);
       free(f);
       free(nt);
       psp_strbuf_free(&list);

@@ -26,6 +26,12 @@ awk 'FNR == 1 { f++ } $1 ~ /^(MF|ES)_[LR]$/ && !($1 SUBSEP f in d) { d[$1, f] = 
              if (a == "" || b == "" || a - b > 0.005 || b - a > 0.005) {
                printf "FAIL: %s Dice %s (FF map + water) vs %s (water + fat)\n", ms[i], a, b; bad++ } }
            exit bad > 0 }' cmp.txt cmp_wf.txt || fail "--ff with --water: segmented unlike water + fat"
+# a DICOM folder with an FF map and a water series only: paired the same way
+run "$PSP" phantom -o dph --prefix d --seed 3 --snr 25 --dicom dcm --series water,ff
+run "$PSP" analyze --dicom dcm --ff-unit percent -o dffw --no-qc
+tr -d ' \t\n' < dffw/report.json | grep -q '"role":"water"' ||
+  fail "DICOM FF map + water: the water series was not used"
+grep -q "with its water image" dffw/report.json || fail "DICOM FF map + water: dicom_selection"
 # a water image of another grid: a clear error naming both, nothing written
 "$PSP" phantom -o small --prefix s --seed 3 --dims 100,80,20 > /dev/null || fail "phantom"
 if "$PSP" analyze --ff wf/fatfraction.nii.gz --water small/s_water.nii.gz -o bad 2> err.txt; then
