@@ -817,6 +817,12 @@ static bool discover_folder(const char *dir, const char *rel, psp_manifest_row *
         if (!p) ok = psp_error_set(err, PSP_ERR_NOMEM, "out of memory");
         *dst[chosen][j] = p;
       }
+      /* an FF map with its water image (no fat): as analyze --ff MAP --water WATER */
+      if (ok && KIND[chosen] == PSP_INPUT_FF && by[SUF_WATER].n == 1) {
+        char *p = join2(anat, by[SUF_WATER].v[0]);
+        if (!p) ok = psp_error_set(err, PSP_ERR_NOMEM, "out of memory");
+        row->water = p;
+      }
     } else if (has_dicom) {
       row->kind = PSP_INPUT_DICOM;
       row->dicom = strdup(dicom);

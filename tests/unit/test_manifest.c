@@ -260,6 +260,7 @@ static void test_discover(void **state) {
   touch(d, "sub-04_fat.nii.gz");
   snprintf(d, sizeof d, "%s/sub-05/anat", root);
   touch(d, "x_ff.nii");
+  touch(d, "x_water.nii"); /* the FF map's water image (no fat) */
   snprintf(d, sizeof d, "%s/sub-b@d/anat", root);
   touch(d, "y_ff.nii");
   snprintf(d, sizeof d, "%s/other", root);
@@ -291,6 +292,8 @@ static void test_discover(void **state) {
   assert_non_null(strstr(r->problem, "2 files end in _water"));
   r = psp_manifest_row_at(m, 5);
   assert_int_equal(r->kind, PSP_INPUT_FF);
+  assert_non_null(strstr(r->water, "/sub-05/anat/x_water.nii"));
+  assert_null(r->fat);
   /* problem rows are left out of the CSV */
   char *csv = psp_manifest_csv(m, NULL, 0, &err);
   assert_null(strstr(csv, "sub-03"));
