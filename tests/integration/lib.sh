@@ -75,6 +75,9 @@ compare_manual() {
   sed -n '/Whole volume/,/mean 1-4/p' "$3"
 }
 
+# segmented_slices OUT N: report.json says N slices were segmented.
+segmented_slices() { tr -d ' \t\n' < "$1/report.json" | grep -q "\"slices_segmented\":$2[,}]"; }
+
 # has_iliac_anchor OUT: report.json names its levels from the iliac crest top.
 has_iliac_anchor() { tr -d ' \t\n' < "$1/report.json" | grep -q '"anchor":"iliaccresttop'; }
 

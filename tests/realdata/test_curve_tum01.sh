@@ -12,7 +12,7 @@ source "$(dirname "$0")/../integration/lib.sh"
 need_tum01
 cd "$S"
 edit_tum01 curve c30 30
-tr -d ' \t\n' < c30.out/report.json | grep -q '"slices_segmented":29' ||
+segmented_slices c30.out 29 ||
   fail "spine curved 30 mm sideways: not every slice segmented"
 compare_manual c30.out c30 cmp.txt
 dice_minima cmp.txt "MF_L=0.84 MF_R=0.86 ES_L=0.90 ES_R=0.91 all=0.93" ||

@@ -19,7 +19,7 @@ need_tum01
 cd "$S"
 for A in 0.1 0.2 0.5; do
   edit_tum01 fatty "f$A" "$A"
-  tr -d ' \t\n' < "f$A.out/report.json" | grep -q '"slices_segmented":29' ||
+  segmented_slices "f$A.out" 29 ||
     fail "fatty ($A) dixon-tum01: not every slice segmented"
   echo "fatty infiltration $A:"
   compare_manual "f$A.out" "f$A" "cmp$A.txt"

@@ -10,7 +10,7 @@ source "$(dirname "$0")/../integration/lib.sh"
 need_tum01
 cd "$S"
 edit_tum01 backfat obese 60
-tr -d ' \t\n' < obese.out/report.json | grep -q '"slices_segmented":29' ||
+segmented_slices obese.out 29 ||
   fail "obese dixon-tum01: not every slice segmented"
 has_iliac_anchor obese.out || fail "obese dixon-tum01: the iliac-crest anchor was lost"
 compare_manual obese.out obese cmp.txt
