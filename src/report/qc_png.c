@@ -26,7 +26,10 @@
  * Colours (after Okabe & Ito, "Color Universal Design"): the pairs that
  * touch (MF and ES of one side) differ most under every colour-vision
  * deficiency: left MF orange / left ES reddish purple, right MF sky blue /
- * right ES yellow. Landmarks are white crosses with a black halo.
+ * right ES yellow. Landmarks are white crosses with a black halo; the body's
+ * outline (the landmarks' body mask) bluish green, under the muscles'
+ * outlines and not along the panel's edge (the body goes on beyond the
+ * crop).
  *
  * PNG: 8-bit indexed colour, one fixed palette for every image: N_GREY = 239
  * grey levels (level q shows grey round(q * 255 / 238)) and the 17 fixed
@@ -95,6 +98,7 @@ enum {
   HIST_BINS = 4096,
   MINMAX_BLOCK = 65536,
   OUTLINE_RUN = 32,
+  BODY_BIT = 8, /* in the display label scratch: the pixel lies inside the body */
   DEFAULT_LEVEL = 1,
 };
 
@@ -117,6 +121,7 @@ enum ink_id {
   INK_PLOT_BG,
   INK_CONF0, /* + confidence class 0..3 */
   N_INK = INK_CONF0 + 4,
+  INK_BODY = INK_CONF0 + 3, /* the body's outline: the bluish green */
   N_GREY = 256 - N_INK,
 };
 static const uint8_t INK_RGB[N_INK][3] = {
@@ -539,6 +544,7 @@ static bool anatomy_window(const psp_volume *v, float *wlo, float *whi, psp_erro
 typedef struct qc_job {
   const psp_volume *anat, *ff, *labels;
   const psp_qc_slice_marks *marks;
+  bool body; /* some slice's marks hold a body mask (legend) */
   const psp_qc_layout *lay;
   const int *rowmap; /* display row -> voxel j */
   float wlo, whi;
@@ -570,7 +576,11 @@ static void draw_legend(canvas *c, const qc_job *job) {
     x = draw_text(c, x + LINE_H + 6, y2, "LANDMARKS", text, xmax) + 2 * CHAR_ADV;
     for (int yy = 0; yy < LINE_H; yy++)
       if ((yy / 3) % 2 == 0) put(c, x + LINE_H / 2, y2 + yy, fixed(INK_MARK));
-    draw_text(c, x + LINE_H + 6, y2, "MIDLINE", text, xmax);
+    x = draw_text(c, x + LINE_H + 6, y2, "MIDLINE", text, xmax) + 2 * CHAR_ADV;
+    if (job->body) {
+      fill_rect(c, x, y2 + LINE_H / 2 - 1, LINE_H, 2, fixed(INK_BODY));
+      draw_text(c, x + LINE_H + 6, y2, "BODY", text, xmax);
+    }
   }
   x = L->panel_x[1];
   xmax = L->panel_x[1] + L->panel_w;
@@ -620,10 +630,12 @@ static void expand_cols(uint8_t *restrict dst, const uint8_t *restrict src, int6
 }
 
 /* The panels' pixels of one voxel row: crop_w voxels from i0, each
- * repeated fc times; rl receives the label of each display column. vox is
- * scratch for 3 x crop_w bytes. */
+ * repeated fc times; rl receives the label of each display column, plus
+ * BODY_BIT inside the body mask bd (NULL: none). vox is scratch for 3 x
+ * crop_w bytes. */
 static void panel_row(const canvas *c, const qc_job *job, const float *an, const float *ff,
-                      const float *lb, uint8_t *ra, uint8_t *rf, uint8_t *rl, uint8_t *vox) {
+                      const float *lb, const uint8_t *bd, uint8_t *ra, uint8_t *rf, uint8_t *rl,
+                      uint8_t *vox) {
   const psp_qc_layout *L = job->lay;
   const int fc = L->col_scale;
   if (c->bpp == 1) {
@@ -647,7 +659,14 @@ static void panel_row(const canvas *c, const qc_job *job, const float *an, const
         lq[ci] = (uint8_t)(int)(v >= 1.0f && v < (float)PSP_LABEL_COUNT ? v : 0.0f);
       }
     } else {
-      memset(lq, 0, (size_t)n);
+      for (int64_t ci = 0; ci < n; ci++)
+        lq[ci] = 0;
+    }
+    if (bd) {
+      bd += L->i0;
+      PSP_OMP_SIMD("omp simd")
+      for (int64_t ci = 0; ci < n; ci++)
+        lq[ci] |= bd[ci] ? BODY_BIT : 0;
     }
     expand_cols(ra, gq, n, fc);
     expand_cols(rf, fq, n, fc);
@@ -668,6 +687,7 @@ static void panel_row(const canvas *c, const qc_job *job, const float *an, const
     }
     int l = 0;
     if (lb) l = (lb[i] >= 1 && lb[i] < PSP_LABEL_COUNT) ? (int)lb[i] : 0;
+    if (bd && bd[i]) l |= BODY_BIT;
     for (int r = 0; r < fc; r++) {
       size_t x = (size_t)(ci * fc + r);
       ra[3 * x] = ra[3 * x + 1] = ra[3 * x + 2] = g;
@@ -691,6 +711,7 @@ static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) 
   const float *an = job->anat->data + k * plane;
   const float *ff = job->ff->data + k * plane;
   const float *lb = job->labels ? job->labels->data + k * plane : NULL;
+  const uint8_t *bd = job->marks ? job->marks[k].body : NULL;
   const int W = L->panel_w, H = L->panel_h, fc = L->col_scale, bpp = c->bpp;
 
   const size_t stride = (size_t)c->w * (size_t)bpp;
@@ -713,8 +734,23 @@ static void render_slice(canvas *c, uint8_t *lab, const qc_job *job, int64_t k) 
       memcpy(rl, rl - W, (size_t)W);
       continue;
     }
-    panel_row(c, job, an + j * d[0], ff + j * d[0], lb ? lb + j * d[0] : NULL, ra, rf, rl,
-              lab + (size_t)W * (size_t)H);
+    panel_row(c, job, an + j * d[0], ff + j * d[0], lb ? lb + j * d[0] : NULL,
+              bd ? bd + j * d[0] : NULL, ra, rf, rl, lab + (size_t)W * (size_t)H);
+  }
+  /* the body's outline: body pixels with a 4-neighbour outside it, away
+   * from the panel's edge; drawn first, so the muscles' outlines cover it */
+  if (bd) {
+    for (int y = 1; y < H - 1; y++) {
+      const uint8_t *row = lab + (size_t)y * W;
+      for (int x = 1; x < W - 1; x++) {
+        if (!(row[x] & BODY_BIT) || (row[x - 1] & row[x + 1] & row[x - W] & row[x + W] & BODY_BIT))
+          continue;
+        put(c, L->panel_x[0] + x, L->panel_y + y, fixed(INK_BODY));
+        put(c, L->panel_x[1] + x, L->panel_y + y, fixed(INK_BODY));
+      }
+    }
+    for (size_t q = 0; q < (size_t)W * (size_t)H; q++)
+      lab[q] &= (uint8_t)~BODY_BIT;
   }
   /* outlines: label pixels with a differing 4-neighbour (or the panel edge) */
   if (lb) {
@@ -961,6 +997,13 @@ static void do_slice(const qc_job *job, const char *qc_dir, int64_t k, slice_buf
 /* Entry                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* Whether some slice's marks hold a body mask (the legend names it). */
+static bool any_body(const psp_qc_slice_marks *marks, int64_t nz) {
+  for (int64_t k = 0; marks && k < nz; k++)
+    if (marks[k].body) return true;
+  return false;
+}
+
 static bool same_grid(const psp_volume *a, const psp_volume *b, const char *what, psp_error **err) {
   char why[256] = "";
   if (psp_grid_compare(a, b, why, sizeof why) == PSP_GRID_DIFFERENT)
@@ -996,6 +1039,7 @@ bool psp_qc_write_pngs_window(const char *qc_dir, const psp_volume *anatomy, con
                 .ff = ff,
                 .labels = labels,
                 .marks = marks,
+                .body = any_body(marks, anatomy->dims[2]),
                 .lay = &lay,
                 .level = compression_level < 0   ? DEFAULT_LEVEL
                          : compression_level > 9 ? 9
@@ -1063,7 +1107,12 @@ uint8_t *psp_qc_render_rgb(const psp_volume *anatomy, const psp_volume *ff,
     return NULL;
   }
   psp_qc_layout lay;
-  qc_job job = {.anat = anatomy, .ff = ff, .labels = labels, .marks = marks, .lay = &lay};
+  qc_job job = {.anat = anatomy,
+                .ff = ff,
+                .labels = labels,
+                .marks = marks,
+                .body = any_body(marks, anatomy->dims[2]),
+                .lay = &lay};
   if (!same_grid(anatomy, ff, "FF map", err) ||
       (labels && !same_grid(anatomy, labels, "label map", err)) ||
       !psp_qc_layout_zoom(anatomy, labels, &lay, err) ||

@@ -17,6 +17,8 @@ typedef struct psp_qc_slice_marks {
   double midline_i;            /* left-right midline at row canal_j, drawn as a dotted line */
   double midline_slope;        /* its di/dj (0: along the columns; a spine rotated in-plane) */
   const char *status;          /* NULL, or why the slice is flagged ("no spine: below sacrum") */
+  const uint8_t *body;         /* NULL, or the body mask on the anatomy's grid (nx * ny, nonzero
+                                  inside): its outline is drawn */
 } psp_qc_slice_marks;
 
 /* Geometry of the images psp_qc_write_pngs writes for a grid (the same for

@@ -195,6 +195,41 @@ static cJSON *point_json(const psp_volume *v, const psp_lm_point *p, int64_t k) 
   return o;
 }
 
+/* The body's outline on slice k from its mask (the labels' grid): area,
+ * bounding box and extent, and whether it touches the image's edge (the
+ * field of view cuts the body); null without a body. */
+static cJSON *body_json(const psp_volume *v, const uint8_t *body, int64_t k) {
+  int64_t nx = v->dims[0], ny = v->dims[1], n = 0, b[4] = {nx, -1, ny, -1};
+  for (int64_t j = 0; body && j < ny; j++)
+    for (int64_t i = 0; i < nx; i++)
+      if (body[j * nx + i]) {
+        n++;
+        b[0] = i < b[0] ? i : b[0];
+        b[1] = i > b[1] ? i : b[1];
+        b[2] = j < b[2] ? j : b[2];
+        b[3] = j > b[3] ? j : b[3];
+      }
+  if (n == 0) return cJSON_CreateNull();
+  double sp[3];
+  psp_volume_spacing(v, sp);
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddItemToObject(o, "area_mm2", jnum((double)n * sp[0] * sp[1], 1));
+  /* first and last voxel of the box: i0, j0, k and i1, j1, k */
+  cJSON *bx = cJSON_AddArrayToObject(o, "box_voxel_lps");
+  const int64_t corner[2][3] = {{b[0], b[2], k}, {b[1], b[3], k}};
+  for (int c = 0; c < 2; c++) {
+    cJSON *p = cJSON_CreateArray();
+    for (int q = 0; q < 3; q++)
+      cJSON_AddItemToArray(p, cJSON_CreateNumber((double)corner[c][q]));
+    cJSON_AddItemToArray(bx, p);
+  }
+  cJSON_AddItemToObject(o, "width_mm", jnum((double)(b[1] - b[0] + 1) * sp[0], 1));
+  cJSON_AddItemToObject(o, "depth_mm", jnum((double)(b[3] - b[2] + 1) * sp[1], 1));
+  cJSON_AddBoolToObject(o, "touches_image_edge",
+                        b[0] == 0 || b[2] == 0 || b[1] == nx - 1 || b[3] == ny - 1);
+  return o;
+}
+
 static cJSON *levels_json(const psp_levels *lv) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "method", psp_levels_method(lv));
@@ -272,6 +307,7 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
     cJSON_AddStringToObject(e, "status", psp_slice_status_name(lm->status));
     cJSON_AddStringToObject(e, "reason", lm->reason);
     cJSON *l = cJSON_AddObjectToObject(e, "landmarks");
+    cJSON_AddItemToObject(l, "body_outline", body_json(labels, psp_segmentation_body(seg, k), k));
     cJSON_AddItemToObject(l, "body_centre", point_json(labels, &lm->body_centre, k));
     cJSON_AddItemToObject(l, "spinal_canal", point_json(labels, &lm->canal, k));
     if (lm->canal.found) {
@@ -553,6 +589,7 @@ psp_qc_slice_marks *psp_report_qc_marks(const psp_result *r, char (**status)[256
     m->spinous_j = lm->spinous.found ? lm->spinous.j : NAN;
     m->midline_i = lm->status == PSP_SLICE_OK ? lm->midline_i : NAN;
     m->midline_slope = lm->midline_slope;
+    m->body = psp_segmentation_body(seg, k);
     if (lm->status != PSP_SLICE_OK) {
       snprintf((*status)[k], sizeof(*status)[k], "%s: %s", psp_slice_status_name(lm->status),
                lm->reason);

@@ -535,12 +535,43 @@ static bool frame_back(psp_segmentation *s, frame *f, const double *deg, const p
   int64_t nx = ffv->dims[0], ny = ffv->dims[1], nz = ffv->dims[2];
   int64_t mx = s->labels->dims[0], my = s->labels->dims[1];
   psp_volume *lab = psp_volume_create_like(ffv, err);
-  if (!lab) return false;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t k = 0; k < nz; k++)
-    labels_back(&f[k], s->labels->data + k * mx * my, lab->data + k * nx * ny, nx, ny, mx, my);
+  uint8_t *body = s->body ? psp_calloc((size_t)(nx * ny * nz), 1, err) : NULL;
+  if (!lab || (s->body && !body)) {
+    psp_volume_free(lab);
+    return false;
+  }
+  bool oom = false;
+#pragma omp parallel reduction(|| : oom)
+  {
+    /* the body mask comes back as a label of its own */
+    float *src = body ? malloc((size_t)(mx * my) * sizeof *src) : NULL;
+    float *dst = body ? malloc((size_t)(nx * ny) * sizeof *dst) : NULL;
+    if (body && (!src || !dst)) oom = true;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < nz; k++) {
+      labels_back(&f[k], s->labels->data + k * mx * my, lab->data + k * nx * ny, nx, ny, mx, my);
+      if (!src || !dst) continue;
+      const uint8_t *b = s->body + k * mx * my;
+      for (int64_t q = 0; q < mx * my; q++)
+        src[q] = b[q] ? 1.0f : 0.0f;
+      labels_back(&f[k], src, dst, nx, ny, mx, my);
+      for (int64_t q = 0; q < nx * ny; q++)
+        body[k * nx * ny + q] = dst[q] > 0.0f;
+    }
+    free(src);
+    free(dst);
+  }
+  if (oom) {
+    psp_error_set(err, PSP_ERR_NOMEM, "out of memory bringing the segmentation back to the image");
+    psp_volume_free(lab);
+    free(body);
+    return false;
+  }
   psp_volume_free(s->labels);
   s->labels = lab;
+  free(s->body);
+  s->body = body;
+  s->body_plane = nx * ny;
   for (int64_t k = 0; k < nz; k++)
     landmarks_back(&f[k], deg ? deg[k] : 0.0, &s->lm[k], nx, ny);
   s->frames = (double *)f; /* FRAME_DOUBLES per slice (the static assertion above) */
@@ -756,6 +787,7 @@ psp_segmentation *psp_segment(const psp_ffmap *ff, psp_context *ctx, psp_error *
 void psp_segmentation_free(psp_segmentation *s) {
   if (!s) return;
   free(s->frames);
+  free(s->body);
   psp_volume_free(s->labels);
   free(s->lm);
   free(s);
@@ -782,6 +814,11 @@ int64_t psp_segmentation_slice_count(const psp_segmentation *s) {
 
 const psp_slice_landmarks *psp_segmentation_slice(const psp_segmentation *s, int64_t k) {
   return &s->lm[k];
+}
+
+const uint8_t *psp_segmentation_body(const psp_segmentation *s, int64_t k) {
+  if (!s->body || k < 0 || k >= s->nz) return NULL;
+  return s->body + k * s->body_plane;
 }
 
 int64_t psp_segmentation_ok_count(const psp_segmentation *s) {

@@ -10,6 +10,8 @@
 
 struct psp_segmentation {
   psp_volume *labels;
+  uint8_t *body;      /* nz planes on the labels' grid: 1 inside the body's outline (landmarks) */
+  int64_t body_plane; /* bytes per plane of body (the labels' nx * ny) */
   int64_t nz;
   psp_slice_landmarks *lm;
   double axis_deg;    /* the spine's measured in-plane angle (NaN: not measured) */

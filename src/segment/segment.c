@@ -1361,6 +1361,9 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   if (nok == 0)
     psp_warn(ctx, "automatic segmentation found the paraspinal muscles on no slice (see the "
                   "per-slice reasons in report.json); all measurements are empty");
+  s->body = body; /* the body's outline, for report and QC */
+  s->body_plane = plane;
+  body = NULL;
   done = s; /* the cleanup below keeps it */
   s = NULL;
 fail:

@@ -50,6 +50,10 @@ const char *psp_segmentation_method(const psp_segmentation *s);
 int64_t psp_segmentation_slice_count(const psp_segmentation *s);
 /* Borrowed; k in 0..slice_count-1 (internal slice order). */
 const psp_slice_landmarks *psp_segmentation_slice(const psp_segmentation *s, int64_t k);
+/* Borrowed: slice k's body mask on the labels' grid (nx * ny bytes, 1
+ * inside the body's outline the landmarks found: the largest region with
+ * signal, holes filled; all 0 where there was none), or NULL. */
+const uint8_t *psp_segmentation_body(const psp_segmentation *s, int64_t k);
 /* Number of slices with status OK. */
 int64_t psp_segmentation_ok_count(const psp_segmentation *s);
 

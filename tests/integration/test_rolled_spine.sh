@@ -26,6 +26,18 @@ run "$PSP" phantom -o up --prefix p --seed 5 --dims 128,96,20 --spacing 3,3,5 --
 run "$PSP" analyze --water up/p_water.nii.gz --fat up/p_fat.nii.gz -o outup --no-qc
 tr -d ' \t\n' < outup/report.json | grep -q '"spine_axis":{"angle_deg":0,"aligned":false}' ||
   fail "upright phantom: spine_axis not {0, false}"
+# the body's outline per slice in report.json, on the image's grid: the
+# rolled body's area as the upright one's (sum over slices within 1 %),
+# inside the image
+body_area() { tr -d ' \t\n' < "$1/report.json" | grep -Eo '"body_outline":\{"area_mm2":[0-9.]+' |
+  awk -F: '{ s += $3; n++ } END { printf "%d %.1f\n", n, s }'; }
+read -r nr ar <<< "$(body_area out)"
+read -r nu au <<< "$(body_area outup)"
+echo "body outline: rolled $nr slices $ar mm^2, upright $nu slices $au mm^2"
+[ "$nr" = 20 ] && [ "$nu" = 20 ] || fail "body_outline missing on some slices ($nr / $nu of 20)"
+awk -v a="$ar" -v b="$au" 'BEGIN { exit !(b > 0 && a / b > 0.99 && a / b < 1.01) }' ||
+  fail "rolled body area $ar differs from upright $au by more than 1 %"
+tr -d ' \t\n' < out/report.json | grep -q '"touches_image_edge":true' && fail "body touches the image edge"
 # out of range
 if "$PSP" phantom -o bad --prefix p --roll 45 > err.txt 2>&1; then fail "--roll 45 accepted"; fi
 grep -q -- "--roll" err.txt || fail "--roll 45: the message does not name the option"

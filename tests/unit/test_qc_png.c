@@ -1,7 +1,8 @@
 /* Unit tests of the QC images on a small synthetic case, read back with
  * libpng: image size from the spacing (non-square pixels), 1-pixel outlines
  * in each label's colour and not filled, patient right on the image's left,
- * FF grey levels and the no-signal colour, landmark crosses, status text,
+ * FF grey levels and the no-signal colour, landmark crosses, the body's
+ * outline (not along the panel's edge; its legend), status text,
  * file names from the file's own slice index, grid mismatch refused,
  * byte-identical files at 1 and 2 threads, and the indexed PNG against the
  * RGB rendering (psp_qc_render_rgb). */
@@ -64,7 +65,7 @@ static void make_case(fixture *f) {
   set_rect(f->lab, 11, 12, 4, 9, 1, 3); /* ES L */
   set_rect(f->lab, 14, 17, 4, 9, 1, 1); /* MF L, isolated */
   for (int k = 0; k < NZ; k++)
-    f->marks[k] = (psp_qc_slice_marks){NAN, NAN, NAN, NAN, NAN, NAN, NAN, 0.0, NULL};
+    f->marks[k] = (psp_qc_slice_marks){NAN, NAN, NAN, NAN, NAN, NAN, NAN, 0.0, NULL, NULL};
   f->marks[1].canal_i = 10;
   f->marks[1].canal_j = 13;
   f->marks[2].status = "no spine: below sacrum";
@@ -255,6 +256,71 @@ static void test_contours_and_marks(void **state) {
   free_case(&f);
 }
 
+/* The body's outline (marks.body): a 1-pixel bluish-green outline of the
+ * mask on both panels, none along the panel's edge (the body goes on beyond
+ * the crop), "BODY" in the legend; nothing of that colour without masks. */
+static void test_body_outline(void **state) {
+  (void)state;
+  const uint8_t body_rgb[3] = {0, 158, 115};
+  fixture f;
+  make_case(&f);
+  const char *dir0 = PSP_SCRATCH_DIR "/qc_body0";
+  write_case(&f, dir0, 1);
+  uint8_t *mask = calloc(2 * NX * NY, 1);
+  assert_non_null(mask);
+  for (int j = 2; j <= 14; j++) /* slice 1: i 1..18, j 2..14, around the muscles */
+    for (int i = 1; i <= 18; i++)
+      mask[NX * NY + j * NX + i] = 1;
+  for (int j = 3; j <= 12; j++) /* slice 0: i 0..10, j 3..12, cut by the image's left edge */
+    for (int i = 0; i <= 10; i++)
+      mask[j * NX + i] = 1;
+  f.marks[0].body = mask;
+  f.marks[1].body = mask + NX * NY;
+  const char *dir = PSP_SCRATCH_DIR "/qc_body";
+  write_case(&f, dir, 2);
+  psp_qc_layout L;
+  assert_true(psp_qc_layout_for(f.anat, &L, NULL));
+  const int fc = 20, rs = 30;
+  char path[512];
+  image im1 = read_png((path_of(path, sizeof path, dir, 1), path));
+  image im0 = read_png((path_of(path, sizeof path, dir, 0), path));
+  for (int pan = 0; pan < 2; pan++) {
+    int X = L.panel_x[pan], Y = L.panel_y, n = 0;
+    for (int y = Y; y < Y + L.panel_h; y++)
+      for (int x = X; x < X + L.panel_w; x++)
+        n += is_rgb(px(&im1, x, y), body_rgb);
+    int w = 18 * fc, h = 13 * rs;
+    assert_int_equal(n, 2 * w + 2 * h - 4); /* exactly the perimeter */
+    assert_true(is_rgb(px(&im1, X + 1 * fc, Y + 12 * rs), body_rgb));
+    assert_false(is_rgb(px(&im1, X + 1 * fc + 1, Y + 12 * rs), body_rgb)); /* 1 px */
+    assert_true(is_rgb(px(&im1, X + 3 * fc, Y + 2 * rs), body_rgb));
+    uint8_t c4[3]; /* the muscles' outlines as before */
+    psp_qc_label_colour(4, c4);
+    assert_true(is_rgb(px(&im1, X + 2 * fc, Y + 6 * rs), c4));
+    /* slice 0: along the top, right and bottom of the mask, not the panel's
+     * left edge */
+    assert_true(is_rgb(px(&im0, X + 5 * fc, Y + 3 * rs), body_rgb));
+    assert_true(is_rgb(px(&im0, X + 11 * fc - 1, Y + 8 * rs), body_rgb));
+    assert_false(is_rgb(px(&im0, X, Y + 8 * rs), body_rgb));
+    assert_false(is_rgb(px(&im0, X, Y + 3 * rs), body_rgb));
+  }
+  /* the legend below the panels names it; without masks no such pixel */
+  int legend = 0;
+  for (int y = L.panel_y + L.panel_h; y < im1.h; y++)
+    for (int x = 0; x < im1.w; x++)
+      legend += is_rgb(px(&im1, x, y), body_rgb);
+  assert_true(legend > 0);
+  image none = read_png((path_of(path, sizeof path, dir0, 1), path));
+  for (int y = 0; y < none.h; y++)
+    for (int x = 0; x < none.w; x++)
+      assert_false(is_rgb(px(&none, x, y), body_rgb));
+  free(im1.rgb);
+  free(im0.rgb);
+  free(none.rgb);
+  free(mask);
+  free_case(&f);
+}
+
 static bool same_file(const char *p, const char *q) {
   size_t a = 0, b = 0;
   void *x = psp_read_file(p, &a, 1 << 26, NULL), *y = psp_read_file(q, &b, 1 << 26, NULL);
@@ -376,6 +442,7 @@ int main(void) {
       cmocka_unit_test(test_layout),
       cmocka_unit_test(test_layout_zoom),
       cmocka_unit_test(test_contours_and_marks),
+      cmocka_unit_test(test_body_outline),
       cmocka_unit_test(test_deterministic),
       cmocka_unit_test(test_file_slice_names),
       cmocka_unit_test(test_indexed_matches_rgb),

@@ -209,6 +209,24 @@ static void accuracy_case(const psp_phantom_options *po, double min_mf, double m
     }
     assert_true(fabs(x) <= 2.0 * o.spacing[0]);
   }
+
+  /* the body's outline (report.json, QC) on the image's grid, also when
+   * the slices were segmented in rotated frames: Dice against the
+   * phantom's body (noise-free FF above 0) on every slice */
+  const float *tf = psp_volume_data(psp_phantom_volume(p, "ff_truth"));
+  for (int64_t k = 0; k < d[2]; k++) {
+    const uint8_t *b = psp_segmentation_body(s, k);
+    assert_non_null(b);
+    int64_t nm = 0, nb_t = 0, both = 0;
+    for (int64_t q = 0; q < plane; q++) {
+      bool in = tf[k * plane + q] > 0.0f;
+      nm += b[q] != 0;
+      nb_t += in;
+      both += in && b[q];
+    }
+    assert_true(2.0 * (double)both >= 0.98 * (double)(nm + nb_t));
+  }
+  assert_null(psp_segmentation_body(s, d[2]));
   psp_segmentation_free(s);
   psp_ffmap_free(m);
   psp_phantom_free(p);
