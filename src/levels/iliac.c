@@ -98,6 +98,10 @@
 #define SYM_LAT_MM 30.0
 #define SYM_AP_MM 25.0
 #define END_MM 8.0
+/* a run's extent may fall this short of END_MM: two slices of 3.5-4 mm (4 mm
+ * is 3.9999998 mm in the float affine of a stack tilted by 10 degrees,
+ * which lost dixon-tum01's anchor, a run of two 4 mm slices) */
+#define RUN_SLACK_MM 1.0
 #define ONE_SLICE_MIN_MM2 400.0 /* each side, a run of one thick slice */
 #define ILIAC_CONF 0.45
 #define ILIAC_CONF_AMBIGUOUS 0.30
@@ -409,7 +413,8 @@ void psp_iliac_crest(const psp_iliac_slice *sl, int64_t nz, double dz, psp_iliac
    * iliac-like regions elsewhere 10-371 mm^2 on one side) */
   out->one_slice = top == k0 && dz >= END_MM && sl[k0].area_mm2[0] >= ONE_SLICE_MIN_MM2 &&
                    sl[k0].area_mm2[1] >= ONE_SLICE_MIN_MM2;
-  if (!out->one_slice && (top - k0 + 1 < 2 || (double)(top - k0 + 1) * dz < END_MM)) {
+  if (!out->one_slice &&
+      (top - k0 + 1 < 2 || (double)(top - k0 + 1) * dz < END_MM - RUN_SLACK_MM)) {
     snprintf(out->why, sizeof out->why,
              "iliac-like bone on both sides on slices %lld-%lld only: too short a run to be the "
              "iliac wings",

@@ -50,6 +50,13 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
   nifti_edit.py slices SRC DST K0 K1
                                  the slices K0 .. K1 - 1 only (partial
                                  coverage; the sform's origin follows)
+  nifti_edit.py tilt SRC DST DEG the same voxels in a stack tilted by DEG
+                                 about the left-right axis (the header
+                                 only: the voxel-to-world matrix, from the
+                                 qform or else the sform, turned about the
+                                 world's x axis and written as the sform;
+                                 qform_code 0), as an axial stack angled to
+                                 the lordosis is stored
   nifti_edit.py backfat SRC DST T
                                  T mm more subcutaneous fat behind the body
                                  (an obese subject): per column, the voxel
@@ -242,6 +249,30 @@ def curve(head, dims, a, mm):
     return out
 
 
+def tilt(head, deg):
+    h = bytearray(head)
+    qcode, scode = struct.unpack("<hh", h[252:256])
+    if qcode > 0:
+        b, c, d, qx, qy, qz = struct.unpack("<6f", h[256:280])
+        a = math.sqrt(max(0.0, 1.0 - b * b - c * c - d * d))
+        r = [[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+             [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+             [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - b * b - c * c]]
+        pix = struct.unpack("<8f", h[76:108])
+        sc = [pix[1], pix[2], pix[3] * (-1.0 if pix[0] < 0 else 1.0)]
+        m = [[r[i][j] * sc[j] for j in range(3)] + [(qx, qy, qz)[i]] for i in range(3)]
+    else:
+        assert scode > 0, "no qform or sform"
+        m = [list(struct.unpack("<4f", h[280 + 16 * i:296 + 16 * i])) for i in range(3)]
+    t = math.radians(deg)
+    rot = [[1.0, 0.0, 0.0], [0.0, math.cos(t), -math.sin(t)], [0.0, math.sin(t), math.cos(t)]]
+    out = [[sum(rot[i][k] * m[k][j] for k in range(3)) for j in range(4)] for i in range(3)]
+    struct.pack_into("<hh", h, 252, 0, 1)
+    for i in range(3):
+        struct.pack_into("<4f", h, 280 + 16 * i, *out[i])
+    return bytes(h)
+
+
 def sub_header(head, axis, k0, k1):
     """The header of voxels k0 .. k1 - 1 along voxel axis 0, 1 or 2: that
     dimension shortened, the sform's origin moved to voxel k0."""
@@ -331,6 +362,8 @@ def main():
             a = twist(head, dims, a, name, float(sys.argv[4]), float(sys.argv[5]))
         elif what == "scale":
             head = scale(head, float(sys.argv[4]))
+        elif what == "tilt":
+            head = tilt(head, float(sys.argv[4]))
         elif what == "slices":
             head, a = slices(head, dims, a, int(sys.argv[4]), int(sys.argv[5]))
         elif what == "rows":

@@ -862,6 +862,14 @@ static void test_iliac_crest_logic(void **state) {
   /* not at the bottom of the stack: the pelvis is not in view */
   const int high[] = {3, 4, 5, 6};
   assert_false(crest_of(high, 4, 20, 4.0, false).found);
+  /* a run of two slices (dixon-tum01's crest): 8 mm at 4 mm, also when the
+   * 4 mm is 3.9999998 in the float affine of a tilted stack (it was lost
+   * there), and at 3.5 mm; 6 mm at 3 mm is too short */
+  const int two[] = {0, 1};
+  assert_true(crest_of(two, 2, 20, 4.0, false).found);
+  assert_true(crest_of(two, 2, 20, 3.9999998, false).found);
+  assert_true(crest_of(two, 2, 20, 3.5, false).found);
+  assert_false(crest_of(two, 2, 20, 3.0, false).found);
   /* one slice only, or a run reaching the top of the stack */
   const int one[] = {0};
   assert_false(crest_of(one, 1, 20, 4.0, false).found);
