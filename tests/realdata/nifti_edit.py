@@ -21,7 +21,11 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  share m = (0.9 - FF) / 0.8 (0..1) turns a
                                  share A of its water into fat (W' = W (1 -
                                  A m), F' = F + W A m): muscle FF rises by
-                                 about A (1 - FF), fat and bone stay
+                                 about A (1 - FF), fat and bone stay;
+  nifti_edit.py fatty SRC DST A LABEL
+                                 the same for one muscle (manual label
+                                 LABEL, grown into unlabelled voxels only):
+                                 3 = left multifidus, a one-sided atrophy
   nifti_edit.py scale SRC DST F  the in-plane pixel size (pixdim and the
                                  sform's first two columns) times F: the
                                  same image as a subject F times larger
@@ -137,7 +141,7 @@ def twist(head, dims, a, name, a0, a1):
     return out
 
 
-def fatty(dims, w, f, lab, share):
+def fatty(dims, w, f, lab, share, only=0):
     nx, ny, nz = dims[1], dims[2], dims[3]
     offs = [(di, dj) for di in range(-3, 4) for dj in range(-3, 4) if abs(di) + abs(dj) <= 3]
     integer = w.typecode in "BbHhIi"
@@ -145,11 +149,12 @@ def fatty(dims, w, f, lab, share):
         base = k * nx * ny
         grown = set()
         for q in range(base, base + nx * ny):
-            if lab[q]:
+            if lab[q] and (not only or lab[q] == only):
                 i, j = (q - base) % nx, (q - base) // nx
                 for di, dj in offs:
-                    if 0 <= i + di < nx and 0 <= j + dj < ny:
-                        grown.add(base + (j + dj) * nx + i + di)
+                    p = base + (j + dj) * nx + i + di
+                    if 0 <= i + di < nx and 0 <= j + dj < ny and (not only or lab[p] in (0, only)):
+                        grown.add(p)
         for q in grown:
             ww, ff = float(w[q]), float(f[q])
             tot = ww + ff
@@ -348,7 +353,7 @@ def main():
     if what == "fatty":
         img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
         fatty(img["water"][1], img["water"][2], img["fat"][2], img["labels_manual"][2],
-              float(sys.argv[4]))
+              float(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)
         for n, (head, dims, a) in img.items():
             write(f"{dst}/{n}.nii.gz", head, a)
         return

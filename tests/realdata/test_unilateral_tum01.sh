@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# A fatty multifidus on one side only (nifti_edit.py fatty 0.3 3: the left
+# multifidus's muscle FF raised to about 0.38, the other muscles as they
+# are), as a one-sided atrophy with back pain and radiculopathy shows. The
+# canal template wants muscle behind the canal on both sides; the fatty side
+# scored like fat and the template settled in the lean right-sided muscles,
+# 35-40 mm beside the body's centre, on every slice alike (so the stack
+# looked consistent): 16 of 29 slices segmented, all-muscle Dice 0.51.
+# Canals that lie more than 20 mm beside the body's left-right centre now
+# make the higher muscle limits be tried, and the most central kept
+# (src/segment/spine.c): 28 of 29 (one flagged: left and right differ), 0.91.
+source "$(dirname "$0")/../integration/lib.sh"
+need_tum01
+cd "$S"
+edit_tum01 fatty u3 0.3 3
+n=$(tr -d ' \t\n' < u3.out/report.json | grep -o '"slices_segmented":[0-9]*' | cut -d: -f2)
+[ "${n:-0}" -ge 27 ] || fail "fatty left multifidus: only ${n:-0} of 29 slices segmented"
+compare_manual u3.out u3 cmp.txt
+dice_minima cmp.txt "MF_L=0.78 MF_R=0.77 ES_L=0.87 ES_R=0.89 all=0.90" ||
+  fail "fatty left multifidus: the spine or the muscles were not found"
+finish
