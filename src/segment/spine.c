@@ -272,6 +272,17 @@ static bool outliers(const psp_volume *ffv, bool ipop, const uint8_t *body, doub
   return !oom;
 }
 
+/* The landmarks of the free search (first) searched again with the muscle
+ * limit L, then step 3, into out (*kl: its lowest slice with a spine).
+ * False when out of memory. */
+static bool with_limit(const psp_volume *ffv, bool ipop, uint8_t *body,
+                       const psp_slice_landmarks *first, double L, psp_slice_landmarks *out,
+                       double *near_k, double *buf, uint8_t *on, int64_t *kl) {
+  memcpy(out, first, (size_t)ffv->dims[2] * sizeof *out);
+  return search_all(ffv, ipop, body, L, false, out) &&
+         outliers(ffv, ipop, body, L, out, near_k, buf, on, kl);
+}
+
 bool psp_seg_spine_landmarks(const psp_volume *ffv, bool ipop, uint8_t *body,
                              psp_slice_landmarks *lm, int64_t *k_low, psp_context *ctx,
                              psp_error **err) {
@@ -312,10 +323,8 @@ bool psp_seg_spine_landmarks(const psp_volume *ffv, bool ipop, uint8_t *body,
     for (size_t c = 0; ok && c < sizeof FATTY_LIMITS / sizeof *FATTY_LIMITS; c++) {
       double L = FATTY_LIMITS[c];
       if (L <= cur || L > top + 1e-9) continue;
-      memcpy(tmp, first, (size_t)nz * sizeof *tmp);
       int64_t kl = -1;
-      ok = search_all(ffv, ipop, body, L, false, tmp) &&
-           outliers(ffv, ipop, body, L, tmp, near_k, buf, on, &kl);
+      ok = with_limit(ffv, ipop, body, first, L, tmp, near_k, buf, on, &kl);
       int64_t n = ok ? consistent_slices(tmp, nz, sp, buf, on) : 0;
       if (n > best) {
         best = n;
@@ -344,10 +353,8 @@ bool psp_seg_spine_landmarks(const psp_volume *ffv, bool ipop, uint8_t *body,
     for (size_t c = 0; ok && c < sizeof FATTY_LIMITS / sizeof *FATTY_LIMITS; c++) {
       double L = FATTY_LIMITS[c];
       if (L <= cur || L > top + 1e-9) continue;
-      memcpy(tmp, first, (size_t)nz * sizeof *tmp);
       int64_t kl = -1;
-      ok = search_all(ffv, ipop, body, L, false, tmp) &&
-           outliers(ffv, ipop, body, L, tmp, near_k, buf, on, &kl);
+      ok = with_limit(ffv, ipop, body, first, L, tmp, near_k, buf, on, &kl);
       double o = ok ? off_centre(tmp, nz, ffv->dims[0], sp[0], buf) : NAN;
       if (o < best_off && o <= OFF_CENTRE_MM) {
         best_off = o;
