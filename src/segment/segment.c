@@ -298,6 +298,7 @@
 #define PLANE_LEVELS 8
 #define PLANE_LEVEL_STEP 0.05 /* of fat - muscle, per threshold step */
 #define PLANE_LAT_MM 8.0
+#define ASYM_FF 0.2 /* a flagged side this much fattier than the other: said in the reason */
 #define PLANE_MIN_SHARE 0.12 /* of the compartment, each muscle's seed */
 #define PLANE_KEPT_SHARE 0.6 /* of the compartment, all seeds together */
 #define PLANE_FAT_SHARE 0.7  /* of fat - muscle: a boundary voxel this fat is the plane */
@@ -942,8 +943,23 @@ static double lr_ratio(const float *lab, int64_t nx, const int64_t bx[4]) {
 /* Last plausibility check of a labelled slice: every muscle present, none
  * larger than MAX_MUSCLE_MM2, left and right of each muscle within a factor
  * MAX_LR_RATIO. Otherwise the slice is flagged and emptied. */
-static void check_areas(psp_slice_landmarks *lm, float *lab, int64_t nx, const int64_t bx[4],
-                        double px) {
+/* The median FF of slice ff at the voxels of label l, or (mirror) at
+ * those voxels mirrored about the column mid (the segmentation frame's
+ * midline); NaN without any. buf: floats for the label's voxels in bx. */
+static double label_ff(const float *ff, const float *lab, int64_t nx, const int64_t bx[4], float l,
+                       bool mirror, double mid, float *buf) {
+  size_t m = 0;
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t i = bx[0]; i <= bx[1]; i++) {
+      if (lab[j * nx + i] != l) continue;
+      int64_t i2 = mirror ? (int64_t)lround(2.0 * mid - (double)i) : i;
+      if (i2 >= 0 && i2 < nx && !isnan(ff[j * nx + i2])) buf[m++] = ff[j * nx + i2];
+    }
+  return m ? psp_quantile_select(buf, m, 0.5) : NAN;
+}
+
+static void check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
+                        const int64_t bx[4], double px, const slice_levels *lv) {
   int64_t n[PSP_LABEL_COUNT] = {0};
   for (int64_t j = bx[2]; j <= bx[3]; j++)
     for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
@@ -951,19 +967,45 @@ static void check_areas(psp_slice_landmarks *lm, float *lab, int64_t nx, const i
   double a[PSP_LABEL_COUNT];
   for (int l = 0; l < PSP_LABEL_COUNT; l++)
     a[l] = (double)n[l] * px;
-  int bad = 0;
+  int bad = 0, small = 0; /* small: a muscle missing or far smaller than its other side's */
   for (int l = 1; l < PSP_LABEL_COUNT && !bad; l++)
     if (a[l] <= 0 || a[l] > MAX_MUSCLE_MM2) bad = l;
+  double ratio = NAN;
   if (bad) {
     flag(lm, PSP_SLICE_IMPLAUSIBLE, "implausible muscle area %.0f mm^2 (allowed 0 < area <= %.0f)",
          a[bad], MAX_MUSCLE_MM2);
+    if (a[bad] <= 0) small = bad;
   } else {
     double rmf = fmax(a[1], a[2]) / fmin(a[1], a[2]), res = fmax(a[3], a[4]) / fmin(a[3], a[4]);
-    if (fmax(rmf, res) > MAX_LR_RATIO)
+    ratio = fmax(rmf, res);
+    if (ratio > MAX_LR_RATIO) {
       flag(lm, PSP_SLICE_IMPLAUSIBLE,
            "left and right differ by a factor %.1f in area (allowed %.1f): a side leaked or "
            "was lost",
-           fmax(rmf, res), MAX_LR_RATIO);
+           ratio, MAX_LR_RATIO);
+      small = rmf >= res ? (a[1] < a[2] ? 1 : 2) : (a[3] < a[4] ? 3 : 4);
+    }
+  }
+  /* the other side's muscle mirrored onto the small one's side: reading
+   * much fattier there than itself, the small muscle is likely too fatty
+   * to tell from fat (a one-sided fatty atrophy), which the reason says */
+  int big = small % 2 ? small + 1 : small - 1;
+  if (small && n[big] > 0) {
+    float *buf = malloc((size_t)n[big] * sizeof *buf);
+    double fm = buf ? label_ff(ff, lab, nx, bx, (float)big, true, lm->midline_i, buf) : NAN;
+    double fb = buf ? label_ff(ff, lab, nx, bx, (float)big, false, lm->midline_i, buf) : NAN;
+    free(buf);
+    if (fm - fb > ASYM_FF && fm > lv->muscle + ASYM_FF) {
+      char what[64];
+      if (a[small] <= 0)
+        snprintf(what, sizeof what, "a muscle is missing");
+      else
+        snprintf(what, sizeof what, "left and right differ by a factor %.1f in area", ratio);
+      snprintf(lm->reason, sizeof lm->reason,
+               "%s: the %s's place reads FF %.2f against %.2f on the other side, likely too "
+               "fatty to tell from fat",
+               what, psp_label_name(small), fm, fb);
+    }
   }
   if (lm->status != PSP_SLICE_OK)
     for (int64_t j = bx[2]; j <= bx[3]; j++)
@@ -1348,7 +1390,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
       if (bx[1] >= bx[0] && !psp_seg_refine_outlines(ff, lab, nx, ny, sp[0], sp[1], bx,
                                                      lv[k].muscle, lv[k].fat, w->m3))
         oom = true;
-      check_areas(&s->lm[k], lab, nx, bx, sp[0] * sp[1]);
+      check_areas(&s->lm[k], ff, lab, nx, bx, sp[0] * sp[1], &lv[k]);
     }
     psp_slice_work_free(w);
   }
