@@ -231,9 +231,11 @@ bool psp_landmarks_body_cut(const psp_slice_landmarks *lm, int64_t nx) {
  * the back's skin */
 #define CANAL_MAX_OFF_MM 40.0
 #define CANAL_MAX_DEPTH_MM 130.0
-#define BACK_FAT_REF_MM 40.0 /* back fat up to this leaves the depth limit as it is */
-#define BACK_FAT_FF 0.5      /* the back's subcutaneous fat: FF above this */
-#define BACK_SKIN_MM 5.0     /* ... starting within this of the last voxel with signal */
+#define BACK_FAT_REF_MM 40.0  /* back fat up to this leaves the depth limit as it is */
+#define BACK_FAT_FF 0.5       /* the back's subcutaneous fat: FF above this */
+#define BACK_SKIN_MM 5.0      /* ... starting within this of the last voxel with signal */
+#define BACK_BAND_MIN_MM 2.0  /* the back's outer layer: from this far inside its last voxel */
+#define BACK_BAND_MAX_MM 12.0 /* ... to this (as the subcutaneous fat check of src/dixon) */
 
 double psp_landmarks_max_depth_mm(const psp_slice_landmarks *lm) {
   double extra = isfinite(lm->back_fat_mm) ? lm->back_fat_mm - BACK_FAT_REF_MM : 0.0;
@@ -268,6 +270,28 @@ static double back_fat(const float *ff, const uint8_t *body, int64_t nx, const i
   if (m == 0) return NAN;
   qsort(buf, (size_t)m, sizeof *buf, cmp_flt);
   return m % 2 ? buf[m / 2] : 0.5 * ((double)buf[m / 2 - 1] + (double)buf[m / 2]);
+}
+
+/* Median FF of the back's outer layer: per column i0..i1 of the body whose
+ * last body voxel is not on the image's last row (the field of view would
+ * cut the back there), the voxels BACK_BAND_MIN_MM..BACK_BAND_MAX_MM in
+ * front of it; NaN without any. buf: (i1 - i0 + 1) x the band's rows. */
+static double back_band_ff(const float *ff, const uint8_t *body, int64_t nx, int64_t ny,
+                           const int64_t bb[4], int64_t i0, int64_t i1, double sy, float *buf) {
+  const int64_t t0 = (int64_t)ceil(BACK_BAND_MIN_MM / sy);
+  const int64_t t1 = (int64_t)floor(BACK_BAND_MAX_MM / sy);
+  size_t m = 0;
+  for (int64_t i = i0 < bb[0] ? bb[0] : i0; i <= i1 && i <= bb[1]; i++) {
+    int64_t j = bb[3];
+    while (j >= bb[2] && !body[j * nx + i])
+      j--;
+    if (j < bb[2] || j >= ny - 1) continue;
+    for (int64_t t = t0; t <= t1 && j - t >= bb[2]; t++) {
+      int64_t p = (j - t) * nx + i;
+      if (body[p] && !isnan(ff[p])) buf[m++] = ff[p];
+    }
+  }
+  return m ? psp_quantile_select(buf, m, 0.5) : NAN;
 }
 
 /* Integral image of m over the rectangle bb = {i0, i1, j0, j1} (m is empty
@@ -404,6 +428,7 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   lm->muscle_ff = NAN;
   lm->fat_ff = NAN;
   lm->back_fat_mm = NAN;
+  lm->back_ff = NAN;
   lm->midline_i = NAN;
   int64_t n = nx * ny;
   double px = sx * sy;
@@ -516,6 +541,7 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   if (j0 <= 0) /* the field of view cuts the body in front: its front is unknown */
     cj0 = j0;
   lm->back_fat_mm = back_fat(ff, body, nx, bb, ci0, ci1, sy, w->f0);
+  lm->back_ff = back_band_ff(ff, body, nx, ny, bb, ci0, ci1, sy, w->f0);
   int64_t cj_deep = j1 - (int64_t)floor(psp_landmarks_max_depth_mm(lm) / sy);
   if (cj0 < cj_deep) cj0 = cj_deep;
   if (near) {

@@ -49,6 +49,9 @@ typedef struct psp_slice_landmarks {
   double fat_ff;      /* median FF of the fat in the body */
   double back_fat_mm; /* subcutaneous fat behind the spine: median thickness over the
                          columns where a canal may lie */
+  double back_ff;     /* median FF BACK_BAND_MIN_MM..BACK_BAND_MAX_MM inside the back's last
+                         voxel over those columns (the subcutaneous fat on most scans); NaN
+                         where the field of view cuts the back */
 } psp_slice_landmarks;
 
 /* Scratch buffers for one slice (one per thread). */

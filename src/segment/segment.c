@@ -298,7 +298,9 @@
 #define PLANE_LEVELS 8
 #define PLANE_LEVEL_STEP 0.05 /* of fat - muscle, per threshold step */
 #define PLANE_LAT_MM 8.0
-#define ASYM_FF 0.2 /* a flagged side this much fattier than the other: said in the reason */
+#define SWAP_FF 0.3       /* the fat behind the spine reading below this on a slice ... */
+#define SWAP_STACK_FF 0.6 /* ... and above this on the stack (median): exchanged there */
+#define ASYM_FF 0.2       /* a flagged side this much fattier than the other: said in the reason */
 #define PLANE_MIN_SHARE 0.12 /* of the compartment, each muscle's seed */
 #define PLANE_KEPT_SHARE 0.6 /* of the compartment, all seeds together */
 #define PLANE_FAT_SHARE 0.7  /* of fat - muscle: a boundary voxel this fat is the plane */
@@ -943,6 +945,44 @@ static double lr_ratio(const float *lab, int64_t nx, const int64_t bx[4]) {
 /* Last plausibility check of a labelled slice: every muscle present, none
  * larger than MAX_MUSCLE_MM2, left and right of each muscle within a factor
  * MAX_LR_RATIO. Otherwise the slice is flagged and emptied. */
+/* Slices whose water and fat look exchanged (a swap artefact of the
+ * fat/water separation, or fat-dominant tissue not recognised on in-phase/
+ * opposed-phase input): the fat behind the spine (lm->back_ff) reads below
+ * SWAP_FF while the stack's median reads above SWAP_STACK_FF. Flagged
+ * implausible with that reason (their FF would read 1 - FF): a slice
+ * exchanged whole read no_spine or implausible left/right before, without
+ * the cause. On the scans here every slice reads 0.39-0.96. */
+static void flag_swapped(psp_slice_landmarks *lm, int64_t nz, psp_context *ctx) {
+  double *v = malloc((size_t)nz * sizeof *v);
+  if (!v) return; /* the check is skipped: nothing is flagged */
+  int64_t m = 0, n = 0;
+  for (int64_t k = 0; k < nz; k++)
+    if (lm[k].status != PSP_SLICE_NO_BODY && isfinite(lm[k].back_ff)) v[m++] = lm[k].back_ff;
+  double med = NAN;
+  if (m > 0) {
+    qsort(v, (size_t)m, sizeof *v, psp_seg_cmp_double);
+    med = m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
+  }
+  free(v);
+  if (!(med > SWAP_STACK_FF)) return;
+  for (int64_t k = 0; k < nz; k++) {
+    psp_slice_landmarks *l = &lm[k];
+    if (l->status == PSP_SLICE_NO_BODY || !(l->back_ff < SWAP_FF)) continue;
+    l->status = PSP_SLICE_IMPLAUSIBLE;
+    snprintf(l->reason, sizeof l->reason,
+             "the fat behind the spine reads FF %.2f here against %.2f on the other slices: water "
+             "and fat look exchanged on this slice (a fat/water swap); not measured",
+             l->back_ff, med);
+    n++;
+  }
+  if (n)
+    psp_warn(ctx,
+             "automatic segmentation: on %lld slice(s) water and fat look exchanged (the fat "
+             "behind the spine reads below FF %.2f, %.2f on the others): flagged, not measured "
+             "(reasons in report.json)",
+             (long long)n, SWAP_FF, med);
+}
+
 /* The median FF of slice ff at the voxels of label l, or (mirror) at
  * those voxels mirrored about the column mid (the segmentation frame's
  * midline); NaN without any. buf: floats for the label's voxels in bx. */
@@ -1055,6 +1095,12 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   int64_t k_low = -1; /* the lowest slice with a spine: a provisional L5/S1 */
   if (!psp_seg_spine_landmarks(ffv, ipop, body, s->lm, &k_low, ctx, err)) goto fail;
   psp_context_add_time(ctx, "segment.landmarks", psp_now() - t_lm);
+  flag_swapped(s->lm, nz, ctx);
+  if (k_low >= 0 && s->lm[k_low].status != PSP_SLICE_OK) {
+    k_low = -1; /* the lowest slice with a spine, once more */
+    for (int64_t k = 0; k < nz && k_low < 0; k++)
+      if (s->lm[k].status == PSP_SLICE_OK) k_low = k;
+  }
   s->axis_deg = NAN;
   if (ax) {
     /* the spine's axis; rotated: the caller segments a rotated copy */

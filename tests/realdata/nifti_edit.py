@@ -61,6 +61,9 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  world's x axis and written as the sform;
                                  qform_code 0), as an axial stack angled to
                                  the lordosis is stored
+  nifti_edit.py swap SRC DST K   water and fat exchanged on slice K only (a
+                                 fat/water swap of the reconstruction;
+                                 values kept, each file's type kept)
   nifti_edit.py backfat SRC DST T
                                  T mm more subcutaneous fat behind the body
                                  (an obese subject): per column, the voxel
@@ -349,6 +352,18 @@ def main():
                 float(sys.argv[4]))
         for n, (hd, dims, a) in img.items():
             write(f"{dst}/{n}.nii.gz", hd, a)
+        return
+    if what == "swap":
+        img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
+        dims, w, f = img["water"][1], img["water"][2], img["fat"][2]
+        plane = dims[1] * dims[2]
+        k = int(sys.argv[4])
+        for q in range(k * plane, (k + 1) * plane):
+            a, b = float(w[q]), float(f[q])
+            w[q] = round(b) if w.typecode in "BbHhIi" else b
+            f[q] = round(a) if f.typecode in "BbHhIi" else a
+        for n, (head, dims, a) in img.items():
+            write(f"{dst}/{n}.nii.gz", head, a)
         return
     if what == "fatty":
         img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
