@@ -942,9 +942,6 @@ static double lr_ratio(const float *lab, int64_t nx, const int64_t bx[4]) {
               fmax((double)n[3], (double)n[4]) / fmin((double)n[3], (double)n[4]));
 }
 
-/* Last plausibility check of a labelled slice: every muscle present, none
- * larger than MAX_MUSCLE_MM2, left and right of each muscle within a factor
- * MAX_LR_RATIO. Otherwise the slice is flagged and emptied. */
 /* Slices whose water and fat look exchanged (a swap artefact of the
  * fat/water separation, or fat-dominant tissue not recognised on in-phase/
  * opposed-phase input): the fat behind the spine (lm->back_ff) reads below
@@ -952,9 +949,9 @@ static double lr_ratio(const float *lab, int64_t nx, const int64_t bx[4]) {
  * implausible with that reason (their FF would read 1 - FF): a slice
  * exchanged whole read no_spine or implausible left/right before, without
  * the cause. On the scans here every slice reads 0.39-0.96. */
-static void flag_swapped(psp_slice_landmarks *lm, int64_t nz, psp_context *ctx) {
+static int64_t flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_out) {
   double *v = malloc((size_t)nz * sizeof *v);
-  if (!v) return; /* the check is skipped: nothing is flagged */
+  if (!v) return 0; /* the check is skipped: nothing is flagged */
   int64_t m = 0, n = 0;
   for (int64_t k = 0; k < nz; k++)
     if (lm[k].status != PSP_SLICE_NO_BODY && isfinite(lm[k].back_ff)) v[m++] = lm[k].back_ff;
@@ -964,7 +961,8 @@ static void flag_swapped(psp_slice_landmarks *lm, int64_t nz, psp_context *ctx) 
     med = m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
   }
   free(v);
-  if (!(med > SWAP_STACK_FF)) return;
+  *med_out = med;
+  if (!(med > SWAP_STACK_FF)) return 0;
   for (int64_t k = 0; k < nz; k++) {
     psp_slice_landmarks *l = &lm[k];
     if (l->status == PSP_SLICE_NO_BODY || !(l->back_ff < SWAP_FF)) continue;
@@ -975,12 +973,7 @@ static void flag_swapped(psp_slice_landmarks *lm, int64_t nz, psp_context *ctx) 
              l->back_ff, med);
     n++;
   }
-  if (n)
-    psp_warn(ctx,
-             "automatic segmentation: on %lld slice(s) water and fat look exchanged (the fat "
-             "behind the spine reads below FF %.2f, %.2f on the others): flagged, not measured "
-             "(reasons in report.json)",
-             (long long)n, SWAP_FF, med);
+  return n;
 }
 
 /* The median FF of slice ff at the voxels of label l, or (mirror) at
@@ -998,6 +991,10 @@ static double label_ff(const float *ff, const float *lab, int64_t nx, const int6
   return m ? psp_quantile_select(buf, m, 0.5) : NAN;
 }
 
+/* Last plausibility check of a labelled slice: every muscle present, none
+ * larger than MAX_MUSCLE_MM2, left and right of each muscle within a factor
+ * MAX_LR_RATIO. Otherwise the slice is flagged and emptied (the reason says when
+ * the smaller side's place reads much fattier than the other side). */
 static void check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
                         const int64_t bx[4], double px, const slice_levels *lv) {
   int64_t n[PSP_LABEL_COUNT] = {0};
@@ -1095,7 +1092,8 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   int64_t k_low = -1; /* the lowest slice with a spine: a provisional L5/S1 */
   if (!psp_seg_spine_landmarks(ffv, ipop, body, s->lm, &k_low, ctx, err)) goto fail;
   psp_context_add_time(ctx, "segment.landmarks", psp_now() - t_lm);
-  flag_swapped(s->lm, nz, ctx);
+  double back_med = NAN;
+  int64_t n_swapped = flag_swapped(s->lm, nz, &back_med);
   if (k_low >= 0 && s->lm[k_low].status != PSP_SLICE_OK) {
     k_low = -1; /* the lowest slice with a spine, once more */
     for (int64_t k = 0; k < nz && k_low < 0; k++)
@@ -1137,7 +1135,13 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
                NO_ANCHOR_DZ_MM);
     }
   }
-  /* pass 1b: compartments */
+  if (bottom && n_swapped) /* once per analysis: not in the landmarks-only or outline runs */
+    psp_warn(ctx,
+             "automatic segmentation: on %lld slice(s) water and fat look exchanged (the fat "
+             "behind the spine reads below FF %.2f, %.2f on the others): flagged, not measured "
+             "(reasons in report.json)",
+             (long long)n_swapped, SWAP_FF, back_med);
+    /* pass 1b: compartments */
 #pragma omp parallel reduction(|| : oom)
   {
     psp_slice_work *w = psp_slice_work_create(nx, ny);
