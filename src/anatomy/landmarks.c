@@ -247,6 +247,15 @@ static int cmp_flt(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* The last row of column i with a body voxel inside the box bb (bb[2] - 1:
+ * none). */
+static int64_t last_body_row(const uint8_t *body, int64_t nx, const int64_t bb[4], int64_t i) {
+  int64_t j = bb[3];
+  while (j >= bb[2] && !body[j * nx + i])
+    j--;
+  return j;
+}
+
 /* Median thickness (mm) of the fat run behind the spine: per column i0..i1
  * of the body, from its last body voxel forwards, past at most BACK_SKIN_MM
  * of skin, the voxels with FF above BACK_FAT_FF; buf: (i1 - i0 + 1) floats. */
@@ -255,9 +264,7 @@ static double back_fat(const float *ff, const uint8_t *body, int64_t nx, const i
   const int64_t skin = (int64_t)floor(BACK_SKIN_MM / sy);
   int64_t m = 0;
   for (int64_t i = i0 < bb[0] ? bb[0] : i0; i <= i1 && i <= bb[1]; i++) {
-    int64_t j = bb[3];
-    while (j >= bb[2] && !body[j * nx + i])
-      j--;
+    int64_t j = last_body_row(body, nx, bb, i);
     if (j < bb[2]) continue;
     int64_t s = 0;
     while (s < skin && j - s >= bb[2] && !(ff[(j - s) * nx + i] > BACK_FAT_FF))
@@ -282,9 +289,7 @@ static double back_band_ff(const float *ff, const uint8_t *body, int64_t nx, int
   const int64_t t1 = (int64_t)floor(BACK_BAND_MAX_MM / sy);
   size_t m = 0;
   for (int64_t i = i0 < bb[0] ? bb[0] : i0; i <= i1 && i <= bb[1]; i++) {
-    int64_t j = bb[3];
-    while (j >= bb[2] && !body[j * nx + i])
-      j--;
+    int64_t j = last_body_row(body, nx, bb, i);
     if (j < bb[2] || j >= ny - 1) continue;
     for (int64_t t = t0; t <= t1 && j - t >= bb[2]; t++) {
       int64_t p = (j - t) * nx + i;
