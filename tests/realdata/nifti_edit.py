@@ -71,6 +71,15 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  signal (water + fat above a tenth of the
                                  slice's 99th percentile) is repeated T mm
                                  thick there, the rest shifted backwards
+  nifti_edit.py plane SRC DST A  a fat plane between multifidus and erector
+                                 spinae, as older subjects show: the voxels
+                                 of either muscle with an in-plane
+                                 4-neighbour in the other muscle of the same
+                                 side (a line about two voxels wide along
+                                 the manual boundary) turn a share A of
+                                 their water into fat; those then fat-
+                                 dominant (FF above 0.5) lose their label,
+                                 as the plane is left out of both muscles
 """
 import array
 import gzip
@@ -165,6 +174,31 @@ def fatty(dims, w, f, lab, share, only=0):
             d = ww * share * m
             w[q] = round(ww - d) if integer else ww - d
             f[q] = f[q] + d if f.typecode in "fd" else round(ff + d)
+
+
+def fat_plane(dims, w, f, lab, share):
+    nx, ny, nz = dims[1], dims[2], dims[3]
+    other = {1: 2, 2: 1, 3: 4, 4: 3}  # scheme lpm: ES right/MF right, MF left/ES left
+    integer = w.typecode in "BbHhIi"
+    for k in range(nz):
+        base = k * nx * ny
+        line = []
+        for q in range(base, base + nx * ny):
+            o = other.get(int(lab[q]))
+            if not o:
+                continue
+            i, j = (q - base) % nx, (q - base) // nx
+            for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                if 0 <= i + di < nx and 0 <= j + dj < ny and lab[q + dj * nx + di] == o:
+                    line.append(q)
+                    break
+        for q in line:
+            ww, ff = float(w[q]), float(f[q])
+            d = ww * share
+            w[q] = round(ww - d) if integer else ww - d
+            f[q] = ff + d if f.typecode in "fd" else round(ff + d)
+            if ff + d > ww - d:
+                lab[q] = 0
 
 
 def scale(head, f):
@@ -362,6 +396,13 @@ def main():
             a, b = float(w[q]), float(f[q])
             w[q] = round(b) if w.typecode in "BbHhIi" else b
             f[q] = round(a) if f.typecode in "BbHhIi" else a
+        for n, (head, dims, a) in img.items():
+            write(f"{dst}/{n}.nii.gz", head, a)
+        return
+    if what == "plane":
+        img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
+        fat_plane(img["water"][1], img["water"][2], img["fat"][2], img["labels_manual"][2],
+                  float(sys.argv[4]))
         for n, (head, dims, a) in img.items():
             write(f"{dst}/{n}.nii.gz", head, a)
         return
