@@ -222,7 +222,7 @@ bool psp_landmarks_body_cut(const psp_slice_landmarks *lm, int64_t nx) {
 #define MUSCLE_MAX_FF 0.5 /* ... at most this */
 #define CANAL_MIN_SCORE 0.45
 #define MIDLINE_SEARCH_MM 12.0
-#define GAP_MIN_MM 3.0
+#define GAP_MIN_MM PSP_LM_GAP_MIN_MM
 #define ANCHOR_PENALTY 0.01 /* score per mm away from the expected canal position */
 #define CLOSE_PENALTY 0.03  /* the same for the search near the neighbouring slices' canal */
 /* where a canal is anatomically plausible (the same limits as the

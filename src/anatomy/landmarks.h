@@ -75,6 +75,12 @@ typedef struct psp_slice_work {
  * extent is then not the body's. */
 bool psp_landmarks_body_cut(const psp_slice_landmarks *lm, int64_t nx);
 
+/* The half-width of the midline bone (spinous process, interspinous tissue)
+ * on either side of the midline is at least this (mm), also where the FF
+ * shows no peak there (gap_mm; the segmentation's medial limit). 3 mm
+ * before: see src/segment/limits.c. */
+#define PSP_LM_GAP_MIN_MM 4.0
+
 /* The default muscle limit of the canal template: lean muscle reads below it. */
 #define PSP_LM_MUSCLE_FF 0.2
 

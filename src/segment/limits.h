@@ -7,11 +7,12 @@
 #ifndef PSP_SEGMENT_LIMITS_H
 #define PSP_SEGMENT_LIMITS_H
 
+#include "anatomy/landmarks.h"
 #include "core/internal.h"
 
 #include <math.h>
 
-#define GAP_MIN_MM 3.0 /* medial limit of the compartment, from the midline */
+#define GAP_MIN_MM PSP_LM_GAP_MIN_MM /* medial limit of the compartment, from the midline */
 #define GAP_MAX_MM 8.0
 
 /* mm -> voxels (at least 1). */
