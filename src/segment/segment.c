@@ -177,7 +177,8 @@
  * confirms that the stack reaches the lumbosacral junction (psp_segment_with:
  * the pipeline finds the vertebral levels on the final landmarks, before
  * any muscle is segmented, and confirms when the sacrum or an iliac crest
- * is in view), else as NO_ANCHOR_DZ_MM = 24 mm above it, with a warning (or,
+ * is in view, or iliac bone on both sides within the stack's lowest 8 mm:
+ * src/pipeline.c), else as NO_ANCHOR_DZ_MM = 24 mm above it, with a warning (or,
  * when levels were named by hand, as high above L5/S1 as they put it:
  * dixon-tum01's slices 14-28, about 56 mm above, multifidus 0.73 / 0.71
  * -> 0.87 / 0.84 with --disc L2/L3=5, the name the levels give that disc

@@ -20,4 +20,19 @@ echo "upper slices, --disc L2/L3=5:"
 compare_manual named upper cmpn.txt
 dice_minima cmpn.txt "MF_L=0.84 MF_R=0.82 ES_L=0.88 ES_R=0.87 all=0.93" ||
   fail "upper slices with a disc named: the multifidus/erector proportion did not follow"
+# Without its lowest slice (slices 1 29) dixon-tum01 shows its iliac crests on
+# one slice only, too short a run to name the levels: the lowest slice was
+# taken as 24 mm above L5/S1, multifidus 0.77 / 0.85 (area -24 %); iliac bone
+# on both sides at the bottom now says the pelvis is in view, and the lowest
+# slice is taken as L5/S1 (src/pipeline.c): 0.865 / 0.874, with a warning.
+# A stack starting 8 mm or more higher shows no such bone and is unchanged.
+edit_tum01 slices low1 1 29
+grep -q "iliac bone on both sides at the bottom of the stack" low1.out/report.json ||
+  fail "no warning that the lowest slice was taken as L5/S1 from iliac bone"
+compare_manual low1.out low1 cmpl.txt
+dice_minima cmpl.txt "MF_L=0.84 MF_R=0.85 ES_L=0.90 ES_R=0.91 all=0.93" ||
+  fail "without its lowest slice: the multifidus/erector proportion was taken from too high"
+edit_tum01 slices low2 2 29
+grep -q "iliac bone on both sides at the bottom of the stack" low2.out/report.json &&
+  fail "iliac bone seen at the bottom of a stack that starts above the crests"
 finish
