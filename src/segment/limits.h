@@ -1,8 +1,9 @@
 /*
  * limits.h — the medial and front limits of the multifidus compartment
  * (src/segment/limits.c), the voxel-scale refinements of masks and labels
- * (src/segment/refine.c), and the small helpers the segmentation files
- * share (internal, not installed).
+ * (src/segment/refine.c), the plausibility checks (src/segment/checks.c),
+ * and the small helpers the segmentation files share (internal, not
+ * installed).
  */
 #ifndef PSP_SEGMENT_LIMITS_H
 #define PSP_SEGMENT_LIMITS_H
@@ -124,5 +125,26 @@ void psp_seg_unlabel_plane(const float *ff, const uint8_t *comp, float *lab, int
 bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, double sx,
                              double sy, const int64_t bx[4], double muscle, double fat,
                              uint8_t *old);
+
+/* src/segment/checks.c: the plausibility checks of psp_seg_run. */
+#define MAX_MUSCLE_MM2 6000.0 /* 60 cm^2: above the largest lumbar erector spinae */
+#define MAX_LR_RATIO 2.0
+#define SWAP_FF 0.3       /* the fat behind the spine reading below this on a slice ... */
+#define SWAP_STACK_FF 0.6 /* ... and above this on the stack (median): exchanged there */
+#define ASYM_FF 0.2       /* a flagged side this much fattier than the other: said in the reason */
+/* Sets a slice's status and reason (fmt with two numbers). */
+void psp_seg_flag(psp_slice_landmarks *lm, psp_slice_status st, const char *fmt, double a,
+                  double b);
+/* The larger left/right area ratio of the two muscles in the labels lab of
+ * one slice, inside the rectangle bx (infinite when one is missing). */
+double psp_seg_lr_ratio(const float *lab, int64_t nx, const int64_t bx[4]);
+/* Flags the slices of lm[0..nz-1] whose water and fat look exchanged;
+ * returns how many, *med_out the stack's median back_ff. */
+int64_t psp_seg_flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_out);
+/* The last check of a labelled slice (ff, lab: its FF and labels; px: the
+ * voxel area, mm^2; muscle: the slice's muscle FF level): flags it and
+ * empties its labels when implausible. */
+void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
+                         const int64_t bx[4], double px, double muscle);
 
 #endif

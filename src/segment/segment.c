@@ -159,7 +159,8 @@
  *     below 400 mm^2, a canal more than 25 mm from the median canal position
  *     of the neighbouring slices, or after labelling: a muscle missing or
  *     above 6000 mm^2, or left and right of a muscle differing by more than
- *     a factor 2 in area — a leak or a loss, not anatomy). The landmarks
+ *     a factor 2 in area — a leak or a loss, not anatomy; the last two and
+ *     water and fat exchanged on a slice: src/segment/checks.c). The landmarks
  *     are made consistent along the stack first (src/segment/spine.c: the
  *     canal searched freely, again with a higher muscle limit when the
  *     muscle is fatty, again near the stack's and the neighbouring slices'
@@ -286,8 +287,6 @@
 #define MIN_SIDE_MM2 400.0
 #define CANAL_JUMP_MM 25.0
 #define CANAL_MAX_OFF_MM 40.0 /* canal to the centre of the body's left-right extent */
-#define MAX_MUSCLE_MM2 6000.0 /* 60 cm^2: above the largest lumbar erector spinae */
-#define MAX_LR_RATIO 2.0
 #define Y_ANT_LAT 5.0
 #define LAM_MIN_MM 3.0    /* the posterior arch's least thickness behind the canal ... */
 #define LAM_MIN_D_MM 12.0 /* ... within this distance of the midline */
@@ -312,9 +311,6 @@
 #define PLANE_LEVELS 8
 #define PLANE_LEVEL_STEP 0.05 /* of fat - muscle, per threshold step */
 #define PLANE_LAT_MM 8.0
-#define SWAP_FF 0.3       /* the fat behind the spine reading below this on a slice ... */
-#define SWAP_STACK_FF 0.6 /* ... and above this on the stack (median): exchanged there */
-#define ASYM_FF 0.2       /* a flagged side this much fattier than the other: said in the reason */
 #define PLANE_MIN_SHARE 0.12 /* of the compartment, each muscle's seed */
 #define PLANE_KEPT_SHARE 0.6 /* of the compartment, all seeds together */
 #define PLANE_FAT_SHARE 0.7  /* of fat - muscle: a boundary voxel this fat is the plane */
@@ -941,132 +937,6 @@ static void rays_from_labels(const float *lab, const uint8_t *comp, int64_t nx, 
   }
 }
 
-static void flag(psp_slice_landmarks *lm, psp_slice_status st, const char *fmt, double a,
-                 double b) {
-  lm->status = st;
-  snprintf(lm->reason, sizeof lm->reason, fmt, a, b);
-}
-
-/* The larger left/right area ratio of the two muscles (infinite when one
- * is missing). */
-static double lr_ratio(const float *lab, int64_t nx, const int64_t bx[4]) {
-  int64_t n[PSP_LABEL_COUNT] = {0};
-  for (int64_t j = bx[2]; j <= bx[3]; j++)
-    for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
-      n[(int)lab[q]]++;
-  if (!n[1] || !n[2] || !n[3] || !n[4]) return INFINITY;
-  return fmax(fmax((double)n[1], (double)n[2]) / fmin((double)n[1], (double)n[2]),
-              fmax((double)n[3], (double)n[4]) / fmin((double)n[3], (double)n[4]));
-}
-
-/* Slices whose water and fat look exchanged (a swap artefact of the
- * fat/water separation, or fat-dominant tissue not recognised on in-phase/
- * opposed-phase input): the fat behind the spine (lm->back_ff) reads below
- * SWAP_FF while the stack's median reads above SWAP_STACK_FF. Flagged
- * implausible with that reason (their FF would read 1 - FF): a slice
- * exchanged whole read no_spine or implausible left/right before, without
- * the cause. On the scans here every slice reads 0.39-0.96. */
-static int64_t flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_out) {
-  double *v = malloc((size_t)nz * sizeof *v);
-  if (!v) return 0; /* the check is skipped: nothing is flagged */
-  int64_t m = 0, n = 0;
-  for (int64_t k = 0; k < nz; k++)
-    if (lm[k].status != PSP_SLICE_NO_BODY && isfinite(lm[k].back_ff)) v[m++] = lm[k].back_ff;
-  double med = NAN;
-  if (m > 0) {
-    qsort(v, (size_t)m, sizeof *v, psp_seg_cmp_double);
-    med = m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
-  }
-  free(v);
-  *med_out = med;
-  if (!(med > SWAP_STACK_FF)) return 0;
-  for (int64_t k = 0; k < nz; k++) {
-    psp_slice_landmarks *l = &lm[k];
-    if (l->status == PSP_SLICE_NO_BODY || !(l->back_ff < SWAP_FF)) continue;
-    l->status = PSP_SLICE_IMPLAUSIBLE;
-    snprintf(l->reason, sizeof l->reason,
-             "the fat behind the spine reads FF %.2f here against %.2f on the other slices: water "
-             "and fat look exchanged on this slice (a fat/water swap); not measured",
-             l->back_ff, med);
-    n++;
-  }
-  return n;
-}
-
-/* The median FF of slice ff at the voxels of label l, or (mirror) at
- * those voxels mirrored about the column mid (the segmentation frame's
- * midline); NaN without any. buf: floats for the label's voxels in bx. */
-static double label_ff(const float *ff, const float *lab, int64_t nx, const int64_t bx[4], float l,
-                       bool mirror, double mid, float *buf) {
-  size_t m = 0;
-  for (int64_t j = bx[2]; j <= bx[3]; j++)
-    for (int64_t i = bx[0]; i <= bx[1]; i++) {
-      if (lab[j * nx + i] != l) continue;
-      int64_t i2 = mirror ? (int64_t)lround(2.0 * mid - (double)i) : i;
-      if (i2 >= 0 && i2 < nx && !isnan(ff[j * nx + i2])) buf[m++] = ff[j * nx + i2];
-    }
-  return m ? psp_quantile_select(buf, m, 0.5) : NAN;
-}
-
-/* Last plausibility check of a labelled slice: every muscle present, none
- * larger than MAX_MUSCLE_MM2, left and right of each muscle within a factor
- * MAX_LR_RATIO. Otherwise the slice is flagged and emptied (the reason says when
- * the smaller side's place reads much fattier than the other side). */
-static void check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
-                        const int64_t bx[4], double px, const slice_levels *lv) {
-  int64_t n[PSP_LABEL_COUNT] = {0};
-  for (int64_t j = bx[2]; j <= bx[3]; j++)
-    for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
-      n[(int)lab[q]]++;
-  double a[PSP_LABEL_COUNT];
-  for (int l = 0; l < PSP_LABEL_COUNT; l++)
-    a[l] = (double)n[l] * px;
-  int bad = 0, small = 0; /* small: a muscle missing or far smaller than its other side's */
-  for (int l = 1; l < PSP_LABEL_COUNT && !bad; l++)
-    if (a[l] <= 0 || a[l] > MAX_MUSCLE_MM2) bad = l;
-  double ratio = NAN;
-  if (bad) {
-    flag(lm, PSP_SLICE_IMPLAUSIBLE, "implausible muscle area %.0f mm^2 (allowed 0 < area <= %.0f)",
-         a[bad], MAX_MUSCLE_MM2);
-    if (a[bad] <= 0) small = bad;
-  } else {
-    double rmf = fmax(a[1], a[2]) / fmin(a[1], a[2]), res = fmax(a[3], a[4]) / fmin(a[3], a[4]);
-    ratio = fmax(rmf, res);
-    if (ratio > MAX_LR_RATIO) {
-      flag(lm, PSP_SLICE_IMPLAUSIBLE,
-           "left and right differ by a factor %.1f in area (allowed %.1f): a side leaked or "
-           "was lost",
-           ratio, MAX_LR_RATIO);
-      small = rmf >= res ? (a[1] < a[2] ? 1 : 2) : (a[3] < a[4] ? 3 : 4);
-    }
-  }
-  /* the other side's muscle mirrored onto the small one's side: reading
-   * much fattier there than itself, the small muscle is likely too fatty
-   * to tell from fat (a one-sided fatty atrophy), which the reason says */
-  int big = small % 2 ? small + 1 : small - 1;
-  if (small && n[big] > 0) {
-    float *buf = malloc((size_t)n[big] * sizeof *buf);
-    double fm = buf ? label_ff(ff, lab, nx, bx, (float)big, true, lm->midline_i, buf) : NAN;
-    double fb = buf ? label_ff(ff, lab, nx, bx, (float)big, false, lm->midline_i, buf) : NAN;
-    free(buf);
-    if (fm - fb > ASYM_FF && fm > lv->muscle + ASYM_FF) {
-      char what[64];
-      if (a[small] <= 0)
-        snprintf(what, sizeof what, "a muscle is missing");
-      else
-        snprintf(what, sizeof what, "left and right differ by a factor %.1f in area", ratio);
-      snprintf(lm->reason, sizeof lm->reason,
-               "%s: the %s's place reads FF %.2f against %.2f on the other side, likely too "
-               "fatty to tell from fat",
-               what, psp_label_name(small), fm, fb);
-    }
-  }
-  if (lm->status != PSP_SLICE_OK)
-    for (int64_t j = bx[2]; j <= bx[3]; j++)
-      for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
-        lab[q] = 0;
-}
-
 psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, void *user,
                               psp_seg_axis *ax, psp_context *ctx, psp_error **err) {
   const psp_volume *ffv = psp_ffmap_ff(ffm);
@@ -1110,7 +980,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   if (!psp_seg_spine_landmarks(ffv, ipop, body, s->lm, &k_low, ctx, err)) goto fail;
   psp_context_add_time(ctx, "segment.landmarks", psp_now() - t_lm);
   double back_med = NAN;
-  int64_t n_swapped = flag_swapped(s->lm, nz, &back_med);
+  int64_t n_swapped = psp_seg_flag_swapped(s->lm, nz, &back_med);
   if (k_low >= 0 && s->lm[k_low].status != PSP_SLICE_OK) {
     k_low = -1; /* the lowest slice with a spine, once more */
     for (int64_t k = 0; k < nz && k_low < 0; k++)
@@ -1187,19 +1057,21 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
         double off = fabs(lm->canal.i - 0.5 * (double)(lm->body_box[0] + lm->body_box[1])) * sp[0];
         if (psp_landmarks_body_cut(lm, nx)) off = 0.0; /* the body's centre is not in view */
         if (back > psp_landmarks_max_depth_mm(lm) || off > CANAL_MAX_OFF_MM) {
-          flag(lm, PSP_SLICE_IMPLAUSIBLE,
-               "spinal canal implausibly placed (%.0f mm in front of the back's skin, %.0f mm "
-               "beside the body's centre): the aorta, a kidney or bowel, not the spine",
-               back, off);
+          psp_seg_flag(
+              lm, PSP_SLICE_IMPLAUSIBLE,
+              "spinal canal implausibly placed (%.0f mm in front of the back's skin, %.0f mm "
+              "beside the body's centre): the aorta, a kidney or bowel, not the spine",
+              back, off);
           continue;
         }
       }
       L->muscle = isnan(lm->muscle_ff) ? 0.1 : lm->muscle_ff;
       L->fat = lm->fat_ff;
       if (L->fat - L->muscle < 0.3) {
-        flag(lm, PSP_SLICE_IMPLAUSIBLE,
-             "muscle beside the spinous process (FF %.2f) is not distinct from fat (FF %.2f)",
-             L->muscle, L->fat);
+        psp_seg_flag(
+            lm, PSP_SLICE_IMPLAUSIBLE,
+            "muscle beside the spinous process (FF %.2f) is not distinct from fat (FF %.2f)",
+            L->muscle, L->fat);
         continue;
       }
       L->t_loose = 0.5 * (L->muscle + L->fat);
@@ -1270,9 +1142,9 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
         /* first boundary pass below, once the lowest slice is known */
         double a = (double)nv * sp[0] * sp[1];
         if (a < MIN_SIDE_MM2)
-          flag(lm, PSP_SLICE_IMPLAUSIBLE,
-               "paraspinal compartment too small on one side (%.0f mm^2, need %.0f)", a,
-               MIN_SIDE_MM2);
+          psp_seg_flag(lm, PSP_SLICE_IMPLAUSIBLE,
+                       "paraspinal compartment too small on one side (%.0f mm^2, need %.0f)", a,
+                       MIN_SIDE_MM2);
       }
     }
     free(crop_ff);
@@ -1363,9 +1235,10 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
       double mj = m % 2 ? cjv[m / 2] : 0.5 * (cjv[m / 2 - 1] + cjv[m / 2]);
       double dist = hypot(lm->canal.i * sp[0] - mi, lm->canal.j * sp[1] - mj);
       if (dist > CANAL_JUMP_MM)
-        flag(lm, PSP_SLICE_IMPLAUSIBLE,
-             "spinal canal %.0f mm away from its position on the neighbouring slices (limit %.0f)",
-             dist, CANAL_JUMP_MM);
+        psp_seg_flag(
+            lm, PSP_SLICE_IMPLAUSIBLE,
+            "spinal canal %.0f mm away from its position on the neighbouring slices (limit %.0f)",
+            dist, CANAL_JUMP_MM);
     }
     int64_t lowest = -1;
     for (int64_t k = 0; k < nz && lowest < 0; k++)
@@ -1435,7 +1308,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
        * with both sides' (a split that followed a false ridge on one side
        * over several slices) */
       for (int pass = 0; pass < 2 && (by_path[0] || by_path[1]); pass++) {
-        if (pass == 1 && !(lr_ratio(lab, nx, bx) > MAX_LR_RATIO)) break;
+        if (pass == 1 && !(psp_seg_lr_ratio(lab, nx, bx) > MAX_LR_RATIO)) break;
         for (int side = 0; side < 2; side++) {
           if (!by_path[side]) continue;
           if (pass == 1)
@@ -1457,7 +1330,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
       if (bx[1] >= bx[0] && !psp_seg_refine_outlines(ff, lab, nx, ny, sp[0], sp[1], bx,
                                                      lv[k].muscle, lv[k].fat, w->m3))
         oom = true;
-      check_areas(&s->lm[k], ff, lab, nx, bx, sp[0] * sp[1], &lv[k]);
+      psp_seg_check_areas(&s->lm[k], ff, lab, nx, bx, sp[0] * sp[1], lv[k].muscle);
     }
     psp_slice_work_free(w);
   }

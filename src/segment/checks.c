@@ -1,0 +1,149 @@
+/*
+ * DESIGN: the segmentation's plausibility checks (called by psp_seg_run in
+ * src/segment/segment.c): what makes a slice's landmarks or labels not
+ * believable, and the reason a flagged slice reports. A slice is flagged
+ * and left empty rather than filled with a guess.
+ *  - Water and fat exchanged on a slice (psp_seg_flag_swapped): the fat
+ *    behind the spine reads below SWAP_FF while the stack's median reads
+ *    above SWAP_STACK_FF.
+ *  - The labels of a slice (psp_seg_check_areas): a muscle missing or
+ *    above MAX_MUSCLE_MM2, or left and right of a muscle more than
+ *    MAX_LR_RATIO apart in area (a leak or a loss, not anatomy); the reason
+ *    says when the smaller side's place reads ASYM_FF fattier than the
+ *    other side's muscle (a one-sided fatty atrophy, too fatty to tell from
+ *    fat).
+ * Serial per slice; deterministic.
+ */
+#include "segment/limits.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void psp_seg_flag(psp_slice_landmarks *lm, psp_slice_status st, const char *fmt, double a,
+                  double b) {
+  lm->status = st;
+  snprintf(lm->reason, sizeof lm->reason, fmt, a, b);
+}
+
+/* The larger left/right area ratio of the two muscles (infinite when one
+ * is missing). */
+double psp_seg_lr_ratio(const float *lab, int64_t nx, const int64_t bx[4]) {
+  int64_t n[PSP_LABEL_COUNT] = {0};
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
+      n[(int)lab[q]]++;
+  if (!n[1] || !n[2] || !n[3] || !n[4]) return INFINITY;
+  return fmax(fmax((double)n[1], (double)n[2]) / fmin((double)n[1], (double)n[2]),
+              fmax((double)n[3], (double)n[4]) / fmin((double)n[3], (double)n[4]));
+}
+
+/* Slices whose water and fat look exchanged (a swap artefact of the
+ * fat/water separation, or fat-dominant tissue not recognised on in-phase/
+ * opposed-phase input): the fat behind the spine (lm->back_ff) reads below
+ * SWAP_FF while the stack's median reads above SWAP_STACK_FF. Flagged
+ * implausible with that reason (their FF would read 1 - FF): a slice
+ * exchanged whole read no_spine or implausible left/right before, without
+ * the cause. On the scans here every slice reads 0.39-0.96. */
+int64_t psp_seg_flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_out) {
+  double *v = malloc((size_t)nz * sizeof *v);
+  if (!v) return 0; /* the check is skipped: nothing is flagged */
+  int64_t m = 0, n = 0;
+  for (int64_t k = 0; k < nz; k++)
+    if (lm[k].status != PSP_SLICE_NO_BODY && isfinite(lm[k].back_ff)) v[m++] = lm[k].back_ff;
+  double med = NAN;
+  if (m > 0) {
+    qsort(v, (size_t)m, sizeof *v, psp_seg_cmp_double);
+    med = m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
+  }
+  free(v);
+  *med_out = med;
+  if (!(med > SWAP_STACK_FF)) return 0;
+  for (int64_t k = 0; k < nz; k++) {
+    psp_slice_landmarks *l = &lm[k];
+    if (l->status == PSP_SLICE_NO_BODY || !(l->back_ff < SWAP_FF)) continue;
+    l->status = PSP_SLICE_IMPLAUSIBLE;
+    snprintf(l->reason, sizeof l->reason,
+             "the fat behind the spine reads FF %.2f here against %.2f on the other slices: water "
+             "and fat look exchanged on this slice (a fat/water swap); not measured",
+             l->back_ff, med);
+    n++;
+  }
+  return n;
+}
+
+/* The median FF of slice ff at the voxels of label l, or (mirror) at
+ * those voxels mirrored about the column mid (the segmentation frame's
+ * midline); NaN without any. buf: floats for the label's voxels in bx. */
+static double label_ff(const float *ff, const float *lab, int64_t nx, const int64_t bx[4], float l,
+                       bool mirror, double mid, float *buf) {
+  size_t m = 0;
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t i = bx[0]; i <= bx[1]; i++) {
+      if (lab[j * nx + i] != l) continue;
+      int64_t i2 = mirror ? (int64_t)lround(2.0 * mid - (double)i) : i;
+      if (i2 >= 0 && i2 < nx && !isnan(ff[j * nx + i2])) buf[m++] = ff[j * nx + i2];
+    }
+  return m ? psp_quantile_select(buf, m, 0.5) : NAN;
+}
+
+/* Last plausibility check of a labelled slice: every muscle present, none
+ * larger than MAX_MUSCLE_MM2, left and right of each muscle within a factor
+ * MAX_LR_RATIO. Otherwise the slice is flagged and emptied (the reason says when
+ * the smaller side's place reads much fattier than the other side). */
+void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
+                         const int64_t bx[4], double px, double muscle) {
+  int64_t n[PSP_LABEL_COUNT] = {0};
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
+      n[(int)lab[q]]++;
+  double a[PSP_LABEL_COUNT];
+  for (int l = 0; l < PSP_LABEL_COUNT; l++)
+    a[l] = (double)n[l] * px;
+  int bad = 0, small = 0; /* small: a muscle missing or far smaller than its other side's */
+  for (int l = 1; l < PSP_LABEL_COUNT && !bad; l++)
+    if (a[l] <= 0 || a[l] > MAX_MUSCLE_MM2) bad = l;
+  double ratio = NAN;
+  if (bad) {
+    psp_seg_flag(lm, PSP_SLICE_IMPLAUSIBLE,
+                 "implausible muscle area %.0f mm^2 (allowed 0 < area <= %.0f)", a[bad],
+                 MAX_MUSCLE_MM2);
+    if (a[bad] <= 0) small = bad;
+  } else {
+    double rmf = fmax(a[1], a[2]) / fmin(a[1], a[2]), res = fmax(a[3], a[4]) / fmin(a[3], a[4]);
+    ratio = fmax(rmf, res);
+    if (ratio > MAX_LR_RATIO) {
+      psp_seg_flag(
+          lm, PSP_SLICE_IMPLAUSIBLE,
+          "left and right differ by a factor %.1f in area (allowed %.1f): a side leaked or "
+          "was lost",
+          ratio, MAX_LR_RATIO);
+      small = rmf >= res ? (a[1] < a[2] ? 1 : 2) : (a[3] < a[4] ? 3 : 4);
+    }
+  }
+  /* the other side's muscle mirrored onto the small one's side: reading
+   * much fattier there than itself, the small muscle is likely too fatty
+   * to tell from fat (a one-sided fatty atrophy), which the reason says */
+  int big = small % 2 ? small + 1 : small - 1;
+  if (small && n[big] > 0) {
+    float *buf = malloc((size_t)n[big] * sizeof *buf);
+    double fm = buf ? label_ff(ff, lab, nx, bx, (float)big, true, lm->midline_i, buf) : NAN;
+    double fb = buf ? label_ff(ff, lab, nx, bx, (float)big, false, lm->midline_i, buf) : NAN;
+    free(buf);
+    if (fm - fb > ASYM_FF && fm > muscle + ASYM_FF) {
+      char what[64];
+      if (a[small] <= 0)
+        snprintf(what, sizeof what, "a muscle is missing");
+      else
+        snprintf(what, sizeof what, "left and right differ by a factor %.1f in area", ratio);
+      snprintf(lm->reason, sizeof lm->reason,
+               "%s: the %s's place reads FF %.2f against %.2f on the other side, likely too "
+               "fatty to tell from fat",
+               what, psp_label_name(small), fm, fb);
+    }
+  }
+  if (lm->status != PSP_SLICE_OK)
+    for (int64_t j = bx[2]; j <= bx[3]; j++)
+      for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
+        lab[q] = 0;
+}
