@@ -375,43 +375,34 @@ def backfat(dims, pix, w, f, lab, mm):
                     a[base + j * nx + i] = new[j]
 
 
+def swap(dims, w, f, k):
+    plane = dims[1] * dims[2]
+    for q in range(k * plane, (k + 1) * plane):
+        a, b = float(w[q]), float(f[q])
+        w[q] = round(b) if w.typecode in "BbHhIi" else b
+        f[q] = round(a) if f.typecode in "BbHhIi" else a
+
+
 def main():
     what, src, dst = sys.argv[1:4]
     rng = random.Random(5)
-    if what == "backfat":
+    # the edits that change water, fat and labels together, in place:
+    # each gets (water head, dims, water, fat, labels) and the arguments
+    joint = {
+        "backfat": lambda hd, dims, w, f, lab: backfat(
+            dims, struct.unpack("<f", hd[84:88])[0], w, f, lab,  # pixdim[2]: the row spacing
+            float(sys.argv[4])),
+        "swap": lambda hd, dims, w, f, lab: swap(dims, w, f, int(sys.argv[4])),
+        "plane": lambda hd, dims, w, f, lab: fat_plane(dims, w, f, lab, float(sys.argv[4])),
+        "fatty": lambda hd, dims, w, f, lab: fatty(
+            dims, w, f, lab, float(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0),
+    }
+    if what in joint:
         img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
-        head = img["water"][0]
-        pix = struct.unpack("<f", head[84:88])[0]  # pixdim[2]: the row spacing
-        backfat(img["water"][1], pix, img["water"][2], img["fat"][2], img["labels_manual"][2],
-                float(sys.argv[4]))
-        for n, (hd, dims, a) in img.items():
+        head, dims, w = img["water"]
+        joint[what](head, dims, w, img["fat"][2], img["labels_manual"][2])
+        for n, (hd, _, a) in img.items():
             write(f"{dst}/{n}.nii.gz", hd, a)
-        return
-    if what == "swap":
-        img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
-        dims, w, f = img["water"][1], img["water"][2], img["fat"][2]
-        plane = dims[1] * dims[2]
-        k = int(sys.argv[4])
-        for q in range(k * plane, (k + 1) * plane):
-            a, b = float(w[q]), float(f[q])
-            w[q] = round(b) if w.typecode in "BbHhIi" else b
-            f[q] = round(a) if f.typecode in "BbHhIi" else a
-        for n, (head, dims, a) in img.items():
-            write(f"{dst}/{n}.nii.gz", head, a)
-        return
-    if what == "plane":
-        img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
-        fat_plane(img["water"][1], img["water"][2], img["fat"][2], img["labels_manual"][2],
-                  float(sys.argv[4]))
-        for n, (head, dims, a) in img.items():
-            write(f"{dst}/{n}.nii.gz", head, a)
-        return
-    if what == "fatty":
-        img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
-        fatty(img["water"][1], img["water"][2], img["fat"][2], img["labels_manual"][2],
-              float(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)
-        for n, (head, dims, a) in img.items():
-            write(f"{dst}/{n}.nii.gz", head, a)
         return
     for name in ("water", "fat", "labels_manual"):
         head, dims, a = read(f"{src}/{name}.nii.gz")
