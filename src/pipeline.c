@@ -221,7 +221,6 @@ static bool check_and_align(psp_result *r, psp_context *ctx, psp_error **err) {
  * vertebral levels, found on its final landmarks (before any muscle is
  * segmented), tell whether the sacrum or an iliac crest is in view; they
  * are kept for the report, so the levels are found once. */
-#define PELVIS_MM 8.0 /* iliac bone this close to the bottom: the pelvis is in view */
 typedef struct bottom_check {
   const psp_ffmap *ffmap;
   const psp_level_overrides *ov;
@@ -239,20 +238,16 @@ static int stack_reaches_sacrum(const psp_ffmap *ff, const psp_segmentation *s, 
   if (!bc->levels) return -1;
   if (bc->ov && psp_level_overrides_count(bc->ov) > 0) *l5s1 = psp_levels_l5s1_position(bc->levels);
   if (psp_levels_image_anchored(bc->levels)) return 1;
-  /* iliac bone on both sides at the bottom (its lowest PELVIS_MM), in too
-   * short a run to name the levels: the crest top lies just above the
-   * bottom, which is then at the pelvis, not above it */
-  const double dz = psp_levels_slice_spacing_mm(bc->levels);
-  for (int64_t k = 0; dz > 0 && (double)k * dz < PELVIS_MM; k++)
-    if (psp_levels_iliac_both(bc->levels, k)) {
-      psp_warn(bc->ctx,
-               "automatic segmentation: iliac bone on both sides at the bottom of the stack (slice "
-               "%lld, internal numbering), too little of it to name the levels: the lowest slice "
-               "with a spine is taken as L5/S1 for the multifidus/erector spinae proportion; "
-               "check the QC images",
-               (long long)k);
-      return 1;
-    }
+  /* iliac bone on both sides at the bottom, in too short a run to name the
+   * levels: the crest top lies just above the bottom, which is then at the
+   * pelvis, not above it */
+  if (psp_levels_iliac_at_bottom(bc->levels)) {
+    psp_warn(bc->ctx,
+             "automatic segmentation: iliac bone on both sides at the bottom of the stack, "
+             "too little of it to name the levels: the lowest slice with a spine is taken "
+             "as L5/S1 for the multifidus/erector spinae proportion; check the QC images");
+    return 1;
+  }
   return 0;
 }
 

@@ -136,6 +136,7 @@ struct psp_levels {
   bool *col_ok;
   psp_iliac_slice *iliac; /* per slice */
   double crest;           /* iliac crest top (internal slice), NaN */
+  bool iliac_bottom; /* iliac bone on both sides at the stack's bottom (a run, however short) */
   psp_level_disc *disc;
   size_t ndisc, capdisc;
   bool anchored;
@@ -935,6 +936,7 @@ static bool iliac_anchor(psp_levels *lv, const psp_iliac_input *in, anchor_info 
                          psp_context *ctx, psp_error **err) {
   psp_iliac il;
   if (!psp_iliac_detect(in, lv->iliac, &il, err)) return false;
+  lv->iliac_bottom = il.top >= 0;
   if (!il.found) {
     psp_info(ctx, "levels: iliac crest: %s", il.why);
     return true;
@@ -1425,6 +1427,10 @@ const char *psp_levels_flag_message(const psp_levels *lv, size_t i) {
 
 double psp_levels_iliac_crest(const psp_levels *lv) {
   return lv ? lv->crest : NAN;
+}
+
+bool psp_levels_iliac_at_bottom(const psp_levels *lv) {
+  return lv && lv->iliac_bottom;
 }
 
 bool psp_levels_iliac_both(const psp_levels *lv, int64_t k) {

@@ -118,6 +118,10 @@ const char *psp_levels_method(const psp_levels *lv);
  * on the right (side 0) and left (side 1). For QC and reports. */
 double psp_levels_iliac_crest(const psp_levels *lv);
 bool psp_levels_iliac_both(const psp_levels *lv, int64_t k);
+/* Whether iliac bone was seen on both sides at the bottom of the stack (the
+ * start of the crest's run, iliac.c), named levels or not: a run too short
+ * to name them still puts the bottom at the pelvis. */
+bool psp_levels_iliac_at_bottom(const psp_levels *lv);
 double psp_levels_iliac_area(const psp_levels *lv, int64_t k, int side);
 /* After a segmentation in a frame aligned with the spine (the levels found
  * on its landmarks, in that frame): the columns' points mapped to the
