@@ -54,7 +54,19 @@
  *  - Midline: the axis of left-right mirror symmetry of the FF map in the
  *    50 mm behind the canal (muscles, spinous process, fat), searched at
  *    half-voxel steps within 12 mm of the canal centre; the half-width of the
- *    midline bone / interspinous fat from the FF profile across it.
+ *    midline bone / interspinous fat from the FF profile across it. Where
+ *    the muscle beside the canal (boxes 6-24 mm to either side) reads more
+ *    than ASYM_MIDLINE_FF = 0.3 apart left and right, a one-sided fatty
+ *    multifidus pulls that axis towards it (dixon-tum01 with its left
+ *    multifidus at FF 0.65, tests/realdata/nifti_edit.py fatty 0.6 3: 8-12
+ *    mm on 15 slices), so the axis is the symmetry of the fat-dominant
+ *    tissue only (FF above ASYM_CLIP_FF = 0.7: interspinous and
+ *    subcutaneous fat, fat planes) within 6 mm of the canal centre: within
+ *    1-3 mm of the unedited scan's axis on every slice. Not used always: a
+ *    penalty on the axis's distance from the canal, or this clipped
+ *    symmetry on every slice, cost dixon-tum01's multifidus 0.001-0.016;
+ *    the gate at 0.2 / 0.25 changed lean edited copies (-0.001), at 0.3
+ *    only the one-sided fatty ones.
  *  - Vertebral body: centroid of the non-fat voxels in a 50 x 50 mm box in
  *    front of the canal (vertebral body, disc or sacrum).
  *  - Spinous process: the posterior end of the midline gap between the two
@@ -62,7 +74,13 @@
  *  - Muscle and fat FF levels of the slice: medians of a core box beside the
  *    spinous process (muscle) and of the body's fatty voxels; the
  *    segmentation derives its muscle/fat threshold from them, so fatty
- *    (degenerated) muscle is still muscle.
+ *    (degenerated) muscle is still muscle. Per side also the lower 30 %
+ *    quantile of a box 5-16 mm from the midline, 6-26 mm behind the canal's
+ *    back edge (the multifidus at every lumbar level, where the core box
+ *    takes in the erector spinae at the upper ones; the quantile is not
+ *    lifted by fatty streaks: with the median, the sample phantoms' streaky
+ *    multifidi read 0.2-0.3 apart on 7 slices), for the segmentation's
+ *    per-side levels (src/segment/segment.c, step 1).
  * Cost: the per-pixel passes visit only the body's bounding box (integral
  * images of it, in integers: the box sums are exact, as in doubles over the
  * slice); a second search on a slice (psp_landmarks_refind, _find_close)
@@ -222,6 +240,14 @@ bool psp_landmarks_body_cut(const psp_slice_landmarks *lm, int64_t nx) {
 #define MUSCLE_MAX_FF 0.5 /* ... at most this */
 #define CANAL_MIN_SCORE 0.45
 #define MIDLINE_SEARCH_MM 12.0
+#define ASYM_MIDLINE_FF 0.3 /* the muscle beside the canal this far apart left/right: ... */
+#define ASYM_SEARCH_MM 6.0  /* ... the midline searched this near the canal centre ... */
+#define ASYM_CLIP_FF 0.7    /* ... on the FF above this only */
+#define SIDE_BOX_D0_MM 5.0  /* the per-side muscle level's box: from the midline ... */
+#define SIDE_BOX_D1_MM 16.0
+#define SIDE_BOX_Y0_MM 6.0 /* ... and behind the canal's back edge */
+#define SIDE_BOX_Y1_MM 26.0
+#define SIDE_Q 0.3 /* its quantile */
 #define GAP_MIN_MM PSP_LM_GAP_MIN_MM
 #define ANCHOR_PENALTY 0.01 /* score per mm away from the expected canal position */
 #define CLOSE_PENALTY 0.03  /* the same for the search near the neighbouring slices' canal */
@@ -359,6 +385,20 @@ static int cmp_float(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Quantile q (lower) of the finite values of ff in a box, or NaN. */
+static double box_quantile(const float *ff, int64_t nx, int64_t ny, int64_t i0, int64_t i1,
+                           int64_t j0, int64_t j1, double q, float *buf) {
+  size_t n = 0;
+  for (int64_t j = j0 < 0 ? 0 : j0; j <= j1 && j < ny; j++)
+    for (int64_t i = i0 < 0 ? 0 : i0; i <= i1 && i < nx; i++) {
+      float v = ff[j * nx + i];
+      if (!isnan(v)) buf[n++] = v;
+    }
+  if (n == 0) return NAN;
+  qsort(buf, n, sizeof *buf, cmp_float);
+  return buf[(size_t)(q * (double)(n - 1))];
+}
+
 /* Median of the finite values of ff in a box, or NaN. */
 static double box_median(const float *ff, int64_t nx, int64_t ny, int64_t i0, int64_t i1,
                          int64_t j0, int64_t j1, float *buf) {
@@ -371,6 +411,73 @@ static double box_median(const float *ff, int64_t nx, int64_t ny, int64_t i0, in
   if (n == 0) return NAN;
   qsort(buf, n, sizeof *buf, cmp_float);
   return buf[n / 2];
+}
+
+/* The axis (column, half-voxel steps within cmax voxels of column ci) of
+ * left-right mirror symmetry of ff over rows ja..jb, pairing columns up to
+ * tmax voxels apart: the least mean absolute difference. clip_lo >= 0:
+ * of (ff - clip_lo) / (1 - clip_lo), clipped at 0 (only fat-dominant
+ * tissue counts). */
+static double symmetry_axis(const float *ff, int64_t nx, int64_t ny, int64_t ja, int64_t jb,
+                            int64_t tmax, int64_t cmax, double clip_lo, double ci,
+                            psp_slice_work *w) {
+  int64_t cic = (int64_t)lround(ci);
+  double bestc = ci, bests = 1e30;
+  /* all candidate axes at once, each summed in the same order (rows,
+   * then t) as one by one: independent sums, vectorised along the row.
+   * Axis c2 / 2 pairs a = c + t (+ 1 for odd c2) with b = c - t, c =
+   * c2 / 2 rounded down; an axis outside 0 .. nx - 1 pairs nothing
+   * inside the slice (its score 1e30 never wins), so only the axes
+   * inside are summed. A row's values with NaN read as 1 in zr. */
+  int64_t c2lo = 2 * (cic - cmax), c2hi = 2 * (cic + cmax);
+  if (c2lo < 0) c2lo = 0;
+  if (c2hi > 2 * nx - 2) c2hi = 2 * nx - 2;
+  /* per parity of c2, the sums and counts of c = cbase, cbase + 1, ... */
+  int64_t cbase = c2lo / 2;
+  double *restrict acc0 = w->line, *restrict acc1 = acc0 + nx, *restrict zr = acc1 + nx;
+  int64_t *restrict n0 = w->nline, *restrict n1 = n0 + nx;
+  for (int64_t c = 0; c < nx; c++) {
+    acc0[c] = acc1[c] = 0;
+    n0[c] = n1[c] = 0;
+  }
+  for (int64_t j = ja < 0 ? 0 : ja; j <= jb && j < ny && c2lo <= c2hi; j++) {
+    for (int64_t i = 0; i < nx; i++) {
+      float v = ff[j * nx + i];
+      zr[i] = isnan(v) ? 1.0 : v;
+      if (clip_lo >= 0) {
+        double x = (zr[i] - clip_lo) / (1.0 - clip_lo);
+        zr[i] = x < 0 ? 0 : x;
+      }
+    }
+    for (int64_t t = 1; t <= tmax; t++)
+      for (int par = 0; par < 2; par++) {
+        /* c2 = 2 c + par within [c2lo, c2hi], with b = c - t >= 0 and
+         * a = c + t + par < nx */
+        if (c2hi - par < 0) continue;
+        int64_t c0 = (c2lo - par + 1) / 2, c1 = (c2hi - par) / 2;
+        if (c0 < t) c0 = t;
+        if (c1 > nx - 1 - t - par) c1 = nx - 1 - t - par;
+        double *restrict av = (par ? acc1 : acc0) - cbase;
+        int64_t *restrict nv = (par ? n1 : n0) - cbase;
+        const double *za = zr + t + par, *zb = zr - t;
+        for (int64_t c = c0; c <= c1; c++) {
+          av[c] += fabs(za[c] - zb[c]);
+          nv[c]++;
+        }
+      }
+  }
+  for (int64_t c2 = c2lo; c2 <= c2hi; c2++) {
+    int64_t c = c2 / 2 - cbase;
+    double a = c2 & 1 ? acc1[c] : acc0[c];
+    int64_t m = c2 & 1 ? n1[c] : n0[c];
+    double sc = m ? a / (double)m : 1e30;
+    double cc = 0.5 * (double)c2;
+    if (sc < bests - 1e-12 || (fabs(sc - bests) <= 1e-12 && fabs(cc - ci) < fabs(bestc - ci))) {
+      bests = sc;
+      bestc = cc;
+    }
+  }
+  return bestc;
 }
 
 static void set_reason(psp_slice_landmarks *lm, psp_slice_status st, const char *msg) {
@@ -431,6 +538,7 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   memset(lm, 0, sizeof *lm);
   lm->canal_radius_mm = NAN;
   lm->muscle_ff = NAN;
+  lm->muscle_side_ff[0] = lm->muscle_side_ff[1] = NAN;
   lm->fat_ff = NAN;
   lm->back_fat_mm = NAN;
   lm->back_ff = NAN;
@@ -644,63 +752,23 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
 
   /* midline: the axis of left-right mirror symmetry of the FF map behind
    * the canal (muscles, spinous process, fat), searched at half-voxel steps
-   * within 8 mm of the canal centre */
+   * within MIDLINE_SEARCH_MM of the canal centre */
   {
     int64_t ja = cjc + mm_to_vox(cr, sy), jb = cjc + mm_to_vox(cr + 50.0, sy);
-    int64_t tmax = mm_to_vox(40.0, sx), cmax = mm_to_vox(MIDLINE_SEARCH_MM, sx);
-    double bestc = lm->canal.i, bests = 1e30;
-    /* all candidate axes at once, each summed in the same order (rows,
-     * then t) as one by one: independent sums, vectorised along the row.
-     * Axis c2 / 2 pairs a = c + t (+ 1 for odd c2) with b = c - t, c =
-     * c2 / 2 rounded down; an axis outside 0 .. nx - 1 pairs nothing
-     * inside the slice (its score 1e30 never wins), so only the axes
-     * inside are summed. A row's values with NaN read as 1 in zr. */
-    int64_t c2lo = 2 * (cic - cmax), c2hi = 2 * (cic + cmax);
-    if (c2lo < 0) c2lo = 0;
-    if (c2hi > 2 * nx - 2) c2hi = 2 * nx - 2;
-    /* per parity of c2, the sums and counts of c = cbase, cbase + 1, ... */
-    int64_t cbase = c2lo / 2;
-    double *restrict acc0 = w->line, *restrict acc1 = acc0 + nx, *restrict zr = acc1 + nx;
-    int64_t *restrict n0 = w->nline, *restrict n1 = n0 + nx;
-    for (int64_t c = 0; c < nx; c++) {
-      acc0[c] = acc1[c] = 0;
-      n0[c] = n1[c] = 0;
-    }
-    for (int64_t j = ja < 0 ? 0 : ja; j <= jb && j < ny && c2lo <= c2hi; j++) {
-      for (int64_t i = 0; i < nx; i++) {
-        float v = ff[j * nx + i];
-        zr[i] = isnan(v) ? 1.0 : v;
-      }
-      for (int64_t t = 1; t <= tmax; t++)
-        for (int par = 0; par < 2; par++) {
-          /* c2 = 2 c + par within [c2lo, c2hi], with b = c - t >= 0 and
-           * a = c + t + par < nx */
-          if (c2hi - par < 0) continue;
-          int64_t c0 = (c2lo - par + 1) / 2, c1 = (c2hi - par) / 2;
-          if (c0 < t) c0 = t;
-          if (c1 > nx - 1 - t - par) c1 = nx - 1 - t - par;
-          double *restrict av = (par ? acc1 : acc0) - cbase;
-          int64_t *restrict nv = (par ? n1 : n0) - cbase;
-          const double *za = zr + t + par, *zb = zr - t;
-          for (int64_t c = c0; c <= c1; c++) {
-            av[c] += fabs(za[c] - zb[c]);
-            nv[c]++;
-          }
-        }
-    }
-    for (int64_t c2 = c2lo; c2 <= c2hi; c2++) {
-      int64_t c = c2 / 2 - cbase;
-      double a = c2 & 1 ? acc1[c] : acc0[c];
-      int64_t m = c2 & 1 ? n1[c] : n0[c];
-      double sc = m ? a / (double)m : 1e30;
-      double cc = 0.5 * (double)c2;
-      if (sc < bests - 1e-12 ||
-          (fabs(sc - bests) <= 1e-12 && fabs(cc - lm->canal.i) < fabs(bestc - lm->canal.i))) {
-        bests = sc;
-        bestc = cc;
-      }
-    }
-    lm->midline_i = bestc;
+    lm->midline_i = symmetry_axis(ff, nx, ny, ja, jb, mm_to_vox(40.0, sx),
+                                  mm_to_vox(MIDLINE_SEARCH_MM, sx), -1.0, lm->canal.i, w);
+    /* a multifidus much fattier on one side than the other (a one-sided
+     * fatty atrophy) pulls the symmetry axis towards it, 8-12 mm on
+     * dixon-tum01 with its left multifidus at FF 0.65: then the symmetry of
+     * the fat-dominant tissue only (FF above ASYM_CLIP_FF; the interspinous
+     * and subcutaneous fat, the fat planes), near the canal */
+    int64_t da = mm_to_vox(6.0, sx), db = mm_to_vox(24.0, sx);
+    int64_t ka = cjc + mm_to_vox(cr + 8.0, sy), kb = cjc + mm_to_vox(cr + 36.0, sy);
+    double ml = box_median(ff, nx, ny, cic + da, cic + db, ka, kb, w->f0);
+    double mr = box_median(ff, nx, ny, cic - db, cic - da, ka, kb, w->f0);
+    if (fabs(ml - mr) > ASYM_MIDLINE_FF)
+      lm->midline_i = symmetry_axis(ff, nx, ny, ja, jb, mm_to_vox(40.0, sx),
+                                    mm_to_vox(ASYM_SEARCH_MM, sx), ASYM_CLIP_FF, lm->canal.i, w);
   }
   int64_t mid = (int64_t)lround(lm->midline_i);
 
@@ -732,6 +800,13 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
     double ml = box_median(ff, nx, ny, mid + da, mid + db, ja, jb, w->f0);
     double mr = box_median(ff, nx, ny, mid - db, mid - da, ja, jb, w->f0);
     lm->muscle_ff = isnan(ml) ? mr : isnan(mr) ? ml : 0.5 * (ml + mr);
+    /* per side: the lower 30 % quantile of a box nearer the midline (the
+     * multifidus at every lumbar level; fatty streaks do not lift it) */
+    int64_t ea = mm_to_vox(SIDE_BOX_D0_MM, sx), eb = mm_to_vox(SIDE_BOX_D1_MM, sx);
+    int64_t ka = cjc + mm_to_vox(cr + SIDE_BOX_Y0_MM, sy),
+            kb = cjc + mm_to_vox(cr + SIDE_BOX_Y1_MM, sy);
+    lm->muscle_side_ff[0] = box_quantile(ff, nx, ny, mid + ea, mid + eb, ka, kb, SIDE_Q, w->f0);
+    lm->muscle_side_ff[1] = box_quantile(ff, nx, ny, mid - eb, mid - ea, ka, kb, SIDE_Q, w->f0);
   }
 
   /* midline gap: the spinous process / interspinous fat reads fattier than

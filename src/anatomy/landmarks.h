@@ -42,10 +42,13 @@ typedef struct psp_slice_landmarks {
   psp_lm_point spinous;        /* posterior end of the midline bone behind the canal */
   double midline_i;            /* column of the left-right midline at the canal's row */
   double midline_slope;        /* the midline's di/dj (0: along the image's columns) */
-  double axis_deg;    /* in-plane angle of the frame the slice was segmented in (0: the image's) */
-  double gap_mm[2];   /* half-width of the midline bone/fat (spinous process, interspinous
-                         fat) on the left [0] and right [1] of the midline */
-  double muscle_ff;   /* median FF of the muscle core beside the spinous process */
+  double axis_deg;  /* in-plane angle of the frame the slice was segmented in (0: the image's) */
+  double gap_mm[2]; /* half-width of the midline bone/fat (spinous process, interspinous
+                       fat) on the left [0] and right [1] of the midline */
+  double muscle_ff; /* median FF of the muscle core beside the spinous process */
+  /* the muscle level of each side alone, left [0] and right [1]: the lower
+   * 30 % quantile of a box nearer the midline (landmarks.c) */
+  double muscle_side_ff[2];
   double fat_ff;      /* median FF of the fat in the body */
   double back_fat_mm; /* subcutaneous fat behind the spine: median thickness over the
                          columns where a canal may lie */

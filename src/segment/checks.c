@@ -17,15 +17,16 @@
  *    than the multifidus labelled there, and than the slice's muscle
  *    level: the labels took lean tissue beside a multifidus too fatty to
  *    tell from fat, with plausible areas. dixon-tum01 with its left
- *    multifidus at FF about 0.65 (tests/realdata/nifti_edit.py fatty 0.6 3)
- *    reported that muscle at FF 6-14 % on 23 of 29 slices (-42 pp over the
- *    volume); now 12 of them are flagged. Limit: on the other 11 the fatty
- *    side pulls the mirror-symmetry midline (src/anatomy/landmarks.c) 8-12
- *    mm towards it (the canal too on the lowest two) and the place is
- *    misread as well; a penalty on the midline's
- *    distance from the canal centre (0.002-0.01 per mm) or the symmetry on
- *    a clipped FF (fat-dominant only) did not restore it and cost
- *    dixon-tum01's multifidus 0.001-0.016. Only the multifidus: checking
+ *    multifidus at FF about 0.62 (tests/realdata/nifti_edit.py fatty 0.6 3)
+ *    had that muscle 40-55 pp low on 24 of 29 slices; this check alone
+ *    flagged 12 of them. The others had their midline pulled 8-12 mm
+ *    towards the fatty side (now corrected in src/anatomy/landmarks.c), and
+ *    the per-side levels (src/segment/segment.c, step 1) now segment the
+ *    fatty muscle on 22 slices; the check flags 2 of the 6 flagged. Tried
+ *    for the midline first, on every slice: a penalty on its distance from
+ *    the canal centre (0.002-0.01 per mm) or the symmetry on a clipped FF
+ *    (fat-dominant only) cost dixon-tum01's multifidus 0.001-0.016; the
+ *    latter is now used only where the two sides' muscle differs. Only the multifidus: checking
  *    the erector spinae too flagged a lean slice of two rotated phantoms
  *    (its lateral, tapering outline mirrors onto fat). No slice of
  *    dixon-tum01, 57 edited copies of it (one-sided fatty 0.1-0.3

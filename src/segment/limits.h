@@ -109,6 +109,14 @@ void psp_seg_rho_row(double dz, double row[12]);
 bool psp_seg_local_strict(const float *ff, const float *sm, int64_t nx, int64_t ny, double sx,
                           double sy, double muscle, double fat, double share, uint8_t *strict);
 
+/* refine.c: the loose threshold per voxel of the rectangle g (into thr,
+ * nx * ny) half way from the local muscle level (the mean FF of the kept
+ * voxels within 10 mm, clamped to lo..hi; hi where none is near) to fat.
+ * Returns false on OOM. */
+bool psp_seg_local_loose(const float *ff, const uint8_t *kept, int64_t nx, int64_t ny, double sx,
+                         double sy, double lo, double hi, double fat, const int64_t g[4],
+                         float *thr);
+
 /* refine.c: after the split of side (0 left, 1 right) along a visible
  * plane, its multifidus/erector boundary voxels (inside comp == side + 1,
  * in the rectangle bx) with FF above t become 0 in lab. old: nx * ny

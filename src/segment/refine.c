@@ -132,6 +132,15 @@
  *    segment stage on tum01 at 1 thread within the noise (medians of 5:
  *    +3 % and -6 % in two series; a first, unvectorised blur cost +60 %).
  *
+ * 6. psp_seg_local_loose: the loose threshold per voxel for a side whose
+ *    multifidus is much fattier than the other side's (segment.c, step 1,
+ *    with the measurements): half way from the local muscle level (the
+ *    mean FF of the kept strict voxels within LOCAL_MM, between the two
+ *    sides' levels) to fat, so the lean erector spinae beside the fatty
+ *    multifidus keeps the lean threshold and does not take in its
+ *    partial-volume rim. It and psp_seg_local_strict share the integral
+ *    images of a mask's FF (local_box_build, local_box_sum).
+ *
  * What remains on phantom02/03: erector area +1.6..+5.4 % (quadratus
  * lumborum in front and the back wall's layer at the lateral tip, where no
  * plane shows), multifidus FF -0.5..-1.6 pp (the fatty streaks at the
@@ -154,6 +163,59 @@
 #define OUTLINE_ADD 0.5    /* an unlabelled voxel joins with a blurred share of at least this */
 #define OUTLINE_OTHER 0.05 /* ... and the other muscles' share below this */
 
+/* Integral images of the FF of a mask's voxels and of their count, over
+ * the mask's bounding box (the mask is empty outside it). */
+typedef struct local_box {
+  double *S;
+  int32_t *C;
+  int64_t b[4], w1, bw, bh;
+} local_box;
+
+/* Returns 0 when the mask is empty (nothing built), -1 on OOM, 1 built. */
+static int local_box_build(const float *ff, const uint8_t *mask, int64_t nx, int64_t ny,
+                           local_box *lb) {
+  lb->S = NULL;
+  lb->C = NULL;
+  if (!psp_mask_box(mask, nx, ny, lb->b)) return 0;
+  int64_t *b = lb->b;
+  lb->bw = b[1] - b[0] + 1;
+  lb->bh = b[3] - b[2] + 1;
+  lb->w1 = lb->bw + 1;
+  int64_t w1 = lb->w1, n1 = w1 * (lb->bh + 1);
+  double *S = lb->S = calloc((size_t)n1, sizeof *S);
+  int32_t *C = lb->C = calloc((size_t)n1, sizeof *C);
+  if (!S || !C) {
+    free(S);
+    free(C);
+    return -1;
+  }
+  for (int64_t j = 0; j < lb->bh; j++)
+    for (int64_t i = 0; i < lb->bw; i++) {
+      int64_t p = (j + b[2]) * nx + i + b[0], q = (j + 1) * w1 + i + 1;
+      bool in = mask[p] != 0;
+      S[q] = (in ? (double)ff[p] : 0.0) + S[q - 1] + S[q - w1] - S[q - w1 - 1];
+      C[q] = (in ? 1 : 0) + C[q - 1] + C[q - w1] - C[q - w1 - 1];
+    }
+  return 1;
+}
+
+/* The sum and count of the mask's voxels in the box of half-widths rx, ry
+ * about (i, j), coordinates relative to the mask's box. */
+static double local_box_sum(const local_box *lb, int64_t i, int64_t j, int64_t rx, int64_t ry,
+                            int32_t *cn) {
+  int64_t a0 = i - rx < 0 ? 0 : i - rx, a1 = i + rx + 1 > lb->bw ? lb->bw : i + rx + 1;
+  int64_t b0 = j - ry < 0 ? 0 : j - ry, b1 = j + ry + 1 > lb->bh ? lb->bh : j + ry + 1;
+  if (a0 >= a1 || b0 >= b1) {
+    *cn = 0;
+    return 0.0;
+  }
+  int64_t w1 = lb->w1;
+  const double *S = lb->S;
+  const int32_t *C = lb->C;
+  *cn = C[b1 * w1 + a1] - C[b0 * w1 + a1] - C[b1 * w1 + a0] + C[b0 * w1 + a0];
+  return S[b1 * w1 + a1] - S[b0 * w1 + a1] - S[b1 * w1 + a0] + S[b0 * w1 + a0];
+}
+
 /* The strict mask against the local muscle level: the slice's level is
  * the multifidus's beside the spinous process, and where the muscle around
  * a voxel is leaner (an erector spinae leaner than an atrophied, fatty
@@ -165,40 +227,50 @@
  * voxels. Returns false on OOM. */
 bool psp_seg_local_strict(const float *ff, const float *sm, int64_t nx, int64_t ny, double sx,
                           double sy, double muscle, double fat, double share, uint8_t *strict) {
-  int64_t b[4];
-  if (!psp_mask_box(strict, nx, ny, b)) return true;
-  /* integral images of the strict voxels' FF and count over their box b
-   * (the mask is empty outside it) */
-  int64_t bw = b[1] - b[0] + 1, bh = b[3] - b[2] + 1, w1 = bw + 1, n1 = w1 * (bh + 1);
-  double *S = calloc((size_t)n1, sizeof *S);
-  int32_t *C = calloc((size_t)n1, sizeof *C);
-  if (!S || !C) {
-    free(S);
-    free(C);
-    return false;
-  }
-  for (int64_t j = 0; j < bh; j++)
-    for (int64_t i = 0; i < bw; i++) {
-      int64_t p = (j + b[2]) * nx + i + b[0], q = (j + 1) * w1 + i + 1;
-      bool in = strict[p] != 0;
-      S[q] = (in ? (double)ff[p] : 0.0) + S[q - 1] + S[q - w1] - S[q - w1 - 1];
-      C[q] = (in ? 1 : 0) + C[q - 1] + C[q - w1] - C[q - w1 - 1];
-    }
+  local_box lb;
+  int built = local_box_build(ff, strict, nx, ny, &lb);
+  if (built <= 0) return built == 0;
   int64_t rx = psp_seg_lround(LOCAL_MM / sx), ry = psp_seg_lround(LOCAL_MM / sy);
-  for (int64_t j = 0; j < bh; j++)
-    for (int64_t i = 0; i < bw; i++) {
-      int64_t p = (j + b[2]) * nx + i + b[0];
+  for (int64_t j = 0; j < lb.bh; j++)
+    for (int64_t i = 0; i < lb.bw; i++) {
+      int64_t p = (j + lb.b[2]) * nx + i + lb.b[0];
       if (!strict[p]) continue;
-      int64_t a0 = i - rx < 0 ? 0 : i - rx, a1 = i + rx + 1 > bw ? bw : i + rx + 1;
-      int64_t b0 = j - ry < 0 ? 0 : j - ry, b1 = j + ry + 1 > bh ? bh : j + ry + 1;
-      double su = S[b1 * w1 + a1] - S[b0 * w1 + a1] - S[b1 * w1 + a0] + S[b0 * w1 + a0];
-      int32_t cn = C[b1 * w1 + a1] - C[b0 * w1 + a1] - C[b1 * w1 + a0] + C[b0 * w1 + a0];
+      int32_t cn;
+      double su = local_box_sum(&lb, i, j, rx, ry, &cn);
       double loc = fmin(su / (double)cn, muscle); /* cn >= 1: the voxel itself */
       double t = loc + share * (fat - loc);
       if (ff[p] >= t || sm[p] >= t) strict[p] = 0;
     }
-  free(S);
-  free(C);
+  free(lb.S);
+  free(lb.C);
+  return true;
+}
+
+/* The loose threshold per voxel of a side whose multifidus is much fattier
+ * than the other side's (segment.c, side_levels): half way from the local
+ * muscle level (mean FF of the kept voxels within LOCAL_MM, between lo and
+ * hi) to fat, for the voxels of the rectangle g; hi's where no kept voxel
+ * is near. thr: nx * ny. Returns false on OOM. */
+bool psp_seg_local_loose(const float *ff, const uint8_t *kept, int64_t nx, int64_t ny, double sx,
+                         double sy, double lo, double hi, double fat, const int64_t g[4],
+                         float *thr) {
+  for (int64_t j = g[2]; j <= g[3]; j++)
+    for (int64_t i = g[0]; i <= g[1]; i++)
+      thr[j * nx + i] = (float)(0.5 * (hi + fat));
+  local_box lb;
+  int built = local_box_build(ff, kept, nx, ny, &lb);
+  if (built <= 0) return built == 0;
+  int64_t rx = psp_seg_lround(LOCAL_MM / sx), ry = psp_seg_lround(LOCAL_MM / sy);
+  for (int64_t j = g[2]; j <= g[3]; j++)
+    for (int64_t i = g[0]; i <= g[1]; i++) {
+      int32_t cn;
+      double su = local_box_sum(&lb, i - lb.b[0], j - lb.b[2], rx, ry, &cn);
+      if (cn == 0) continue;
+      double loc = fmin(fmax(su / (double)cn, lo), hi);
+      thr[j * nx + i] = (float)(0.5 * (loc + fat));
+    }
+  free(lb.S);
+  free(lb.C);
   return true;
 }
 
