@@ -113,6 +113,11 @@ const char *psp_slice_status_name(psp_slice_status s) {
   return "unknown";
 }
 
+bool psp_landmarks_sides_differ(const psp_slice_landmarks *lm) {
+  const double *m = lm->muscle_side_ff;
+  return fabs(m[0] - m[1]) > PSP_LM_SIDE_ASYM_FF && fmax(m[0], m[1]) >= lm->muscle_ff;
+}
+
 psp_slice_work *psp_slice_work_create(int64_t nx, int64_t ny) {
   psp_slice_work *w = calloc(1, sizeof *w);
   if (!w) return NULL;

@@ -57,6 +57,13 @@ typedef struct psp_slice_landmarks {
                          where the field of view cuts the back */
 } psp_slice_landmarks;
 
+/* The two sides' multifidus levels (muscle_side_ff) lie more than this
+ * apart, and the fatter reaches the slice's level: a one-sided fatty
+ * multifidus, segmented with each side's own level (src/segment/segment.c,
+ * step 1). */
+#define PSP_LM_SIDE_ASYM_FF 0.2
+bool psp_landmarks_sides_differ(const psp_slice_landmarks *lm);
+
 /* Scratch buffers for one slice (one per thread). */
 typedef struct psp_slice_work {
   int64_t nx, ny;

@@ -23,7 +23,7 @@
  *     the next muscle through a fat plane in partial volume
  *     (psp_seg_local_strict, src/segment/refine.c, with the measurements).
  *     Where the two sides' multifidus levels (landmarks.c: a box beside the
- *     midline, its lower 30 % quantile) lie more than SIDE_ASYM_FF = 0.2
+ *     midline, its lower 30 % quantile) lie more than PSP_LM_SIDE_ASYM_FF = 0.2
  *     apart and the fatter is at least the slice's level (a one-sided fatty
  *     atrophy, not a streak or bone in one box), each side takes its own
  *     level and thresholds, and the fatter side's loose threshold comes from
@@ -340,8 +340,7 @@
 #define PLANE_MIN_SHARE 0.12 /* of the compartment, each muscle's seed */
 #define PLANE_KEPT_SHARE 0.6 /* of the compartment, all seeds together */
 #define PLANE_FAT_SHARE 0.7  /* of fat - muscle: a boundary voxel this fat is the plane */
-#define SIDE_ASYM_FF 0.2     /* the two sides' muscle levels this far apart: each its own */
-#define SIDE_MIN_SPAN 0.2    /* ... where fat - that level is at least this */
+#define SIDE_MIN_SPAN 0.2    /* a side's own level: where fat - that level is at least this */
 
 typedef struct slice_levels {
   double muscle, fat, t_loose, t_strict;
@@ -352,14 +351,14 @@ typedef struct slice_levels {
 
 /* The levels of each side (L[1] left, L[2] right) from the slice's (L[0]):
  * the same, unless the muscle beside the spinous process reads more than
- * SIDE_ASYM_FF apart on the two sides (a one-sided fatty atrophy of the
+ * PSP_LM_SIDE_ASYM_FF apart on the two sides (a one-sided fatty atrophy of the
  * multifidus): then each side's own muscle level and thresholds. */
 static void side_levels(const psp_slice_landmarks *lm, slice_levels *L) {
   L[0].other = NAN;
   L[1] = L[0];
   L[2] = L[0];
   const double *m = lm->muscle_side_ff;
-  if (!(fabs(m[0] - m[1]) > SIDE_ASYM_FF) || !(fmax(m[0], m[1]) >= L[0].muscle)) return;
+  if (!psp_landmarks_sides_differ(lm)) return;
   for (int side = 0; side < 2; side++) {
     slice_levels *S = &L[1 + side];
     if (!(S->fat - m[side] >= SIDE_MIN_SPAN)) continue;
