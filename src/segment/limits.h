@@ -117,6 +117,15 @@ bool psp_seg_local_loose(const float *ff, const uint8_t *kept, int64_t nx, int64
                          double sy, double lo, double hi, double fat, const int64_t g[4],
                          float *thr);
 
+/* refine.c: the split seeds (seed: 1 multifidus, 2 erector spinae) of
+ * side (0 left) whose multifidus level muscle lies far above the other
+ * side's (other): at the step of FF half way between them; lat_mm and
+ * min_share as for a visible plane (segment.c). True when set. */
+bool psp_seg_fatty_seeds(const float *ff, const uint8_t *comp, int64_t nx, double sx, double sy,
+                         const int64_t bx[4], const psp_slice_landmarks *lm, double muscle,
+                         double other, double lat_mm, double min_share, int side, uint8_t *seed,
+                         psp_slice_work *w);
+
 /* refine.c: after the split of side (0 left, 1 right) along a visible
  * plane, its multifidus/erector boundary voxels (inside comp == side + 1,
  * in the rectangle bx) with FF above t become 0 in lab. old: nx * ny

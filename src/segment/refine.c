@@ -140,6 +140,9 @@
  *    multifidus keeps the lean threshold and does not take in its
  *    partial-volume rim. It and psp_seg_local_strict share the integral
  *    images of a mask's FF (local_box_build, local_box_sum).
+ * 7. psp_seg_fatty_seeds: the multifidus/erector split of that side seeded
+ *    at the step of FF between the fatty multifidus and the lean erector
+ *    spinae (measured in segment.c, step 1).
  *
  * What remains on phantom02/03: erector area +1.6..+5.4 % (quadratus
  * lumborum in front and the back wall's layer at the lateral tip, where no
@@ -509,4 +512,73 @@ bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny
   smooth_labels(ff, lab, nx, ny, bx, old);
   unlabel_es_ridge(ff, lab, nx, ny, bx, RIDGE_SHARE * (fat - muscle), old);
   return smooth_outlines(ff, lab, nx, ny, sx, sy, bx, OUTLINE_MM, OUTLINE_KEEP);
+}
+
+/* A multifidus much fattier than the erector spinae beside it (a one-sided
+ * fatty atrophy: its level muscle, the other side's other): the two meet
+ * at a step of FF, not on a fat plane. The compartment voxels
+ * above the level half way between the two form the multifidus seed (the
+ * component on the multifidus core box), those below it whose mean
+ * distance from the midline lies lat_mm beyond it the erector
+ * spinae's; each at least min_share of the side. Returns true when
+ * seeds were set (for segment.c's split_by_seeds). */
+bool psp_seg_fatty_seeds(const float *ff, const uint8_t *comp, int64_t nx, double sx, double sy,
+                         const int64_t bx[4], const psp_slice_landmarks *lm, double muscle,
+                         double other, double lat_mm, double min_share, int side, uint8_t *seed,
+                         psp_slice_work *w) {
+  int sgn = side == 0 ? 1 : -1;
+  uint8_t val = (uint8_t)(side + 1);
+  double mid = lm->midline_i, cj = lm->canal.j;
+  double cr = fmin(lm->canal_radius_mm, 10.0) + 2.0;
+  double thr = 0.5 * (muscle + other);
+  uint8_t *mask = w->m0;
+  int64_t area = 0;
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t i = bx[0]; i <= bx[1]; i++) {
+      int64_t p = j * nx + i;
+      mask[p] = comp[p] == val && !isnan(ff[p]) && ff[p] > thr;
+      area += comp[p] == val;
+    }
+  if (area == 0) return false;
+  int32_t nc = psp_cc_label_box(mask, nx, bx, false, w->lab, w->aux);
+  if (nc < 1) return false;
+  int64_t *st = calloc((size_t)(nc + 1) * 3, sizeof *st); /* n, core, sum d */
+  if (!st) return false;
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t i = bx[0]; i <= bx[1]; i++) {
+      int32_t c = w->lab[j * nx + i];
+      if (!c) continue;
+      double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
+      st[3 * c]++;
+      if (d >= 6.0 && d <= 24.0 && y >= cr + 6.0 && y <= cr + 36.0) st[3 * c + 1]++;
+      st[3 * c + 2] += psp_seg_lround(d);
+    }
+  int32_t core = 0;
+  for (int32_t c = 1; c <= nc; c++)
+    if (st[3 * c + 1] > 0 && (core == 0 || st[3 * c + 1] > st[3 * core + 1])) core = c;
+  bool found = false;
+  if (core > 0 && (double)st[3 * core] >= min_share * (double)area) {
+    double dcore = (double)st[3 * core + 2] / (double)st[3 * core];
+    int64_t n_es = 0;
+    for (int64_t j = bx[2]; j <= bx[3]; j++)
+      for (int64_t i = bx[0]; i <= bx[1]; i++) {
+        int64_t p = j * nx + i;
+        if (comp[p] != val || mask[p]) continue;
+        if (sgn * ((double)i - mid) * sx >= dcore + lat_mm) n_es++;
+      }
+    if ((double)n_es >= min_share * (double)area) {
+      found = true;
+      for (int64_t j = bx[2]; j <= bx[3]; j++)
+        for (int64_t i = bx[0]; i <= bx[1]; i++) {
+          int64_t p = j * nx + i;
+          if (comp[p] != val) continue;
+          if (w->lab[p] == core)
+            seed[p] = 1;
+          else if (!mask[p] && sgn * ((double)i - mid) * sx >= dcore + lat_mm)
+            seed[p] = 2;
+        }
+    }
+  }
+  free(st);
+  return found;
 }

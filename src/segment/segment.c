@@ -24,30 +24,35 @@
  *     (psp_seg_local_strict, src/segment/refine.c, with the measurements).
  *     Where the two sides' multifidus levels (landmarks.c: a box beside the
  *     midline, its lower 30 % quantile) lie more than PSP_LM_SIDE_ASYM_FF = 0.2
- *     apart and the fatter is at least the slice's level (a one-sided fatty
- *     atrophy, not a streak or bone in one box), each side takes its own
- *     level and thresholds, and the fatter side's loose threshold comes from
- *     the local muscle level (psp_seg_local_loose, refine.c: half way from
- *     the mean FF of the kept strict voxels within 10 mm to fat), or the
- *     lean erector spinae beside the fatty multifidus takes its partial-
- *     volume rim in. dixon-tum01 with its left multifidus made fatty
- *     (nifti_edit.py fatty A 3; A = 0.3 / 0.4 / 0.6: that muscle's FF about
- *     0.38 / 0.46 / 0.62): left multifidus Dice 0.815 / 0.605 / 0.162 ->
- *     0.831 / 0.861 / 0.724, its FF -2.9 / -12.4 / -41.8 -> -2.3 / -2.1 /
- *     -1.1 pp, all muscles 0.912 / 0.895 / 0.840 -> 0.926 / 0.931 / 0.814
- *     (A = 0.6: 6 slices flagged, 1 before, while 24 had measured the lean
- *     neighbour as the multifidus, FF 40-55 pp low; now one, 15 pp low);
- *     the slice's shared level had put the fatty multifidus above the
- *     threshold (read as fat). dixon-tum01, ipop-chaos11, the phantoms and
- *     the other edited copies are unchanged
- *     (fine pixels 1.5 x: +0.0007; the copy scaled 1.15 x: -0.0002). With
- *     the quantile 0.5 the phantoms moved (phantom02 +0.003); without the
- *     local loose threshold the fatty side's erector spinae FF +2.9 pp
- *     (A = 0.4) instead of +1.6. Tried, not kept: a step from the fatty to
- *     the lean level as a split cost besides the fat ridge (A = 0.6
- *     multifidus +0.05, but A = 0.3 / 0.4 -0.013 / -0.015). Limit: the
- *     fatty side's split follows the population prior, so part of its
- *     multifidus goes to the erector spinae (that erector's FF +1..+4 pp).
+ *     apart, the fatter at least the slice's level, the same side fatter on
+ *     a neighbouring slice too (a one-sided fatty atrophy spans levels; a
+ *     streak or bone in one box does not: one slice each of dixon-tum01
+ *     scaled 1.15 x and with 1.5 x finer pixels, -0.014 / -0.001 before this
+ *     rule), each side takes its own level and thresholds; the fatter
+ *     side's loose threshold comes from the local muscle level
+ *     (psp_seg_local_loose, refine.c: half way from the mean FF of the kept
+ *     strict voxels within 10 mm to fat), or the lean erector spinae beside
+ *     the fatty multifidus takes its partial-volume rim in; and its split
+ *     is seeded at the step of FF between the two (psp_seg_fatty_seeds, refine.c: the
+ *     compartment above the level half way between the sides' levels on
+ *     the multifidus core box, against what lies below it further out; a
+ *     fatty muscle beside a lean one shows no fat plane to follow).
+ *     dixon-tum01 with its left multifidus made fatty (nifti_edit.py fatty
+ *     A 3; A = 0.3 / 0.4 / 0.5 / 0.6: that muscle's FF about 0.38 / 0.46 /
+ *     0.54 / 0.62): left multifidus Dice 0.815 / 0.605 / 0.421 / 0.162 ->
+ *     0.843 / 0.891 / 0.885 / 0.803, its FF -2.9 / -12.4 / -24.3 / -41.8
+ *     -> -1.5 / -0.3 / -0.8 / -0.8 pp, the left erector spinae's FF within
+ *     0.5 pp (+1..+4 with the population prior's split instead of the
+ *     seeds), all muscles 0.912 / 0.895 / 0.868 / 0.840 -> 0.925 / 0.929 /
+ *     0.928 / 0.813 (A = 0.6: 6 slices flagged, 1 before, while 24 had
+ *     measured the lean neighbour as the multifidus, FF 40-55 pp low); the
+ *     slice's shared level had put the fatty multifidus above the threshold
+ *     (read as fat). dixon-tum01, ipop-chaos11, the phantoms and the other
+ *     edited copies are unchanged. With the quantile 0.5 the phantoms moved
+ *     (phantom02 +0.003). Tried, not kept: a step from the fatty to the
+ *     lean level as a cost of the path split (A = 0.6 multifidus +0.05, but
+ *     A = 0.3 / 0.4 -0.013 / -0.015). Limit: the lean side's multifidus
+ *     area +17-18 % on these copies (+4 % on dixon-tum01 itself).
  *  2. Compartment: strict voxels with d between the midline bone and 90 mm
  *     (the medial limit per row: where the FF falls half way from the
  *     midline bone's peak to the tissue beside it, 3..8 mm, running median
@@ -349,16 +354,31 @@ typedef struct slice_levels {
   double other; /* the other side's muscle level, NAN unless this side's is its own and fatter */
 } slice_levels;
 
+/* The fatter side (0 left, 1 right) where slice k's multifidus levels
+ * differ (psp_landmarks_sides_differ) with the same side fatter on a
+ * neighbouring slice too (an atrophy spans levels; one slice alone is a
+ * streak or bone in one box: dixon-tum01 scaled 1.15 x, slice 3), else -1. */
+static int fatter_side(const psp_slice_landmarks *lm, int64_t k, int64_t nz) {
+  if (!psp_landmarks_sides_differ(&lm[k])) return -1;
+  int f = lm[k].muscle_side_ff[1] > lm[k].muscle_side_ff[0];
+  for (int64_t q = k - 1; q <= k + 1; q += 2)
+    if (q >= 0 && q < nz && psp_landmarks_sides_differ(&lm[q]) &&
+        (lm[q].muscle_side_ff[1] > lm[q].muscle_side_ff[0]) == f)
+      return f;
+  return -1;
+}
+
 /* The levels of each side (L[1] left, L[2] right) from the slice's (L[0]):
  * the same, unless the muscle beside the spinous process reads more than
- * PSP_LM_SIDE_ASYM_FF apart on the two sides (a one-sided fatty atrophy of the
+ * PSP_LM_SIDE_ASYM_FF apart on the two sides, the same side fatter on a
+ * neighbouring slice (fatter_side: a one-sided fatty atrophy of the
  * multifidus): then each side's own muscle level and thresholds. */
-static void side_levels(const psp_slice_landmarks *lm, slice_levels *L) {
+static void side_levels(const psp_slice_landmarks *lm, int64_t k, int64_t nz, slice_levels *L) {
   L[0].other = NAN;
   L[1] = L[0];
   L[2] = L[0];
-  const double *m = lm->muscle_side_ff;
-  if (!psp_landmarks_sides_differ(lm)) return;
+  const double *m = lm[k].muscle_side_ff;
+  if (fatter_side(lm, k, nz) < 0) return;
   for (int side = 0; side < 2; side++) {
     slice_levels *S = &L[1 + side];
     if (!(S->fat - m[side] >= SIDE_MIN_SPAN)) continue;
@@ -1145,7 +1165,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
         L->y_ant_lat = Y_ANT_SACRAL + t * (Y_ANT_LAT - Y_ANT_SACRAL);
       }
       L->t_strict = L->muscle + STRICT_SHARE * (L->fat - L->muscle);
-      side_levels(lm, L);
+      side_levels(s->lm, k, nz, L);
       uint8_t *c = comp + k * plane;
       /* the compartments are built on a crop around the spine (90 mm to
        * either side, from just in front of the canal backwards): the same
@@ -1253,6 +1273,10 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
           for (int64_t j = bx[2]; j <= bx[3] && !has; j++)
             for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1] && !has; q++)
               has = c[q] == side + 1 && sd[q];
+          if (!has && !isnan(lv[3 * k + 1 + side].other))
+            has = psp_seg_fatty_seeds(ff, c, nx, sp[0], sp[1], bx, &s->lm[k],
+                                      lv[3 * k + 1 + side].muscle, lv[3 * k + 1 + side].other,
+                                      PLANE_LAT_MM, PLANE_MIN_SHARE, side, sd, w);
           if (!has)
             has = plane_seeds(ff, c, nx, ny, sp[0], sp[1], bx, &s->lm[k], &lv[3 * k + 1 + side],
                               side, sd, w);

@@ -22,8 +22,10 @@
 # muscle beside the canal differs by more than 0.3 left/right, and where the
 # multifidus levels of the two sides differ by more than 0.2 each side is
 # segmented with its own (the fatty one's loose threshold from the local
-# level): Dice 0.72, FF -1.1 pp; each multifidus is checked against its
-# place (the other side's mirrored), which flags what is still missed.
+# level, its split seeded at the step of FF between the fatty multifidus
+# and the lean erector): Dice 0.80, FF -0.8 pp, the erector's FF +0.5 pp;
+# each multifidus is checked against its place (the other side's
+# mirrored), which flags what is still missed.
 source "$(dirname "$0")/../integration/lib.sh"
 need_tum01
 cd "$S"
@@ -39,8 +41,9 @@ echo "fatty left erector spinae: $k slices flagged as likely too fatty"
 [ "$k" -ge 15 ] || fail "fatty left erector spinae: only $k slices say the muscle is likely too fatty"
 edit_tum01 fatty m6 0.6 3
 compare_manual m6.out m6 cmp6.txt
-dice_minima cmp6.txt "MF_L=0.68 MF_R=0.70 all=0.78" ||
+dice_minima cmp6.txt "MF_L=0.76 MF_R=0.70 ES_L=0.76 all=0.78" ||
   fail "very fatty left multifidus: not segmented"
-awk '$1 == "MF_L" && !done { done = 1; d = $NF + 0; exit !(d > -3 && d < 3) }' cmp6.txt ||
-  fail "very fatty left multifidus: its FF more than 3 pp off"
+awk '$1 == "MF_L" || $1 == "ES_L" { if (seen[$1]++) next; d = $NF + 0; if (d <= -2 || d >= 2) bad++ }
+     END { exit bad > 0 }' cmp6.txt ||
+  fail "very fatty left multifidus: its FF or its erector spinae's more than 2 pp off"
 finish
