@@ -390,22 +390,8 @@ static int cmp_float(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* Quantile q (lower) of the finite values of ff in a box, or NaN. */
-static double box_quantile(const float *ff, int64_t nx, int64_t ny, int64_t i0, int64_t i1,
-                           int64_t j0, int64_t j1, double q, float *buf) {
-  size_t n = 0;
-  for (int64_t j = j0 < 0 ? 0 : j0; j <= j1 && j < ny; j++)
-    for (int64_t i = i0 < 0 ? 0 : i0; i <= i1 && i < nx; i++) {
-      float v = ff[j * nx + i];
-      if (!isnan(v)) buf[n++] = v;
-    }
-  if (n == 0) return NAN;
-  qsort(buf, n, sizeof *buf, cmp_float);
-  return buf[(size_t)(q * (double)(n - 1))];
-}
-
-/* Median of the finite values of ff in a box, or NaN. */
-static double box_median(const float *ff, int64_t nx, int64_t ny, int64_t i0, int64_t i1,
+/* The finite values of ff in a box, sorted into buf; returns how many. */
+static size_t box_sorted(const float *ff, int64_t nx, int64_t ny, int64_t i0, int64_t i1,
                          int64_t j0, int64_t j1, float *buf) {
   size_t n = 0;
   for (int64_t j = j0 < 0 ? 0 : j0; j <= j1 && j < ny; j++)
@@ -413,9 +399,22 @@ static double box_median(const float *ff, int64_t nx, int64_t ny, int64_t i0, in
       float v = ff[j * nx + i];
       if (!isnan(v)) buf[n++] = v;
     }
-  if (n == 0) return NAN;
   qsort(buf, n, sizeof *buf, cmp_float);
-  return buf[n / 2];
+  return n;
+}
+
+/* Quantile q (lower) of the finite values of ff in a box, or NaN. */
+static double box_quantile(const float *ff, int64_t nx, int64_t ny, int64_t i0, int64_t i1,
+                           int64_t j0, int64_t j1, double q, float *buf) {
+  size_t n = box_sorted(ff, nx, ny, i0, i1, j0, j1, buf);
+  return n ? buf[(size_t)(q * (double)(n - 1))] : NAN;
+}
+
+/* Median of the finite values of ff in a box, or NaN. */
+static double box_median(const float *ff, int64_t nx, int64_t ny, int64_t i0, int64_t i1,
+                         int64_t j0, int64_t j1, float *buf) {
+  size_t n = box_sorted(ff, nx, ny, i0, i1, j0, j1, buf);
+  return n ? buf[n / 2] : NAN;
 }
 
 /* The axis (column, half-voxel steps within cmax voxels of column ci) of

@@ -117,6 +117,13 @@ bool psp_seg_local_loose(const float *ff, const uint8_t *kept, int64_t nx, int64
                          double sy, double lo, double hi, double fat, const int64_t g[4],
                          float *thr);
 
+/* refine.c: per component of lab (1..nc) inside bx on side sgn: voxels,
+ * voxels on the multifidus core box, sum of distances from the midline
+ * (3 per component); *core the one most on the core box. NULL on OOM. */
+int64_t *psp_seg_core_stats(const int32_t *lab, int32_t nc, int64_t nx, const int64_t bx[4],
+                            int sgn, double mid, double cj, double cr, double sx, double sy,
+                            int32_t *core);
+
 /* refine.c: the split seeds (seed: 1 multifidus, 2 erector spinae) of
  * side (0 left) whose multifidus level muscle lies far above the other
  * side's (other): at the step of FF half way between them; lat_mm and

@@ -514,6 +514,32 @@ bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny
   return smooth_outlines(ff, lab, nx, ny, sx, sy, bx, OUTLINE_MM, OUTLINE_KEEP);
 }
 
+/* Per component c = 1..nc of lab inside the rectangle bx (side sgn):
+ * st[3 c] its voxels, st[3 c + 1] those on the multifidus core box (6-24 mm
+ * from the midline column mid, cr + 6 .. cr + 36 mm behind the canal's row
+ * cj), st[3 c + 2] the sum of their rounded distances from the midline
+ * (mm); *core the component with the most core-box voxels (0: none).
+ * Returns st (the caller frees it), NULL on OOM. */
+int64_t *psp_seg_core_stats(const int32_t *lab, int32_t nc, int64_t nx, const int64_t bx[4],
+                            int sgn, double mid, double cj, double cr, double sx, double sy,
+                            int32_t *core) {
+  int64_t *st = calloc((size_t)(nc + 1) * 3, sizeof *st);
+  if (!st) return NULL;
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t i = bx[0]; i <= bx[1]; i++) {
+      int32_t c = lab[j * nx + i];
+      if (!c) continue;
+      double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
+      st[3 * c]++;
+      if (d >= 6.0 && d <= 24.0 && y >= cr + 6.0 && y <= cr + 36.0) st[3 * c + 1]++;
+      st[3 * c + 2] += psp_seg_lround(d);
+    }
+  *core = 0;
+  for (int32_t c = 1; c <= nc; c++)
+    if (st[3 * c + 1] > 0 && (*core == 0 || st[3 * c + 1] > st[3 * *core + 1])) *core = c;
+  return st;
+}
+
 /* A multifidus much fattier than the erector spinae beside it (a one-sided
  * fatty atrophy: its level muscle, the other side's other): the two meet
  * at a step of FF, not on a fat plane. The compartment voxels
@@ -542,20 +568,9 @@ bool psp_seg_fatty_seeds(const float *ff, const uint8_t *comp, int64_t nx, doubl
   if (area == 0) return false;
   int32_t nc = psp_cc_label_box(mask, nx, bx, false, w->lab, w->aux);
   if (nc < 1) return false;
-  int64_t *st = calloc((size_t)(nc + 1) * 3, sizeof *st); /* n, core, sum d */
+  int32_t core;
+  int64_t *st = psp_seg_core_stats(w->lab, nc, nx, bx, sgn, mid, cj, cr, sx, sy, &core);
   if (!st) return false;
-  for (int64_t j = bx[2]; j <= bx[3]; j++)
-    for (int64_t i = bx[0]; i <= bx[1]; i++) {
-      int32_t c = w->lab[j * nx + i];
-      if (!c) continue;
-      double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
-      st[3 * c]++;
-      if (d >= 6.0 && d <= 24.0 && y >= cr + 6.0 && y <= cr + 36.0) st[3 * c + 1]++;
-      st[3 * c + 2] += psp_seg_lround(d);
-    }
-  int32_t core = 0;
-  for (int32_t c = 1; c <= nc; c++)
-    if (st[3 * c + 1] > 0 && (core == 0 || st[3 * c + 1] > st[3 * core + 1])) core = c;
   bool found = false;
   if (core > 0 && (double)st[3 * core] >= min_share * (double)area) {
     double dcore = (double)st[3 * core + 2] / (double)st[3 * core];

@@ -954,20 +954,9 @@ static bool plane_seeds(const float *ff, const uint8_t *comp, int64_t nx, int64_
     int32_t nc = psp_cc_label_box(mask, nx, sb, false, w->lab, w->aux);
     if (nc < 2) continue;
     free(st);
-    st = calloc((size_t)(nc + 1) * 3, sizeof *st); /* n, core, sum d */
+    int32_t core;
+    st = psp_seg_core_stats(w->lab, nc, nx, sb, sgn, mid, cj, cr, sx, sy, &core);
     if (!st) return false;
-    for (int64_t j = j0; j <= j1; j++)
-      for (int64_t i = i0; i <= i1; i++) {
-        int32_t c = w->lab[j * nx + i];
-        if (!c) continue;
-        double d = sgn * ((double)i - mid) * sx, y = ((double)j - cj) * sy;
-        st[3 * c]++;
-        if (d >= 6.0 && d <= 24.0 && y >= cr + 6.0 && y <= cr + 36.0) st[3 * c + 1]++;
-        st[3 * c + 2] += psp_seg_lround(d);
-      }
-    int32_t core = 0;
-    for (int32_t c = 1; c <= nc; c++)
-      if (st[3 * c + 1] > 0 && (core == 0 || st[3 * c + 1] > st[3 * core + 1])) core = c;
     if (core == 0) continue;
     double dcore = (double)st[3 * core + 2] / (double)st[3 * core];
     int64_t lat_max = 0, kept = st[3 * core];
