@@ -26,9 +26,10 @@
  *    for the midline first, on every slice: a penalty on its distance from
  *    the canal centre (0.002-0.01 per mm) or the symmetry on a clipped FF
  *    (fat-dominant only) cost dixon-tum01's multifidus 0.001-0.016; the
- *    latter is now used only where the two sides' muscle differs. Only the multifidus: checking
- *    the erector spinae too flagged a lean slice of two rotated phantoms
- *    (its lateral, tapering outline mirrors onto fat). No slice of
+ *    latter is now used only where the two sides' muscle differs. Only the
+ *    multifidus: checking the erector spinae too flagged a lean slice of two
+ *    rotated phantoms (its lateral, tapering outline mirrors onto fat). No
+ *    slice of
  *    dixon-tum01, 57 edited copies of it (one-sided fatty 0.1-0.3
  *    included), ipop-chaos11 or the phantoms changes.
  * Serial per slice; deterministic.

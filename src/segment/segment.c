@@ -1042,6 +1042,8 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   if (!s->labels || !s->lm || !lv || !comp || !body || !seeds || !prior || !rprof || !cbox ||
       !rcost || !rinout || !has_cost)
     goto fail;
+  for (int64_t q = 0; q < nz * 3; q++)
+    lv[q].other = NAN; /* set per side by side_levels; never 0 by calloc */
   bool oom = false;
 
   /* the landmarks, consistent along the stack (src/segment/spine.c) */
