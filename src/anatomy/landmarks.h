@@ -49,6 +49,9 @@ typedef struct psp_slice_landmarks {
   /* the muscle level of each side alone, left [0] and right [1]: the lower
    * 30 % quantile of a box nearer the midline (landmarks.c) */
   double muscle_side_ff[2];
+  /* the erector spinae's level of each side alone: the lower 30 % quantile
+   * of a box lateral of the multifidus (landmarks.c) */
+  double es_side_ff[2];
   double fat_ff;      /* median FF of the fat in the body */
   double back_fat_mm; /* subcutaneous fat behind the spine: median thickness over the
                          columns where a canal may lie */
@@ -63,6 +66,9 @@ typedef struct psp_slice_landmarks {
  * step 1). */
 #define PSP_LM_SIDE_ASYM_FF 0.2
 bool psp_landmarks_sides_differ(const psp_slice_landmarks *lm);
+/* The same for the two sides' erector spinae levels (es_side_ff): a
+ * one-sided fatty erector spinae. */
+bool psp_landmarks_es_sides_differ(const psp_slice_landmarks *lm);
 
 /* Scratch buffers for one slice (one per thread). */
 typedef struct psp_slice_work {

@@ -125,13 +125,14 @@ int64_t *psp_seg_core_stats(const int32_t *lab, int32_t nc, int64_t nx, const in
                             int32_t *core);
 
 /* refine.c: the split seeds (seed: 1 multifidus, 2 erector spinae) of
- * side (0 left) whose multifidus level muscle lies far above the other
- * side's (other): at the step of FF half way between them; lat_mm and
- * min_share as for a visible plane (segment.c). True when set. */
+ * side (0 left) whose multifidus level (es_fatty: erector spinae level)
+ * muscle lies far above the other side's (other): at the step of FF half
+ * way between them; lat_mm and min_share as for a visible plane
+ * (segment.c). True when set. */
 bool psp_seg_fatty_seeds(const float *ff, const uint8_t *comp, int64_t nx, double sx, double sy,
                          const int64_t bx[4], const psp_slice_landmarks *lm, double muscle,
-                         double other, double lat_mm, double min_share, int side, uint8_t *seed,
-                         psp_slice_work *w);
+                         double other, bool es_fatty, double lat_mm, double min_share, int side,
+                         uint8_t *seed, psp_slice_work *w);
 
 /* refine.c: after the split of side (0 left, 1 right) along a visible
  * plane, its multifidus/erector boundary voxels (inside comp == side + 1,

@@ -53,6 +53,13 @@
  *     lean level as a cost of the path split (A = 0.6 multifidus +0.05, but
  *     A = 0.3 / 0.4 -0.013 / -0.015). Limit: the lean side's multifidus
  *     area +17-18 % on these copies (+4 % on dixon-tum01 itself).
+ *     Where the multifidus levels agree but the erector spinae's (the same
+ *     quantile of a box 35-55 mm out, landmarks.c) lie PSP_LM_SIDE_ASYM_FF
+ *     apart under the same conditions (a one-sided fatty erector spinae:
+ *     after a spinal operation, in scoliosis), the fatter side takes that
+ *     erector's level and thresholds, its loose threshold the local one
+ *     again, and its split is seeded with the lean multifidus against the
+ *     fatty erector (psp_seg_fatty_seeds, refine.c, with the measurements).
  *  2. Compartment: strict voxels with d between the midline bone and 90 mm
  *     (the medial limit per row: where the FF falls half way from the
  *     midline bone's peak to the tissue beside it, 3..8 mm, running median
@@ -351,7 +358,8 @@ typedef struct slice_levels {
   double muscle, fat, t_loose, t_strict;
   double y_ant_lat; /* mm: how far the lateral front limit lies behind the canal's back edge */
   bool split_ok;
-  double other; /* the other side's muscle level, NAN unless this side's is its own and fatter */
+  double other;  /* the other side's muscle level, NAN unless this side's is its own and fatter */
+  bool es_fatty; /* with other: this side's fatter muscle is its erector spinae */
 } slice_levels;
 
 /* The fatter side (0 left, 1 right) where slice k's multifidus levels
@@ -368,17 +376,44 @@ static int fatter_side(const psp_slice_landmarks *lm, int64_t k, int64_t nz) {
   return -1;
 }
 
+/* The same for the erector spinae levels (psp_landmarks_es_sides_differ):
+ * the side whose erector spinae is fatter, on a neighbouring slice too, else
+ * -1. */
+static int es_fatter_side(const psp_slice_landmarks *lm, int64_t k, int64_t nz) {
+  if (!psp_landmarks_es_sides_differ(&lm[k])) return -1;
+  int f = lm[k].es_side_ff[1] > lm[k].es_side_ff[0];
+  for (int64_t q = k - 1; q <= k + 1; q += 2)
+    if (q >= 0 && q < nz && psp_landmarks_es_sides_differ(&lm[q]) &&
+        (lm[q].es_side_ff[1] > lm[q].es_side_ff[0]) == f)
+      return f;
+  return -1;
+}
+
 /* The levels of each side (L[1] left, L[2] right) from the slice's (L[0]):
  * the same, unless the muscle beside the spinous process reads more than
  * PSP_LM_SIDE_ASYM_FF apart on the two sides, the same side fatter on a
  * neighbouring slice (fatter_side: a one-sided fatty atrophy of the
- * multifidus): then each side's own muscle level and thresholds. */
+ * multifidus): then each side's own muscle level and thresholds; else if
+ * the erector spinae's levels do (es_fatter_side), the fatter side takes
+ * its erector's level and thresholds (es_fatty). */
 static void side_levels(const psp_slice_landmarks *lm, int64_t k, int64_t nz, slice_levels *L) {
   L[0].other = NAN;
   L[1] = L[0];
   L[2] = L[0];
   const double *m = lm[k].muscle_side_ff;
-  if (fatter_side(lm, k, nz) < 0) return;
+  L[0].es_fatty = false;
+  if (fatter_side(lm, k, nz) < 0) {
+    int f = es_fatter_side(lm, k, nz);
+    const double *e = lm[k].es_side_ff;
+    slice_levels *S = &L[1 + (f > 0)];
+    if (f < 0 || !(S->fat - e[f] >= SIDE_MIN_SPAN)) return;
+    S->muscle = e[f];
+    S->t_loose = 0.5 * (S->muscle + S->fat);
+    S->t_strict = S->muscle + STRICT_SHARE * (S->fat - S->muscle);
+    S->other = e[1 - f];
+    S->es_fatty = true;
+    return;
+  }
   for (int side = 0; side < 2; side++) {
     slice_levels *S = &L[1 + side];
     if (!(S->fat - m[side] >= SIDE_MIN_SPAN)) continue;
@@ -1267,7 +1302,8 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
           if (!has && !isnan(lv[3 * k + 1 + side].other))
             has = psp_seg_fatty_seeds(ff, c, nx, sp[0], sp[1], bx, &s->lm[k],
                                       lv[3 * k + 1 + side].muscle, lv[3 * k + 1 + side].other,
-                                      PLANE_LAT_MM, PLANE_MIN_SHARE, side, sd, w);
+                                      lv[3 * k + 1 + side].es_fatty, PLANE_LAT_MM, PLANE_MIN_SHARE,
+                                      side, sd, w);
           if (!has)
             has = plane_seeds(ff, c, nx, ny, sp[0], sp[1], bx, &s->lm[k], &lv[3 * k + 1 + side],
                               side, sd, w);
