@@ -71,7 +71,14 @@
  *    the 7 slices measured with that midline then flagged too); dixon-tum01
  *    (the two axes within 3 mm on 28 of 29 slices, 6 mm on one),
  *    ipop-chaos11, the phantoms and 21 other edited copies unchanged, one
- *    (twist) +0.0001. Not used always: a
+ *    (twist) +0.0001. And where the muscle beside the canal reads more
+ *    than ASYM_NEAR_FF = 0.2 apart and the axes lie more than ASYM_NEAR_MM =
+ *    4 mm apart: a milder one-sided fatty multifidus (fatty 0.3 3, FF 0.38
+ *    against 0.05; boxes 0.2-0.3 apart) had pulled the full axis 5-8 mm on
+ *    slices 7-10: multifidus 0.843 / 0.825 -> 0.864 / 0.854, left FF -1.5
+ *    -> -0.6 pp, all 0.925 -> 0.929; nothing else moved (the full axis
+ *    strays 4-11 mm on some slices of lean copies too, twist and fat0.4,
+ *    but there the boxes read within 0.2). Not used always: a
  *    penalty on the axis's distance from the canal, or this clipped
  *    symmetry on every slice, cost dixon-tum01's multifidus 0.001-0.016;
  *    the gate at 0.2 / 0.25 changed lean edited copies (-0.001), at 0.3
@@ -265,6 +272,8 @@ bool psp_landmarks_body_cut(const psp_slice_landmarks *lm, int64_t nx) {
 #define ASYM_SEARCH_MM 6.0  /* ... the midline searched this near the canal centre ... */
 #define ASYM_CLIP_FF 0.7    /* ... on the FF above this only */
 #define ASYM_AXES_MM 8.0    /* ... or where the two axes lie this far apart */
+#define ASYM_NEAR_FF 0.2    /* ... or the muscle this far apart and ... */
+#define ASYM_NEAR_MM 4.0    /* ... the two axes this far */
 #define SIDE_BOX_D0_MM 5.0  /* the per-side muscle level's box: from the midline ... */
 #define SIDE_BOX_D1_MM 16.0
 #define SIDE_BOX_Y0_MM 6.0 /* ... and behind the canal's back edge */
@@ -800,7 +809,8 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
      * slice) */
     double clip = symmetry_axis(ff, nx, ny, ja, jb, mm_to_vox(40.0, sx),
                                 mm_to_vox(ASYM_SEARCH_MM, sx), ASYM_CLIP_FF, lm->canal.i, w);
-    if (fabs(ml - mr) > ASYM_MIDLINE_FF || fabs(lm->midline_i - clip) * sx > ASYM_AXES_MM)
+    double dax = fabs(lm->midline_i - clip) * sx, asym = fabs(ml - mr);
+    if (asym > ASYM_MIDLINE_FF || dax > ASYM_AXES_MM || (asym > ASYM_NEAR_FF && dax > ASYM_NEAR_MM))
       lm->midline_i = clip;
   }
   int64_t mid = (int64_t)lround(lm->midline_i);

@@ -9,6 +9,10 @@
 # Canals that lie more than 20 mm beside the body's left-right centre now
 # make the higher muscle limits be tried, and the most central kept
 # (src/segment/spine.c): 28 of 29 (one flagged: left and right differ), 0.91.
+# The fatty side still pulled the midline 5-8 mm on four slices (the boxes
+# beside the canal only 0.2-0.3 apart); where they read 0.2 apart and the
+# fat-dominant tissue's axis lies more than 4 mm from the full one, that
+# axis is taken: multifidus 0.843 / 0.825 -> 0.864 / 0.854, all 0.929.
 # A left erector spinae fattier than the threshold between muscle and fat
 # (fatty 0.5 4: its FF about 0.53) read as fat: 22 of 29 slices flagged
 # because left and right differed (the reason said why: the muscle's place,
@@ -40,7 +44,7 @@ edit_tum01 fatty u3 0.3 3
 n=$(tr -d ' \t\n' < u3.out/report.json | grep -o '"slices_segmented":[0-9]*' | cut -d: -f2)
 [ "${n:-0}" -ge 27 ] || fail "fatty left multifidus: only ${n:-0} of 29 slices segmented"
 compare_manual u3.out u3 cmp.txt
-dice_minima cmp.txt "MF_L=0.78 MF_R=0.77 ES_L=0.87 ES_R=0.89 all=0.90" ||
+dice_minima cmp.txt "MF_L=0.85 MF_R=0.84 ES_L=0.91 ES_R=0.91 all=0.92" ||
   fail "fatty left multifidus: the spine or the muscles were not found"
 edit_tum01 fatty e5 0.5 4
 n=$(tr -d ' \t\n' < e5.out/report.json | grep -o '"slices_segmented":[0-9]*' | cut -d: -f2)
