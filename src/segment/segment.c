@@ -363,29 +363,21 @@ typedef struct slice_levels {
 } slice_levels;
 
 /* The fatter side (0 left, 1 right) where slice k's multifidus levels
- * differ (psp_landmarks_sides_differ) with the same side fatter on a
+ * differ (psp_landmarks_sides_differ; es: the erector spinae levels,
+ * psp_landmarks_es_sides_differ) with the same side fatter on a
  * neighbouring slice too (an atrophy spans levels; one slice alone is a
  * streak or bone in one box: dixon-tum01 scaled 1.15 x, slice 3), else -1. */
-static int fatter_side(const psp_slice_landmarks *lm, int64_t k, int64_t nz) {
-  if (!psp_landmarks_sides_differ(&lm[k])) return -1;
-  int f = lm[k].muscle_side_ff[1] > lm[k].muscle_side_ff[0];
-  for (int64_t q = k - 1; q <= k + 1; q += 2)
-    if (q >= 0 && q < nz && psp_landmarks_sides_differ(&lm[q]) &&
-        (lm[q].muscle_side_ff[1] > lm[q].muscle_side_ff[0]) == f)
-      return f;
-  return -1;
-}
-
-/* The same for the erector spinae levels (psp_landmarks_es_sides_differ):
- * the side whose erector spinae is fatter, on a neighbouring slice too, else
- * -1. */
-static int es_fatter_side(const psp_slice_landmarks *lm, int64_t k, int64_t nz) {
-  if (!psp_landmarks_es_sides_differ(&lm[k])) return -1;
-  int f = lm[k].es_side_ff[1] > lm[k].es_side_ff[0];
-  for (int64_t q = k - 1; q <= k + 1; q += 2)
-    if (q >= 0 && q < nz && psp_landmarks_es_sides_differ(&lm[q]) &&
-        (lm[q].es_side_ff[1] > lm[q].es_side_ff[0]) == f)
-      return f;
+static int fatter_side(const psp_slice_landmarks *lm, int64_t k, int64_t nz, bool es) {
+  bool (*differ)(const psp_slice_landmarks *) =
+      es ? psp_landmarks_es_sides_differ : psp_landmarks_sides_differ;
+  if (!differ(&lm[k])) return -1;
+  const double *v = es ? lm[k].es_side_ff : lm[k].muscle_side_ff;
+  int f = v[1] > v[0];
+  for (int64_t q = k - 1; q <= k + 1; q += 2) {
+    if (q < 0 || q >= nz || !differ(&lm[q])) continue;
+    const double *u = es ? lm[q].es_side_ff : lm[q].muscle_side_ff;
+    if ((u[1] > u[0]) == f) return f;
+  }
   return -1;
 }
 
@@ -394,7 +386,7 @@ static int es_fatter_side(const psp_slice_landmarks *lm, int64_t k, int64_t nz) 
  * PSP_LM_SIDE_ASYM_FF apart on the two sides, the same side fatter on a
  * neighbouring slice (fatter_side: a one-sided fatty atrophy of the
  * multifidus): then each side's own muscle level and thresholds; else if
- * the erector spinae's levels do (es_fatter_side), the fatter side takes
+ * the erector spinae's levels do (fatter_side, es), the fatter side takes
  * its erector's level and thresholds (es_fatty). */
 static void side_levels(const psp_slice_landmarks *lm, int64_t k, int64_t nz, slice_levels *L) {
   L[0].other = NAN;
@@ -402,8 +394,8 @@ static void side_levels(const psp_slice_landmarks *lm, int64_t k, int64_t nz, sl
   L[2] = L[0];
   const double *m = lm[k].muscle_side_ff;
   L[0].es_fatty = false;
-  if (fatter_side(lm, k, nz) < 0) {
-    int f = es_fatter_side(lm, k, nz);
+  if (fatter_side(lm, k, nz, false) < 0) {
+    int f = fatter_side(lm, k, nz, true);
     const double *e = lm[k].es_side_ff;
     slice_levels *S = &L[1 + (f > 0)];
     if (f < 0 || !(S->fat - e[f] >= SIDE_MIN_SPAN)) return;
