@@ -71,6 +71,11 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  signal (water + fat above a tenth of the
                                  slice's 99th percentile) is repeated T mm
                                  thick there, the rest shifted backwards
+  nifti_edit.py ipop SRC DST     in-phase and opposed-phase magnitudes
+                                 instead of water and fat (IP = W + F, OP =
+                                 |W - F|, float32: inphase.nii.gz,
+                                 outphase.nii.gz) with the manual labels, as
+                                 a two-point Dixon without the separation
   nifti_edit.py plane SRC DST A  a fat plane between multifidus and erector
                                  spinae, as older subjects show: the voxels
                                  of either muscle with an in-plane
@@ -397,6 +402,20 @@ def main():
         "fatty": lambda hd, dims, w, f, lab: fatty(
             dims, w, f, lab, float(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0),
     }
+    if what == "ipop":
+        (hw, dims, w), (hf, _, f) = read(f"{src}/water.nii.gz"), read(f"{src}/fat.nii.gz")
+        h = bytearray(hw)
+        struct.pack_into("<hh", h, 70, 16, 32)  # datatype float32, bitpix
+        struct.pack_into("<ff", h, 112, 1.0, 0.0)  # scl_slope, scl_inter
+        ip, op = array.array("f"), array.array("f")
+        for a, b in zip(w, f):
+            ip.append(float(a) + float(b))
+            op.append(abs(float(a) - float(b)))
+        write(f"{dst}/inphase.nii.gz", bytes(h), ip)
+        write(f"{dst}/outphase.nii.gz", bytes(h), op)
+        hl, _, lab = read(f"{src}/labels_manual.nii.gz")
+        write(f"{dst}/labels_manual.nii.gz", hl, lab)
+        return
     if what in joint:
         img = {n: read(f"{src}/{n}.nii.gz") for n in ("water", "fat", "labels_manual")}
         head, dims, w = img["water"]
