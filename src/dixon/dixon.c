@@ -760,6 +760,68 @@ static double noise_sd_pairs(const float *z, const uint8_t *pure, const int64_t 
 }
 
 /* Decides fat dominance per voxel; *share = fat-dominant / signal voxels. */
+/* The classes of the pure voxels (cid: 0 none, 1.. ascending log IP) by
+ * six rounds of the class-adaptive field and the histogram's modes, the
+ * field started from the voxels cid marks (band_start; else from all pure
+ * voxels with a linear field). zr, zs: scratch of n floats. Returns the
+ * number of thresholds written to thr (classes - 1), -1 on error. */
+static int em_classes(const float *y, const uint8_t *pure, uint8_t *cid, float *zr, float *zs,
+                      const int64_t d[3], const grid_norm *gn, const double *xs, const double *ys,
+                      double sz, bool band_start, double *thr, psp_error **err) {
+  const int64_t nx = d[0], ny = d[1], nz = d[2], n = nx * ny * nz;
+  double coef[NPOLY];
+  int nthr = 0;
+  for (int iter = 0; iter < 6; iter++) {
+    /* class-adaptive field (EM-like): log IP = field + offset of the
+     * voxel's tissue class, over all pure tissue, with the classes of the
+     * previous round */
+    int np = (iter == 0 && !band_start) ? NLIN : NPOLY;
+    if (!fit_field(y, cid, nthr + 1, d, gn, np, coef, err)) return -1;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < nz; k++) {
+      double phi[NPOLY];
+      const double zk = ((double)k - gn->c[2]) / gn->h[2];
+      for (int64_t j = 0; j < ny; j++)
+        for (int64_t i = 0; i < nx; i++) {
+          int64_t v = psp_idx(d, i, j, k);
+          if (!pure[v]) continue;
+          poly_basis(xs[i], ys[j], zk, phi);
+          zr[v] = (float)(y[v] - poly_eval(coef, phi));
+        }
+    }
+    /* sigma filter (Lee 1983): 3 x 3 in-plane mean over the pure voxels
+     * within 2.5 noise sd of the centre, so thin fat planes stay intact */
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < nz; k++) {
+      for (int64_t j = 0; j < ny; j++)
+        for (int64_t i = 0; i < nx; i++) {
+          int64_t v = psp_idx(d, i, j, k);
+          zs[v] = NAN;
+          if (!pure[v]) continue;
+          double s = 0;
+          int c = 0;
+          for (int64_t jj = j - DOM_SMOOTH_R; jj <= j + DOM_SMOOTH_R; jj++)
+            for (int64_t ii = i - DOM_SMOOTH_R; ii <= i + DOM_SMOOTH_R; ii++) {
+              if (ii < 0 || jj < 0 || ii >= nx || jj >= ny) continue;
+              int64_t u = psp_idx(d, ii, jj, k);
+              if (!pure[u] || !(fabsf(zr[u] - zr[v]) <= sz)) continue;
+              s += zr[u];
+              c++;
+            }
+          zs[v] = (float)(s / c);
+        }
+    }
+    nthr = histogram_classes(zs, n, 0.85, thr);
+    for (int64_t v = 0; v < n; v++) {
+      int c = 1;
+      for (int t = 0; t < nthr; t++)
+        c += zs[v] >= thr[t];
+      cid[v] = pure[v] ? (uint8_t)c : 0;
+    }
+  }
+  return nthr;
+}
+
 static bool resolve_fat_dominance(const psp_volume *ipv, const float *ip, const float *op,
                                   double floor_v, uint8_t *fatdom, double *share, psp_error **err) {
   const int64_t *d = ipv->dims;
@@ -819,7 +881,7 @@ static bool resolve_fat_dominance(const psp_volume *ipv, const float *ip, const 
     ok = false;
     goto done;
   }
-  double coef[NPOLY], thr[MAXC - 1];
+  double thr[MAXC - 1];
   int nthr = 0;
   /* noise sd of log IP (the smooth field hardly changes pair differences) */
   const double sz = 2.5 * noise_sd_pairs(y, pure, d, zs);
@@ -834,56 +896,10 @@ static bool resolve_fat_dominance(const psp_volume *ipv, const float *ip, const 
     if (attempt == 1 && !band_bright_half(y, cid, nx * ny, nz, zs, &nband)) break;
     bool band_start = nband >= 50 * NPOLY;
     if (!band_start) memcpy(cid, pure, (size_t)n);
-    for (int iter = 0; iter < 6; iter++) {
-      /* class-adaptive field (EM-like): log IP = field + offset of the
-       * voxel's tissue class, over all pure tissue, with the classes of the
-       * previous round */
-      int np = (iter == 0 && !band_start) ? NLIN : NPOLY;
-      if (!fit_field(y, cid, nthr + 1, d, &gn, np, coef, err)) {
-        ok = false;
-        goto done;
-      }
-#pragma omp parallel for schedule(static)
-      for (int64_t k = 0; k < nz; k++) {
-        double phi[NPOLY];
-        const double zk = ((double)k - gn.c[2]) / gn.h[2];
-        for (int64_t j = 0; j < ny; j++)
-          for (int64_t i = 0; i < nx; i++) {
-            int64_t v = psp_idx(d, i, j, k);
-            if (!pure[v]) continue;
-            poly_basis(xs[i], ys[j], zk, phi);
-            zr[v] = (float)(y[v] - poly_eval(coef, phi));
-          }
-      }
-      /* sigma filter (Lee 1983): 3 x 3 in-plane mean over the pure voxels
-       * within 2.5 noise sd of the centre, so thin fat planes stay intact */
-#pragma omp parallel for schedule(static)
-      for (int64_t k = 0; k < nz; k++) {
-        for (int64_t j = 0; j < ny; j++)
-          for (int64_t i = 0; i < nx; i++) {
-            int64_t v = psp_idx(d, i, j, k);
-            zs[v] = NAN;
-            if (!pure[v]) continue;
-            double s = 0;
-            int c = 0;
-            for (int64_t jj = j - DOM_SMOOTH_R; jj <= j + DOM_SMOOTH_R; jj++)
-              for (int64_t ii = i - DOM_SMOOTH_R; ii <= i + DOM_SMOOTH_R; ii++) {
-                if (ii < 0 || jj < 0 || ii >= nx || jj >= ny) continue;
-                int64_t u = psp_idx(d, ii, jj, k);
-                if (!pure[u] || !(fabsf(zr[u] - zr[v]) <= sz)) continue;
-                s += zr[u];
-                c++;
-              }
-            zs[v] = (float)(s / c);
-          }
-      }
-      nthr = histogram_classes(zs, n, 0.85, thr);
-      for (int64_t v = 0; v < n; v++) {
-        int c = 1;
-        for (int t = 0; t < nthr; t++)
-          c += zs[v] >= thr[t];
-        cid[v] = pure[v] ? (uint8_t)c : 0;
-      }
+    nthr = em_classes(y, pure, cid, zr, zs, d, &gn, xs, ys, sz, band_start, thr, err);
+    if (nthr < 0) {
+      ok = false;
+      goto done;
     }
     /* no second class from the whole outer layer: once more from the
      * brighter half of it on each slice (see band_bright_half) */
