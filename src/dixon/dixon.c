@@ -70,6 +70,22 @@
  * manual labels within 0.5 pp of water/fat's. ipop-chaos11 and the sample
  * phantoms find two classes the first time (unchanged; the brighter half
  * always: phantom03 0.831 -> 0.772).
+ * A voxel that is not pure (partial volume at a fat border) is
+ * fat-dominant where at least DOM_RIM_NEIGH = 4 of its 8 in-plane
+ * neighbours are pure fat-class voxels and its log IP less the field
+ * reaches the fat class (a muscle/fat mix is fat-dominant from about the
+ * harmonic mean of their IPs, near the valley between the classes); else
+ * such voxels read 1 - FF, close to muscle, and the erector spinae grew
+ * across the fat planes. Automatic segmentation from the sample phantoms'
+ * IP/OP: all-muscle Dice 0.868 / 0.859 / 0.831 -> 0.882 / 0.866 / 0.843,
+ * erector FF +4.3 / +3.1 / +3.9 -> +2.6 / +2.0 / +2.4 pp (left; right
+ * alike); dixon-tum01 as IP/OP 0.881 -> 0.882; ipop-chaos11 26 of 26
+ * slices, its erector areas within -4..+2 %, multifidus -14..+19 % per
+ * slice (QC looked at). With one such neighbour instead: 0.898 / 0.871 /
+ * 0.857, but the FF inside a phantom's true labels (muscles with 45 %
+ * streaks, tests/integration/test_phantom_accuracy.sh) +1.1..+1.7 pp
+ * (mixed voxels below half fat taken as fat); three: +0.8 pp; four:
+ * within 0.63 pp, as before (0.68).
  *
  * Plausibility (swap check): per axial slice (every second one of 12 or
  * more) the body = voxels with signal, 3 x 3 majority, largest component,
@@ -101,6 +117,7 @@
 /* fat dominance (in-phase / opposed-phase) */
 #define DOM_PURE_FFW 0.2 /* "pure" tissue: water-dominant reading FF_w <= this */
 #define DOM_SMOOTH_R 1   /* sigma filter radius (in-plane voxels) */
+#define DOM_RIM_NEIGH 4  /* of 8 neighbours pure fat: a mixed voxel may be fat-dominant */
 
 #define SUBCUT_MIN_MM 2.0
 #define SUBCUT_MAX_MM 12.0
@@ -767,9 +784,9 @@ static double noise_sd_pairs(const float *z, const uint8_t *pure, const int64_t 
  * number of thresholds written to thr (classes - 1), -1 on error. */
 static int em_classes(const float *y, const uint8_t *pure, uint8_t *cid, float *zr, float *zs,
                       const int64_t d[3], const grid_norm *gn, const double *xs, const double *ys,
-                      double sz, bool band_start, double *thr, psp_error **err) {
+                      double sz, bool band_start, double *thr, double coef[NPOLY],
+                      psp_error **err) {
   const int64_t nx = d[0], ny = d[1], nz = d[2], n = nx * ny * nz;
-  double coef[NPOLY];
   int nthr = 0;
   for (int iter = 0; iter < 6; iter++) {
     /* class-adaptive field (EM-like): log IP = field + offset of the
@@ -881,7 +898,7 @@ static bool resolve_fat_dominance(const psp_volume *ipv, const float *ip, const 
     ok = false;
     goto done;
   }
-  double thr[MAXC - 1];
+  double thr[MAXC - 1], coef[NPOLY];
   int nthr = 0;
   /* noise sd of log IP (the smooth field hardly changes pair differences) */
   const double sz = 2.5 * noise_sd_pairs(y, pure, d, zs);
@@ -896,7 +913,7 @@ static bool resolve_fat_dominance(const psp_volume *ipv, const float *ip, const 
     if (attempt == 1 && !band_bright_half(y, cid, nx * ny, nz, zs, &nband)) break;
     bool band_start = nband >= 50 * NPOLY;
     if (!band_start) memcpy(cid, pure, (size_t)n);
-    nthr = em_classes(y, pure, cid, zr, zs, d, &gn, xs, ys, sz, band_start, thr, err);
+    nthr = em_classes(y, pure, cid, zr, zs, d, &gn, xs, ys, sz, band_start, thr, coef, err);
     if (nthr < 0) {
       ok = false;
       goto done;
@@ -931,6 +948,35 @@ static bool resolve_fat_dominance(const psp_volume *ipv, const float *ip, const 
         bool isolated = (tot >= 3 && same == 0) || (tot >= 5 && same == 1);
         fatdom[v] = isolated ? !cls[v] : cls[v];
         cnt[k] += fatdom[v];
+      }
+  }
+  /* a voxel that is not pure (FF_w above DOM_PURE_FFW: partial volume at a
+   * fat border, a fatty streak) is fat-dominant where at least
+   * DOM_RIM_NEIGH of its 8 in-plane neighbours are pure fat-class voxels and
+   * its log IP less the field reaches the fat class: a mix of muscle and
+   * fat is fat-dominant from about the harmonic mean of their IPs, near the
+   * valley between the two classes */
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < nz; k++) {
+    double phi[NPOLY];
+    const double zk = ((double)k - gn.c[2]) / gn.h[2];
+    for (int64_t j = 0; j < ny; j++)
+      for (int64_t i = 0; i < nx; i++) {
+        int64_t v = psp_idx(d, i, j, k);
+        if (pure[v] || !(ip[v] >= floor_v)) continue;
+        int nf = 0;
+        for (int64_t jj = j - 1; jj <= j + 1; jj++)
+          for (int64_t ii = i - 1; ii <= i + 1; ii++) {
+            if (ii < 0 || jj < 0 || ii >= nx || jj >= ny) continue;
+            int64_t u = psp_idx(d, ii, jj, k);
+            nf += pure[u] && cls[u];
+          }
+        if (nf < DOM_RIM_NEIGH) continue;
+        poly_basis(xs[i], ys[j], zk, phi);
+        if (log((double)ip[v]) - poly_eval(coef, phi) >= thr[nthr - 1]) {
+          fatdom[v] = 1;
+          cnt[k]++;
+        }
       }
   }
   int64_t nfat = 0;
