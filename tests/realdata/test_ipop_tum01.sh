@@ -8,10 +8,14 @@
 # voxels fat-dominant, subcutaneous fat FF 6 %). When the whole layer gives no
 # second class the classification now starts again from its brighter half
 # on each slice (src/dixon/dixon.c): 29 of 29 slices, all-muscle Dice 0.88.
-# The FF map inside the manual labels reads within 0.5 pp of water/fat; the
-# erector spinae takes in partial-volume fat planes that magnitudes read as
-# muscle (area +9 / +13 %, FF +9 / +11 pp), the input's known weakness, and
-# the subcutaneous check still warns (its layer holds the dim rim too).
+# The FF map inside the manual labels reads within 0.5 pp of water/fat. The
+# erector spinae's FF was +9 / +11 pp: on the lowest slices the fat's IP
+# falls faster along the stack than the smooth field can (half over four
+# slices), the subcutaneous fat read as muscle and the erector spinae was
+# placed in it; with a per-slice fat level all 0.914, erector FF +3.3 / +4.1
+# pp (what is left: partial-volume fat planes that magnitudes read as
+# muscle, the input's known weakness). The subcutaneous check still warns
+# (its layer holds the dim rim too).
 source "$(dirname "$0")/../integration/lib.sh"
 need_tum01
 cd "$S"
@@ -21,6 +25,12 @@ segmented_slices ipop 29 || fail "dixon-tum01 as in-phase/opposed-phase: not all
 run "$PSP" compare ipop/dseg.nii.gz labels_manual.nii.gz --truth-scheme lpm \
   --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" > cmp.txt
 sed -n '/Whole volume/,/mean 1-4/p' cmp.txt
-dice_minima cmp.txt "MF_L=0.80 MF_R=0.76 ES_L=0.81 ES_R=0.79 all=0.86" ||
+dice_minima cmp.txt "MF_L=0.83 MF_R=0.82 ES_L=0.88 ES_R=0.88 all=0.90" ||
   fail "dixon-tum01 as in-phase/opposed-phase: segmented much worse"
+# its lowest slices, where the signal falls faster than the smooth field:
+# the subcutaneous fat read as muscle there (the erector spinae placed in
+# it: FF +9 / +11 pp) before the per-slice fat level
+awk '($1 == "ES_L" || $1 == "ES_R") && !seen[$1]++ { d = $NF + 0; if (d <= -5 || d >= 5) bad++ }
+     END { exit bad > 0 }' cmp.txt ||
+  fail "dixon-tum01 as in-phase/opposed-phase: the erector spinae's FF more than 5 pp off"
 finish
