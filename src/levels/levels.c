@@ -46,7 +46,9 @@
  *    and the slices 6-30 mm below it (the second widest of those when
  *    there are two or more: the sacrum spans them): the sacrum with its alae is much
  *    wider than a lumbar body (ratio >= 1.45, >= 8 mm wider, >= 25 mm half
- *    width, lumbar bodies >= 10 mm). When found, the lowest disc is L5/S1.
+ *    width, lumbar bodies >= 10 mm; from a single slice below the disc
+ *    >= 35 mm: the upper L5 body alone can reach the ratio). When found,
+ *    the lowest disc is L5/S1.
  *    Not searched when the sanity factor is below 0.5 (an unreliable track
  *    cannot anchor anything). Else the iliac crest top (iliac.c: iliac
  *    bone on both sides from the bottom of the stack up to the crest; the
@@ -113,6 +115,7 @@
 #define MAX_ORDINAL_NAMED 16 /* disc ordinals searched by name: L5/S1 .. T1/T2 */
 #define SACRUM_RATIO 1.45
 #define SACRUM_EXTRA_MM 8.0
+#define SACRUM_ONE_SLICE_MM 35.0 /* one slice below the disc: a sacrum this wide at least */
 #define ANCHOR_RELATIVE 0.25
 #define ANCHOR_OVERRIDE 0.95
 
@@ -784,6 +787,20 @@ static anchor_info find_sacrum(psp_levels *lv, const double *width, double lo, p
   double ratio = Wv > 0 ? sw / Wv : 0;
   psp_info(ctx, "levels: bony width %.0f mm below the lowest disc vs %.0f mm at the vertebrae", sw,
            Wv);
+  /* one slice only (the stack ends within a slice or two below the disc):
+   * the upper L5 body, wider than the lumbar bodies above it, may reach the
+   * ratio on its own (dixon-tum01, whose lowest slice lies 8 mm below
+   * L4/L5: 27.5 mm against 19, a ratio of 1.447; its copy with a fatty left
+   * multifidus, whose canal landmark moved there, 30.6 mm: named a level
+   * too low). A sacrum with its alae is wider than any lumbar body:
+   * SACRUM_ONE_SLICE_MM of half-width at least (the phantoms' 39-41 mm) */
+  if (nsac == 1 && sw < SACRUM_ONE_SLICE_MM) {
+    psp_info(ctx,
+             "levels: one slice below the lowest disc, %.0f mm of bone: narrower than a sacrum "
+             "seen on one slice (%.0f mm); no sacrum anchor",
+             sw, SACRUM_ONE_SLICE_MM);
+    return a;
+  }
   if (ratio >= SACRUM_RATIO && sw - Wv >= SACRUM_EXTRA_MM) {
     a.found = true;
     a.base = -(int)i0;

@@ -66,6 +66,19 @@ edit_tum01() {
   run "$PSP" analyze --water "$dir/water.nii.gz" --fat "$dir/fat.nii.gz" -o "$dir.out" --no-qc
 }
 
+# disc_named OUT NAME SLICE: OUT/report.json names the disc nearest file
+# slice SLICE (within one slice) NAME.
+disc_named() {
+  python3 - "$1/report.json" "$2" "$3" <<'PY'
+import json, sys
+lv = json.load(open(sys.argv[1]))["levels"]
+got = [(d["name"], d["file_slice"]) for d in lv["discs"]]
+print("discs", got, "anchor:", lv["anchor"])
+near = [n for n, s in got if abs(s - float(sys.argv[3])) <= 1.0]
+sys.exit(0 if near == [sys.argv[2]] else 1)
+PY
+}
+
 # compare_manual OUT EDIT CMP_TXT: OUT/dseg.nii.gz against the manual labels
 # of an edited dixon-tum01 in EDIT (labels_manual.nii.gz, scheme lpm; FF
 # from EDIT's water and fat) into CMP_TXT; prints the whole-volume table.

@@ -22,6 +22,7 @@ cd "$S"
 python3 "$SRC/tests/realdata/nifti_edit.py" ipop "$D" . || fail "could not make dixon-tum01 in-phase/opposed-phase"
 run "$PSP" analyze --inphase inphase.nii.gz --outphase outphase.nii.gz -o ipop --no-qc
 segmented_slices ipop 29 || fail "dixon-tum01 as in-phase/opposed-phase: not all 29 slices segmented"
+disc_named ipop L4/L5 2 || fail "dixon-tum01 as in-phase/opposed-phase: the disc at slice 2 is not L4/L5"
 run "$PSP" compare ipop/dseg.nii.gz labels_manual.nii.gz --truth-scheme lpm \
   --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" > cmp.txt
 sed -n '/Whole volume/,/mean 1-4/p' cmp.txt
