@@ -24,8 +24,11 @@
  *    marrow-like tissue (the same evidence band as the sacrum's bony width:
  *    FF between the disc level + half the marrow-disc contrast and the
  *    marrow level + 0.35, at most 0.85; min(FF, 1-FF) for in-phase/
- *    opposed-phase input; and not below the median muscle level of the
- *    segmentation's landmarks, levels.c: a fatty erector spinae reads
+ *    opposed-phase input; and on each side not below the median level of
+ *    that side's erector spinae in the segmentation's landmarks (levels.c;
+ *    the slice's multifidus level at first, which a fatty multifidus
+ *    raised above the wings' marrow on both sides: dixon-tum01 with its
+ *    left multifidus made fatty lost the anchor): a fatty erector spinae reads
  *    marrow-like and bridged to the wings, one region too large, which
  *    lost the anchor of dixon-tum01 with fatty infiltration, muscle FF
  *    about 0.2; with the floor at the muscle level + 0.08 the anchor of
@@ -256,6 +259,8 @@ static void detect_slice(const psp_iliac_input *in, int64_t k, work *wk, psp_ili
   memset(out, 0, sizeof *out);
   double mid = in->mid[k], cj = in->cj[k];
   if (!isfinite(mid) || !isfinite(cj)) return;
+  /* the evidence floor per side (fmax: a NaN side floor leaves lo) */
+  const double lo[2] = {fmax(in->lo, in->lo_side[0]), fmax(in->lo, in->lo_side[1])};
   int64_t i0 = (int64_t)floor(mid - LAT_MAX_MM / sx), i1 = (int64_t)ceil(mid + LAT_MAX_MM / sx);
   int64_t j0 = (int64_t)floor(cj + AP_MIN_MM / sy), j1 = (int64_t)ceil(cj + AP_MAX_MM / sy);
   if (i0 < 0) i0 = 0;
@@ -299,7 +304,7 @@ static void detect_slice(const psp_iliac_input *in, int64_t k, work *wk, psp_ili
       int64_t gi = i0 + i, gj = j0 + j;
       const float *pe = wk->e + (j + 1) * we + (i + 1);
       double e = *pe;
-      bool ok = !isnan(sl[gj * nx + gi]) && e >= in->lo && e <= in->hi;
+      bool ok = !isnan(sl[gj * nx + gi]) && e >= lo[(double)gi > mid] && e <= in->hi;
       if (ok && gi > 0 && gj > 0 && gi + 1 < nx && gj + 1 < ny) {
         double gx = ((double)pe[1] - (double)pe[-1]) / (2 * sx);
         double gy = ((double)pe[we] - (double)pe[-we]) / (2 * sy);

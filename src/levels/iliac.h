@@ -21,6 +21,10 @@ typedef struct psp_iliac_input {
   const double *cj, *mid;
   double lo, hi;
   bool sym;
+  /* a higher floor of the evidence on the right (side 0, lower i) and the
+   * left (side 1) of the midline: that side's erector spinae level (0:
+   * none) */
+  double lo_side[2];
 } psp_iliac_input;
 
 /* Per slice: area (mm^2) of bone-like tissue on the right (side 0, lower

@@ -1266,22 +1266,32 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
   if (lv->ndisc > 0 && gfac >= 0.5) an = find_sacrum(lv, width, lo, ctx);
   if (lv->ndisc > 0 && gfac >= 0.5) {
     /* fatty (degenerated) erector spinae beside the wings reads marrow-like
-     * and joins them into one region beyond the wings' size: the bone
-     * band starts no lower than the median muscle level of the
-     * segmentation's landmarks (iliac.c) */
-    double ilo = lo;
-    if (seg) {
+     * and joins them into one region beyond the wings' size: on each side
+     * the bone band starts no lower than the median level of that side's
+     * erector spinae in the segmentation's landmarks (iliac.c). Not the
+     * multifidus's (the slice's muscle level, as first): a fatty
+     * multifidus, one-sided or not, raised the floor on both sides above
+     * the wings' marrow and lost the anchor of dixon-tum01 with its left
+     * multifidus made fatty (nifti_edit.py fatty 0.4-0.6 3) */
+    psp_iliac_input in = {ff,
+                          {d[0], d[1], d[2]},
+                          {sp[0], sp[1], sp[2]},
+                          c.cj,
+                          c.mid,
+                          lo,
+                          sym ? 1.0 : fmin(0.85, hi),
+                          sym,
+                          {0, 0}};
+    for (int s = 0; seg && s < 2; s++) {
       size_t n = 0;
       for (int64_t k = 0; k < nz; k++) {
         const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
-        if (lm && lm->status == PSP_SLICE_OK && isfinite(lm->muscle_ff)) buf[n++] = lm->muscle_ff;
+        /* es_side_ff: [0] left, [1] right; the detector's side 0 is the right */
+        double e = lm ? lm->es_side_ff[1 - s] : NAN;
+        if (lm && lm->status == PSP_SLICE_OK && isfinite(e)) buf[n++] = e;
       }
-      double mus = median_of(buf, n);
-      if (mus > ilo) ilo = mus; /* false for NaN */
+      in.lo_side[s] = median_of(buf, n); /* NaN: none (fmax in iliac.c) */
     }
-    psp_iliac_input in = {
-        ff, {d[0], d[1], d[2]}, {sp[0], sp[1], sp[2]}, c.cj, c.mid, ilo, sym ? 1.0 : fmin(0.85, hi),
-        sym};
     if (!iliac_anchor(lv, &in, &an, ctx, err)) {
       free(mem);
       free(buf);

@@ -936,7 +936,7 @@ static void iliac_case(bool band_left, bool band_right, bool mirror, psp_iliac_s
     paint_side(sl, NX, NY, sp, mid, cj, mirror ? 0 : 1, band_left);
     paint_side(sl, NX, NY, sp, mid, cj, mirror ? 1 : 0, band_right);
   }
-  psp_iliac_input in = {ff, {NX, NY, NZ}, {sp, sp, 5.0}, cjs, mids, 0.35, 0.6, false};
+  psp_iliac_input in = {ff, {NX, NY, NZ}, {sp, sp, 5.0}, cjs, mids, 0.35, 0.6, false, {0, 0}};
   psp_iliac c;
   psp_error *err = NULL;
   if (!psp_iliac_detect(&in, out, &c, &err)) fail_msg("iliac: %s", psp_error_message(err));
