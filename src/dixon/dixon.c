@@ -103,7 +103,11 @@
  * more) the body = voxels with signal, 3 x 3 majority, largest component,
  * holes filled; the subcutaneous layer is its part 2..12 mm inside the
  * outline, away from the image border (the field of view may cut the
- * body). Its median FF must exceed 60 %.
+ * body). Its median FF must exceed 60 %. In-phase/opposed-phase: when the
+ * layer behind the body's centroid reads as fat, the input is not taken as
+ * exchanged and the warning names the front (a posterior coil leaves the
+ * anterior fat dim; dixon-tum01 made in-phase/opposed-phase: 41 % in all,
+ * 84 % behind).
  *
  * Files: the noise estimation, the bias correction and the FF fill are in
  * src/dixon/noise.c (its DESIGN comment: passes and kernels), the log
@@ -1297,6 +1301,32 @@ double psp_ffmap_fat_dominant_share(const psp_ffmap *m) {
 /* Plausibility: subcutaneous fat                                            */
 /* ------------------------------------------------------------------------ */
 
+/* The median FF of the outer layer's voxels (sig) behind the body's
+ * centroid row on each slice with a body (body[] per slice); vals: scratch
+ * of n floats. NaN when there are fewer than SUBCUT_MIN_VOXELS. */
+static double back_layer_median(const psp_volume *v, const uint8_t *body, const uint8_t *sig,
+                                float *vals) {
+  const int64_t nx = v->dims[0], ny = v->dims[1], nz = v->dims[2], plane = nx * ny;
+  size_t c = 0;
+  for (int64_t k = 0; k < nz; k++) {
+    const uint8_t *b = body + k * plane, *g = sig + k * plane;
+    const float *f = v->data + k * plane;
+    double sj = 0, nb = 0;
+    for (int64_t j = 0; j < ny; j++)
+      for (int64_t i = 0; i < nx; i++)
+        if (b[j * nx + i]) {
+          sj += (double)j;
+          nb += 1;
+        }
+    if (nb == 0) continue;
+    const double jc = sj / nb;
+    for (int64_t j = 0; j < ny; j++)
+      for (int64_t i = 0; i < nx; i++)
+        if (g[j * nx + i] && (double)j > jc && !isnan(f[j * nx + i])) vals[c++] = f[j * nx + i];
+  }
+  return c >= SUBCUT_MIN_VOXELS ? psp_quantile_select(vals, c, 0.5) : NAN;
+}
+
 psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
   psp_plausibility r;
   memset(&r, 0, sizeof r);
@@ -1310,6 +1340,7 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
   int64_t nv = 0;
   /* signal: FF defined (for a precomputed map also != 0: masked background) */
   const bool ffmap_input = m->water == NULL;
+  const bool ipop_input = strcmp(m->source, "inphase+opposed-phase") == 0;
   const int64_t plane = v->dims[0] * v->dims[1], nz = v->dims[2];
   int64_t *start = calloc((size_t)nz + 1, sizeof *start);
   if (m->op_brighter_share > OP_BRIGHTER_MAX) {
@@ -1367,10 +1398,22 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
     psp_info(ctx, "%s", r.message);
     goto done;
   }
+  /* the layer behind the body's centre (rows past the slice's body
+   * centroid; the internal grid's j points backwards), gathered after
+   * vals has been used (for IP/OP input only) */
+  double back_median = NAN;
   r.subcut_ff_median = psp_quantile_select(vals, (size_t)nv, 0.5);
+  if (ipop_input) back_median = back_layer_median(v, body, sig, vals);
   r.checked = true;
   r.ok = r.subcut_ff_median > SUBCUT_FF_MIN;
   r.exchanged = r.subcut_ff_median < EXCHANGED_FF;
+  /* in-phase/opposed-phase: a coil behind the patient leaves the fat in
+   * front dim, and the intensity field may not follow it there
+   * (dixon-tum01 made in-phase/opposed-phase: the anterior abdominal fat
+   * read as water-dominant, the layer's median 41 %); the back, where the
+   * muscles lie, reading as fat tells such input from exchanged images */
+  const bool back_ok = back_median > SUBCUT_FF_MIN; /* false for NaN */
+  if (back_ok) r.exchanged = false;
   if (r.ok) {
     snprintf(r.message, sizeof r.message,
              "subcutaneous fat FF median %.1f %% (plausible: above %.0f %%)",
@@ -1378,7 +1421,14 @@ psp_plausibility psp_ffmap_plausibility(const psp_ffmap *m, psp_context *ctx) {
     psp_info(ctx, "%s", r.message);
   } else {
     const char *why = "water and fat look swapped";
-    if (strcmp(m->source, "inphase+opposed-phase") == 0)
+    char back[160];
+    if (ipop_input && back_ok) {
+      snprintf(back, sizeof back,
+               "fat-dominant tissue was not recognised in front of the body (behind its centre, "
+               "where the muscles lie, the fat reads %.0f %%)",
+               100.0 * back_median);
+      why = back;
+    } else if (ipop_input)
       why = "fat-dominant tissue was not recognised (or in-phase and opposed-phase are swapped)";
     else if (ffmap_input)
       why = "the map looks like a water fraction, not a fat fraction";

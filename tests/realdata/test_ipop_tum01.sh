@@ -14,14 +14,19 @@
 # slices), the subcutaneous fat read as muscle and the erector spinae was
 # placed in it; with a per-slice fat level all 0.914, erector FF +3.3 / +4.1
 # pp (what is left: partial-volume fat planes that magnitudes read as
-# muscle, the input's known weakness). The subcutaneous check still warns
-# (its layer holds the dim rim too).
+# muscle, the input's known weakness). The subcutaneous check still warns:
+# the anterior abdominal fat, far from the coil, reads water-dominant.
 source "$(dirname "$0")/../integration/lib.sh"
 need_tum01
 cd "$S"
 python3 "$SRC/tests/realdata/nifti_edit.py" ipop "$D" . || fail "could not make dixon-tum01 in-phase/opposed-phase"
 run "$PSP" analyze --inphase inphase.nii.gz --outphase outphase.nii.gz -o ipop --no-qc
 segmented_slices ipop 29 || fail "dixon-tum01 as in-phase/opposed-phase: not all 29 slices segmented"
+# the subcutaneous check: the anterior abdominal fat, far from the coil,
+# reads water-dominant (the layer's median 41 %), the fat behind the spine
+# as fat; the warning must say so, not suggest exchanged inputs
+grep -q 'not recognised in front of the body' ipop/report.json ||
+  fail "dixon-tum01 as in-phase/opposed-phase: the subcutaneous warning does not tell front from back"
 disc_named ipop L4/L5 2 || fail "dixon-tum01 as in-phase/opposed-phase: the disc at slice 2 is not L4/L5"
 run "$PSP" compare ipop/dseg.nii.gz labels_manual.nii.gz --truth-scheme lpm \
   --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" > cmp.txt
