@@ -37,7 +37,8 @@ typedef struct psp_slice_landmarks {
   psp_lm_point body_centre;
   psp_lm_point canal; /* centre of the spinal canal */
   double canal_radius_mm;
-  double canal_score;          /* detection score (contrast of a low-FF disc in a ring) */
+  double canal_score; /* detection score (contrast of a low-FF disc in a ring) */
+  double void_mm2;    /* voxels without signal inside or against the muscles (segmentation) */
   psp_lm_point vertebral_body; /* centre of the vertebral body / disc / sacrum */
   psp_lm_point spinous;        /* posterior end of the midline bone behind the canal */
   double midline_i;            /* column of the left-right midline at the canal's row */
@@ -78,8 +79,7 @@ typedef struct psp_slice_work {
   uint8_t *m0, *m1, *m2, *m3;
   float *f0, *f1;
   int32_t *integ0, *integ1, *integ2; /* (nx+1)*(ny+1): integral images (of the body's box) */
-  double *line;                      /* 3 * nx: the midline search's sums and one row */
-  int64_t *nline;                    /* 2 * nx: its counts */
+  double *line; /* 6 * nx: the midline search's sums, one row, its validity, the counts */
   /* setting, not scratch: the canal template's muscle boxes count voxels
    * below this FF as muscle (psp_slice_work_create: PSP_LM_MUSCLE_FF; see
    * psp_landmarks_muscle_limit for fatty muscle) */

@@ -312,6 +312,7 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
     cJSON_AddItemToObject(l, "spinal_canal", point_json(labels, &lm->canal, k));
     if (lm->canal.found) {
       cJSON_AddItemToObject(l, "spinal_canal_radius_mm", jnum(lm->canal_radius_mm, 2));
+      if (lm->void_mm2 > 0) cJSON_AddItemToObject(e, "signal_void_mm2", jnum(lm->void_mm2, 1));
       psp_lm_point mid = {true, lm->midline_i, lm->canal.j};
       cJSON *mj = point_json(labels, &mid, k);
       /* the midline runs through that point at this angle from the image's

@@ -171,5 +171,17 @@ int64_t psp_seg_flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_ou
  * empties its labels when implausible. */
 void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
                          const int64_t bx[4], double px, double muscle);
+/* The area (mm^2; px: the voxel area) of the voxels without signal (NaN
+ * ff) inside or against the muscles of a labelled slice (nx x ny; bx: the
+ * labels' rectangle): the 4-connected pieces of such voxels inside bx grown
+ * by VOID_PAD voxels that touch a muscle voxel and not the grown box's
+ * border (the background around the body does). queue: nx * ny scratch;
+ * seen: nx * ny scratch (cleared here). */
+/* One warning naming the measured slices of lm[0..nz-1] whose void_mm2
+ * reaches VOID_WARN_MM2 (file slices of ffv), if any. */
+void psp_seg_warn_voids(const psp_slice_landmarks *lm, int64_t nz, const psp_volume *ffv,
+                        psp_context *ctx);
+double psp_seg_void_area(const float *ff, const float *lab, int64_t nx, int64_t ny,
+                         const int64_t bx[4], double px, int32_t *queue, uint8_t *seen);
 
 #endif

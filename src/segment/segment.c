@@ -1440,6 +1440,8 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
                                                      lv[3 * k].muscle, lv[3 * k].fat, w->m3))
         oom = true;
       psp_seg_check_areas(&s->lm[k], ff, lab, nx, bx, sp[0] * sp[1], lv[3 * k].muscle);
+      if (s->lm[k].status == PSP_SLICE_OK)
+        s->lm[k].void_mm2 = psp_seg_void_area(ff, lab, nx, ny, bx, sp[0] * sp[1], w->queue, w->m0);
     }
     psp_slice_work_free(w);
   }
@@ -1449,6 +1451,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   }
   int64_t nok = psp_segmentation_ok_count(s);
   psp_info(ctx, "segmentation: %lld of %lld slices segmented", (long long)nok, (long long)nz);
+  psp_seg_warn_voids(s->lm, s->nz, ffv, ctx);
   if (nok == 0)
     psp_warn(ctx, "automatic segmentation found the paraspinal muscles on no slice (see the "
                   "per-slice reasons in report.json); all measurements are empty");

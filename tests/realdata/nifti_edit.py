@@ -76,6 +76,11 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  |W - F|, float32: inphase.nii.gz,
                                  outphase.nii.gz) with the manual labels, as
                                  a two-point Dixon without the separation
+  nifti_edit.py void SRC DST K0 K1 I J R
+                                 a signal void (metal, air): water and fat
+                                 zero in a disc of R voxels about column I,
+                                 row J on the slices K0 .. K1 - 1; labels
+                                 kept (the muscle around it)
   nifti_edit.py plane SRC DST A  a fat plane between multifidus and erector
                                  spinae, as older subjects show: the voxels
                                  of either muscle with an in-plane
@@ -388,6 +393,19 @@ def swap(dims, w, f, k):
         f[q] = round(a) if f.typecode in "BbHhIi" else a
 
 
+def void(dims, w, f, k0, k1, ci, cj, r):
+    """water and fat zero in a disc of radius r voxels about column ci, row
+    cj on the slices k0 .. k1 - 1 (a signal void: metal, air)"""
+    nx, ny = dims[1], dims[2]
+    for k in range(k0, k1):
+        for j in range(max(0, int(cj - r)), min(ny, int(cj + r) + 1)):
+            for i in range(max(0, int(ci - r)), min(nx, int(ci + r) + 1)):
+                if (i - ci) ** 2 + (j - cj) ** 2 < r * r:
+                    q = (k * ny + j) * nx + i
+                    w[q] = 0
+                    f[q] = 0
+
+
 def main():
     what, src, dst = sys.argv[1:4]
     rng = random.Random(5)
@@ -399,6 +417,8 @@ def main():
             float(sys.argv[4])),
         "swap": lambda hd, dims, w, f, lab: swap(dims, w, f, int(sys.argv[4])),
         "plane": lambda hd, dims, w, f, lab: fat_plane(dims, w, f, lab, float(sys.argv[4])),
+        "void": lambda hd, dims, w, f, lab: void(dims, w, f, *map(int, sys.argv[4:8]),
+                                                 float(sys.argv[8])),
         "fatty": lambda hd, dims, w, f, lab: fatty(
             dims, w, f, lab, float(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0),
     }

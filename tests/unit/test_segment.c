@@ -587,6 +587,46 @@ static void test_es_rise_table(void **state) {
  * (median level of the slices with a canal at most PSP_LM_MUSCLE_FF - 0.1)
  * needs no second search; fatty muscle raises it to the median + 0.1, at
  * most 0.5; slices without a canal do not count. */
+/* psp_seg_void_area: a piece without signal inside a muscle counts, one
+ * open to the grown box's border (the background) or away from every
+ * muscle does not. */
+static void test_void_area(void **state) {
+  (void)state;
+  enum { NX = 40, NY = 30 };
+  float ff[NX * NY], lab[NX * NY];
+  int32_t queue[NX * NY];
+  uint8_t seen[NX * NY];
+  for (int q = 0; q < NX * NY; q++) {
+    ff[q] = 0.9f; /* fat */
+    lab[q] = 0;
+  }
+  for (int j = 8; j < 22; j++) /* a muscle 14 x 12, its box 8..19 x 8..21 */
+    for (int i = 8; i < 20; i++) {
+      ff[j * NX + i] = 0.1f;
+      lab[j * NX + i] = 3;
+    }
+  const int64_t bx[4] = {8, 19, 8, 21};
+  assert_true(psp_seg_void_area(ff, lab, NX, NY, bx, 2.0, queue, seen) == 0.0);
+  /* a void of 3 x 2 inside it (the labels leave it out) */
+  for (int j = 12; j < 14; j++)
+    for (int i = 11; i < 14; i++) {
+      ff[j * NX + i] = NAN;
+      lab[j * NX + i] = 0;
+    }
+  assert_true(psp_seg_void_area(ff, lab, NX, NY, bx, 2.0, queue, seen) == 12.0);
+  /* no signal in a column from the top of the image down to the muscle: the
+   * background, open to the grown box's border */
+  for (int j = 0; j < 8; j++)
+    ff[j * NX + 15] = NAN;
+  assert_true(psp_seg_void_area(ff, lab, NX, NY, bx, 2.0, queue, seen) == 12.0);
+  /* a void in the fat, two voxels from the muscle: not against it */
+  ff[10 * NX + 22] = NAN;
+  assert_true(psp_seg_void_area(ff, lab, NX, NY, bx, 2.0, queue, seen) == 12.0);
+  /* one against it counts */
+  ff[10 * NX + 20] = NAN;
+  assert_true(psp_seg_void_area(ff, lab, NX, NY, bx, 2.0, queue, seen) == 14.0);
+}
+
 static void test_muscle_limit(void **state) {
   (void)state;
   psp_slice_landmarks lm[5];
@@ -667,17 +707,12 @@ int main(void) {
   snprintf(scratch, sizeof scratch, "%s", PSP_SCRATCH_DIR);
   psp_mkdir_p(scratch, NULL);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_es_rise_table),
-      cmocka_unit_test(test_muscle_limit),
-      cmocka_unit_test(test_es_front_limit),
-      cmocka_unit_test(test_phantom_accuracy),
-      cmocka_unit_test(test_fatty_phantom_accuracy),
-      cmocka_unit_test(test_threads_identical),
-      cmocka_unit_test(test_bottom_check),
-      cmocka_unit_test(test_rolled_phantom),
-      cmocka_unit_test(test_orientation_variants),
-      cmocka_unit_test(test_flagged_slices),
-      cmocka_unit_test(test_model_table),
+      cmocka_unit_test(test_es_rise_table),        cmocka_unit_test(test_void_area),
+      cmocka_unit_test(test_muscle_limit),         cmocka_unit_test(test_es_front_limit),
+      cmocka_unit_test(test_phantom_accuracy),     cmocka_unit_test(test_fatty_phantom_accuracy),
+      cmocka_unit_test(test_threads_identical),    cmocka_unit_test(test_bottom_check),
+      cmocka_unit_test(test_rolled_phantom),       cmocka_unit_test(test_orientation_variants),
+      cmocka_unit_test(test_flagged_slices),       cmocka_unit_test(test_model_table),
       cmocka_unit_test(test_model_table_by_level),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
