@@ -71,6 +71,21 @@ Python standard library only: reads SRC/{water,fat,labels_manual}.nii.gz
                                  signal (water + fat above a tenth of the
                                  slice's 99th percentile) is repeated T mm
                                  thick there, the rest shifted backwards
+  nifti_edit.py thinfat SRC DST T
+                                 a lean subject's back: per column, the
+                                 subcutaneous fat behind the body (the run
+                                 of fat-dominant voxels inward from the
+                                 back's last voxel with signal, lean lines
+                                 of up to 2 voxels inside it included) cut
+                                 to its innermost T mm (the outer part of
+                                 the run removed, the skin kept, the back
+                                 shifted forwards; the cut per column the
+                                 least within 3 columns either side; the
+                                 cut of the columns that reach a labelled
+                                 muscle, interpolated between them and
+                                 tapered over 30 columns beside them, never
+                                 more than a column's own fat); labels
+                                 unchanged
   nifti_edit.py ipop SRC DST     in-phase and opposed-phase magnitudes
                                  instead of water and fat (IP = W + F, OP =
                                  |W - F|, float32: inphase.nii.gz,
@@ -385,6 +400,65 @@ def backfat(dims, pix, w, f, lab, mm):
                     a[base + j * nx + i] = new[j]
 
 
+def thinfat(dims, pix, w, f, lab, mm):
+    nx, ny, nz = dims[1], dims[2], dims[3]
+    keep = round(mm / pix)
+    for k in range(nz):
+        base = k * nx * ny
+        tot = [float(w[base + q]) + float(f[base + q]) for q in range(nx * ny)]
+        srt = sorted(tot)
+        thr = 0.1 * srt[min(len(srt) - 1, int(0.99 * len(srt)))]
+        run, want, last = [0] * nx, [None] * nx, [-1] * nx
+        for i in range(nx):
+            col = [tot[j * nx + i] for j in range(ny)]
+            jb = max((j for j in range(ny) if col[j] > thr), default=-1)
+            if jb < 0:
+                continue
+            j = jb  # the skin: up to 8 voxels before the first fat-dominant one
+
+            def isfat(j):
+                return col[j] > thr and float(f[base + j * nx + i]) > 0.6 * col[j]
+
+            while j > jb - 8 and j > 0 and not isfat(j):
+                j -= 1
+            if not isfat(j):
+                continue
+            j1, j0, lean = j, j, 0
+            while j > 0 and lean <= 2 and lab[base + j * nx + i] == 0:
+                lean = 0 if isfat(j) else lean + 1
+                if lean == 0:
+                    j0 = j
+                j -= 1
+            run[i] = max(0, j1 - j0 + 1 - keep)  # never more than this column's fat
+            last[i] = j0 + keep  # the first voxel removed
+            if lab[base + j * nx + i] != 0:
+                want[i] = run[i]  # a column that reaches a muscle
+        # the cut of the columns that reach a muscle, interpolated across the
+        # midline and tapered to 0 over 30 columns beside them
+        got = [i for i in range(nx) if want[i] is not None]
+        for i in range(nx):
+            if not got or want[i] is not None:
+                continue
+            lo = max((g for g in got if g < i), default=None)
+            hi = min((g for g in got if g > i), default=None)
+            if lo is not None and hi is not None:
+                want[i] = want[lo] + (want[hi] - want[lo]) * (i - lo) / (hi - lo)
+            else:
+                g = lo if lo is not None else hi
+                want[i] = want[g] * max(0.0, 1.0 - abs(i - g) / 30.0)
+        cut = [min(run[i], round(want[i] or 0)) for i in range(nx)]
+        cut = [min(cut[max(0, i - 3):i + 4]) for i in range(nx)]
+        for i in range(nx):
+            n, p = cut[i], last[i]  # the removed voxels: p .. p + n - 1
+            if n <= 0:
+                continue
+            for a in (w, f, lab):
+                v = [a[base + j * nx + i] for j in range(ny)]
+                new = v[:p] + v[p + n:] + [0] * n
+                for j in range(ny):
+                    a[base + j * nx + i] = new[j]
+
+
 def swap(dims, w, f, k):
     plane = dims[1] * dims[2]
     for q in range(k * plane, (k + 1) * plane):
@@ -415,6 +489,8 @@ def main():
         "backfat": lambda hd, dims, w, f, lab: backfat(
             dims, struct.unpack("<f", hd[84:88])[0], w, f, lab,  # pixdim[2]: the row spacing
             float(sys.argv[4])),
+        "thinfat": lambda hd, dims, w, f, lab: thinfat(
+            dims, struct.unpack("<f", hd[84:88])[0], w, f, lab, float(sys.argv[4])),
         "swap": lambda hd, dims, w, f, lab: swap(dims, w, f, int(sys.argv[4])),
         "plane": lambda hd, dims, w, f, lab: fat_plane(dims, w, f, lab, float(sys.argv[4])),
         "void": lambda hd, dims, w, f, lab: void(dims, w, f, *map(int, sys.argv[4:8]),
