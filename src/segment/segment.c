@@ -218,11 +218,20 @@
  * any muscle is segmented, and confirms when the sacrum or an iliac crest
  * is in view, or iliac bone on both sides within the stack's lowest 8 mm:
  * src/pipeline.c), else as NO_ANCHOR_DZ_MM = 24 mm above it, with a warning (or,
- * when levels were named by hand, as high above L5/S1 as they put it:
- * dixon-tum01's slices 14-28, about 56 mm above, multifidus 0.73 / 0.71
- * -> 0.87 / 0.84 with --disc L2/L3=5, the name the levels give that disc
- * on the whole scan; named levels do not move an anchored stack, whose
- * lowest slice stays L5/S1 as measured): a
+ * when levels were named by hand, as high above the template's anchor as
+ * they put it: that anchor lies PRIOR_ZERO_MM = 22 mm above the L5/S1 disc
+ * the names place, as measured on dixon-tum01, whose crest-named L4/L5
+ * lies at slice 2.0 with discs 30.5 mm apart, L5/S1 so at slice -5.6,
+ * while the template's rule on its manual labels puts the anchor on slice
+ * 0 (multifidus share 0.48): named levels and an anchored stack then agree
+ * there; dixon-tum01's slices 14-28, about 56 mm above that anchor,
+ * multifidus 0.73 / 0.71 -> 0.87 / 0.84 with --disc L2/L3=5, the name the
+ * levels give that disc on the whole scan (0.86 / 0.86 with the 22 mm);
+ * cropped to a spine-only field of view of 163 x 163 mm, which leaves the
+ * crests out (the measured slices 0-22), 0.74 / 0.84 unnamed, with --disc
+ * L4/L5=2 0.69 / 0.79 taking the names' L5/S1 as the anchor, 0.83 / 0.86
+ * with the 22 mm; named levels do not move an anchored stack, whose lowest
+ * slice stays the anchor as measured): a
  * stack without them starts above the crest. dixon-tum01 cut to start 16 /
  * 32 mm higher (its crests then out of view): MF 0.85/0.83 and 0.75/0.70
  * (area +12/+26 % and +49/+67 %) taking the bottom as L5/S1, 0.84/0.87 and
@@ -332,6 +341,10 @@
 /* without the sacrum or an iliac crest in view, the lowest spine slice is
  * taken as this far above L5/S1 (see the DESIGN comment) */
 #define NO_ANCHOR_DZ_MM 24.0
+/* the template's anchor (the multifidus falls below half of MF + ES) lies
+ * this far above the L5/S1 disc as named levels place it: 22.5 mm on
+ * dixon-tum01 (see the DESIGN comment) */
+#define PRIOR_ZERO_MM 22.0
 #define Y_ANT_SACRAL -10.0 /* lateral front limit there, relative to the canal's back edge */
 #define SKIN_MM 6.0
 #define OPEN_MM 3.0 /* the strict mask's opening: a square of about this width */
@@ -1104,12 +1117,14 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
     int b = bottom(ffm, s, user, &l5s1, err);
     if (b < 0) goto fail;
     if (b == 0 && isfinite(l5s1) && k_low >= 0) {
-      dz0 = ((double)k_low - l5s1) * sp[2];
+      double above = ((double)k_low - l5s1) * sp[2];
+      dz0 = fmax(0.0, above - PRIOR_ZERO_MM);
       psp_info(ctx,
                "automatic segmentation: the levels given place L5/S1 at slice %.1f (internal "
-               "numbering), so the lowest slice with a spine lies %.0f mm above it for the "
-               "multifidus/erector spinae proportion",
-               l5s1, dz0);
+               "numbering), so the lowest slice with a spine lies %.0f mm above it, %.0f mm "
+               "above the height where the multifidus falls below half of the two muscles (%.0f "
+               "mm above L5/S1) for the multifidus/erector spinae proportion",
+               l5s1, above, dz0, PRIOR_ZERO_MM);
     } else if (b == 0 && k_low >= 0) {
       dz0 = NO_ANCHOR_DZ_MM;
       psp_warn(ctx,

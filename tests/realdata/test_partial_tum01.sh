@@ -5,7 +5,9 @@
 # spinae proportion, but it lies about 56 mm above it: multifidus Dice
 # 0.73 / 0.71 (erector spinae 0.90 / 0.89). A disc named by hand now sets
 # that height (src/segment/segment.c): --disc L2/L3=5 (the name this
-# tool's own levels give that disc on the whole scan) 0.87 / 0.84.
+# tool's own levels give that disc on the whole scan) 0.87 / 0.84; 0.86 /
+# 0.86 counted from 22 mm above the L5/S1 the names place (the template's
+# anchor on dixon-tum01).
 source "$(dirname "$0")/../integration/lib.sh"
 need_tum01
 cd "$S"
