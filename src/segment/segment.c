@@ -229,7 +229,7 @@
  * levels give that disc on the whole scan (0.86 / 0.86 with the 22 mm);
  * cropped to a spine-only field of view of 163 x 163 mm, which leaves the
  * crests out (the measured slices 0-22), 0.74 / 0.84 unnamed, with --disc
- * L4/L5=2 0.69 / 0.79 taking the names' L5/S1 as the anchor, 0.83 / 0.86
+ * L4/L5=2 0.73 / 0.83 taking the names' L5/S1 as the anchor, 0.83 / 0.86
  * with the 22 mm; named levels do not move an anchored stack, whose lowest
  * slice stays the anchor as measured): a
  * stack without them starts above the crest. dixon-tum01 cut to start 16 /
