@@ -120,7 +120,7 @@
 #define MERGE_MM 1.5         /* ... the outline from the image's own (merge_fine) */
 #define EDGE_MM 8.0          /* a muscle this near the image's edge is cut by the field of view */
 #define EDGE_FAT_VOX 2       /* ... unless this many voxels at the edge beyond it read fat */
-#define EDGE_OPEN_SHARE 0.5  /* ... on more than this share of the lines where it comes near */
+#define EDGE_OPEN_SHARE 0.5  /* cut: no fat at the edge on at least this share of those lines */
 
 static const char METHOD[] =
     "anatomy-driven rules on the FF map: body, spinal canal and midline landmarks; paraspinal "
@@ -713,9 +713,10 @@ static bool edge_in_fat(const float *ff, int64_t nx, int64_t ny, int64_t i, int6
  * edge would be too small, with nothing to show it). The compartment stays
  * SKIN_MM inside the body's outline, and a cut body's outline runs along
  * the edge. Unless the image's edge beyond the muscle lies in fat (or
- * outside the body) wherever the muscle comes that near (edge_in_fat, the
- * slice's muscle/fat midpoint): then the muscle ends inside the field of
- * view, with fat between it and the edge, and is measured. dixon-tum01
+ * outside the body) on more than half of the rows or columns where the
+ * muscle comes that near (edge_in_fat, the slice's muscle/fat midpoint):
+ * then the muscle ends inside the field of view, with fat between it and
+ * the edge, and is measured. dixon-tum01
  * cut to a spine-only field of view of 163 x 163 mm (columns and rows
  * 120-279; its right erector spinae 3 mm from the edge, subcutaneous fat
  * beyond): 19 of 29 slices were flagged (all-muscle Dice 0.43 on the
@@ -735,7 +736,7 @@ static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp,
     /* per label: the lines (rows for the left/right edges, columns for
      * the front/back) on which it comes within EDGE_MM of an edge, and
      * those of them whose edge does not lie in fat */
-    int64_t near[PSP_LABEL_COUNT] = {0}, open[PSP_LABEL_COUNT] = {0};
+    int64_t near[PSP_LABEL_COUNT] = {0}, bare[PSP_LABEL_COUNT] = {0};
     for (int e = 0; e < 4; e++) {
       int di = e == 0 ? -1 : e == 1 ? 1 : 0, dj = e == 2 ? -1 : e == 3 ? 1 : 0;
       int64_t nl = di ? ny : nx, depth = di ? ei : ej;
@@ -750,12 +751,12 @@ static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp,
         if (bi < 0) continue;
         int m = (int)lab[bj * nx + bi];
         near[m]++;
-        if (!edge_in_fat(fk, nx, ny, bi, bj, di, dj, thr)) open[m]++;
+        if (!edge_in_fat(fk, nx, ny, bi, bj, di, dj, thr)) bare[m]++;
       }
     }
     int l = 0;
     for (int m = 1; m < PSP_LABEL_COUNT && !l; m++)
-      if (near[m] && (double)open[m] >= EDGE_OPEN_SHARE * (double)near[m]) l = m;
+      if (near[m] && (double)bare[m] >= EDGE_OPEN_SHARE * (double)near[m]) l = m;
     if (!l) continue;
     if (n_cut++ == 0) first = k;
     last = k;
