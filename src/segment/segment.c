@@ -186,7 +186,8 @@
  *     0.959/0.942/0.918/0.920 -> 0.965/0.949/0.930/0.930; dixon-tum01
  *     +0.0005..0.0010 per muscle, ipop-chaos11 24 of 26 slices as before.
  *  3c. Then an erector voxel on a ridge of FF towards the multifidus leaves it, the
- *     outlines are smoothed at 6 mm (psp_seg_refine_outlines, refine.c, with the numbers).
+ *     outlines are smoothed at 6 mm, and the erector's small pieces beyond a
+ *     ridge of FF go (psp_seg_refine_outlines, refine.c, with the numbers).
  *  4. Flags (slice left empty, reason recorded; muscles within EDGE_MM of
  *     the image's edge: cut_off, in align.c, for every frame): no body / no spine
  *     (landmarks); below sacrum (no spine below the lowest segmented slice);
