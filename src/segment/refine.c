@@ -563,103 +563,60 @@ static bool smooth_outlines(const float *ff, float *lab, int64_t nx, int64_t ny,
  * on OOM. */
 static bool drop_es_pieces(const float *ff, float *lab, int64_t nx, int64_t ny, const int64_t bx[4],
                            double fat, uint8_t *old) {
-  int64_t i0 = bx[0] > 1 ? bx[0] - 1 : 1, i1 = bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2;
-  int64_t j0 = bx[2] > 1 ? bx[2] - 1 : 1, j1 = bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2;
-  if (i0 > i1 || j0 > j1) return true;
-  int64_t w = i1 - i0 + 1, n = w * (j1 - j0 + 1);
-  int32_t *comp = malloc((size_t)n * sizeof *comp);
-  int64_t *stack = malloc((size_t)n * sizeof *stack);
-  if (!comp || !stack) {
-    free(comp);
-    free(stack);
-    return false;
-  }
+  const int64_t box[4] = {bx[0] > 1 ? bx[0] - 1 : 1, bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2,
+                          bx[2] > 1 ? bx[2] - 1 : 1, bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2};
+  if (box[0] > box[1] || box[2] > box[3]) return true;
+  int32_t *cc = malloc((size_t)(2 * nx * ny + 1) * sizeof *cc), *parent = cc + nx * ny;
+  int64_t *size = NULL;
+  bool ok = cc != NULL;
   const int64_t ax[4] = {1, nx, nx + 1, nx - 1};
   const float es[2] = {PSP_LABEL_ES_LEFT, PSP_LABEL_ES_RIGHT};
-  for (int e = 0; e < 2; e++) {
+  for (int e = 0; ok && e < 2; e++) {
+    /* old: 1 an erector voxel off the ridge (its ridge voxels: lab, not old) */
     double sum = 0;
     int64_t cnt = 0;
-    for (int64_t j = j0; j <= j1; j++)
-      for (int64_t i = i0; i <= i1; i++) {
-        int64_t p = j * nx + i;
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
         if (lab[p] == es[e] && !isnan(ff[p])) sum += ff[p], cnt++;
-      }
-    if (cnt < PIECE_MIN_VOX) continue;
-    double need = PIECE_SHARE * (fat - sum / (double)cnt);
+    double need = cnt >= PIECE_MIN_VOX ? PIECE_SHARE * (fat - sum / (double)cnt) : NAN;
     if (!(need > 0)) continue;
-    /* old: 1 erector voxel, 2 on a ridge */
-    for (int64_t j = j0; j <= j1; j++)
-      for (int64_t i = i0; i <= i1; i++) {
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++) {
+        old[p] = lab[p] == es[e];
+        for (int q = 0; old[p] && q < 4; q++)
+          if ((double)ff[p] - (double)ff[p + ax[q]] > need &&
+              (double)ff[p] - (double)ff[p - ax[q]] > need)
+            old[p] = 0;
+      }
+    int32_t nc = psp_cc_label_box(old, nx, box, false, cc, parent);
+    if (nc < 2) continue;
+    size = calloc((size_t)nc + 1, sizeof *size);
+    if (!size) {
+      ok = false;
+      break;
+    }
+    int32_t big = 0;
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
+        if (old[p]) size[cc[p]]++;
+    for (int32_t c = 1; c <= nc; c++)
+      if (size[c] > size[big]) big = c; /* the first in raster order on ties */
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
+        if (old[p] && cc[p] != big && (double)size[cc[p]] < PIECE_FRAC * (double)size[big])
+          lab[p] = 0, old[p] = 0;
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t i = box[0]; i <= box[1]; i++) {
         int64_t p = j * nx + i;
-        old[p] = 0;
-        if (lab[p] != es[e]) continue;
-        old[p] = 1;
-        if (isnan(ff[p])) continue;
-        for (int q = 0; q < 4; q++) {
-          float a = ff[p + ax[q]], b = ff[p - ax[q]];
-          if ((double)ff[p] - (double)a > need && (double)ff[p] - (double)b > need) {
-            old[p] = 2;
-            break;
-          }
-        }
+        bool touch = (i > box[0] && old[p - 1]) || (i < box[1] && old[p + 1]) ||
+                     (j > box[2] && old[p - nx]) || (j < box[3] && old[p + nx]);
+        if (lab[p] == es[e] && !old[p] && !touch) lab[p] = 0;
       }
-    /* 4-connected pieces of the voxels off the ridge, in scan order */
-    memset(comp, 0, (size_t)n * sizeof *comp);
-    int32_t nc = 0, big = 0;
-    int64_t bigsz = 0, *size = NULL;
-    for (int64_t s = 0; s < n; s++) {
-      int64_t p0 = (j0 + s / w) * nx + i0 + s % w;
-      if (old[p0] != 1 || comp[s]) continue;
-      int64_t *ns = realloc(size, (size_t)(nc + 2) * sizeof *size);
-      if (!ns) {
-        free(size);
-        free(comp);
-        free(stack);
-        return false;
-      }
-      size = ns;
-      nc++;
-      int64_t top = 0, sz = 0;
-      comp[s] = nc;
-      stack[top++] = s;
-      while (top) {
-        int64_t t = stack[--top], ti = t % w, tj = t / w;
-        sz++;
-        const int64_t nb[4][2] = {{ti - 1, tj}, {ti + 1, tj}, {ti, tj - 1}, {ti, tj + 1}};
-        for (int q = 0; q < 4; q++) {
-          int64_t a = nb[q][0], b = nb[q][1];
-          if (a < 0 || a >= w || b < 0 || b > j1 - j0) continue;
-          int64_t u = b * w + a;
-          if (comp[u] || old[(j0 + b) * nx + i0 + a] != 1) continue;
-          comp[u] = nc;
-          stack[top++] = u;
-        }
-      }
-      size[nc] = sz;
-      if (sz > bigsz) bigsz = sz, big = nc;
-    }
-    if (nc > 1) {
-      for (int64_t s = 0; s < n; s++) {
-        int64_t p = (j0 + s / w) * nx + i0 + s % w;
-        if (comp[s] && comp[s] != big && (double)size[comp[s]] < PIECE_FRAC * (double)bigsz) {
-          lab[p] = 0;
-          old[p] = 0;
-        }
-      }
-      for (int64_t s = 0; s < n; s++) {
-        int64_t p = (j0 + s / w) * nx + i0 + s % w;
-        if (old[p] != 2) continue;
-        int64_t si = s % w, sj = s / w;
-        bool touch = (si > 0 && old[p - 1] == 1) || (si < w - 1 && old[p + 1] == 1) ||
-                     (sj > 0 && old[p - nx] == 1) || (sj < j1 - j0 && old[p + nx] == 1);
-        if (!touch) lab[p] = 0;
-      }
-    }
     free(size);
+    size = NULL;
   }
-  free(comp);
-  free(stack);
-  return true;
+  free(cc);
+  return ok;
 }
 
 /* Steps 3b (smooth_labels), 4, 5 and 8 of the DESIGN comment, on the
