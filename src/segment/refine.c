@@ -1,7 +1,8 @@
 /*
  * DESIGN: refinements of the segmentation's masks and labels (src/segment/
- * segment.c steps 1, 3a, 3b and 3c: items 1-5 below), pure functions of
- * their inputs, serial within a slice (the callers own every buffer).
+ * segment.c steps 1, 3a-3d: items 1-9 below), pure functions of their
+ * inputs, serial within a slice (the callers own every buffer), except
+ * psp_seg_zfill_stack (item 9: parallel over slices, from a copy).
  *
  * Why (measured first on the sample phantoms against their truth, FP / FN
  * per voxel and where they lie; phantom02: fatty, SNR 20, 3 x 3 x 5 mm;
@@ -186,7 +187,31 @@
  *    these; 0.15-0.2 split the streaky erector of phantom02 (left 0.929 /
  *    0.932); the same for the multifidus within 0.002 (not applied).
  *
- * What remains on phantom02/03: erector area +0.7..+5.1 % (quadratus
+ * 9. psp_seg_zfill_stack (segment.c step 3d): the labels'
+ *    continuity along the stack. On a measured slice whose two neighbours
+ *    were measured, an unlabelled voxel 4-next to a muscle that both
+ *    neighbours label as that muscle at its place, with FF below its side's
+ *    strict threshold (muscle + 0.35 (fat - muscle)), joins it; decided on
+ *    the labels before the pass (a copy of the volume's labels), one pass.
+ *    Measured, Dice MF L/R, ES L/R: phantom01 0.979/0.980/0.966/0.974 ->
+ *    0.979/0.980/0.967/0.974, phantom02 0.9505/0.9384/0.9414/0.9356 ->
+ *    0.9549/0.9412/0.9425/0.9372, phantom03 0.9657/0.9492/0.9378/0.9369 ->
+ *    0.9662/0.9499/0.9409/0.9388 (its erector area +5.1/+3.4 -> +6.0/+4.4 %),
+ *    the default phantom's MF R 0.985 -> 0.987; the phantoms at 1.5-2 mm
+ *    pixels up by 0.000-0.002; dixon-tum01 0.864/0.881/0.924/0.932 ->
+ *    0.866/0.882/0.925/0.932 (area MF -2.8/+3.8 -> -2.1/+4.4 %, FF
+ *    +0.42/+0.22 -> +0.47/+0.27 pp), 53 edited copies of it +0.0000 to
+ *    +0.0013 all-muscle (mean +0.0006, none lower); the in-phase/opposed-
+ *    phase phantoms within -0.005..+0.004 per muscle; ipop-chaos11 (9 mm
+ *    slices) 121 of 33,860 voxels added, at most +7 % on one muscle of one
+ *    slice, 26 of 26 slices. The loose threshold instead of the strict:
+ *    within 0.001 (phantom03's erector 0.940/0.939), dixon-tum01's
+ *    multifidus FF +0.03/+0.04 pp higher; in a model on the saved labels,
+ *    without the 4-neighbour (islands too, FF below 0.9): phantom02's left
+ *    MF 0.962, but phantom03's erector 0.937/0.936; deciding on the labels
+ *    as they change (filling along the scan order) grows one way only.
+ *
+ * What remains on phantom02/03: erector area +0.7..+6.0 % (quadratus
  * lumborum in front and the back wall's layer at the lateral tip, where no
  * plane shows), multifidus FF -0.5..-1.6 pp (the fatty streaks at the
  * border that touch the fat outside over more than a notch). A bound for
@@ -628,6 +653,54 @@ bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny
   unlabel_es_ridge(ff, lab, nx, ny, bx, RIDGE_SHARE * (fat - muscle), old);
   return smooth_outlines(ff, lab, nx, ny, sx, sy, bx, OUTLINE_MM, OUTLINE_KEEP) &&
          drop_es_pieces(ff, lab, nx, ny, bx, fat, old);
+}
+
+/* Step 9 of the DESIGN comment: on one slice, inside box, an unlabelled
+ * voxel whose FF is below its side's strict threshold t[side] (0 left, 1
+ * right), next to the muscle that both neighbouring slices (below, above)
+ * hold at its place, joins that muscle. Decided on the slice's labels
+ * before (own); writes lab. */
+void psp_seg_zfill(const float *ff, const uint8_t *below, const uint8_t *own, const uint8_t *above,
+                   float *lab, int64_t nx, const int64_t box[4], const double t[2]) {
+  for (int64_t j = box[2]; j <= box[3]; j++)
+    for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++) {
+      uint8_t l = below[p];
+      if (!l || above[p] != l || own[p]) continue;
+      if (own[p - 1] != l && own[p + 1] != l && own[p - nx] != l && own[p + nx] != l) continue;
+      int side = l == PSP_LABEL_MF_LEFT || l == PSP_LABEL_ES_LEFT ? 0 : 1;
+      if ((double)ff[p] < t[side]) lab[p] = (float)l; /* NaN: no signal, stays */
+    }
+}
+
+bool psp_seg_zfill_stack(float *labels, const psp_slice_landmarks *lm, const float *ff, int64_t nx,
+                         int64_t ny, int64_t nz, const int64_t *cbox, const double *t,
+                         psp_error **err) {
+  const int64_t plane = nx * ny;
+  if (nz < 3 || nx < 3 || ny < 3) return true;
+  uint8_t *zl = psp_malloc((size_t)(nz * plane), err);
+  if (!zl) return false;
+  for (int64_t q = 0; q < nz * plane; q++)
+    zl[q] = (uint8_t)labels[q];
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t k = 1; k < nz - 1; k++) {
+    if (lm[k - 1].status != PSP_SLICE_OK || lm[k].status != PSP_SLICE_OK ||
+        lm[k + 1].status != PSP_SLICE_OK)
+      continue;
+    /* the neighbours' labels lie within one voxel of their boxes; the
+     * 4-neighbours stay inside the slice */
+    const int64_t *b0 = cbox + 4 * (k - 1), *b1 = cbox + 4 * (k + 1);
+    int64_t box[4] = {(b0[0] > b1[0] ? b0[0] : b1[0]) - 1, (b0[1] < b1[1] ? b0[1] : b1[1]) + 1,
+                      (b0[2] > b1[2] ? b0[2] : b1[2]) - 1, (b0[3] < b1[3] ? b0[3] : b1[3]) + 1};
+    box[0] = box[0] < 1 ? 1 : box[0];
+    box[2] = box[2] < 1 ? 1 : box[2];
+    box[1] = box[1] > nx - 2 ? nx - 2 : box[1];
+    box[3] = box[3] > ny - 2 ? ny - 2 : box[3];
+    if (box[0] <= box[1] && box[2] <= box[3])
+      psp_seg_zfill(ff + k * plane, zl + (k - 1) * plane, zl + k * plane, zl + (k + 1) * plane,
+                    labels + k * plane, nx, box, t + 2 * k);
+  }
+  free(zl);
+  return true;
 }
 
 /* Per component c = 1..nc of lab inside the rectangle bx (side sgn):
