@@ -153,24 +153,26 @@ bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny
                              double sy, const int64_t bx[4], double muscle, double fat,
                              uint8_t *old);
 
-/* refine.c: continuity along the stack: inside box (inclusive, one voxel
- * inside the slice's edges) of one slice, an unlabelled voxel with FF
- * below t[side] (its side's strict threshold; 0 left, 1 right) next to
- * (4-neighbours) the muscle that the labels of both neighbouring slices,
- * below and above, hold there, joins it. own: the slice's labels before
- * (uint8, like below and above); lab: its labels, written. */
-void psp_seg_zfill(const float *ff, const uint8_t *below, const uint8_t *own, const uint8_t *above,
-                   float *lab, int64_t nx, const int64_t box[4], const double t[2]);
-
-/* refine.c: psp_seg_zfill on every measured slice k of the label volume
- * (nx * ny * nz) whose two neighbours were measured (lm[k].status), from a
- * copy of the labels (every slice reads its neighbours as they were);
- * cbox: the slices' boxes (4 per slice; labels lie within one voxel of
- * them); t: each slice's strict thresholds (2 per slice: left, right).
- * False on OOM (err set). Parallel over slices; deterministic. */
+/* refine.c: the labels' majority along the stack on the outlines: inside
+ * box (inclusive, one voxel inside the slice's edges) of one slice, where
+ * both neighbouring slices (below, above: their labels, uint8) hold the
+ * same value m there and the slice does not (own: its labels before, uint8),
+ * a voxel on the outline of its muscle (or unlabelled) takes m: 0 peels it;
+ * a muscle it takes only when it lies 4-next to that muscle on this slice,
+ * and an unlabelled voxel only with FF below t[side] (that muscle's side's
+ * strict threshold; 0 left, 1 right). Writes lab; returns the voxels
+ * changed. */
+int64_t psp_seg_zfill(const float *ff, const uint8_t *below, const uint8_t *own,
+                      const uint8_t *above, float *lab, int64_t nx, const int64_t box[4],
+                      const double t[2]);
+/* psp_seg_zfill on every measured slice k of the label volume (nx * ny *
+ * nz) whose two neighbours were measured (lm[k].status), each pass from a
+ * copy of the labels (every slice reads its neighbours as they were),
+ * repeated until no voxel changes (at most ZFILL_PASSES_MAX passes); t:
+ * each slice's strict thresholds (2 per slice: left, right). False on OOM
+ * (err set). Parallel over slices; deterministic. */
 bool psp_seg_zfill_stack(float *labels, const psp_slice_landmarks *lm, const float *ff, int64_t nx,
-                         int64_t ny, int64_t nz, const int64_t *cbox, const double *t,
-                         psp_error **err);
+                         int64_t ny, int64_t nz, const double *t, psp_error **err);
 
 /* src/segment/checks.c: the plausibility checks of psp_seg_run. */
 #define MAX_MUSCLE_MM2 6000.0 /* 60 cm^2: above the largest lumbar erector spinae */

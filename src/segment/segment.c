@@ -186,8 +186,8 @@
  *     0.959/0.942/0.918/0.920 -> 0.965/0.949/0.930/0.930; dixon-tum01
  *     +0.0005..0.0010 per muscle, ipop-chaos11 24 of 26 slices as before.
  *  3c. An erector voxel on a ridge of FF towards the multifidus leaves it, outlines are
- *     smoothed at 6 mm, its small pieces beyond a ridge go (psp_seg_refine_outlines); 3d. a
- *     voxel next to a muscle both neighbouring slices hold there joins it (psp_seg_zfill_stack).
+ *     smoothed at 6 mm, its small pieces beyond a ridge go (psp_seg_refine_outlines); 3d. the
+ *     outlines follow the majority of the neighbouring slices (psp_seg_zfill_stack).
  *  4. Flags (slice left empty, reason recorded; muscles within EDGE_MM of
  *     the image's edge: cut_off, in align.c, for every frame): no body / no spine
  *     (landmarks); below sacrum (no spine below the lowest segmented slice);
@@ -1468,8 +1468,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   double *tz = psp_malloc((size_t)(2 * nz) * sizeof *tz, err); /* step 3d */
   for (int64_t k = 0; tz && k < nz; k++)
     tz[2 * k] = lv[3 * k + 1].t_strict, tz[2 * k + 1] = lv[3 * k + 2].t_strict;
-  bool zok =
-      tz && psp_seg_zfill_stack(s->labels->data, s->lm, ffv->data, nx, ny, nz, cbox, tz, err);
+  bool zok = tz && psp_seg_zfill_stack(s->labels->data, s->lm, ffv->data, nx, ny, nz, tz, err);
   free(tz);
   if (!zok) goto fail;
   int64_t nok = psp_segmentation_ok_count(s);
