@@ -160,7 +160,8 @@ bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny
  * a voxel on the outline of its muscle (or unlabelled) takes m: 0 peels it;
  * a muscle it takes only when it lies 4-next to that muscle on this slice,
  * and an unlabelled voxel only with FF below t[side] (that muscle's side's
- * strict threshold; 0 left, 1 right). Writes lab; returns the voxels
+ * strict threshold; 0 left, 1 right). A muscle that would leave the
+ * slice altogether keeps its voxels. Writes lab; returns the voxels
  * changed. */
 int64_t psp_seg_zfill(const float *ff, const uint8_t *below, const uint8_t *own,
                       const uint8_t *above, float *lab, int64_t nx, const int64_t box[4],

@@ -665,18 +665,17 @@ bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny
          drop_es_pieces(ff, lab, nx, ny, bx, fat, old);
 }
 
-/* Step 9 of the DESIGN comment: on one slice, inside box, an unlabelled
- * voxel whose FF is below its side's strict threshold t[side] (0 left, 1
- * right), next to the muscle that both neighbouring slices (below, above)
- * hold at its place, joins that muscle. Decided on the slice's labels
- * before (own); writes lab. */
+/* Step 9 of the DESIGN comment on one slice (see limits.h). A muscle that
+ * would leave the slice altogether keeps its voxels: that is for the
+ * plausibility checks to decide, not for its neighbours. */
 int64_t psp_seg_zfill(const float *ff, const uint8_t *below, const uint8_t *own,
                       const uint8_t *above, float *lab, int64_t nx, const int64_t box[4],
                       const double t[2]) {
-  int64_t changed = 0;
+  int64_t changed = 0, had[PSP_LABEL_COUNT] = {0}, left[PSP_LABEL_COUNT] = {0};
   for (int64_t j = box[2]; j <= box[3]; j++)
     for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++) {
       uint8_t l = own[p], m = below[p];
+      had[l]++;
       if (above[p] != m || l == m) continue;
       /* a muscle voxel inside its muscle stays */
       if (l && own[p - 1] == l && own[p + 1] == l && own[p - nx] == l && own[p + nx] == l) continue;
@@ -688,6 +687,15 @@ int64_t psp_seg_zfill(const float *ff, const uint8_t *below, const uint8_t *own,
       lab[p] = (float)m;
       changed++;
     }
+  if (!changed) return 0;
+  for (int64_t j = box[2]; j <= box[3]; j++)
+    for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
+      left[(int)lab[p]]++;
+  for (int l = 1; l < PSP_LABEL_COUNT; l++)
+    if (had[l] && !left[l])
+      for (int64_t j = box[2]; j <= box[3]; j++)
+        for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
+          if (own[p] == l) lab[p] = (float)l, changed--;
   return changed;
 }
 
@@ -696,12 +704,12 @@ bool psp_seg_zfill_stack(float *labels, const psp_slice_landmarks *lm, const flo
   const int64_t plane = nx * ny;
   if (nz < 3 || nx < 3 || ny < 3) return true;
   uint8_t *zl = psp_malloc((size_t)(nz * plane), err);
-  int64_t *box = psp_malloc((size_t)(5 * nz) * sizeof *box, err), *changed = box + 4 * nz;
-  if (!zl || !box) {
+  int64_t *box = zl ? psp_malloc((size_t)(5 * nz) * sizeof *box, err) : NULL;
+  if (!box) {
     free(zl);
-    free(box);
     return false;
   }
+  int64_t *changed = box + 4 * nz;
   for (int pass = 0; pass < ZFILL_PASSES_MAX; pass++) {
     for (int64_t q = 0; q < nz * plane; q++)
       zl[q] = (uint8_t)labels[q];

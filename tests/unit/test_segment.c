@@ -722,9 +722,22 @@ static void test_zfill(void **state) {
   assert_int_equal(inner, 3); /* its inside stays, its outline leaves */
   assert_int_equal(outline, 0);
   assert_int_equal(n, 3 + 12);
+  /* a muscle the neighbours do not hold anywhere near, all outline: stays */
+  for (int q = 0; q < NX * NY; q++)
+    lab[q] = below[q] = above[q] = 0;
+  for (int i = 9; i <= 11; i++)
+    lab[8 * NX + i] = PSP_LABEL_MF_LEFT;
+  for (int q = 0; q < NX * NY; q++)
+    own[q] = (uint8_t)lab[q];
+  assert_int_equal(psp_seg_zfill(ff, below, own, above, lab, NX, box, t), 0);
+  for (int i = 9; i <= 11; i++)
+    assert_true(lab[8 * NX + i] == PSP_LABEL_MF_LEFT);
   /* the left side's threshold applies to the left muscles */
+  for (int q = 0; q < NX * NY; q++)
+    lab[q] = below[q] = above[q] = 0;
   lab[8 * NX + 8] = PSP_LABEL_MF_LEFT;
   below[8 * NX + 8] = above[8 * NX + 8] = PSP_LABEL_MF_LEFT;
+  below[8 * NX + 9] = above[8 * NX + 9] = PSP_LABEL_MF_LEFT;
   for (int q = 0; q < NX * NY; q++)
     own[q] = (uint8_t)lab[q];
   psp_seg_zfill(ff, below, own, above, lab, NX, box, t);
