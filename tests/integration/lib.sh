@@ -94,6 +94,18 @@ segmented_slices() { tr -d ' \t\n' < "$1/report.json" | grep -q "\"slices_segmen
 # has_iliac_anchor OUT: report.json names its levels from the iliac crest top.
 has_iliac_anchor() { tr -d ' \t\n' < "$1/report.json" | grep -q '"anchor":"iliaccresttop'; }
 
+# compare_phantom N OUT ARGS...: analyzes sample_scans/phantomN with the input
+# options ARGS into OUT, compares the labels with the phantom's truth (FF from
+# its water and fat) into OUT.txt and prints the whole-volume table.
+compare_phantom() {
+  local n=$1 out=$2 P="$SRC/sample_scans"
+  shift 2
+  run "$PSP" analyze "$@" -o "$out" --no-qc
+  run "$PSP" compare "$out/dseg.nii.gz" "$P/phantom${n}_dseg.nii.gz" \
+    --water "$P/phantom${n}_water.nii.gz" --fat "$P/phantom${n}_fat.nii.gz" > "$out.txt"
+  sed -n '/Whole volume/,/mean 1-4/p' "$out.txt"
+}
+
 # dice_minima CMP_TXT "MF_L=0.85 MF_R=0.83 ... all=0.91": every named row of
 # the whole-volume table of `paraspinal compare` reaches its minimum Dice
 # (prints the failures; status 1 when one fails or a row is missing).

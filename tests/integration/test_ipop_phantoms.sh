@@ -12,15 +12,12 @@ cd "$S"
 P="$SRC/sample_scans"
 for spec in "01 0.875" "03 0.838"; do
   set -- $spec
-  run "$PSP" analyze --inphase "$P/phantom$1_inphase.nii.gz" --outphase "$P/phantom$1_outphase.nii.gz" \
-    -o "p$1" --no-qc
-  run "$PSP" compare "p$1/dseg.nii.gz" "$P/phantom$1_dseg.nii.gz" \
-    --water "$P/phantom$1_water.nii.gz" --fat "$P/phantom$1_fat.nii.gz" > "cmp$1.txt"
-  sed -n '/Whole volume/,/mean 1-4/p' "cmp$1.txt"
-  dice_minima "cmp$1.txt" "all=$2" || fail "phantom$1 as in-phase/opposed-phase: segmented worse"
+  compare_phantom "$1" "p$1" --inphase "$P/phantom$1_inphase.nii.gz" \
+    --outphase "$P/phantom$1_outphase.nii.gz"
+  dice_minima "p$1.txt" "all=$2" || fail "phantom$1 as in-phase/opposed-phase: segmented worse"
   awk '/Whole volume/ { on = 1 } /mean 1-4/ { on = 0 }
        on && ($1 == "ES_L" || $1 == "ES_R") { d = $NF + 0; if (d >= 3 || d <= -3) bad++ }
-       END { exit bad > 0 }' "cmp$1.txt" ||
+       END { exit bad > 0 }' "p$1.txt" ||
     fail "phantom$1 as in-phase/opposed-phase: an erector spinae's FF 3 pp or more off"
 done
 finish

@@ -18,16 +18,12 @@ for spec in "01 0.975 0.975 0.967 0.970 0.972 0.5" \
   "02 0.955 0.941 0.943 0.938 0.946 1.6" \
   "03 0.964 0.949 0.951 0.938 0.952 0.9"; do
   set -- $spec
-  run "$PSP" analyze --water "$P/phantom$1_water.nii.gz" --fat "$P/phantom$1_fat.nii.gz" \
-    -o "p$1" --no-qc
-  run "$PSP" compare "p$1/dseg.nii.gz" "$P/phantom$1_dseg.nii.gz" \
-    --water "$P/phantom$1_water.nii.gz" --fat "$P/phantom$1_fat.nii.gz" > "cmp$1.txt"
-  sed -n '/Whole volume/,/mean 1-4/p' "cmp$1.txt"
-  dice_minima "cmp$1.txt" "MF_L=$2 MF_R=$3 ES_L=$4 ES_R=$5 all=$6" ||
+  compare_phantom "$1" "p$1" --water "$P/phantom$1_water.nii.gz" --fat "$P/phantom$1_fat.nii.gz"
+  dice_minima "p$1.txt" "MF_L=$2 MF_R=$3 ES_L=$4 ES_R=$5 all=$6" ||
     fail "phantom$1 (water/fat): segmented worse"
   awk -v lim="$7" '/Whole volume/ { on = 1 } /mean 1-4/ { on = 0 }
        on && $1 ~ /^(MF|ES)_[LR]$/ { d = $NF + 0; n++; if (d > lim || d < -lim) { print "FAIL: " $1 " FF " d " pp"; bad++ } }
-       END { exit bad > 0 || n != 4 }' "cmp$1.txt" ||
+       END { exit bad > 0 || n != 4 }' "p$1.txt" ||
     fail "phantom$1 (water/fat): a muscle's FF more than $7 pp off"
 done
 finish
