@@ -125,6 +125,12 @@ int64_t psp_cc_keep_largest(uint8_t *m, int64_t nx, int64_t ny, bool conn8, int3
 /* Fills the holes of m: zero pixels not 4-connected to the slice border. */
 void psp_cc_fill_holes(uint8_t *m, int64_t nx, int64_t ny, int32_t *lab, int32_t *parent);
 
+/* 1-D squared distance transform of f (INFINITY = no feature) with sample
+ * spacing s (mm): d[q] = min_p ((q - p) s)^2 + f[p] (src/core/mask.c). v (n)
+ * and z (n + 1) are scratch. Sites with infinite f are left out of the
+ * lower envelope; all infinite gives INFINITY everywhere. */
+void psp_edt_1d(const double *f, int64_t n, double s, double *d, int64_t *v, double *z);
+
 /* Sorting helper: sorts floats ascending (deterministic). */
 void psp_sort_floats(float *v, size_t n);
 /* Quantile (0..1) of sorted values, linear interpolation. */

@@ -26,6 +26,7 @@
  */
 #include "core/internal.h"
 
+#include <math.h>
 #include <string.h>
 
 static int32_t cc_find(int32_t *parent, int32_t x) {
@@ -278,4 +279,46 @@ void psp_cc_fill_holes(uint8_t *m, int64_t nx, int64_t ny, int32_t *lab, int32_t
   for (int64_t j = j0; j <= j1; j++)
     for (int64_t i = i0; i <= i1; i++)
       if (!outside[lab[j * nx + i]]) m[j * nx + i] = 1;
+}
+
+/* The exact 1-D squared distance transform (Felzenszwalb & Huttenlocher
+ * 2012), shared by compare (src/measure) and the outline closing
+ * (src/segment/refine.c). */
+void psp_edt_1d(const double *f, int64_t n, double s, double *d, int64_t *v, double *z) {
+  int64_t k = -1;
+  for (int64_t q = 0; q < n; q++) {
+    if (isinf(f[q])) continue;
+    if (k < 0) {
+      k = 0;
+      v[0] = q;
+      z[0] = -INFINITY;
+      z[1] = INFINITY;
+      continue;
+    }
+    /* z[0] = -inf keeps k >= 0: a finite intersection is never left of it */
+    double xq = (double)q * s, sep;
+    for (;;) {
+      double xv = (double)v[k] * s;
+      sep = ((f[q] + xq * xq) - (f[v[k]] + xv * xv)) / (2.0 * (xq - xv));
+      if (sep > z[k]) break;
+      k--;
+    }
+    k++;
+    v[k] = q;
+    z[k] = sep;
+    z[k + 1] = INFINITY;
+  }
+  if (k < 0) {
+    for (int64_t q = 0; q < n; q++)
+      d[q] = INFINITY;
+    return;
+  }
+  int64_t j = 0;
+  for (int64_t q = 0; q < n; q++) {
+    double xq = (double)q * s;
+    while (z[j + 1] < xq)
+      j++;
+    double dx = (double)(q - v[j]) * s;
+    d[q] = dx * dx + f[v[j]];
+  }
 }

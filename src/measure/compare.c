@@ -152,48 +152,6 @@ static void row_fill(psp_compare_row *r, const slice_stats *s, int label, bool h
 /* Exact Euclidean distance transform (Felzenszwalb & Huttenlocher)        */
 /* ---------------------------------------------------------------------- */
 
-/* 1-D squared distance transform of f (INFINITY = no feature) with sample
- * spacing s (mm): d[q] = min_p ((q - p) s)^2 + f[p]. v (n) and z (n + 1) are
- * scratch. Sites with infinite f are left out of the lower envelope. */
-static void edt_1d(const double *f, int64_t n, double s, double *d, int64_t *v, double *z) {
-  int64_t k = -1;
-  for (int64_t q = 0; q < n; q++) {
-    if (isinf(f[q])) continue;
-    if (k < 0) {
-      k = 0;
-      v[0] = q;
-      z[0] = -INFINITY;
-      z[1] = INFINITY;
-      continue;
-    }
-    /* z[0] = -inf keeps k >= 0: a finite intersection is never left of it */
-    double xq = (double)q * s, sep;
-    for (;;) {
-      double xv = (double)v[k] * s;
-      sep = ((f[q] + xq * xq) - (f[v[k]] + xv * xv)) / (2.0 * (xq - xv));
-      if (sep > z[k]) break;
-      k--;
-    }
-    k++;
-    v[k] = q;
-    z[k] = sep;
-    z[k + 1] = INFINITY;
-  }
-  if (k < 0) {
-    for (int64_t q = 0; q < n; q++)
-      d[q] = INFINITY;
-    return;
-  }
-  int64_t j = 0;
-  for (int64_t q = 0; q < n; q++) {
-    double xq = (double)q * s;
-    while (z[j + 1] < xq)
-      j++;
-    double dx = (double)(q - v[j]) * s;
-    d[q] = dx * dx + f[v[j]];
-  }
-}
-
 /* In-place squared EDT of f on a box bd[3] (i fastest), along the first
  * naxes axes. Lines are independent, so threads never change the result.
  * Returns false when scratch memory could not be allocated. */
@@ -233,7 +191,7 @@ static bool edt_box(double *f, const int64_t bd[3], const double sp[3], int naxe
           if (!isinf(in[q])) any = true;
         }
         if (!any) continue;
-        edt_1d(in, n, sp[ax], out, v, z);
+        psp_edt_1d(in, n, sp[ax], out, v, z);
         for (int64_t q = 0; q < n; q++)
           f[base + q * stride] = out[q];
       }

@@ -125,7 +125,8 @@
 static const char METHOD[] =
     "anatomy-driven rules on the FF map: body, spinal canal and midline landmarks; paraspinal "
     "compartment = muscle-like tissue (FF below the slice's muscle/fat midpoint) behind the "
-    "canal, intramuscular fat included by hole filling; multifidus/erector spinae split along "
+    "canal, intramuscular fat included by hole filling and by closing each muscle's outline "
+    "(5 mm); multifidus/erector spinae split along "
     "a visible fat plane (seeded watershed), else by a minimum-cost path with a proportion "
     "prior by height above the lowest segmented slice (taken as L5/S1 with the sacrum or an iliac "
     "crest in view, else as 24 mm above it; MuscleMap template), smoothed along the "

@@ -186,7 +186,8 @@
  *     0.959/0.942/0.918/0.920 -> 0.965/0.949/0.930/0.930; dixon-tum01
  *     +0.0005..0.0010 per muscle, ipop-chaos11 24 of 26 slices as before.
  *  3c. An erector voxel on a ridge of FF towards the multifidus leaves it, outlines are
- *     smoothed at 6 mm, its small pieces beyond a ridge go (psp_seg_refine_outlines); 3d. the
+ *     smoothed at 6 mm and closed at 5 mm, its small pieces beyond a ridge go
+ *     (psp_seg_refine_outlines); 3d. the
  *     outlines follow the majority of the neighbouring slices (psp_seg_zfill_stack).
  *  4. Flags (slice left empty, reason recorded; muscles within EDGE_MM of
  *     the image's edge: cut_off, in align.c, for every frame): no body / no spine

@@ -667,6 +667,53 @@ static void test_es_pieces(void **state) {
   }
 }
 
+/* psp_seg_refine_outlines, the outline closing (refine.c, close_outlines,
+ * 5 mm): a multifidus 40 x 40 voxels of 1 mm (FF 0.4 in fat of 0.9) with a
+ * bite of fat 8 deep from its back edge: 4 voxels wide (a fatty streak
+ * touching the fat outside), it joins the muscle, but for the voxels next
+ * to an erector 4 x 3 at its bottom and the row at its mouth; 16 wide (the
+ * fat beside the muscle), its middle stays open. */
+static void test_close(void **state) {
+  (void)state;
+  enum { NX = 60, NY = 60 };
+  static float ff[NX * NY], lab[NX * NY];
+  static uint8_t old[NX * NY];
+  for (int w = 4; w <= 16; w += 12) {
+    int i0 = 30 - w / 2, i1 = 29 + w / 2;
+    for (int q = 0; q < NX * NY; q++) {
+      ff[q] = 0.9f;
+      lab[q] = 0;
+    }
+    for (int j = 10; j <= 49; j++)
+      for (int i = 10; i <= 49; i++) {
+        bool bite = i >= i0 && i <= i1 && j <= 17;
+        ff[j * NX + i] = bite ? 0.8f : 0.4f;
+        lab[j * NX + i] = bite ? 0.0f : (float)PSP_LABEL_MF_LEFT;
+      }
+    if (w == 4)
+      for (int j = 15; j <= 17; j++)
+        for (int i = i0; i <= i1; i++)
+          lab[j * NX + i] = PSP_LABEL_ES_LEFT, ff[j * NX + i] = 0.4f;
+    const int64_t bx[4] = {10, 49, 10, 49};
+    assert_true(psp_seg_refine_outlines(ff, lab, NX, NY, 1.0, 1.0, bx, 0.4, 0.9, old));
+    int joined = 0, es = 0;
+    for (int j = 10; j <= 17; j++)
+      for (int i = 28; i <= 31; i++) {
+        joined += lab[j * NX + i] == PSP_LABEL_MF_LEFT;
+        es += lab[j * NX + i] == PSP_LABEL_ES_LEFT;
+      }
+    print_message("bite %d wide: %d of its middle 4 x 8 voxels joined, %d erector\n", w, joined,
+                  es);
+    if (w == 4) {
+      assert_int_equal(es, 12);
+      assert_int_equal(joined, 12); /* rows 11-13: row 14 touches the erector, and row 10,
+                                     * the mouth, a disc of 5 mm just touches */
+    } else {
+      assert_true(joined <= 8);
+    }
+  }
+}
+
 /* psp_seg_zfill (refine.c), the labels' majority along the stack on the
  * outlines: where both neighbouring slices hold the same value and this
  * slice does not, an unlabelled voxel next to that muscle and below its
@@ -830,6 +877,7 @@ int main(void) {
       cmocka_unit_test(test_es_rise_table),
       cmocka_unit_test(test_void_area),
       cmocka_unit_test(test_es_pieces),
+      cmocka_unit_test(test_close),
       cmocka_unit_test(test_zfill),
       cmocka_unit_test(test_muscle_limit),
       cmocka_unit_test(test_es_front_limit),
