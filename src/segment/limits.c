@@ -3,8 +3,9 @@
  * spinous process, interspinous fat) and in front (the back surface of the
  * lamina), per row and per column of one side of one axial slice. Both are
  * image edges found in mm-sized windows, smoothed by running medians; the
- * reasons and what was measured are in the comments below and in the
- * DESIGN comment of segment.c (step 2). Pure functions of their inputs:
+ * reasons are in the comments below and in the DESIGN comment of segment.c
+ * (step 2), what was measured in src/segment/MEASUREMENTS.md ("segment.c
+ * step 2"). Pure functions of their inputs:
  * called per slice from the parallel loop of psp_segment.
  */
 #include "segment/limits.h"

@@ -4,321 +4,93 @@
  * (water+fat, in-phase/opposed-phase and precomputed FF inputs alike). No
  * atlas is copied: boundaries come from the image (the muscle/fat edge of
  * the FF map, fat planes, bone) placed with anatomical rules in a
- * spine-centred frame (src/anatomy/landmarks.c: canal centre, mirror-
- * symmetry midline, width of the midline bone, muscle and fat FF levels of
- * the slice). The frame's axes are the image's rows and columns; a spine
- * rotated in the image plane is segmented in a copy of the scan rotated
- * onto its axis (psp_segment_with in src/segment/align.c calls psp_seg_run
- * here twice: the first run stops once the landmarks give the axis).
+ * spine-centred frame (src/anatomy/landmarks.c: canal centre, midline,
+ * midline bone, the slice's muscle and fat FF levels) on the image's rows
+ * and columns; a spine rotated in-plane is segmented in a copy rotated onto
+ * its axis (psp_segment_with, src/segment/align.c, calls psp_seg_run twice:
+ * the first run stops once the landmarks give the axis). What each rule
+ * did to which data, and what was tried and not kept: "segment.c step N"
+ * in src/segment/MEASUREMENTS.md.
  *
  * Per slice and side (d = distance from the midline, y = distance behind
  * the canal centre, mm):
  *  1. Thresholds from the slice's own levels: muscle-like = FF below
- *     T = (muscle + fat) / 2 (so fatty, degenerated muscle still counts); a
- *     strict mask (raw and 3 x 3 mean FF below muscle + 0.35 (fat - muscle))
- *     is cut by thin fat planes but not by noise. A strict voxel must also
- *     be below the same share from the LOCAL muscle level (mean FF of the
- *     strict voxels within 10 mm, never above the slice's level): an
- *     erector spinae leaner than a fatty multifidus is otherwise joined to
- *     the next muscle through a fat plane in partial volume
- *     (psp_seg_local_strict, src/segment/refine.c, with the measurements).
- *     Where the two sides' multifidus levels (landmarks.c: a box beside the
- *     midline, its lower 30 % quantile) lie more than PSP_LM_SIDE_ASYM_FF = 0.2
- *     apart, the fatter at least the slice's level, the same side fatter on
- *     a neighbouring slice too (a one-sided fatty atrophy spans levels; a
- *     streak or bone in one box does not: one slice each of dixon-tum01
- *     scaled 1.15 x and with 1.5 x finer pixels, -0.014 / -0.001 before this
- *     rule), each side takes its own level and thresholds; the fatter
- *     side's loose threshold comes from the local muscle level
- *     (psp_seg_local_loose, refine.c: half way from the mean FF of the kept
- *     strict voxels within 10 mm to fat), or the lean erector spinae beside
- *     the fatty multifidus takes its partial-volume rim in; and its split
- *     is seeded at the step of FF between the two (psp_seg_fatty_seeds, refine.c: the
- *     compartment above the level half way between the sides' levels on
- *     the multifidus core box, against what lies below it further out; a
- *     fatty muscle beside a lean one shows no fat plane to follow).
- *     dixon-tum01 with its left multifidus made fatty (nifti_edit.py fatty
- *     A 3; A = 0.3 / 0.4 / 0.5 / 0.6: that muscle's FF about 0.38 / 0.46 /
- *     0.54 / 0.62): left multifidus Dice 0.815 / 0.605 / 0.421 / 0.162 ->
- *     0.843 / 0.891 / 0.885 / 0.803, its FF -2.9 / -12.4 / -24.3 / -41.8
- *     -> -1.5 / -0.3 / -0.8 / -0.8 pp, the left erector spinae's FF within
- *     0.5 pp (+1..+4 with the population prior's split instead of the
- *     seeds), all muscles 0.912 / 0.895 / 0.868 / 0.840 -> 0.925 / 0.929 /
- *     0.928 / 0.813 (A = 0.6: 6 slices flagged, 1 before, while 24 had
- *     measured the lean neighbour as the multifidus, FF 40-55 pp low); the
- *     slice's shared level had put the fatty multifidus above the threshold
- *     (read as fat). dixon-tum01, ipop-chaos11, the phantoms and the other
- *     edited copies are unchanged. With the quantile 0.5 the phantoms moved
- *     (phantom02 +0.003). Tried, not kept: a step from the fatty to the
- *     lean level as a cost of the path split (A = 0.6 multifidus +0.05, but
- *     A = 0.3 / 0.4 -0.013 / -0.015). Limit: the lean side's multifidus
- *     area +17-18 % on these copies (+4 % on dixon-tum01 itself).
- *     Where the multifidus levels agree but the erector spinae's (the same
- *     quantile of a box 35-55 mm out, landmarks.c) lie PSP_LM_SIDE_ASYM_FF
- *     apart under the same conditions (a one-sided fatty erector spinae:
- *     after a spinal operation, in scoliosis), the fatter side takes that
- *     erector's level and thresholds, its loose threshold the local one
- *     again, and its split is seeded with the lean multifidus against the
- *     fatty erector (psp_seg_fatty_seeds, refine.c, with the measurements).
- *  2. Compartment: strict voxels with d between the midline bone and 90 mm
- *     (the medial limit per row: where the FF falls half way from the
- *     midline bone's peak to the tissue beside it, 3..8 mm, running median
- *     over 5 mm of rows, never wider than the slice's mean midline bone),
- *     behind the lamina: within 25 mm of the midline, behind the lamina's
- *     back surface found per column in the magnitudes (the last voxel
- *     within 12 mm behind the canal's back edge whose water + fat signal
- *     is below 0.7 x the muscle's 12-22 mm behind it, running median over
- *     5 mm of columns; bone is dark in both, while its FF can look like
- *     muscle and a fatty streak like marrow; for a precomputed FF map without
- *     a water image (psp_ffmap_add_water)
- *     neither limit: the slice's midline bone width and the canal's back
- *     edge; within LAM_MIN_D_MM = 12 mm of the midline never less than
- *     LAM_MIN_MM = 3 mm behind that edge, the posterior arch's least
- *     thickness, where the lamina limit sees no bone: marrow-rich lamina
- *     and spinous process roots read as bright as muscle at the lowest
- *     levels; dixon-tum01 multifidus 0.855 / 0.875 -> 0.862 / 0.880, area
- *     0 / +9 -> -1 / +6 %, FF +1.0 / +0.5 -> +0.6 / +0.3 pp, all 0.937 ->
- *     0.939 (its worst muscle-slice 0.711 -> 0.696: the left multifidus
- *     just above L5/S1, whose split moved), each of 47 edited copies of it
- *     up by 0.000-0.002, the phantoms unchanged; 2 / 2.5 / 3.5 / 4 mm: all 0.938 / 0.938 / 0.939 /
- *     0.939, multifidus L 0.860 / 0.860 / 0.862 / 0.858; within 10 / 14 mm:
- *     0.938 / 0.939, L 0.860 / 0.856), else and further out y >= canal
- *     radius (+ up to 5 mm
- *     laterally, where psoas and quadratus lumborum lie in front of the transverse
- *     processes; at the lumbosacral junction this lateral limit moves
- *     forward to 10 mm in front of the canal's back edge, tapering linearly
- *     over the lowest 40 mm of the stack's spine (about the L5 vertebra and
- *     the L5/S1 disc):
- *     there the erector spinae arises from the sacrum and iliac crest beside
- *     the canal and no transverse process or quadratus lumborum lies in
- *     front of it; on dixon-tum01 the taper over 10 mm raised the erector
- *     Dice of the two lowest slices from 0.50/0.62 to 0.72/0.90, and over 30
- *     mm instead of 10 the whole erector from 0.896/0.916 to 0.902/0.919,
- *     area -1/0 -> +3/+3 % (20 and 40 mm tried: 0.899/0.918 and 0.906/0.920
- *     at +5/+4 %; the phantoms, flat-fronted at the sacrum, rose by up to
- *     0.005); once the erector's rising front applied down to the lowest
- *     slice (below), 40 mm instead of 30: 0.907/0.922 -> 0.915/0.925, area
- *     0/+1 -> +2/+3 % (20 / 50 / 60 mm: 0.900/0.916, 0.919/0.923 at +4 %,
- *     0.920/0.920 at +5 %), every phantom's erector up by 0.001-0.006, and
- *     tum01 resampled to 2 mm pixels, 8 mm slices, cropped, or cut to start
- *     16 / 32 mm higher up by 0.004-0.006), at least 6 mm inside the skin,
- *     outside the canal; opened by a square about OPEN_MM wide (3 x 3
- *     voxels at 0.7-1.2 mm; it was a radius of 1.5 mm rounded to whole
- *     voxels: 3 x 3 at tum01's 1.02 mm but 5 x 5 at 1.0 and below, which
- *     took the muscle between fatty streaks at the border away: phantoms
- *     remade at 1.0 mm pixels, all-muscle Dice 0.972 / 0.921 / 0.947 ->
- *     0.983 / 0.956 / 0.959 (phantom02-like area -13 -> -7 %, FF -2.1 ->
- *     -1.8 pp); dixon-tum01 unchanged (5 x 5 there instead: all 0.937 ->
- *     0.938, left multifidus 0.855 -> 0.867 through a changed split, not
- *     taken against the phantoms' loss); none at pixels >= 2 mm, where one
- *     voxel is already 2-3 mm and an opening would break streaky, fatty
- *     muscle apart; 2.5 mm before:
- *     the sample phantoms remade at 2-2.33 mm pixels reached Dice
- *     0.90-0.98 with the opening, 0.91-0.985 without, dixon-tum01
- *     averaged to 2 mm all 0.933 -> 0.932; there instead a
- *     voxel fattier than both its neighbours along a row, a column or a
- *     diagonal by 0.25 (fat - muscle), a one-voxel fat plane in partial
- *     volume, is cut). Kept: the
- *     component on the MF core box (d 6..24 mm just behind the lamina) and
- *     sizeable components chained to it across gaps up to 12 mm (mostly
- *     within 75 mm of the midline, reaching forward to within 15 mm of the
- *     front limit: the erector spinae lies on the transverse processes, the
- *     back wall's muscle layer behind it does not; or centred within 30 mm
- *     of the midline, where only the multifidus lies: pieces of a fatty,
- *     streaky multifidus cut off by a streak, which the front rule dropped
- *     (2 mm version of phantom02: MF 0.913/0.858 -> 0.924/0.909; phantom02
- *     MF R 0.925 -> 0.928, phantom03 0.938 -> 0.942; 45 mm let the back
- *     wall's layer in: phantom02 ES 0.90 -> 0.88; the real scans
- *     unchanged). Grown back into the
- *     loose mask, holes filled: intramuscular fat belongs to the muscle; fat
- *     connected to the outside (epimuscular, subcutaneous, interspinous)
- *     does not; nor do the sizeable strict components left out (>=
- *     MIN_PIECE_MM2, not chained): the kept ones grew into them across
- *     partial-volume fat planes (the flank muscles and the back wall's layer
- *     beside the erector spinae). Measured: phantom01 ES 0.937/0.956 ->
- *     0.946/0.963, phantom02 0.837/0.871 -> 0.839/0.879, phantom03 +0.002,
- *     the default phantom 0.957/0.966 -> 0.963/0.969 (FF -0.93/-0.66/
- *     -0.58/-0.77 pp), 2 mm versions of the phantoms +0.005-0.011;
- *     dixon-tum01 and ipop-chaos11 unchanged (no plane between such
- *     components). Excluding the small ones too (>= 25 mm^2, or all):
- *     phantom01 up to 0.976/0.976/0.953/0.968, but the FP voxels removed
- *     then were fatty partial-volume ones that had offset the fatty streaks
- *     lost at the border: the default phantom's left MF FF -0.93 -> -1.03
- *     pp, phantom03's -0.73/-1.24/-0.50/-0.75 -> -0.84/-1.41/-0.76/-1.03.
- *  3. MF/ES split. (a) A visible fat plane: either the core component ends
- *     within 45 mm of the midline and other components were kept, or a
- *     threshold between the loose one and the muscle level (raw FF, 5 %
- *     steps of fat - muscle) splits the compartment into a medial piece on
- *     the MF core box and lateral pieces (each >= 12 % of the side, >= 60 %
- *     kept). The pieces seed a watershed on the 3 x 3 mean FF inside the
- *     compartment, so the two muscles meet on the fattest line between them
- *     (the plane); the voxels on that line fatter than muscle + 0.7 (fat -
- *     muscle) stay unlabelled, as on the path split (psp_seg_unlabel_plane,
- *     refine.c). (b) Otherwise a minimum-cost path in polar form about O
- *     (midline, 3 mm in front of the most anterior compartment voxel near
- *     the midline): for 91 rays (0 = straight back .. 180 degrees) the
- *     radius where MF ends, cost = (1 - 2 x fat ridge contrast over 4 mm) +
- *     0.25 ((R - R_prior) / sigma)^2, steps of <= 2 samples between rays at
- *     0.1 each. The first-pass prior is the MF share of each ray learned
- *     from the MuscleMap abdomen template AT THE SLICE'S HEIGHT above the
- *     lowest segmented slice (taken as L5/S1; MF_RHO_Z, 15 mm bands,
- *     models/mf_rho_by_level.tsv; sigma 8 mm): the multifidus is about half
- *     of the compartment at L5/S1 and an eighth at L1/L2. The second pass
- *     uses the median boundary of slices k-2..k+2 (sigma 5 mm; a slice split
- *     along a visible plane contributes that boundary), so the boundary
- *     changes smoothly along the spine. Plane voxels (fattier than T on the
- *     path) stay unlabelled. When the path split leaves left and right more
- *     than MAX_LR_RATIO apart in area, it is redone once with the median
- *     boundary of both sides of slices k-2..k+2 as prior (a false ridge
- *     followed on one side over several slices: ipop-chaos11 slices 10-11,
- *     right multifidus less than half the left, now 1.4 / 1.3 x and
- *     segmented; dixon-tum01 and the phantoms never reach it, unchanged;
- *     pooling both sides always instead changed tum01's MF by -0.001 /
- *     +0.002 but would damp a real one-sided atrophy, so it is kept as the
- *     fallback only).
- *  3b. The outlines smoothed at the voxel scale, once, on the final labels
- *     (smooth_labels in refine.c): an unlabelled voxel with >= 5 of
- *     its 8 neighbours in one muscle and none in another joins it, a muscle
- *     voxel with <= 2 of 8 in its own leaves it. Steps 1 (local level), 3a
- *     (plane voxels) and 3b together, Dice MF L/R, ES L/R: phantom01
- *     0.970/0.972/0.946/0.963 -> 0.979/0.979/0.956/0.967, phantom02
- *     0.945/0.928/0.902/0.901 -> 0.949/0.935/0.926/0.922, phantom03
- *     0.959/0.942/0.918/0.920 -> 0.965/0.949/0.930/0.930; dixon-tum01
- *     +0.0005..0.0010 per muscle, ipop-chaos11 24 of 26 slices as before.
- *  3c. An erector voxel on a ridge of FF towards the multifidus leaves it, outlines are
- *     smoothed at 6 mm and closed at 5 mm, its small pieces beyond a ridge go
- *     (psp_seg_refine_outlines); 3d. the
- *     outlines follow the majority of the neighbouring slices (psp_seg_zfill_stack).
+ *     T = (muscle + fat) / 2 (fatty, degenerated muscle still counts); the
+ *     strict mask (raw and 3 x 3 mean FF below muscle + STRICT_SHARE = 0.35
+ *     (fat - muscle), also from the local level within 10 mm, refine.c
+ *     item 1) is cut by thin fat planes, not by noise. Two sides' multifidus
+ *     levels over PSP_LM_SIDE_ASYM_FF = 0.2 apart, the same side fatter on a
+ *     neighbouring slice (an atrophy spans levels, a streak does not): each
+ *     side its own level, the fatter one a local loose threshold and split
+ *     seeds at the step of FF (refine.c items 6, 7: no fat plane between a
+ *     fatty and a lean muscle); likewise a one-sided fatty ES. See
+ *     "segment.c step 1".
+ *  2. Compartment: strict voxels with d from the midline bone's edge (per
+ *     row) to D_MAX_MM; within 25 mm of the midline behind the lamina (per
+ *     column: the last voxel within 12 mm behind the canal with water + fat
+ *     below 0.7 x the muscle's: bone is dark in both, while its FF can look
+ *     like muscle), at least LAM_MIN_MM behind the canal within LAM_MIN_D_MM
+ *     (the posterior arch); further out behind the canal + Y_ANT_LAT (psoas
+ *     and quadratus lumborum lie in front of the transverse processes), to
+ *     Y_ANT_SACRAL over the lowest SACRAL_MM (the ES arises from sacrum and
+ *     iliac crest), behind the ES front (below); SKIN_MM inside the skin,
+ *     outside the canal. Opened by a square about OPEN_MM wide (at pixels
+ *     >= 2 mm a one-voxel fat ridge, RIDGE_CUT, is cut instead). Kept: the
+ *     component on the MF core box and pieces chained to it across CHAIN_MM
+ *     (reaching CHAIN_FRONT_MM forward, or centred within CHAIN_MF_D_MM);
+ *     grown into the loose mask, holes filled (intramuscular fat belongs to
+ *     the muscle, fat open to the outside and unchained strict pieces do
+ *     not). See "segment.c step 2" and its sections.
+ *  3. MF/ES split. (a) A visible fat plane (the core component ends within
+ *     MF_MAX_D_MM, or a raw-FF threshold splits the compartment into medial
+ *     and lateral pieces): the pieces seed a watershed on the 3 x 3 mean FF,
+ *     plane voxels over PLANE_FAT_SHARE stay unlabelled (refine.c item 2). (b)
+ *     Else a minimum-cost path in polar form about O (midline, 3 mm in front of
+ *     the compartment): per ray (91) where MF ends, cost = (1 - 2 x fat ridge
+ *     contrast over RIDGE_MM) + PRIOR_WEIGHT ((R - R_prior) / sigma)^2 +
+ *     STEP_COST per step; prior first the MuscleMap template's MF share per
+ *     ray at the slice's height above L5/S1 (MF_RHO_Z, prior.c: half at
+ *     L5/S1, an eighth at L1/L2; R_SIGMA1), then the median boundary of
+ *     slices k-2..k+2 (R_SIGMA2: smooth along the spine), once both sides'
+ *     when left and right differ by over MAX_LR_RATIO in area; plane voxels
+ *     (fattier than T) unlabelled. See "segment.c step 3".
+ *  3b. Voxel-scale smoothing (refine.c item 3; "segment.c step 3b"). 3c. An
+ *     erector voxel on a ridge towards the multifidus leaves it, outlines
+ *     smoothed at 6 mm, closed at 5 mm, the erector's small pieces beyond a
+ *     ridge dropped (psp_seg_refine_outlines, refine.c items 4, 5, 10, 8);
+ *     3d. outlines follow the neighbouring slices' majority (item 9).
  *  4. Flags (slice left empty, reason recorded; muscles within EDGE_MM of
- *     the image's edge: cut_off, in align.c, for every frame): no body / no spine
- *     (landmarks); below sacrum (no spine below the lowest segmented slice);
- *     implausible (muscle not distinct from fat, a canal more than 130 mm in
+ *     the image's edge: cut_off, align.c): no body / no spine; below sacrum;
+ *     implausible (muscle not distinct from fat; a canal over 130 mm in
  *     front of the back's skin (plus its fat beyond 40 mm) or 40 mm beside
- *     the centre of the body — the
- *     aorta, a kidney or bowel taken for the canal —, a side's compartment
- *     below 400 mm^2, a canal more than 25 mm from the median canal position
- *     of the neighbouring slices, or after labelling: a muscle missing or
- *     above 6000 mm^2, or left and right of a muscle differing by more than
- *     a factor 2 in area — a leak or a loss, not anatomy; the last two and
- *     water and fat exchanged on a slice: src/segment/checks.c). The landmarks
- *     are made consistent along the stack first (src/segment/spine.c: the
- *     canal searched freely, again with a higher muscle limit when the
- *     muscle is fatty, again near the stack's and the neighbouring slices'
- *     median canal on outliers).
+ *     the body's centre: aorta, kidney or bowel; a side's compartment below
+ *     400 mm^2; a canal over 25 mm from its neighbours' median; a muscle
+ *     missing or above 6000 mm^2, left/right over 2 x in area, water and
+ *     fat exchanged: checks.c), on landmarks made consistent (spine.c).
  *
- * What was learned from which data: the MF share per ray and height from
- * the MuscleMap template only (the anchor, L5/S1, is the template's lowest
- * slice from which on MF < MF + ES / 2; dixon-tum01's manual labels give
- * nearly the same table with the same rule, checked, not used). The
- * constants are anatomical sizes in mm. Limits: where the MF/ES fat plane is
- * invisible (dixon-tum01) the split follows the population prior, not this
- * subject's proportion; the height priors (this proportion, the
- * lumbosacral taper of the lateral front, the start of the erector's
- * rising front) take the lowest slice with a spine as L5/S1 when the caller
- * confirms that the stack reaches the lumbosacral junction (psp_segment_with:
- * the pipeline finds the vertebral levels on the final landmarks, before
- * any muscle is segmented, and confirms when the sacrum or an iliac crest
- * is in view, or iliac bone on both sides within the stack's lowest 8 mm:
- * src/pipeline.c), else as NO_ANCHOR_DZ_MM = 24 mm above it, with a warning (or,
- * when levels were named by hand, as high above the template's anchor as
- * they put it: that anchor lies PRIOR_ZERO_MM = 22 mm above the L5/S1 disc
- * the names place, as measured on dixon-tum01, whose crest-named L4/L5
- * lies at slice 2.0 with discs 30.5 mm apart, L5/S1 so at slice -5.6,
- * while the template's rule on its manual labels puts the anchor on slice
- * 0 (multifidus share 0.48): named levels and an anchored stack then agree
- * there; dixon-tum01's slices 14-28, about 56 mm above that anchor,
- * multifidus 0.73 / 0.71 -> 0.87 / 0.84 with --disc L2/L3=5, the name the
- * levels give that disc on the whole scan (0.86 / 0.86 with the 22 mm);
- * cropped to a spine-only field of view of 163 x 163 mm, which leaves the
- * crests out (the measured slices 0-22), 0.74 / 0.84 unnamed, with --disc
- * L4/L5=2 0.73 / 0.83 taking the names' L5/S1 as the anchor, 0.83 / 0.86
- * with the 22 mm; named levels do not move an anchored stack, whose lowest
- * slice stays the anchor as measured): a
- * stack without them starts above the crest. dixon-tum01 cut to start 16 /
- * 32 mm higher (its crests then out of view): MF 0.85/0.83 and 0.75/0.70
- * (area +12/+26 % and +49/+67 %) taking the bottom as L5/S1, 0.84/0.87 and
- * 0.87/0.84 with 24 mm (16 mm: 0.86/0.87 and 0.84/0.81; 32 mm: 0.81/0.86
- * and 0.87/0.86), ES 0.90/0.90 and 0.86/0.86 -> 0.91/0.92 and 0.93/0.92;
- * chosen on these crops only; the whole scan (crests in view) is unchanged; the
- * anterior boundary of the ES (transverse processes, fascia towards
- * quadratus lumborum) is a rule plus the template's lateral rise (below),
- * an image edge only where a fat plane shows. Tried and rejected
- * (measured, not kept): moving that rule forward lets the compartment leak
- * into the muscles in front (tum01 ES area +16..19 %); cutting a front
- * layer up to 12 mm thick at a fat ridge along each column (runs of >= 10
- * mm of columns) helped tum01's right ES (Dice 0.882 -> 0.885) but cut
- * the phantoms' erector spinae at 3 mm pixels (phantom02 left ES 0.846 ->
- * 0.819); a stricter chaining rule for thin pieces cut by the front limit
- * changed nothing measurable (tum01's quadratus lumborum is not a separate
- * strict component).
+ * The ES front lateral of the transverse processes (limits.c): from the
+ * compartment's most anterior point 30-55 mm out it rises backwards with
+ * the MuscleMap template's curve (models/es_front_rise.tsv), the
+ * thoracolumbar fascia with quadratus lumborum in front that the FF map
+ * does not separate; a fat plane within 6 mm of it where one shows, else
+ * the line less 4 mm. See "segment.c step 2: the erector spinae's front".
  *
- * The erector spinae's front lateral of the transverse process roots
- * (src/segment/limits.c, psp_seg_es_front_limit; on every slice): from the
- * compartment's most anterior point 30-55
- * mm from the midline the front rises backwards with the MuscleMap
- * template's curve (median over 186 slice-sides of how far the front of MF +
- * ES lies behind its front at 35 mm: 1.5 mm at 40 mm, 9.5 at 60, 17.5 at 80;
- * models/es_front_rise.tsv), the middle layer of the thoracolumbar fascia
- * running from the transverse processes to the lateral raphe, with
- * quadratus lumborum in front of it that the FF map does not separate.
- * Per column a fat plane within 6 mm of that line is the edge where the
- * image shows one, else the line less 4 mm; running median over 6 mm of
- * columns. What was learned from which data: the curve from the template
- * only; dixon-tum01's manual labels give the same curve within 1-2 mm
- * (checked, not used), and tum01 DIAGNOSED the error (9,100 of its 12,600
- * erector voxels outside the manual labels lay on rays 75-90 degrees from O,
- * a wedge in front of the true front); the 4 mm tolerance (2, 3, 4 tried)
- * was chosen on tum01, and first a start 24 mm above the lowest segmented
- * slice (16, 24, 32 tried then, with a 10 mm lumbosacral taper of the flat
- * front: lower, the compartment's own front, which anchors the line, lay
- * 6 mm behind the manual one). With a 30 mm taper the rule holds down to
- * the lowest slice (start 0 / 4 / 8 / 12 / 16 / 24 mm: tum01 erector
- * 0.907/0.922, 0.906/0.923, 0.904/0.923, 0.903/0.922, 0.902/0.921,
- * 0.902/0.919; its L5 slices 0-3 left 0.73-0.82 -> 0.78-0.87; the
- * phantoms, flat-fronted at the sacrum, within 0.003). Measured on tum01:
- * erector Dice 0.874/0.883 -> 0.896/0.916, area +5/+8 -> -1/0 %, multifidus
- * 0.838/0.862 -> 0.843/0.865 (the split's rays end at the new front), all
- * muscles 0.905 -> 0.925. The phantom generator's erector front now rises
- * the same way (slope 0.30-0.45 per side, quadratus lumborum in front behind
- * a thin fat plane); on it the plane search matters (default phantom right
- * erector 0.938 with the line only, 0.965 with it); on tum01 no plane is
- * found and the line decides. Moving the flat lateral front forward with it
- * (Y_ANT_LAT 0 / -3 mm) leaked again (area +10 / +15 %).
+ * What was learned from which data: the learned tables (MF share, ES front)
+ * from the MuscleMap template only; dixon-tum01's manual labels checked
+ * them (not used), DIAGNOSED error patterns and chose between candidate
+ * rules and a few constants (the ES front's 4 mm, NO_ANCHOR_DZ_MM on its
+ * crops, PRIOR_ZERO_MM), each rule also measured on the phantoms; the
+ * constants are anatomical sizes in mm. The height priors take the lowest
+ * spine slice as L5/S1 when the pipeline sees the lumbosacral junction,
+ * else NO_ANCHOR_DZ_MM above it (a warning), or use levels named by hand
+ * (PRIOR_ZERO_MM). See "segment.c: what was learned from which data".
  *
- * The medial and lamina limits of step 2 (the multifidus on the upper
- * lumbar slices of dixon-tum01 was too large, 9 muscle-slices below Dice
- * 0.70): tum01's manual labels were used to DIAGNOSE the error pattern
- * (the compartment reached onto the midline bone, and began at the canal's
- * back edge while the manual multifidus begins 4-9 mm further back, behind
- * the lamina), and to choose between candidate rules, each also measured on
- * the three sample phantoms and the default unit-test phantom: the limit
- * is found per slice, side and column in mm from the image, no offset is
- * fitted. Measured and rejected: the lamina as a band of FF above the
- * muscle level or above T (a fatty streak in the multifidus reads the
- * same: the default phantom's left MF Dice 0.975 -> 0.964, FF -0.3 -> -1.2
- * pp); the water signal alone (a fatty streak is dark in water too: left
- * MF 0.965); one limit per side (median of the columns; tum01 right MF
- * area +13 %); the first dark run from the canal instead of the last dark
- * voxel (tum01 right MF area +14 %); 0.5 instead of 0.7 x the muscle's
- * signal (tum01 right MF area +18 %, phantoms worse). Kept (water + fat
- * below 0.7 x): tum01 MF Dice 0.80/0.80 -> 0.84/0.86, muscle-slices below
- * 0.70 9 -> 0, MF area -1/+9 % -> +1/+10 %; the phantoms' MF up (p01
- * 0.963/0.953 -> 0.967/0.967, p02 0.900/0.909 -> 0.916/0.929, p03
- * 0.948/0.921 -> 0.960/0.944, default 0.975/0.977 -> 0.976/0.981), their
- * ES within 0.001 (p02 left 0.8463 -> 0.8457). Limit:
- * tum01's manual multifidus excludes a layer behind the lamina that the
- * rule still takes in places (right MF area +10 %); the default phantom's
- * MF FF moved from -0.3 to -0.7 pp (partial-volume voxels on the lamina,
- * fattier, now left out).
- *
- * Parallel over slices (OpenMP), each slice writing only its own voxels and
- * records; the serial steps (canal anchor, statuses along k, the median
- * prior) run between the parallel passes, so the output does not depend on
- * the thread count. Cost: the compartments are built on a crop around the
- * spine, the later passes look only inside each slice's compartment box
- * (cbox), the path split's ray costs are computed once per slice and side
- * (the second pass changes only the prior), scratch is per thread; every
- * result is that of the plain loops over the whole slice.
+ * Parallel over slices (OpenMP), each slice writing only its own voxels;
+ * the serial steps (canal anchor, statuses along k, the median prior) run
+ * between the parallel passes: the output does not depend on the thread
+ * count. Cost: compartments on a crop around the spine, later passes inside
+ * each slice's compartment box (cbox), ray costs once per slice and side,
+ * scratch per thread; every result is that of the plain loops.
  */
 #include "segment/align.h"
 #include "segment/limits.h"
@@ -341,11 +113,13 @@
 #define LAM_MIN_D_MM 12.0 /* ... within this distance of the midline */
 #define SACRAL_MM 40.0    /* height above the lowest spine slice taken as lumbosacral */
 /* without the sacrum or an iliac crest in view, the lowest spine slice is
- * taken as this far above L5/S1 (see the DESIGN comment) */
+ * taken as this far above L5/S1 (see the DESIGN comment; measured:
+ * src/segment/MEASUREMENTS.md, "segment.c: what was learned") */
 #define NO_ANCHOR_DZ_MM 24.0
 /* the template's anchor (the multifidus falls below half of MF + ES) lies
  * this far above the L5/S1 disc as named levels place it: 22.5 mm on
- * dixon-tum01 (see the DESIGN comment) */
+ * dixon-tum01 (see src/segment/MEASUREMENTS.md, "segment.c: what was
+ * learned") */
 #define PRIOR_ZERO_MM 22.0
 #define Y_ANT_SACRAL -10.0 /* lateral front limit there, relative to the canal's back edge */
 #define SKIN_MM 6.0
