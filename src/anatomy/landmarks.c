@@ -581,6 +581,7 @@ static void find_landmarks(const float *ff, int64_t nx, int64_t ny, double sx, d
   lm->muscle_ff = NAN;
   lm->muscle_side_ff[0] = lm->muscle_side_ff[1] = NAN;
   lm->es_side_ff[0] = lm->es_side_ff[1] = NAN;
+  lm->plane_share[0] = lm->plane_share[1] = NAN;
   lm->fat_ff = NAN;
   lm->back_fat_mm = NAN;
   lm->back_ff = NAN;

@@ -59,6 +59,13 @@ typedef struct psp_slice_landmarks {
   double back_ff;     /* median FF BACK_BAND_MIN_MM..BACK_BAND_MAX_MM inside the back's last
                          voxel over those columns (the subcutaneous fat on most scans); NaN
                          where the field of view cuts the back */
+  /* The multifidus/erector spinae boundary of each side, left [0] and right
+   * [1], on a measured slice (src/segment/checks.c, psp_seg_boundary_evidence):
+   * split along a visible fat plane or FF step (true) or by the path with the
+   * template's proportion as prior (false), and the share of its crossings on
+   * a visible ridge of FF (NaN: no boundary) */
+  bool split_plane[2];
+  double plane_share[2];
 } psp_slice_landmarks;
 
 /* The two sides' multifidus levels (muscle_side_ff) lie more than this

@@ -325,8 +325,11 @@ static void draw_header(psp_qc_canvas *c, const qc_job *job, int64_t k) {
            (long long)psp_volume_file_slice(job->anat, k), (long long)k, z);
   psp_qc_text(c, PAD, PAD, s, psp_qc_fixed(INK_TEXT), c->w - PAD);
   const char *st = job->marks ? job->marks[k].status : NULL;
+  const char *info = job->marks ? job->marks[k].info : NULL;
   if (st && *st)
     psp_qc_text(c, PAD, PAD + LINE_H + LINE_GAP, st, psp_qc_fixed(INK_STATUS), c->w - PAD);
+  else if (info && *info)
+    psp_qc_text(c, PAD, PAD + LINE_H + LINE_GAP, info, psp_qc_fixed(INK_TEXT), c->w - PAD);
 }
 
 /* dst[x] = src[x / fc] for the n * fc display columns of n voxels (the

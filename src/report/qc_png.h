@@ -19,6 +19,7 @@ typedef struct psp_qc_slice_marks {
   const char *status;          /* NULL, or why the slice is flagged ("no spine: below sacrum") */
   const uint8_t *body;         /* NULL, or the body mask on the anatomy's grid (nx * ny, nonzero
                                   inside): its outline is drawn */
+  const char *info;            /* NULL, or a note on a measured slice (drawn where status is not) */
 } psp_qc_slice_marks;
 
 /* Geometry of the images psp_qc_write_pngs writes for a grid (the same for

@@ -298,6 +298,8 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
   cJSON_AddItemToArray(fp, jnum(fmm[0], 3));
   cJSON_AddItemToArray(fp, jnum(fmm[1], 3));
   cJSON *arr = cJSON_AddArrayToObject(o, "slices");
+  double seen[2] = {0.0, 0.0};
+  int64_t nseen[2] = {0, 0};
   for (int64_t k = 0; k < nz; k++) {
     const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
     cJSON *e = cJSON_CreateObject();
@@ -322,8 +324,26 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
     }
     cJSON_AddItemToObject(l, "vertebral_body", point_json(labels, &lm->vertebral_body, k));
     cJSON_AddItemToObject(l, "spinous_process", point_json(labels, &lm->spinous, k));
+    if (lm->status == PSP_SLICE_OK) {
+      /* how the multifidus/erector spinae boundary was placed, per side, and
+       * how much of it lies on a visible fat plane (src/segment/checks.c) */
+      cJSON *b = cJSON_AddObjectToObject(e, "mf_es_boundary");
+      for (int side = 0; side < 2; side++) {
+        cJSON *bs = cJSON_AddObjectToObject(b, side == 0 ? "left" : "right");
+        cJSON_AddStringToObject(bs, "split", lm->split_plane[side] ? "fat_plane" : "template_path");
+        cJSON_AddItemToObject(bs, "on_visible_plane", jnum(lm->plane_share[side], 2));
+        if (isfinite(lm->plane_share[side])) seen[side] += lm->plane_share[side], nseen[side]++;
+      }
+    }
     cJSON_AddItemToArray(arr, e);
   }
+  /* over the measured slices: the mean share of the boundary on a visible
+   * plane per side (where it is low the two muscles' areas are the
+   * template's proportion of the subject's compartment) */
+  cJSON *vs = cJSON_AddObjectToObject(o, "mf_es_boundary_on_visible_plane");
+  for (int side = 0; side < 2; side++)
+    cJSON_AddItemToObject(vs, side == 0 ? "left" : "right",
+                          jnum(nseen[side] ? seen[side] / (double)nseen[side] : NAN, 2));
   return o;
 }
 
@@ -595,6 +615,17 @@ psp_qc_slice_marks *psp_report_qc_marks(const psp_result *r, char (**status)[256
       snprintf((*status)[k], sizeof(*status)[k], "%s: %s", psp_slice_status_name(lm->status),
                lm->reason);
       m->status = (*status)[k];
+    } else if (isfinite(lm->plane_share[0]) || isfinite(lm->plane_share[1])) {
+      /* the image's left is the patient's right */
+      char sh[2][8];
+      for (int side = 0; side < 2; side++)
+        if (isfinite(lm->plane_share[side]))
+          snprintf(sh[side], sizeof sh[side], "%.0f%%", 100.0 * lm->plane_share[side]);
+        else
+          snprintf(sh[side], sizeof sh[side], "-");
+      snprintf((*status)[k], sizeof(*status)[k], "MF/ES ON A FAT PLANE: R %s  L %s%s", sh[1], sh[0],
+               fmax(lm->plane_share[0], lm->plane_share[1]) < 0.5 ? ", ELSE TEMPLATE" : "");
+      m->info = (*status)[k];
     }
   }
   return marks;

@@ -40,6 +40,18 @@
  *    (nifti_edit.py void): 316 mm^2 on each of its three slices; dixon-
  *    tum01 itself, 30 edited copies and the phantoms: at most 2 mm^2 on a
  *    slice, ipop-chaos11 at most 20 (no warning).
+ *  - How far the multifidus/erector spinae boundary is seen
+ *    (psp_seg_boundary_evidence, report.json and the QC images): the share
+ *    of its crossings (a multifidus voxel and the erector voxel along a row
+ *    or column, next to it or beyond at most PLANE_SEEN_GAP = 3 unlabelled
+ *    voxels) on a ridge of FF at least PLANE_SEEN_SHARE = 0.2 (fat -
+ *    muscle) above the voxels beyond both ends. Where no plane shows, the
+ *    split is the template's proportion of the subject's compartment, and a
+ *    reader should take the two muscles' areas (and a left/right difference
+ *    between them) as that. dixon-tum01: 1 / 2 % (no plane on its FF map;
+ *    every slice split by the template's path); with a fat plane added along
+ *    its manual boundary (nifti_edit.py plane 0.7) 94 / 91 %; the sample
+ *    phantoms 79-93 %.
  * Serial per slice; deterministic.
  */
 #include "segment/limits.h"
@@ -47,6 +59,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#define PLANE_SEEN_SHARE 0.2 /* of fat - muscle: a ridge of FF across the boundary is a plane */
+#define PLANE_SEEN_GAP 3     /* unlabelled voxels at most between the two muscles' voxels */
 
 void psp_seg_flag(psp_slice_landmarks *lm, psp_slice_status st, const char *fmt, double a,
                   double b) {
@@ -266,4 +281,46 @@ void psp_seg_warn_voids(const psp_slice_landmarks *lm, int64_t nz, const psp_vol
            "slice %lld): their areas and FF leave it out; check the QC images",
            (long long)n, (long long)first, (long long)last, lm[kmax].void_mm2,
            (long long)psp_volume_file_slice(ffv, kmax));
+}
+
+void psp_seg_boundary_evidence(const float *ff, const float *lab, int64_t nx, int64_t ny,
+                               const int64_t bx[4], double muscle, double fat, double share[2]) {
+  const double need = PLANE_SEEN_SHARE * (fat - muscle);
+  const int64_t di[4] = {1, -1, 0, 0}, dj[4] = {0, 0, 1, -1};
+  for (int side = 0; side < 2; side++) {
+    const float mf = side == 0 ? PSP_LABEL_MF_LEFT : PSP_LABEL_MF_RIGHT;
+    const float es = side == 0 ? PSP_LABEL_ES_LEFT : PSP_LABEL_ES_RIGHT;
+    int64_t n = 0, seen = 0;
+    for (int64_t j = bx[2]; j <= bx[3]; j++)
+      for (int64_t i = bx[0]; i <= bx[1]; i++) {
+        if (lab[j * nx + i] != mf) continue;
+        for (int d = 0; d < 4; d++) {
+          /* p - d, p (multifidus), [unlabelled voxels,] q (erector), q + d */
+          int64_t steps = 0;
+          for (int64_t t = 1; t <= PLANE_SEEN_GAP + 1 && !steps; t++) {
+            int64_t x = i + t * di[d], y = j + t * dj[d];
+            if (x < 0 || y < 0 || x >= nx || y >= ny) break;
+            float l = lab[y * nx + x];
+            if (l == es)
+              steps = t;
+            else if (l != 0.0f)
+              break;
+          }
+          if (!steps) continue;
+          int64_t x0 = i - di[d], y0 = j - dj[d], x1 = i + (steps + 1) * di[d],
+                  y1 = j + (steps + 1) * dj[d];
+          n++;
+          if (x0 < 0 || y0 < 0 || x0 >= nx || y0 >= ny || x1 < 0 || y1 < 0 || x1 >= nx || y1 >= ny)
+            continue;
+          double peak = -INFINITY;
+          for (int64_t t = 0; t <= steps; t++) {
+            double v = ff[(j + t * dj[d]) * nx + i + t * di[d]];
+            peak = v > peak ? v : peak; /* NaN never raises it */
+          }
+          double a = ff[y0 * nx + x0], b = ff[y1 * nx + x1];
+          if (peak > a + need && peak > b + need) seen++;
+        }
+      }
+    share[side] = n ? (double)seen / (double)n : NAN;
+  }
 }

@@ -1231,8 +1231,12 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
                                                      lv[3 * k].muscle, lv[3 * k].fat, w->m3))
         oom = true;
       psp_seg_check_areas(&s->lm[k], ff, lab, nx, bx, sp[0] * sp[1], lv[3 * k].muscle);
-      if (s->lm[k].status == PSP_SLICE_OK)
+      if (s->lm[k].status == PSP_SLICE_OK) {
         s->lm[k].void_mm2 = psp_seg_void_area(ff, lab, nx, ny, bx, sp[0] * sp[1], w->queue, w->m0);
+        s->lm[k].split_plane[0] = !by_path[0], s->lm[k].split_plane[1] = !by_path[1];
+        psp_seg_boundary_evidence(ff, lab, nx, ny, bx, lv[3 * k].muscle, lv[3 * k].fat,
+                                  s->lm[k].plane_share);
+      }
     }
     psp_slice_work_free(w);
   }

@@ -88,6 +88,31 @@ compare_manual() {
   sed -n '/Whole volume/,/mean 1-4/p' "$3"
 }
 
+# boundary_seen OUT MIN MAX [SPLIT]: report.json's share of the multifidus/
+# erector spinae boundary on a visible fat plane (segmentation.
+# mf_es_boundary_on_visible_plane) lies within MIN..MAX on both sides, and
+# every measured slice records the boundary (with SPLIT: split that way on
+# both sides of every one).
+boundary_seen() {
+  python3 - "$1/report.json" "$2" "$3" "${4:-}" <<'PY'
+import json, sys
+sg = json.load(open(sys.argv[1]))["segmentation"]
+lo, hi, split = float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+v = sg["mf_es_boundary_on_visible_plane"]
+print("MF/ES boundary on a visible plane:", v)
+ok = all(x is not None and lo <= x <= hi for x in (v["left"], v["right"]))
+for s in sg["slices"]:
+    if s["status"] != "ok":
+        continue
+    b = s.get("mf_es_boundary")
+    if not b or any(b[k]["split"] not in ("fat_plane", "template_path") for k in ("left", "right")):
+        print("slice", s["slice"], "has no mf_es_boundary record"); ok = False
+    elif split and any(b[k]["split"] != split for k in ("left", "right")):
+        print("slice", s["slice"], "split", b); ok = False
+sys.exit(0 if ok else 1)
+PY
+}
+
 # segmented_slices OUT N: report.json says N slices were segmented.
 segmented_slices() { tr -d ' \t\n' < "$1/report.json" | grep -q "\"slices_segmented\":$2[,}]"; }
 

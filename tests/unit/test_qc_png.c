@@ -65,10 +65,12 @@ static void make_case(fixture *f) {
   set_rect(f->lab, 11, 12, 4, 9, 1, 3); /* ES L */
   set_rect(f->lab, 14, 17, 4, 9, 1, 1); /* MF L, isolated */
   for (int k = 0; k < NZ; k++)
-    f->marks[k] = (psp_qc_slice_marks){NAN, NAN, NAN, NAN, NAN, NAN, NAN, 0.0, NULL, NULL};
+    f->marks[k] = (psp_qc_slice_marks){NAN, NAN, NAN, NAN, NAN, NAN, NAN, 0.0, NULL, NULL, NULL};
   f->marks[1].canal_i = 10;
   f->marks[1].canal_j = 13;
   f->marks[2].status = "no spine: below sacrum";
+  f->marks[0].info = "MF/ES BOUNDARY ON A VISIBLE FAT PLANE: R 0%  L 0%";
+  f->marks[2].info = "NOT DRAWN: THE STATUS IS";
 }
 
 static void free_case(fixture *f) {
@@ -239,17 +241,28 @@ static void test_contours_and_marks(void **state) {
         for (int x = L.panel_x[pan]; x < L.panel_x[pan] + L.panel_w; x++)
           assert_false(is_rgb(px(&im0, x, y), c));
   }
-  /* status text only on the flagged slice: header line 2 not background */
+  /* status text only on the flagged slice: header line 2 not background;
+   * the info line (marks.info) on slice 0, in the header's ink, not the
+   * status's; none on slice 1 */
   image im2 = read_png((path_of(path, sizeof path, dir, 2), path));
   const uint8_t *bg = px(&im2, 0, 0);
-  int text2 = 0, text1 = 0;
+  int text2 = 0, text1 = 0, text0 = 0, status_ink0 = 0;
+  uint8_t status_ink[3] = {0, 0, 0};
   for (int y = 8 + 14 + 1; y < L.panel_y - 2; y++)
     for (int x = 0; x < im2.w; x++) {
-      text2 += !is_rgb(px(&im2, x, y), bg);
+      const uint8_t *p2 = px(&im2, x, y);
+      if (!is_rgb(p2, bg)) memcpy(status_ink, p2, 3);
+      text2 += !is_rgb(p2, bg);
       text1 += !is_rgb(px(&im, x, y), bg);
+      text0 += !is_rgb(px(&im0, x, y), bg);
     }
+  for (int y = 8 + 14 + 1; y < L.panel_y - 2; y++)
+    for (int x = 0; x < im0.w; x++)
+      status_ink0 += is_rgb(px(&im0, x, y), status_ink);
   assert_true(text2 > 100);
   assert_int_equal(text1, 0);
+  assert_true(text0 > 100);
+  assert_int_equal(status_ink0, 0);
   free(im.rgb);
   free(im0.rgb);
   free(im2.rgb);
