@@ -903,13 +903,23 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
                l5s1, above, dz0, PRIOR_ZERO_MM);
     } else if (b == 0 && k_low >= 0) {
       dz0 = NO_ANCHOR_DZ_MM;
+      /* the body cut at the sides: the crests may lie beyond the image's
+       * edge, so their absence says little about the stack's bottom */
+      const int64_t *bb = s->lm[k_low].body_box;
+      bool sides_cut = s->lm[k_low].body_voxels > 0 && (bb[0] <= 0 || bb[1] >= nx - 1);
       psp_warn(ctx,
                "automatic segmentation: no sacrum or iliac crest in view, so the lowest slice "
                "with a spine is taken as %.0f mm above L5/S1 for the multifidus/erector spinae "
                "proportion (dixon-tum01 cut to start 16 / 32 mm higher: multifidus Dice "
                "0.84 / 0.87 and 0.87 / 0.84 this way, 0.85 / 0.83 and 0.75 / 0.70 taking it as "
-               "L5/S1); check the QC images",
-               NO_ANCHOR_DZ_MM);
+               "L5/S1); check the QC images%s",
+               NO_ANCHOR_DZ_MM,
+               sides_cut ? ". The field of view cuts the body at the sides, where the iliac "
+                           "crests would show: if the stack reaches L5/S1, as a spine-only field "
+                           "of view often does, name a disc with --disc NAME=SLICE (dixon-tum01 "
+                           "cut to 180 x 160 mm: multifidus 0.77 / 0.85 this way, 0.87 / 0.89 "
+                           "with --disc L5/S1=0)"
+                         : "");
     }
   }
   if (bottom && n_swapped) /* once per analysis: not in the landmarks-only or outline runs */
