@@ -9,7 +9,9 @@
  * path, so the bytes depend only on the run's inputs and options and are
  * identical at any thread count); all warnings and flags (the run's
  * warnings as in report.json, the level flags, the water-fat plausibility
- * check, the slices the segmentation flagged with their reasons); the level
+ * check, how much of the multifidus/erector spinae boundary lies on a
+ * visible fat plane, the slices the segmentation flagged with their
+ * reasons); the level
  * assignment (qc/sagittal.png with the discs marked, the method, anchor and
  * the disc list); the per-level table (one row per level); then one card
  * per level (disc and vertebra, inferior to superior, the levels of
@@ -468,6 +470,21 @@ static void section_warnings(psp_strbuf *b, const page *pg, psp_context *ctx) {
   }
   int64_t nz = psp_segmentation_slice_count(pg->seg);
   int64_t nok = psp_segmentation_ok_count(pg->seg);
+  double seen[2];
+  psp_segmentation_plane_share(pg->seg, seen);
+  if (isfinite(seen[0]) || isfinite(seen[1])) {
+    bool low = !(seen[0] >= 0.5) || !(seen[1] >= 0.5);
+    psp_strbuf_printf(b,
+                      "<div class=\"%s\" id=\"mf-es-boundary\">The multifidus/erector spinae "
+                      "boundary lies on a visible fat plane along %.0f %% (left) and %.0f %% "
+                      "(right) of its length%s</div>\n",
+                      low ? "warn" : "ok", 100.0 * seen[0], 100.0 * seen[1],
+                      low ? "; elsewhere it is the MuscleMap template's proportion at the "
+                            "slice's height: read the two muscles' areas, and a left/right "
+                            "difference between them, as that split of this subject's "
+                            "compartment (the QC images give it per slice)."
+                          : ".");
+  }
   if (nok == nz) {
     psp_strbuf_printf(b, "<div class=\"ok\">All %lld slices segmented.</div>\n", (long long)nz);
     return;

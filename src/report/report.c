@@ -298,8 +298,6 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
   cJSON_AddItemToArray(fp, jnum(fmm[0], 3));
   cJSON_AddItemToArray(fp, jnum(fmm[1], 3));
   cJSON *arr = cJSON_AddArrayToObject(o, "slices");
-  double seen[2] = {0.0, 0.0};
-  int64_t nseen[2] = {0, 0};
   for (int64_t k = 0; k < nz; k++) {
     const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
     cJSON *e = cJSON_CreateObject();
@@ -332,7 +330,6 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
         cJSON *bs = cJSON_AddObjectToObject(b, side == 0 ? "left" : "right");
         cJSON_AddStringToObject(bs, "split", lm->split_plane[side] ? "fat_plane" : "template_path");
         cJSON_AddItemToObject(bs, "on_visible_plane", jnum(lm->plane_share[side], 2));
-        if (isfinite(lm->plane_share[side])) seen[side] += lm->plane_share[side], nseen[side]++;
       }
     }
     cJSON_AddItemToArray(arr, e);
@@ -340,10 +337,11 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
   /* over the measured slices: the mean share of the boundary on a visible
    * plane per side (where it is low the two muscles' areas are the
    * template's proportion of the subject's compartment) */
+  double seen[2];
+  psp_segmentation_plane_share(seg, seen);
   cJSON *vs = cJSON_AddObjectToObject(o, "mf_es_boundary_on_visible_plane");
   for (int side = 0; side < 2; side++)
-    cJSON_AddItemToObject(vs, side == 0 ? "left" : "right",
-                          jnum(nseen[side] ? seen[side] / (double)nseen[side] : NAN, 2));
+    cJSON_AddItemToObject(vs, side == 0 ? "left" : "right", jnum(seen[side], 2));
   return o;
 }
 

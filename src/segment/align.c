@@ -887,6 +887,17 @@ int64_t psp_segmentation_ok_count(const psp_segmentation *s) {
   return n;
 }
 
+void psp_segmentation_plane_share(const psp_segmentation *s, double share[2]) {
+  for (int side = 0; side < 2; side++) {
+    double sum = 0.0;
+    int64_t n = 0;
+    for (int64_t k = 0; k < s->nz; k++)
+      if (s->lm[k].status == PSP_SLICE_OK && isfinite(s->lm[k].plane_share[side]))
+        sum += s->lm[k].plane_share[side], n++;
+    share[side] = n ? sum / (double)n : NAN;
+  }
+}
+
 void psp_segmentation_to_image(const psp_segmentation *s, int64_t k, double *i, double *j) {
   if (!s->frames || k < 0 || k >= s->nz) return;
   frame f;

@@ -66,6 +66,16 @@ echo "flagged slices: report.json $flagged, report.html $seg_rows"
 [ "$flagged" -eq "$seg_rows" ] || fail "flagged slices: $seg_rows rows on the page, $flagged in report.json"
 [ "$flagged" -gt 0 ] || fail "phantom without flagged slices: the check above tested nothing"
 grep -q 'Water-fat plausibility' "$H" || fail "no plausibility section"
+# how much of the multifidus/erector spinae boundary lies on a visible fat
+# plane, as report.json's mean (the phantom's planes show: an "ok" line)
+python3 - out1/report.json "$H" <<'PY' || fail "the MF/ES boundary line disagrees with report.json"
+import json, re, sys
+v = json.load(open(sys.argv[1]))["segmentation"]["mf_es_boundary_on_visible_plane"]
+m = re.search(r'<div class="(ok|warn)" id="mf-es-boundary">[^<]* along (\d+) % \(left\) and (\d+) % \(right\)', open(sys.argv[2]).read())
+print("report.json", v, "report.html", m.groups() if m else None)
+sys.exit(0 if m and abs(int(m[2]) - 100 * v["left"]) <= 1 and abs(int(m[3]) - 100 * v["right"]) <= 1
+         and m[1] == ("ok" if min(v["left"], v["right"]) >= 0.5 else "warn") else 1)
+PY
 # a contradicting override gives a run warning and level flags
 l34=$(awk -F, 'NR > 1 && $17 == "L3/L4" { print $2; exit }' out1/slices.csv)
 [ -n "$l34" ] || fail "no slice named L3/L4"
