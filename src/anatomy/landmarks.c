@@ -113,6 +113,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *psp_split_kind_name(int kind) {
+  switch (kind) {
+  case PSP_SPLIT_PLANE:
+    return "fat_plane";
+  case PSP_SPLIT_STEP:
+    return "ff_step";
+  case PSP_SPLIT_PATH:
+    return "template_path";
+  default:
+    return "none";
+  }
+}
+
 const char *psp_slice_status_name(psp_slice_status s) {
   switch (s) {
   case PSP_SLICE_OK:

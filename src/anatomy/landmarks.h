@@ -29,6 +29,17 @@ typedef struct psp_lm_point {
   double i, j; /* voxel coordinates (sub-voxel) */
 } psp_lm_point;
 
+/* How a side's multifidus and erector spinae were told apart. */
+typedef enum psp_split_kind {
+  PSP_SPLIT_NONE = 0,  /* not segmented */
+  PSP_SPLIT_PLANE = 1, /* along a visible fat plane (seeded watershed) */
+  PSP_SPLIT_STEP = 2,  /* at the step of FF between a fatty and a lean muscle */
+  PSP_SPLIT_PATH = 3,  /* by the path with the template's proportion as prior */
+} psp_split_kind;
+
+/* "fat_plane", "ff_step", "template_path", "none" (PSP_SPLIT_NONE). */
+const char *psp_split_kind_name(int kind);
+
 typedef struct psp_slice_landmarks {
   psp_slice_status status;
   char reason[192];
@@ -60,11 +71,11 @@ typedef struct psp_slice_landmarks {
                          voxel over those columns (the subcutaneous fat on most scans); NaN
                          where the field of view cuts the back */
   /* The multifidus/erector spinae boundary of each side, left [0] and right
-   * [1], on a measured slice (src/segment/checks.c, psp_seg_boundary_evidence):
-   * split along a visible fat plane or FF step (true) or by the path with the
-   * template's proportion as prior (false), and the share of its crossings on
-   * a visible ridge of FF (NaN: no boundary) */
-  bool split_plane[2];
+   * [1], on a measured slice: how the two were split (psp_split_kind,
+   * src/segment/segment.c) and the share of its crossings on a visible ridge
+   * of FF on the final labels (src/segment/checks.c,
+   * psp_seg_boundary_evidence; NaN: no boundary) */
+  uint8_t split[2];
   double plane_share[2];
 } psp_slice_landmarks;
 

@@ -470,20 +470,38 @@ static void section_warnings(psp_strbuf *b, const page *pg, psp_context *ctx) {
   }
   int64_t nz = psp_segmentation_slice_count(pg->seg);
   int64_t nok = psp_segmentation_ok_count(pg->seg);
-  double seen[2];
-  psp_segmentation_plane_share(pg->seg, seen);
-  if (isfinite(seen[0]) || isfinite(seen[1])) {
-    bool low = !(seen[0] >= 0.5) || !(seen[1] >= 0.5);
-    psp_strbuf_printf(b,
-                      "<div class=\"%s\" id=\"mf-es-boundary\">The multifidus/erector spinae "
-                      "boundary lies on a visible fat plane along %.0f %% (left) and %.0f %% "
-                      "(right) of its length%s</div>\n",
-                      low ? "warn" : "ok", 100.0 * seen[0], 100.0 * seen[1],
-                      low ? "; elsewhere it is the MuscleMap template's proportion at the "
-                            "slice's height: read the two muscles' areas, and a left/right "
-                            "difference between them, as that split of this subject's "
-                            "compartment (the QC images give it per slice)."
-                          : ".");
+  /* how the multifidus and erector spinae were told apart, per side */
+  int64_t kinds[2][4] = {{0}};
+  for (int64_t k = 0; k < nz; k++) {
+    const psp_slice_landmarks *lm = psp_segmentation_slice(pg->seg, k);
+    if (lm->status == PSP_SLICE_OK)
+      for (int side = 0; side < 2; side++)
+        kinds[side][lm->split[side] < 4 ? lm->split[side] : 0]++;
+  }
+  if (nok > 0) {
+    double seen[2];
+    psp_segmentation_plane_share(pg->seg, seen);
+    char pc[2][16];
+    for (int side = 0; side < 2; side++)
+      if (isfinite(seen[side]))
+        snprintf(pc[side], sizeof pc[side], "%.0f %%", 100.0 * seen[side]);
+      else
+        snprintf(pc[side], sizeof pc[side], "-");
+    bool low = 2 * kinds[0][PSP_SPLIT_PATH] > nok || 2 * kinds[1][PSP_SPLIT_PATH] > nok;
+    psp_strbuf_printf(
+        b,
+        "<div class=\"%s\" id=\"mf-es-boundary\">Multifidus / erector spinae split (left / "
+        "right, of %lld measured slices): along a visible fat plane on %lld / %lld, at a step of "
+        "FF beside a fatty muscle on %lld / %lld, by the MuscleMap template's proportion on "
+        "%lld / %lld; %s / %s of the boundary lies on a visible plane.%s</div>\n",
+        low ? "warn" : "ok", (long long)nok, (long long)kinds[0][PSP_SPLIT_PLANE],
+        (long long)kinds[1][PSP_SPLIT_PLANE], (long long)kinds[0][PSP_SPLIT_STEP],
+        (long long)kinds[1][PSP_SPLIT_STEP], (long long)kinds[0][PSP_SPLIT_PATH],
+        (long long)kinds[1][PSP_SPLIT_PATH], pc[0], pc[1],
+        low ? " Where the template's proportion split them, the two muscles' areas (and a "
+              "left/right difference between them) are that split of this subject's "
+              "compartment, not a boundary seen in the image (the QC images say it per slice)."
+            : "");
   }
   if (nok == nz) {
     psp_strbuf_printf(b, "<div class=\"ok\">All %lld slices segmented.</div>\n", (long long)nz);

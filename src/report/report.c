@@ -328,7 +328,7 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
       cJSON *b = cJSON_AddObjectToObject(e, "mf_es_boundary");
       for (int side = 0; side < 2; side++) {
         cJSON *bs = cJSON_AddObjectToObject(b, side == 0 ? "left" : "right");
-        cJSON_AddStringToObject(bs, "split", lm->split_plane[side] ? "fat_plane" : "template_path");
+        cJSON_AddStringToObject(bs, "split", psp_split_kind_name(lm->split[side]));
         cJSON_AddItemToObject(bs, "on_visible_plane", jnum(lm->plane_share[side], 2));
       }
     }
@@ -613,16 +613,22 @@ psp_qc_slice_marks *psp_report_qc_marks(const psp_result *r, char (**status)[256
       snprintf((*status)[k], sizeof(*status)[k], "%s: %s", psp_slice_status_name(lm->status),
                lm->reason);
       m->status = (*status)[k];
-    } else if (isfinite(lm->plane_share[0]) || isfinite(lm->plane_share[1])) {
-      /* the image's left is the patient's right */
-      char sh[2][8];
-      for (int side = 0; side < 2; side++)
+    } else {
+      /* per side (the image's left is the patient's right): how the two
+       * muscles were split, and the share of their boundary on a visible
+       * plane */
+      char sd[2][40];
+      for (int side = 0; side < 2; side++) {
+        const char *how = lm->split[side] == PSP_SPLIT_PLANE  ? "PLANE"
+                          : lm->split[side] == PSP_SPLIT_STEP ? "FF STEP"
+                          : lm->split[side] == PSP_SPLIT_PATH ? "TEMPLATE"
+                                                              : "-";
         if (isfinite(lm->plane_share[side]))
-          snprintf(sh[side], sizeof sh[side], "%.0f%%", 100.0 * lm->plane_share[side]);
+          snprintf(sd[side], sizeof sd[side], "%s %.0f%%", how, 100.0 * lm->plane_share[side]);
         else
-          snprintf(sh[side], sizeof sh[side], "-");
-      snprintf((*status)[k], sizeof(*status)[k], "MF/ES ON A FAT PLANE: R %s  L %s%s", sh[1], sh[0],
-               fmax(lm->plane_share[0], lm->plane_share[1]) < 0.5 ? ", ELSE TEMPLATE" : "");
+          snprintf(sd[side], sizeof sd[side], "%s", how);
+      }
+      snprintf((*status)[k], sizeof(*status)[k], "MF/ES SPLIT  R: %s  L: %s", sd[1], sd[0]);
       m->info = (*status)[k];
     }
   }

@@ -18,6 +18,8 @@ struct psp_segmentation {
   bool aligned;       /* segmented in frames rotated onto the spine's axis */
   double *frames;     /* aligned or fine pixels: nz x FRAME_DOUBLES, each slice's frame (align.c) */
   double frame_mm[2]; /* pixel of the frame the muscles were told apart in (mm) */
+  bool unanchored;    /* the height priors took the lowest spine slice as NO_ANCHOR_DZ_MM
+                         above L5/S1 (segment.c) */
 };
 
 #define FRAME_DOUBLES 13

@@ -196,14 +196,12 @@ int64_t psp_seg_flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_ou
 void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
                          const int64_t bx[4], double px, double muscle);
 /* The evidence for each side's multifidus/erector spinae boundary on a
- * labelled slice (nx x ny; bx: the labels' rectangle; muscle, fat: the
- * slice's FF levels): share[side] (0 left, 1 right) = the share of its
- * crossings (a multifidus voxel and, along a row or column, the erector
- * voxel next to it or beyond at most 3 unlabelled voxels) whose highest FF lies
- * PLANE_SEEN_SHARE (fat - muscle) above the voxels beyond both ends: a
- * visible fat plane; NaN without a crossing. */
-void psp_seg_boundary_evidence(const float *ff, const float *lab, int64_t nx, int64_t ny,
-                               const int64_t bx[4], double muscle, double fat, double share[2]);
+ * labelled slice (nx x ny, pixels sx x sy mm; muscle[side]: the side's
+ * muscle FF level, fat: the slice's fat level): share[side] (0 left, 1
+ * right) = the share of its crossings whose highest FF forms a ridge above
+ * both ends (see the DESIGN comment of checks.c); NaN without a crossing. */
+void psp_seg_boundary_evidence(const float *ff, const float *lab, int64_t nx, int64_t ny, double sx,
+                               double sy, const double muscle[2], double fat, double share[2]);
 /* The area (mm^2; px: the voxel area) of the voxels without signal (NaN
  * ff) inside or against the muscles of a labelled slice (nx x ny; bx: the
  * labels' rectangle): the 4-connected pieces of such voxels inside bx grown

@@ -502,17 +502,17 @@ static bool drop_es_pieces(const float *ff, float *lab, int64_t nx, int64_t ny, 
  * neighbours in another muscle, joins it (the bites of fatty streaks and
  * partial-volume voxels at the border, which a fascia's smooth outline
  * bridges). Distances from exact squared EDTs (psp_edt_1d) per muscle over
- * its box grown by r_mm; decided on the labels before (old: nx * ny
- * scratch); a voxel two muscles would take stays unlabelled. */
+ * its box grown by r_mm (beyond the image: outside the dilation, so a bite
+ * open towards the image's edge stays open); decided on the labels before
+ * (old: nx * ny scratch); a voxel two muscles would take stays unlabelled;
+ * no voxel on the image's outermost rows and columns joins. */
 static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, double sx,
                            double sy, const int64_t bx[4], double r_mm, uint8_t *old) {
   if (bx[1] < bx[0] || bx[3] < bx[2] || !(r_mm > 0)) return true;
   enum { NM = PSP_LABEL_COUNT - 1 };
   const int64_t gx = (int64_t)ceil(r_mm / sx) + 1, gy = (int64_t)ceil(r_mm / sy) + 1;
-  const int64_t i0 = bx[0] - gx < 0 ? 0 : bx[0] - gx,
-                i1 = bx[1] + gx > nx - 1 ? nx - 1 : bx[1] + gx;
-  const int64_t j0 = bx[2] - gy < 0 ? 0 : bx[2] - gy,
-                j1 = bx[3] + gy > ny - 1 ? ny - 1 : bx[3] + gy;
+  /* the window, in image coordinates; it may reach beyond the image */
+  const int64_t i0 = bx[0] - gx, i1 = bx[1] + gx, j0 = bx[2] - gy, j1 = bx[3] + gy;
   const int64_t w = i1 - i0 + 1, h = j1 - j0 + 1, n = w > h ? w : h;
   double *f = malloc((size_t)(w * h + 3 * n + 1) * sizeof *f);
   int64_t *v = malloc((size_t)n * sizeof *v);
@@ -522,8 +522,8 @@ static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, 
     return false;
   }
   double *in = f + w * h, *out = in + n, *z = out + n;
-  for (int64_t j = j0; j <= j1; j++)
-    for (int64_t i = i0; i <= i1; i++)
+  for (int64_t j = j0 < 0 ? 0 : j0; j <= j1 && j < ny; j++)
+    for (int64_t i = i0 < 0 ? 0 : i0; i <= i1 && i < nx; i++)
       old[j * nx + i] = (uint8_t)lab[j * nx + i];
   const double r2 = r_mm * r_mm;
   for (int c = 1; c <= NM; c++) {
@@ -532,8 +532,10 @@ static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, 
       bool any = false;
       for (int64_t j = 0; j < h; j++)
         for (int64_t i = 0; i < w; i++) {
+          int64_t x = i0 + i, y = j0 + j;
+          bool inside = x >= 0 && y >= 0 && x < nx && y < ny;
           double *q = f + j * w + i;
-          bool in_set = pass ? !(*q <= r2) : old[(j0 + j) * nx + i0 + i] == c;
+          bool in_set = pass ? !inside || !(*q <= r2) : inside && old[y * nx + x] == c;
           *q = in_set ? 0.0 : INFINITY;
           any |= in_set;
         }
@@ -550,10 +552,11 @@ static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, 
           f[j * w + i] = out[j];
       }
       if (pass == 0) continue;
-      for (int64_t j = 1; j < h - 1; j++)
-        for (int64_t i = 1; i < w - 1; i++) {
-          int64_t p = (j0 + j) * nx + i0 + i;
-          if (old[p] || !(f[j * w + i] > r2) || isnan(ff[p])) continue;
+      /* inside the window (old is read there) and off the image's edge */
+      for (int64_t y = j0 < 0 ? 1 : j0 + 1; y < j1 && y < ny - 1; y++)
+        for (int64_t x = i0 < 0 ? 1 : i0 + 1; x < i1 && x < nx - 1; x++) {
+          int64_t p = y * nx + x;
+          if (old[p] || !(f[(y - j0) * w + x - i0] > r2) || isnan(ff[p])) continue;
           bool near = false;
           for (int64_t dj = -nx; dj <= nx; dj += nx)
             for (int64_t di = -1; di <= 1; di++) {
@@ -565,8 +568,8 @@ static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, 
         }
     }
   }
-  for (int64_t j = j0; j <= j1; j++)
-    for (int64_t i = i0; i <= i1; i++)
+  for (int64_t j = j0 < 0 ? 0 : j0; j <= j1 && j < ny; j++)
+    for (int64_t i = i0 < 0 ? 0 : i0; i <= i1 && i < nx; i++)
       if (lab[j * nx + i] < 0.0f) lab[j * nx + i] = 0.0f;
   free(f);
   free(v);

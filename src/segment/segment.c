@@ -903,23 +903,14 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
                l5s1, above, dz0, PRIOR_ZERO_MM);
     } else if (b == 0 && k_low >= 0) {
       dz0 = NO_ANCHOR_DZ_MM;
-      /* the body cut at the sides: the crests may lie beyond the image's
-       * edge, so their absence says little about the stack's bottom */
-      const int64_t *bb = s->lm[k_low].body_box;
-      bool sides_cut = s->lm[k_low].body_voxels > 0 && (bb[0] <= 0 || bb[1] >= nx - 1);
+      s->unanchored = true;
       psp_warn(ctx,
                "automatic segmentation: no sacrum or iliac crest in view, so the lowest slice "
                "with a spine is taken as %.0f mm above L5/S1 for the multifidus/erector spinae "
                "proportion (dixon-tum01 cut to start 16 / 32 mm higher: multifidus Dice "
                "0.84 / 0.87 and 0.87 / 0.84 this way, 0.85 / 0.83 and 0.75 / 0.70 taking it as "
-               "L5/S1); check the QC images%s",
-               NO_ANCHOR_DZ_MM,
-               sides_cut ? ". The field of view cuts the body at the sides, where the iliac "
-                           "crests would show: if the stack reaches L5/S1, as a spine-only field "
-                           "of view often does, name a disc with --disc NAME=SLICE (dixon-tum01 "
-                           "cut to 180 x 160 mm: multifidus 0.77 / 0.85 this way, 0.87 / 0.89 "
-                           "with --disc L5/S1=0)"
-                         : "");
+               "L5/S1); check the QC images",
+               NO_ANCHOR_DZ_MM);
     }
   }
   if (bottom && n_swapped) /* once per analysis: not in the landmarks-only or outline runs */
@@ -1092,11 +1083,14 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
           for (int64_t j = bx[2]; j <= bx[3] && !has; j++)
             for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1] && !has; q++)
               has = c[q] == side + 1 && sd[q];
-          if (!has && !isnan(lv[3 * k + 1 + side].other))
+          s->lm[k].split[side] = PSP_SPLIT_PLANE;
+          if (!has && !isnan(lv[3 * k + 1 + side].other)) {
             has = psp_seg_fatty_seeds(ff, c, nx, sp[0], sp[1], bx, &s->lm[k],
                                       lv[3 * k + 1 + side].muscle, lv[3 * k + 1 + side].other,
                                       lv[3 * k + 1 + side].es_fatty, PLANE_LAT_MM, PLANE_MIN_SHARE,
                                       side, sd, w);
+            if (has) s->lm[k].split[side] = PSP_SPLIT_STEP;
+          }
           if (!has)
             has = plane_seeds(ff, c, nx, ny, sp[0], sp[1], bx, &s->lm[k], &lv[3 * k + 1 + side],
                               side, sd, w);
@@ -1243,9 +1237,8 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
       psp_seg_check_areas(&s->lm[k], ff, lab, nx, bx, sp[0] * sp[1], lv[3 * k].muscle);
       if (s->lm[k].status == PSP_SLICE_OK) {
         s->lm[k].void_mm2 = psp_seg_void_area(ff, lab, nx, ny, bx, sp[0] * sp[1], w->queue, w->m0);
-        s->lm[k].split_plane[0] = !by_path[0], s->lm[k].split_plane[1] = !by_path[1];
-        psp_seg_boundary_evidence(ff, lab, nx, ny, bx, lv[3 * k].muscle, lv[3 * k].fat,
-                                  s->lm[k].plane_share);
+        for (int side = 0; side < 2; side++)
+          if (by_path[side]) s->lm[k].split[side] = PSP_SPLIT_PATH;
       }
     }
     psp_slice_work_free(w);

@@ -105,7 +105,7 @@ for s in sg["slices"]:
     if s["status"] != "ok":
         continue
     b = s.get("mf_es_boundary")
-    if not b or any(b[k]["split"] not in ("fat_plane", "template_path") for k in ("left", "right")):
+    if not b or any(b[k]["split"] not in ("fat_plane", "ff_step", "template_path") for k in ("left", "right")):
         print("slice", s["slice"], "has no mf_es_boundary record"); ok = False
     elif split and any(b[k]["split"] != split for k in ("left", "right")):
         print("slice", s["slice"], "split", b); ok = False

@@ -66,15 +66,29 @@ echo "flagged slices: report.json $flagged, report.html $seg_rows"
 [ "$flagged" -eq "$seg_rows" ] || fail "flagged slices: $seg_rows rows on the page, $flagged in report.json"
 [ "$flagged" -gt 0 ] || fail "phantom without flagged slices: the check above tested nothing"
 grep -q 'Water-fat plausibility' "$H" || fail "no plausibility section"
-# how much of the multifidus/erector spinae boundary lies on a visible fat
-# plane, as report.json's mean (the phantom's planes show: an "ok" line)
-python3 - out1/report.json "$H" <<'PY' || fail "the MF/ES boundary line disagrees with report.json"
+# how the multifidus and erector spinae were split and how much of their
+# boundary lies on a visible fat plane, as report.json says ("warn" when the
+# template's proportion split them on more than half the slices of a side)
+python3 - out1/report.json "$H" <<'PY' || fail "the MF/ES split line disagrees with report.json"
 import json, re, sys
-v = json.load(open(sys.argv[1]))["segmentation"]["mf_es_boundary_on_visible_plane"]
-m = re.search(r'<div class="(ok|warn)" id="mf-es-boundary">[^<]* along (\d+) % \(left\) and (\d+) % \(right\)', open(sys.argv[2]).read())
-print("report.json", v, "report.html", m.groups() if m else None)
-sys.exit(0 if m and abs(int(m[2]) - 100 * v["left"]) <= 1 and abs(int(m[3]) - 100 * v["right"]) <= 1
-         and m[1] == ("ok" if min(v["left"], v["right"]) >= 0.5 else "warn") else 1)
+sg = json.load(open(sys.argv[1]))["segmentation"]
+v = sg["mf_es_boundary_on_visible_plane"]
+ok = [s for s in sg["slices"] if s["status"] == "ok"]
+n = {side: {k: sum(s["mf_es_boundary"][side]["split"] == k for s in ok)
+            for k in ("fat_plane", "ff_step", "template_path")} for side in ("left", "right")}
+m = re.search(r'<div class="(ok|warn)" id="mf-es-boundary">[^<]* of (\d+) measured slices\): along a '
+              r'visible fat plane on (\d+) / (\d+), at a step of FF beside a fatty muscle on (\d+) / '
+              r'(\d+), by the MuscleMap template.s proportion on (\d+) / (\d+); (\d+) % / (\d+) %',
+              open(sys.argv[2]).read())
+print("report.json", v, n, "report.html", m.groups() if m else None)
+if not m:
+    sys.exit(1)
+g = [int(x) for x in m.groups()[1:]]
+want = [len(ok), n["left"]["fat_plane"], n["right"]["fat_plane"], n["left"]["ff_step"],
+        n["right"]["ff_step"], n["left"]["template_path"], n["right"]["template_path"]]
+low = any(2 * n[s]["template_path"] > len(ok) for s in n)
+sys.exit(0 if g[:7] == want and abs(g[7] - 100 * v["left"]) <= 1 and abs(g[8] - 100 * v["right"]) <= 1
+         and m[1] == ("warn" if low else "ok") else 1)
 PY
 # a contradicting override gives a run warning and level flags
 l34=$(awk -F, 'NR > 1 && $17 == "L3/L4" { print $2; exit }' out1/slices.csv)

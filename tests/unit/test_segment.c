@@ -672,7 +672,8 @@ static void test_es_pieces(void **state) {
  * bite of fat 8 deep from its back edge: 4 voxels wide (a fatty streak
  * touching the fat outside), it joins the muscle, but for the voxels next
  * to an erector 4 x 3 at its bottom and the row at its mouth; 16 wide (the
- * fat beside the muscle), its middle stays open. */
+ * fat beside the muscle), its middle stays open. Near the image's edge
+ * nothing between the muscle and the edge joins. */
 static void test_close(void **state) {
   (void)state;
   enum { NX = 60, NY = 60 };
@@ -712,6 +713,31 @@ static void test_close(void **state) {
       assert_true(joined <= 8);
     }
   }
+  /* the muscle 2 rows below the image's edge, a bite 6 wide and 8 deep open
+   * towards it: beyond the image lies outside the dilation, so the rows
+   * between the muscle and the edge stay unlabelled (clipped at the edge,
+   * the window had taken them in, outside the labels' box) */
+  for (int q = 0; q < NX * NY; q++) {
+    ff[q] = 0.9f;
+    lab[q] = 0;
+  }
+  for (int j = 2; j <= 41; j++)
+    for (int i = 10; i <= 49; i++) {
+      bool bite = i >= 27 && i <= 32 && j <= 9;
+      ff[j * NX + i] = bite ? 0.8f : 0.4f;
+      lab[j * NX + i] = bite ? 0.0f : (float)PSP_LABEL_MF_LEFT;
+    }
+  const int64_t bx[4] = {10, 49, 2, 41};
+  assert_true(psp_seg_refine_outlines(ff, lab, NX, NY, 1.0, 1.0, bx, 0.4, 0.9, old));
+  int above = 0, deep = 0;
+  for (int i = 0; i < NX; i++)
+    above += (lab[i] != 0) + (lab[NX + i] != 0);
+  for (int i = 27; i <= 32; i++)
+    deep += lab[9 * NX + i] == PSP_LABEL_MF_LEFT;
+  print_message("bite open towards the image's edge: %d voxels labelled on rows 0-1, %d of 6 "
+                "joined on its bottom row\n",
+                above, deep);
+  assert_int_equal(above, 0);
 }
 
 /* psp_seg_zfill (refine.c), the labels' majority along the stack on the
