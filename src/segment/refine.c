@@ -502,7 +502,7 @@ static bool drop_es_pieces(const float *ff, float *lab, int64_t nx, int64_t ny, 
  * neighbours in another muscle, joins it (the bites of fatty streaks and
  * partial-volume voxels at the border, which a fascia's smooth outline
  * bridges). Distances from exact squared EDTs (psp_edt_1d) per muscle over
- * its box grown by r_mm (beyond the image: outside the dilation, so a bite
+ * its own box grown by r_mm (beyond the image: outside the dilation, so a bite
  * open towards the image's edge stays open); decided on the labels before
  * (old: nx * ny scratch); a voxel two muscles would take stays unlabelled;
  * no voxel on the image's outermost rows and columns joins. */
@@ -511,25 +511,42 @@ static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, 
   if (bx[1] < bx[0] || bx[3] < bx[2] || !(r_mm > 0)) return true;
   enum { NM = PSP_LABEL_COUNT - 1 };
   const int64_t gx = (int64_t)ceil(r_mm / sx) + 1, gy = (int64_t)ceil(r_mm / sy) + 1;
-  /* the window, in image coordinates; it may reach beyond the image */
-  const int64_t i0 = bx[0] - gx, i1 = bx[1] + gx, j0 = bx[2] - gy, j1 = bx[3] + gy;
-  const int64_t w = i1 - i0 + 1, h = j1 - j0 + 1, n = w > h ? w : h;
-  double *f = malloc((size_t)(w * h + 3 * n + 1) * sizeof *f);
-  int64_t *v = malloc((size_t)n * sizeof *v);
+  /* each muscle's box (the labels lie inside bx) */
+  int64_t mb[NM + 1][4];
+  for (int c = 1; c <= NM; c++)
+    mb[c][0] = bx[1] + 1, mb[c][1] = bx[0] - 1, mb[c][2] = bx[3] + 1, mb[c][3] = bx[2] - 1;
+  for (int64_t j = bx[2]; j <= bx[3]; j++)
+    for (int64_t i = bx[0]; i <= bx[1]; i++) {
+      int c = (int)lab[j * nx + i];
+      if (c < 1 || c > NM) continue;
+      mb[c][0] = i < mb[c][0] ? i : mb[c][0];
+      mb[c][1] = i > mb[c][1] ? i : mb[c][1];
+      mb[c][2] = j < mb[c][2] ? j : mb[c][2];
+      mb[c][3] = j > mb[c][3] ? j : mb[c][3];
+    }
+  /* the window of every muscle's box grown by (gx, gy), in image
+   * coordinates (it may reach beyond the image); old holds the labels
+   * before inside it */
+  const int64_t wi0 = bx[0] - gx, wi1 = bx[1] + gx, wj0 = bx[2] - gy, wj1 = bx[3] + gy;
+  const int64_t nmax = (wi1 - wi0 + 1) > (wj1 - wj0 + 1) ? wi1 - wi0 + 1 : wj1 - wj0 + 1;
+  double *f = malloc((size_t)((wi1 - wi0 + 1) * (wj1 - wj0 + 1) + 3 * nmax + 1) * sizeof *f);
+  int64_t *v = malloc((size_t)nmax * sizeof *v);
   if (!f || !v) {
     free(f);
     free(v);
     return false;
   }
-  double *in = f + w * h, *out = in + n, *z = out + n;
-  for (int64_t j = j0 < 0 ? 0 : j0; j <= j1 && j < ny; j++)
-    for (int64_t i = i0 < 0 ? 0 : i0; i <= i1 && i < nx; i++)
+  for (int64_t j = wj0 < 0 ? 0 : wj0; j <= wj1 && j < ny; j++)
+    for (int64_t i = wi0 < 0 ? 0 : wi0; i <= wi1 && i < nx; i++)
       old[j * nx + i] = (uint8_t)lab[j * nx + i];
   const double r2 = r_mm * r_mm;
   for (int c = 1; c <= NM; c++) {
+    if (mb[c][1] < mb[c][0]) continue; /* not on the slice */
+    const int64_t i0 = mb[c][0] - gx, i1 = mb[c][1] + gx, j0 = mb[c][2] - gy, j1 = mb[c][3] + gy;
+    const int64_t w = i1 - i0 + 1, h = j1 - j0 + 1;
+    double *in = f + w * h, *out = in + nmax, *z = out + nmax;
     /* pass 0: distance to the muscle; pass 1: to outside its dilation */
     for (int pass = 0; pass < 2; pass++) {
-      bool any = false;
       for (int64_t j = 0; j < h; j++)
         for (int64_t i = 0; i < w; i++) {
           int64_t x = i0 + i, y = j0 + j;
@@ -537,9 +554,7 @@ static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, 
           double *q = f + j * w + i;
           bool in_set = pass ? !inside || !(*q <= r2) : inside && old[y * nx + x] == c;
           *q = in_set ? 0.0 : INFINITY;
-          any |= in_set;
         }
-      if (!any) break;
       for (int64_t j = 0; j < h; j++) {
         memcpy(in, f + j * w, (size_t)w * sizeof *in);
         psp_edt_1d(in, w, sx, f + j * w, v, z);
@@ -551,25 +566,24 @@ static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, 
         for (int64_t j = 0; j < h; j++)
           f[j * w + i] = out[j];
       }
-      if (pass == 0) continue;
-      /* inside the window (old is read there) and off the image's edge */
-      for (int64_t y = j0 < 0 ? 1 : j0 + 1; y < j1 && y < ny - 1; y++)
-        for (int64_t x = i0 < 0 ? 1 : i0 + 1; x < i1 && x < nx - 1; x++) {
-          int64_t p = y * nx + x;
-          if (old[p] || !(f[(y - j0) * w + x - i0] > r2) || isnan(ff[p])) continue;
-          bool near = false;
-          for (int64_t dj = -nx; dj <= nx; dj += nx)
-            for (int64_t di = -1; di <= 1; di++) {
-              uint8_t o = old[p + dj + di];
-              near |= o && o != c;
-            }
-          if (near) continue;
-          lab[p] = lab[p] == 0.0f ? (float)c : -1.0f; /* -1: two muscles */
-        }
     }
+    /* inside the window (old is read there) and off the image's edge */
+    for (int64_t y = j0 < 0 ? 1 : j0 + 1; y < j1 && y < ny - 1; y++)
+      for (int64_t x = i0 < 0 ? 1 : i0 + 1; x < i1 && x < nx - 1; x++) {
+        int64_t p = y * nx + x;
+        if (old[p] || !(f[(y - j0) * w + x - i0] > r2) || isnan(ff[p])) continue;
+        bool near = false;
+        for (int64_t dj = -nx; dj <= nx; dj += nx)
+          for (int64_t di = -1; di <= 1; di++) {
+            uint8_t o = old[p + dj + di];
+            near |= o && o != c;
+          }
+        if (near) continue;
+        lab[p] = lab[p] == 0.0f ? (float)c : -1.0f; /* -1: two muscles */
+      }
   }
-  for (int64_t j = j0 < 0 ? 0 : j0; j <= j1 && j < ny; j++)
-    for (int64_t i = i0 < 0 ? 0 : i0; i <= i1 && i < nx; i++)
+  for (int64_t j = wj0 < 0 ? 0 : wj0; j <= wj1 && j < ny; j++)
+    for (int64_t i = wi0 < 0 ? 0 : wi0; i <= wi1 && i < nx; i++)
       if (lab[j * nx + i] < 0.0f) lab[j * nx + i] = 0.0f;
   free(f);
   free(v);
