@@ -256,13 +256,23 @@ static void test_contours_and_marks(void **state) {
       text1 += !is_rgb(px(&im, x, y), bg);
       text0 += !is_rgb(px(&im0, x, y), bg);
     }
+  uint8_t info_ink[3] = {0, 0, 0};
   for (int y = 8 + 14 + 1; y < L.panel_y - 2; y++)
-    for (int x = 0; x < im0.w; x++)
-      status_ink0 += is_rgb(px(&im0, x, y), status_ink);
+    for (int x = 0; x < im0.w; x++) {
+      const uint8_t *p0 = px(&im0, x, y);
+      status_ink0 += is_rgb(p0, status_ink);
+      if (!is_rgb(p0, bg)) memcpy(info_ink, p0, 3);
+    }
+  /* the flagged slice's info (set too) is not drawn beside its status */
+  int info_ink2 = 0;
+  for (int y = 8 + 14 + 1; y < L.panel_y - 2; y++)
+    for (int x = 0; x < im2.w; x++)
+      info_ink2 += is_rgb(px(&im2, x, y), info_ink);
   assert_true(text2 > 100);
   assert_int_equal(text1, 0);
   assert_true(text0 > 100);
   assert_int_equal(status_ink0, 0);
+  assert_int_equal(info_ink2, 0);
   free(im.rgb);
   free(im0.rgb);
   free(im2.rgb);
