@@ -6,11 +6,15 @@
 # fat with an in-phase signal up to the fat class now read as fat-dominant
 # (src/dixon/dixon.c): all-muscle Dice 0.868 / 0.831 -> 0.882 / 0.843,
 # the erector spinae's FF +4.3 / +3.7 and +3.9 / +4.2 pp -> +2.6 / +2.5 and
-# +2.4 / +2.5 pp.
+# +2.4 / +2.5 pp. A mixed voxel whose in-phase signal tells its two
+# readings apart (a harmonic mix of the tissues around it) now takes the
+# nearer: 0.888 / 0.850 -> 0.896 / 0.866 (the phantoms' in-phase contrast,
+# fat 1.2 x muscle, decides few voxels; the minima fail on the version
+# before).
 source "$(dirname "$0")/lib.sh"
 cd "$S"
 P="$SRC/sample_scans"
-for spec in "01 0.875" "03 0.838"; do
+for spec in "01 0.891" "03 0.861"; do
   set -- $spec
   compare_phantom "$1" "p$1" --inphase "$P/phantom$1_inphase.nii.gz" \
     --outphase "$P/phantom$1_outphase.nii.gz"

@@ -14,7 +14,12 @@
 # slices), the subcutaneous fat read as muscle and the erector spinae was
 # placed in it; with a per-slice fat level all 0.914, erector FF +3.3 / +4.1
 # pp (what is left: partial-volume fat planes that magnitudes read as
-# muscle, the input's known weakness). The subcutaneous check still warns:
+# muscle, the input's known weakness). A mixed voxel whose in-phase signal
+# tells its two readings apart (FF_w or 1 - FF_w: a harmonic mix of the
+# tissues around it; fat 2.4 x as bright as muscle here) now takes the
+# nearer: all 0.917 -> 0.928, erector FF +3.2 / +4.0 -> +0.3 / +1.5 pp,
+# multifidus +2.8 / +2.4 -> +2.4 / +1.3 pp (both minima below fail on the
+# version before). The subcutaneous check still warns:
 # the anterior abdominal fat, far from the coil, reads water-dominant.
 source "$(dirname "$0")/../integration/lib.sh"
 need_tum01
@@ -31,12 +36,13 @@ disc_named ipop L4/L5 2 || fail "dixon-tum01 as in-phase/opposed-phase: the disc
 run "$PSP" compare ipop/dseg.nii.gz labels_manual.nii.gz --truth-scheme lpm \
   --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" > cmp.txt
 sed -n '/Whole volume/,/mean 1-4/p' cmp.txt
-dice_minima cmp.txt "MF_L=0.83 MF_R=0.82 ES_L=0.88 ES_R=0.88 all=0.90" ||
+dice_minima cmp.txt "MF_L=0.86 MF_R=0.85 ES_L=0.90 ES_R=0.90 all=0.922" ||
   fail "dixon-tum01 as in-phase/opposed-phase: segmented much worse"
 # its lowest slices, where the signal falls faster than the smooth field:
 # the subcutaneous fat read as muscle there (the erector spinae placed in
-# it: FF +9 / +11 pp) before the per-slice fat level
-awk '($1 == "ES_L" || $1 == "ES_R") && !seen[$1]++ { d = $NF + 0; if (d <= -5 || d >= 5) bad++ }
+# it: FF +9 / +11 pp) before the per-slice fat level, +3.2 / +4.0 pp before
+# the mixed voxels' in-phase reading
+awk '($1 == "ES_L" || $1 == "ES_R") && !seen[$1]++ { d = $NF + 0; if (d <= -2.5 || d >= 2.5) bad++ }
      END { exit bad > 0 }' cmp.txt ||
-  fail "dixon-tum01 as in-phase/opposed-phase: the erector spinae's FF more than 5 pp off"
+  fail "dixon-tum01 as in-phase/opposed-phase: the erector spinae's FF 2.5 pp or more off"
 finish
