@@ -42,7 +42,7 @@
 static const char *SLICE_COLUMNS =
     "slice,file_slice,z_mm,muscle,side,label,area_mm2,ff_mean_pct,ff_ratio_pct,ff_median_pct,"
     "ff_q1_pct,ff_q3_pct,fcsa_mm2,fat_infiltration_pct,n_voxels,n_no_signal,level,"
-    "level_confidence\n";
+    "level_confidence,mf_es_split,mf_es_on_plane_pct\n";
 static const char *VOLUME_COLUMNS =
     "muscle,side,label,volume_mm3,ff_mean_pct,ff_ratio_pct,ff_median_pct,ff_q1_pct,ff_q3_pct,"
     "fat_infiltration_pct,n_voxels,n_no_signal,max_area_mm2,max_area_slice,max_area_level\n";
@@ -54,7 +54,10 @@ static void csv_num(psp_strbuf *b, double v, int dec, bool comma) {
   if (comma) psp_strbuf_append(b, ",");
 }
 
-static char *slices_csv(const psp_measurements *m, const psp_levels *lv, psp_error **err) {
+/* seg: the automatic segmentation (NULL with --labels: the split columns
+ * stay empty). */
+static char *slices_csv(const psp_measurements *m, const psp_levels *lv,
+                        const psp_segmentation *seg, psp_error **err) {
   psp_strbuf b;
   psp_strbuf_init(&b);
   psp_strbuf_append(&b, SLICE_COLUMNS);
@@ -74,7 +77,18 @@ static char *slices_csv(const psp_measurements *m, const psp_levels *lv, psp_err
     csv_num(&b, 100 * r->fat_infiltration, 3, true);
     psp_strbuf_printf(&b, "%lld,%lld,%s,", (long long)r->n_voxels, (long long)r->n_no_signal,
                       psp_levels_name(lv, r->slice));
-    csv_num(&b, psp_levels_confidence(lv, r->slice), 2, false);
+    csv_num(&b, psp_levels_confidence(lv, r->slice), 2, true);
+    /* how this side's multifidus/erector spinae boundary was placed on the
+     * slice, and its share on a visible fat plane (report.json's
+     * mf_es_boundary) */
+    const psp_slice_landmarks *lm = seg ? psp_segmentation_slice(seg, r->slice) : NULL;
+    if (lm && lm->status == PSP_SLICE_OK) {
+      int side = strcmp(psp_label_side(r->label), "left") == 0 ? 0 : 1;
+      psp_strbuf_printf(&b, "%s,", psp_split_kind_name(lm->split[side]));
+      if (isfinite(lm->plane_share[side])) csv_num(&b, 100 * lm->plane_share[side], 1, false);
+    } else {
+      psp_strbuf_append(&b, ",");
+    }
     psp_strbuf_append(&b, "\n");
   }
   return psp_strbuf_take(&b, err);
@@ -683,7 +697,9 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   t0 = psp_now();
   ok = ok && write_text(tmp, OUT_NAMES[2], psp_labels_dseg_tsv(), err);
   ok = ok && write_text(tmp, OUT_NAMES[3],
-                        slices_csv(psp_result_measurements(r), psp_result_levels(r), err), err);
+                        slices_csv(psp_result_measurements(r), psp_result_levels(r),
+                                   psp_result_segmentation(r), err),
+                        err);
   ok = ok && write_text(tmp, OUT_NAMES[4],
                         volumes_csv(psp_result_measurements(r), psp_result_levels(r), err), err);
   char *lcsv = NULL;

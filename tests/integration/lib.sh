@@ -92,11 +92,22 @@ compare_manual() {
 # erector spinae boundary on a visible fat plane (segmentation.
 # mf_es_boundary_on_visible_plane) lies within MIN..MAX on both sides, and
 # every measured slice records the boundary (with SPLIT: split that way on
-# both sides of every one).
+# both sides of every one); slices.csv's mf_es_split / mf_es_on_plane_pct
+# say the same on every row.
 boundary_seen() {
-  python3 - "$1/report.json" "$2" "$3" "${4:-}" <<'PY'
-import json, sys
+  python3 - "$1/report.json" "$2" "$3" "${4:-}" "$1/slices.csv" <<'PY'
+import csv, json, sys
 sg = json.load(open(sys.argv[1]))["segmentation"]
+rows = list(csv.DictReader(open(sys.argv[5])))
+bykey = {s["slice"]: s.get("mf_es_boundary") for s in sg["slices"]}
+bad_rows = 0
+for r in rows:
+    b = bykey.get(int(r["slice"]))
+    want = b[r["side"]] if b else None
+    if not want or r["mf_es_split"] != want["split"] or (want["on_visible_plane"] is None) != (r["mf_es_on_plane_pct"] == "") or \
+            (r["mf_es_on_plane_pct"] != "" and abs(float(r["mf_es_on_plane_pct"]) - 100 * want["on_visible_plane"]) > 0.6):
+        bad_rows += 1
+print("slices.csv rows disagreeing with report.json's mf_es_boundary:", bad_rows, "of", len(rows))
 lo, hi, split = float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 v = sg["mf_es_boundary_on_visible_plane"]
 print("MF/ES boundary on a visible plane:", v)
@@ -109,7 +120,7 @@ for s in sg["slices"]:
         print("slice", s["slice"], "has no mf_es_boundary record"); ok = False
     elif split and any(b[k]["split"] != split for k in ("left", "right")):
         print("slice", s["slice"], "split", b); ok = False
-sys.exit(0 if ok else 1)
+sys.exit(0 if ok and rows and bad_rows == 0 else 1)
 PY
 }
 

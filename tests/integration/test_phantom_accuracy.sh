@@ -7,6 +7,11 @@ run "$PSP" phantom -o ph --prefix p --seed 11 --snr 20 --ff-multifidus 0,0.30 --
   --streaks 0.7,0.1 --bias 0.2
 run "$PSP" analyze --water ph/p_water.nii.gz --fat ph/p_fat.nii.gz --labels ph/p_dseg.nii.gz -o wf
 compare_truth ph/p_truth.csv wf/slices.csv 0.5 1.0
+# labels given: no multifidus/erector spinae split was made, its columns stay empty
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; ok = ("mf_es_split" in c) && ("mf_es_on_plane_pct" in c); next }
+         $c["mf_es_split"] != "" || $c["mf_es_on_plane_pct"] != "" { bad++ }
+         END { exit !(ok && NR > 1 && bad == 0) }' wf/slices.csv ||
+  fail "slices.csv: the split columns are missing, or filled for given labels"
 
 # IP/OP magnitudes cannot tell FF from 1 - FF: keep every tissue of the
 # muscles (streaks included) below 50 % FF, as the README states. Border

@@ -72,7 +72,7 @@ n=$(grep -c '"status":' out/report.json)
 [ "$n" -eq 29 ] || fail "expected 29 per-slice statuses in report.json, found $n"
 grep -q '"spinal_canal"' out/report.json || fail "no spinal canal landmark in report.json"
 grep -q '"mm_ras"' out/report.json || fail "landmarks lack world coordinates"
-head -1 out/slices.csv | grep -qx 'slice,file_slice,z_mm,muscle,side,label,area_mm2,ff_mean_pct,ff_ratio_pct,ff_median_pct,ff_q1_pct,ff_q3_pct,fcsa_mm2,fat_infiltration_pct,n_voxels,n_no_signal,level,level_confidence' \
+head -1 out/slices.csv | grep -qx 'slice,file_slice,z_mm,muscle,side,label,area_mm2,ff_mean_pct,ff_ratio_pct,ff_median_pct,ff_q1_pct,ff_q3_pct,fcsa_mm2,fat_infiltration_pct,n_voxels,n_no_signal,level,level_confidence,mf_es_split,mf_es_on_plane_pct' \
   || fail "slices.csv columns changed"
 # every segmented slice holds all four muscles
 awk -F, 'NR > 1 { n[$1]++ } END { for (k in n) if (n[k] != 4) { print "slice " k ": " n[k] " muscles"; bad = 1 } exit bad }' out/slices.csv \
