@@ -52,6 +52,10 @@
  * 0.928, erector FF +3.2 / +4.0 -> +0.3 / +1.5 pp, multifidus +2.8 / +2.4
  * -> +2.4 / +1.3 pp. The sample phantoms' IP/OP (fat 1.2 x muscle: few
  * voxels decided) 0.888 / 0.870 / 0.850 -> 0.896 / 0.871 / 0.866.
+ * The windows' sums come from per-slice summed-area tables (48 bytes per
+ * in-plane voxel and thread): the IP/OP FF map of dixon-tum01 takes 1.12 s
+ * at 2 threads (1.18 s with the neighbour rule alone), of it split 2 x 2
+ * (0.51 mm) 3.93 s (4.12 s); direct window sums took 4.86 s there.
  * ipop-chaos11: 26 of 26 slices, multifidus left/right per slice median
  * 1.14 -> 1.13 (worst 1.41 -> 1.36), more of its fat planes read as fat
  * (QC). Without the margin a uniform 30 % FF muscle beside lean tissue at
@@ -531,6 +535,35 @@ static int mix_reading(const mix_levels *L, double ffw, double z, double sd) {
   return beyond >= DOM_MARGIN_SD * sd ? 1 : 0;
 }
 
+/* Summed-area tables of slice k (6 x (nx + 1) x (ny + 1) in tab): for the
+ * water-dominant pure voxels of the class just below the fat (nthr: darker
+ * ones, bone or ligament, would make a fatty muscle look bright) and the
+ * pure fat voxels, the sums of z and FF and the counts, in that order. */
+static void mix_tables(const float *ip, const float *op, const float *zs, const uint8_t *pure,
+                       const uint8_t *cls, const uint8_t *cid, int nthr, const int64_t d[3],
+                       int64_t k, double *tab) {
+  const int64_t nx = d[0], ny = d[1], tw = nx + 1, tn = tw * (ny + 1);
+  for (int t = 0; t < 6; t++)
+    memset(tab + t * tn, 0, (size_t)tw * sizeof *tab); /* the first row */
+  for (int64_t j = 0; j < ny; j++) {
+    double row[6] = {0};
+    for (int t = 0; t < 6; t++)
+      tab[t * tn + (j + 1) * tw] = 0.0; /* the first column */
+    for (int64_t i = 0; i < nx; i++) {
+      int64_t u = psp_idx(d, i, j, k);
+      if (pure[u] && (cls[u] || cid[u] == nthr)) {
+        double fw = ((double)ip[u] - (double)op[u]) / (2.0 * (double)ip[u]);
+        int c = cls[u] ? 3 : 0;
+        row[c] += zs[u];
+        row[c + 1] += c ? 1.0 - fw : fw;
+        row[c + 2] += 1.0;
+      }
+      for (int t = 0; t < 6; t++)
+        tab[t * tn + (j + 1) * tw + i + 1] = tab[t * tn + j * tw + i + 1] + row[t];
+    }
+  }
+}
+
 bool psp_dixon_fat_dominance(const psp_volume *ipv, const float *ip, const float *op,
                              double floor_v, uint8_t *fatdom, double *share, psp_error **err) {
   const int64_t *d = ipv->dims;
@@ -669,38 +702,55 @@ bool psp_dixon_fat_dominance(const psp_volume *ipv, const float *ip, const float
   const int64_t rx = lround(DOM_LEVEL_MM / sp[0]) > 1 ? lround(DOM_LEVEL_MM / sp[0]) : 1;
   const int64_t ry = lround(DOM_LEVEL_MM / sp[1]) > 1 ? lround(DOM_LEVEL_MM / sp[1]) : 1;
   const double sd = sz / 2.5; /* noise sd of log IP */
-#pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < nz; k++) {
-    for (int64_t j = 0; j < ny; j++)
-      for (int64_t i = 0; i < nx; i++) {
-        int64_t v = psp_idx(d, i, j, k);
-        if (pure[v] || !(ip[v] >= floor_v)) continue;
-        /* the pure voxels around: each class's mean log IP and FF */
-        mix_levels L = {0};
-        int n8 = 0;
-        for (int64_t jj = j - ry; jj <= j + ry; jj++)
-          for (int64_t ii = i - rx; ii <= i + rx; ii++) {
-            if (ii < 0 || jj < 0 || ii >= nx || jj >= ny) continue;
-            int64_t u = psp_idx(d, ii, jj, k);
-            /* the water-dominant tissue: the class just below the fat
-             * (darker ones, bone or ligament, would make a fatty muscle
-             * look bright) */
-            if (!pure[u] || (!cls[u] && cid[u] != nthr)) continue;
-            double fw = ((double)ip[u] - (double)op[u]) / (2.0 * (double)ip[u]);
-            int c = cls[u] ? 1 : 0;
-            L.z[c] += zs[u];
-            L.ff[c] += c ? 1.0 - fw : fw;
-            L.n[c]++;
-            n8 += c && llabs(ii - i) <= 1 && llabs(jj - j) <= 1;
+  /* per slice, summed-area tables of the two classes' pure voxels (sum of
+   * z, sum of FF, count): every window's sums in four lookups */
+  const int64_t tw = nx + 1, tn = tw * (ny + 1);
+  bool oom = false;
+#pragma omp parallel
+  {
+    double *tab = malloc((size_t)(6 * tn) * sizeof *tab);
+    if (!tab) {
+#pragma omp atomic write
+      oom = true;
+    }
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < nz; k++) {
+      if (!tab) continue;
+      mix_tables(ip, op, zs, pure, cls, cid, nthr, d, k, tab);
+      for (int64_t j = 0; j < ny; j++)
+        for (int64_t i = 0; i < nx; i++) {
+          int64_t v = psp_idx(d, i, j, k);
+          if (pure[v] || !(ip[v] >= floor_v)) continue;
+          /* the pure voxels around: each class's mean log IP and FF */
+          const int64_t x0 = i - rx > 0 ? i - rx : 0, x1 = i + rx < nx - 1 ? i + rx + 1 : nx;
+          const int64_t y0 = j - ry > 0 ? j - ry : 0, y1 = j + ry < ny - 1 ? j + ry + 1 : ny;
+          double w[6];
+          for (int t = 0; t < 6; t++) {
+            const double *q = tab + t * tn;
+            w[t] = q[y1 * tw + x1] - q[y0 * tw + x1] - q[y1 * tw + x0] + q[y0 * tw + x0];
           }
-        double ffw = ((double)ip[v] - (double)op[v]) / (2.0 * (double)ip[v]);
-        int r = mix_reading(&L, ffw, zs[v], sd);
-        bool fd = r >= 0 ? r == 1 : n8 >= DOM_RIM_NEIGH && zs[v] >= thr[nthr - 1];
-        if (fd) {
-          fatdom[v] = 1;
-          cnt[k]++;
+          mix_levels L = {{w[0], w[3]}, {w[1], w[4]}, {(int)lround(w[2]), (int)lround(w[5])}};
+          int n8 = 0;
+          for (int64_t jj = j - 1; jj <= j + 1; jj++)
+            for (int64_t ii = i - 1; ii <= i + 1; ii++)
+              if (ii >= 0 && jj >= 0 && ii < nx && jj < ny) {
+                int64_t u = psp_idx(d, ii, jj, k);
+                n8 += pure[u] && cls[u];
+              }
+          double ffw = ((double)ip[v] - (double)op[v]) / (2.0 * (double)ip[v]);
+          int r = mix_reading(&L, ffw, zs[v], sd);
+          bool fd = r >= 0 ? r == 1 : n8 >= DOM_RIM_NEIGH && zs[v] >= thr[nthr - 1];
+          if (fd) {
+            fatdom[v] = 1;
+            cnt[k]++;
+          }
         }
-      }
+    }
+    free(tab);
+  }
+  if (oom) {
+    ok = psp_error_set(err, PSP_ERR_NOMEM, "out of memory resolving fat dominance");
+    goto done;
   }
   int64_t nfat = 0;
   for (int64_t k = 0; k < nz; k++)
