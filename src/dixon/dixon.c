@@ -82,8 +82,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* fat dominance (in-phase / opposed-phase) */
-
 #define SUBCUT_MIN_MM 2.0
 #define SUBCUT_MAX_MM 12.0
 #define SUBCUT_MIN_VOXELS 200

@@ -43,7 +43,8 @@
  * That rule now only decides where the in-phase signal cannot: a mixed
  * voxel takes the reading (FF_w or 1 - FF_w) whose in-phase signal, as a
  * harmonic mix of the pure water-dominant (the class just below the fat)
- * and fat voxels within DOM_LEVEL_MM, lies nearer its own (mix_reading);
+ * and fat voxels in a square of half-width DOM_LEVEL_MM (rounded to whole
+ * voxels, at least one) lies nearer its own (mix_reading);
  * undecided when the two predictions lie within DOM_SEP_SD noise sd, and
  * fat-dominant only DOM_MARGIN_SD sd beyond their midpoint. dixon-tum01
  * as IP/OP (fat 2.4 x as bright as muscle on IP): inside the manual labels
@@ -88,8 +89,9 @@
 #define DOM_PURE_FFW 0.2 /* "pure" tissue: water-dominant reading FF_w <= this */
 #define DOM_SMOOTH_R 1   /* sigma filter radius (in-plane voxels) */
 #define DOM_RIM_NEIGH 4  /* of 8 neighbours pure fat: a mixed voxel may be fat-dominant */
-#define DOM_LEVEL_MM 5.0 /* a mixed voxel's tissues: the pure voxels within this (in-plane) */
-#define DOM_SEP_SD 2.0   /* its two readings' in-phase signals: at least this many noise sd apart */
+#define DOM_LEVEL_MM                                                                               \
+  5.0 /* a mixed voxel's tissues: the pure voxels in a square of this half-width (whole voxels) */
+#define DOM_SEP_SD 2.0 /* its two readings' in-phase signals: at least this many noise sd apart */
 #define DOM_MARGIN_SD 1.0  /* fat-dominant: this many noise sd beyond the two signals' midpoint */
 #define DOM_LEVEL_MIN 200  /* fat voxels a slice's own fat level needs */
 #define DOM_LEVEL_TOL 0.03 /* log IP: a slice's fat level within this of the field's is left */
@@ -236,11 +238,6 @@ out:
   return true;
 }
 
-/* Class thresholds of the finite values v[i] from their smoothed histogram:
- * valleys between neighbouring peaks (>= 5 % of the highest) that are deeper
- * than `depth` x the smaller of the two groups' peaks; a class above the top
- * or between thresholds must hold >= 3 % of the values, else it merges.
- * Writes ascending thresholds to thr (at most MAXC - 1), returns how many. */
 /* The outer layer (cid, nplane voxels per slice, nz slices) cut to its
  * brighter half of y on each slice: where the layer is not one tissue, as
  * on a reconstruction that masked the background and left a dim rim inside
@@ -266,6 +263,11 @@ static bool band_bright_half(const float *y, uint8_t *cid, int64_t nplane, int64
   return *nband > 0;
 }
 
+/* Class thresholds of the finite values v[i] from their smoothed histogram:
+ * valleys between neighbouring peaks (>= 5 % of the highest) that are deeper
+ * than `depth` x the smaller of the two groups' peaks; a class above the top
+ * or between thresholds must hold >= 3 % of the values, else it merges.
+ * Writes ascending thresholds to thr (at most MAXC - 1), returns how many. */
 static int histogram_classes(const float *v, int64_t n, double depth, double *thr) {
   enum { NF = 4096, NB = 256 };
   double lo = INFINITY, hi = -INFINITY;
@@ -429,7 +431,6 @@ static bool slice_fat_levels(float *zr, const uint8_t *pure, const uint8_t *cid,
   return true;
 }
 
-/* Decides fat dominance per voxel; *share = fat-dominant / signal voxels. */
 /* The classes of the pure voxels (cid: 0 none, 1.. ascending log IP) by
  * six rounds of the class-adaptive field and the histogram's modes, the
  * field started from the voxels cid marks (band_start; else from all pure
@@ -564,6 +565,8 @@ static void mix_tables(const float *ip, const float *op, const float *zs, const 
   }
 }
 
+/* Decides fat dominance per voxel (see fatdom.h); *share = fat-dominant /
+ * signal voxels. */
 bool psp_dixon_fat_dominance(const psp_volume *ipv, const float *ip, const float *op,
                              double floor_v, uint8_t *fatdom, double *share, psp_error **err) {
   const int64_t *d = ipv->dims;
@@ -708,14 +711,21 @@ bool psp_dixon_fat_dominance(const psp_volume *ipv, const float *ip, const float
   bool oom = false;
 #pragma omp parallel
   {
-    double *tab = malloc((size_t)(6 * tn) * sizeof *tab);
-    if (!tab) {
-#pragma omp atomic write
-      oom = true;
-    }
+    double *tab = NULL; /* allocated on the thread's first slice */
+    bool failed = false;
 #pragma omp for schedule(static)
     for (int64_t k = 0; k < nz; k++) {
+      if (!tab && !failed) {
+        tab = malloc((size_t)(6 * tn) * sizeof *tab);
+        failed = tab == NULL;
+        if (failed) {
+#pragma omp atomic write
+          oom = true;
+        }
+      }
       if (!tab) continue;
+      double phi[NPOLY];
+      const double zk = ((double)k - gn.c[2]) / gn.h[2];
       mix_tables(ip, op, zs, pure, cls, cid, nthr, d, k, tab);
       for (int64_t j = 0; j < ny; j++)
         for (int64_t i = 0; i < nx; i++) {
@@ -739,7 +749,12 @@ bool psp_dixon_fat_dominance(const psp_volume *ipv, const float *ip, const float
               }
           double ffw = ((double)ip[v] - (double)op[v]) / (2.0 * (double)ip[v]);
           int r = mix_reading(&L, ffw, zs[v], sd);
-          bool fd = r >= 0 ? r == 1 : n8 >= DOM_RIM_NEIGH && zs[v] >= thr[nthr - 1];
+          bool fd = r == 1;
+          if (r < 0 && n8 >= DOM_RIM_NEIGH) {
+            /* the neighbour rule, on log IP less the field in double */
+            poly_basis(xs[i], ys[j], zk, phi);
+            fd = log((double)ip[v]) - poly_eval(coef, phi) - off[k] >= thr[nthr - 1];
+          }
           if (fd) {
             fatdom[v] = 1;
             cnt[k]++;

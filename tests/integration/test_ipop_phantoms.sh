@@ -4,7 +4,7 @@
 # weakness is partial volume at the fat planes (magnitudes read 1 - FF
 # there, so the erector spinae grows across them). Mixed voxels beside the
 # fat with an in-phase signal up to the fat class now read as fat-dominant
-# (src/dixon/dixon.c): all-muscle Dice 0.868 / 0.831 -> 0.882 / 0.843,
+# (src/dixon/fatdom.c): all-muscle Dice 0.868 / 0.831 -> 0.882 / 0.843,
 # the erector spinae's FF +4.3 / +3.7 and +3.9 / +4.2 pp -> +2.6 / +2.5 and
 # +2.4 / +2.5 pp. A mixed voxel whose in-phase signal tells its two
 # readings apart (a harmonic mix of the tissues around it) now takes the

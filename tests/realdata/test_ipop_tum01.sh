@@ -7,7 +7,7 @@
 # starts its intensity field from, so no fat class was found (0 % of the
 # voxels fat-dominant, subcutaneous fat FF 6 %). When the whole layer gives no
 # second class the classification now starts again from its brighter half
-# on each slice (src/dixon/dixon.c): 29 of 29 slices, all-muscle Dice 0.88.
+# on each slice (src/dixon/fatdom.c): 29 of 29 slices, all-muscle Dice 0.88.
 # The FF map inside the manual labels reads within 0.5 pp of water/fat. The
 # erector spinae's FF was +9 / +11 pp: on the lowest slices the fat's IP
 # falls faster along the stack than the smooth field can (half over four
