@@ -77,6 +77,11 @@ typedef struct psp_slice_landmarks {
    * psp_seg_boundary_evidence; NaN: no boundary) */
   uint8_t split[2];
   double plane_share[2];
+  /* A measured slice whose erector spinae (one side or both) reaches the
+   * image's edge: bit l set for label l, left out of the labels and not
+   * measured, while the slice's other muscles are (src/segment/align.c,
+   * flag_cut_off); 0 on other slices */
+  uint8_t cut_labels;
 } psp_slice_landmarks;
 
 /* The two sides' multifidus levels (muscle_side_ff) lie more than this

@@ -503,6 +503,36 @@ static void section_warnings(psp_strbuf *b, const page *pg, psp_context *ctx) {
               "compartment, not a boundary seen in the image (the QC images say it per slice)."
             : "");
   }
+  /* measured slices whose erector spinae the field of view cuts */
+  int64_t ncut = 0;
+  for (int64_t k = 0; k < nz; k++)
+    ncut += psp_segmentation_slice(pg->seg, k)->cut_labels != 0;
+  if (ncut > 0) {
+    psp_strbuf_printf(b,
+                      "<div class=\"warn\">On %lld measured slice(s) an erector spinae reaches "
+                      "the image's edge: it is left out there (no row in <code>slices.csv</code>, "
+                      "<code>seg_complete</code> = 0 in <code>levels.csv</code>), the multifidus "
+                      "is measured:</div>\n<table id=\"seg-cut\">\n<tr><th>file "
+                      "slice</th><th>level</th><th>left out</th></tr>\n",
+                      (long long)ncut);
+    for (int64_t k = nz - 1; k >= 0; k--) {
+      const psp_slice_landmarks *lm = psp_segmentation_slice(pg->seg, k);
+      if (!lm->cut_labels) continue;
+      psp_strbuf_printf(b, "<tr><td class=\"num\">%lld</td><td>",
+                        (long long)psp_volume_file_slice(pg->grid, k));
+      if (pg->lv && k < psp_levels_slice_count(pg->lv)) E(b, psp_levels_name(pg->lv, k));
+      T(b, "</td><td>");
+      bool first = true;
+      for (int l = 1; l < PSP_LABEL_COUNT; l++)
+        if ((lm->cut_labels >> l) & 1u) {
+          if (!first) T(b, ", ");
+          E(b, psp_label_name(l));
+          first = false;
+        }
+      T(b, "</td></tr>\n");
+    }
+    T(b, "</table>\n");
+  }
   if (nok == nz) {
     psp_strbuf_printf(b, "<div class=\"ok\">All %lld slices segmented.</div>\n", (long long)nz);
     return;
@@ -705,6 +735,10 @@ static void level_card(psp_strbuf *b, const page *pg, size_t idx) {
       T(b, ": ");
       E(b, lm->reason);
       T(b, "): no muscle was measured on it.</p>\n");
+    } else if (lm->cut_labels) {
+      T(b, "<p class=\"flag\">On this slice ");
+      E(b, lm->reason + (strncmp(lm->reason, "spine found; ", 13) == 0 ? 13 : 0));
+      T(b, ".</p>\n");
     }
   }
   T(b, "<p><button type=\"button\" data-m=\"pass\">pass (p)</button> <button type=\"button\" "

@@ -24,12 +24,24 @@
  * sum F / sum (F+W) over the combined voxels (the rows carry their sums;
  * empty for an FF-map input).
  *
+ * Measured: a muscle is measured on a slice when the caller says so
+ * (automatic segmentation: the slice was segmented and the muscle not cut
+ * by the field of view), or, without that word, when the slice holds any
+ * label (a labelled slice without the muscle measures it as absent, 0).
+ * A group (side both, mf+es) is measured on a slice when all its muscles
+ * are; its cells at an unmeasured level slice are empty, never a partial
+ * sum.
+ *
  * Vertebral segment (vertebra rows): the slices named that vertebra (disc
- * slices excluded). seg_*_mean are plain means over those slices (area and
- * fcsa counting an absent muscle as 0; FF means over slices where it is
- * measurable); seg_volume_mm3 is the sum of the slices' label volumes
- * (voxels x voxel volume). seg_complete = 1 when both bounding discs are
- * in view (otherwise the segment is cut by the stack).
+ * slices excluded). seg_n_slices counts those on which the group was
+ * measured; seg_*_mean are plain means over them (area and fcsa counting
+ * a measured, absent muscle as 0; FF means over slices where it is
+ * measurable); seg_volume_mm3 is the sum of their label volumes (voxels x
+ * voxel volume). seg_complete = 1 when both bounding discs are in view
+ * and the group was measured on every slice of the segment (otherwise the
+ * segment is cut by the stack or by the field of view, or a slice was
+ * flagged, and its volume is partial). A slice left out (flagged, or its
+ * muscle cut by the field of view) never counts as an area of 0.
  *
  * Asymmetry: asym_area_pct = |L - R| / mean(L, R) x 100 of the area at the
  * row's slice for that muscle (mf+es: summed), the same value on the left,
@@ -97,6 +109,32 @@ static combo combine(const psp_region_metrics *const *row, const int *labels, in
   return c;
 }
 
+/* The row groups: muscle x side, their labels. */
+static const struct {
+  const char *muscle, *side;
+  int labels[4];
+  int n;
+  int pair; /* index of the both-row group for asymmetry */
+} groups[9] = {
+    {"multifidus", "left", {PSP_LABEL_MF_LEFT}, 1, 0},
+    {"multifidus", "right", {PSP_LABEL_MF_RIGHT}, 1, 0},
+    {"multifidus", "both", {PSP_LABEL_MF_LEFT, PSP_LABEL_MF_RIGHT}, 2, 0},
+    {"erector_spinae", "left", {PSP_LABEL_ES_LEFT}, 1, 1},
+    {"erector_spinae", "right", {PSP_LABEL_ES_RIGHT}, 1, 1},
+    {"erector_spinae", "both", {PSP_LABEL_ES_LEFT, PSP_LABEL_ES_RIGHT}, 2, 1},
+    {"mf+es", "left", {PSP_LABEL_MF_LEFT, PSP_LABEL_ES_LEFT}, 2, 2},
+    {"mf+es", "right", {PSP_LABEL_MF_RIGHT, PSP_LABEL_ES_RIGHT}, 2, 2},
+    {"mf+es", "both", {1, 2, 3, 4}, 4, 2},
+};
+
+/* Whether group g is measured on a slice (meas: that slice's
+ * PSP_LABEL_COUNT flags): all its muscles are. */
+static bool group_measured(const uint8_t *meas, int g) {
+  for (int a = 0; a < groups[g].n; a++)
+    if (!meas[groups[g].labels[a]]) return false;
+  return true;
+}
+
 typedef struct level_item {
   char name[16];
   bool disc;
@@ -120,7 +158,7 @@ static double asym(double l, double r) {
 }
 
 char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_volume *labels,
-                     psp_error **err) {
+                     const uint8_t *measured, psp_error **err) {
   if (!lv || !m) {
     psp_error_set(err, PSP_ERR_USAGE, "levels.csv: no levels or no measurements");
     return NULL;
@@ -145,11 +183,23 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
     free(items);
     return NULL;
   }
+  uint8_t *meas = psp_calloc((size_t)(nz > 0 ? nz : 1) * PSP_LABEL_COUNT, 1, err);
+  if (!meas) {
+    free(tab);
+    free(items);
+    return NULL;
+  }
   for (size_t i = 0; i < psp_measurements_slice_count(m); i++) {
     const psp_region_metrics *r = psp_measurements_slice_row(m, i);
-    if (r->slice >= 0 && r->slice < nz && r->label > 0 && r->label < PSP_LABEL_COUNT)
+    if (r->slice >= 0 && r->slice < nz && r->label > 0 && r->label < PSP_LABEL_COUNT) {
       tab[r->slice * PSP_LABEL_COUNT + r->label] = r;
+      meas[r->slice * PSP_LABEL_COUNT] = 1; /* the slice holds a label */
+    }
   }
+  for (int64_t k = 0; k < nz; k++)
+    for (int l = 1; l < PSP_LABEL_COUNT; l++)
+      meas[k * PSP_LABEL_COUNT + l] =
+          measured ? measured[k * PSP_LABEL_COUNT + l] != 0 : meas[k * PSP_LABEL_COUNT];
 
   /* the levels, inferior to superior */
   size_t nd = psp_levels_disc_count(lv), ni = 0;
@@ -201,23 +251,6 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
     }
   }
 
-  static const struct {
-    const char *muscle, *side;
-    int labels[4];
-    int n;
-    int pair; /* index of the both-row group for asymmetry */
-  } groups[9] = {
-      {"multifidus", "left", {PSP_LABEL_MF_LEFT}, 1, 0},
-      {"multifidus", "right", {PSP_LABEL_MF_RIGHT}, 1, 0},
-      {"multifidus", "both", {PSP_LABEL_MF_LEFT, PSP_LABEL_MF_RIGHT}, 2, 0},
-      {"erector_spinae", "left", {PSP_LABEL_ES_LEFT}, 1, 1},
-      {"erector_spinae", "right", {PSP_LABEL_ES_RIGHT}, 1, 1},
-      {"erector_spinae", "both", {PSP_LABEL_ES_LEFT, PSP_LABEL_ES_RIGHT}, 2, 1},
-      {"mf+es", "left", {PSP_LABEL_MF_LEFT, PSP_LABEL_ES_LEFT}, 2, 2},
-      {"mf+es", "right", {PSP_LABEL_MF_RIGHT, PSP_LABEL_ES_RIGHT}, 2, 2},
-      {"mf+es", "both", {1, 2, 3, 4}, 4, 2},
-  };
-
   psp_strbuf b;
   psp_strbuf_init(&b);
   psp_strbuf_append(&b, "level,kind,disc_below,disc_above,level_confidence,anchored,muscle,side,"
@@ -233,11 +266,13 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
     /* per group: metrics at the level slice and over the segment */
     combo at[9];
     double seg_area[9], seg_ff[9], seg_ratio[9], seg_fcsa[9], seg_fi[9], seg_vol[9];
+    int64_t seg_n[9];
     for (int g = 0; g < 9; g++) {
       const psp_region_metrics *row[PSP_LABEL_COUNT] = {NULL};
       combo none = {false, NAN, NAN, NAN, NAN, NAN, NAN};
       at[g] = none;
-      if (L->slice >= 0) {
+      seg_n[g] = 0;
+      if (L->slice >= 0 && group_measured(meas + L->slice * PSP_LABEL_COUNT, g)) {
         for (int l = 1; l < PSP_LABEL_COUNT; l++)
           row[l] = tab[L->slice * PSP_LABEL_COUNT + l];
         at[g] = combine(row, groups[g].labels, groups[g].n);
@@ -249,6 +284,7 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
       int nf = 0, nr = 0, ni2 = 0, nk = 0;
       for (int64_t k = L->seg_first; k <= L->seg_last; k++) {
         if (psp_levels_is_disc(lv, k) || strcmp(psp_levels_name(lv, k), L->name) != 0) continue;
+        if (!group_measured(meas + k * PSP_LABEL_COUNT, g)) continue;
         for (int l = 1; l < PSP_LABEL_COUNT; l++)
           row[l] = tab[k * PSP_LABEL_COUNT + l];
         combo c = combine(row, groups[g].labels, groups[g].n);
@@ -269,6 +305,7 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
           ni2++;
         }
       }
+      seg_n[g] = nk;
       if (nk == 0) continue;
       seg_area[g] = sa / nk;
       seg_fcsa[g] = sc / nk;
@@ -303,8 +340,8 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
         int64_t f0 = llround(psp_levels_file_position(lv, (double)L->seg_first));
         int64_t f1 = llround(psp_levels_file_position(lv, (double)L->seg_last));
         psp_strbuf_printf(&b, ",%lld,%lld,%lld,%d", (long long)(f0 < f1 ? f0 : f1),
-                          (long long)(f0 < f1 ? f1 : f0), (long long)L->seg_n,
-                          L->seg_complete ? 1 : 0);
+                          (long long)(f0 < f1 ? f1 : f0), (long long)seg_n[g],
+                          L->seg_complete && seg_n[g] == L->seg_n ? 1 : 0);
       } else {
         psp_strbuf_append(&b, ",,,,");
       }
@@ -320,5 +357,6 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
   }
   free(tab);
   free(items);
+  free(meas);
   return psp_strbuf_take(&b, err);
 }

@@ -13,11 +13,15 @@
 #include "levels/levels.h"
 
 /* The CSV text (header included; caller frees). labels (may be NULL) is
- * only checked for having the same number of slices as lv. Levels without
- * a name (unknown) produce no rows; a stack without discs gives the header
- * only. */
+ * only checked for having the same number of slices as lv. measured (may
+ * be NULL): nslices x PSP_LABEL_COUNT flags, [k * PSP_LABEL_COUNT + l]
+ * nonzero when label l was measured on slice k (an automatic segmentation:
+ * the slice segmented and the muscle not cut by the field of view); NULL:
+ * every muscle of a slice that holds any label (labels given by the user).
+ * Levels without a name (unknown) produce no rows; a stack without discs
+ * gives the header only. */
 char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_volume *labels,
-                     psp_error **err);
+                     const uint8_t *measured, psp_error **err);
 
 /* The research-only fat grade for a mean FF in percent: "lt20", "20-50",
  * "gt50", or "" for NaN. */

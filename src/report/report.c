@@ -345,6 +345,13 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
         cJSON_AddStringToObject(bs, "split", psp_split_kind_name(lm->split[side]));
         cJSON_AddItemToObject(bs, "on_visible_plane", jnum(lm->plane_share[side], 2));
       }
+      /* muscles cut by the field of view: not measured on this slice */
+      if (lm->cut_labels) {
+        cJSON *cu = cJSON_AddArrayToObject(e, "cut_off");
+        for (int c = 1; c < PSP_LABEL_COUNT; c++)
+          if ((lm->cut_labels >> c) & 1u)
+            cJSON_AddItemToArray(cu, cJSON_CreateString(psp_label_name(c)));
+      }
     }
     cJSON_AddItemToArray(arr, e);
   }
@@ -642,11 +649,37 @@ psp_qc_slice_marks *psp_report_qc_marks(const psp_result *r, char (**status)[256
         else
           snprintf(sd[side], sizeof sd[side], "%s", how);
       }
-      snprintf((*status)[k], sizeof(*status)[k], "MF/ES SPLIT  R: %s  L: %s", sd[1], sd[0]);
+      const bool cl = (lm->cut_labels >> PSP_LABEL_ES_LEFT) & 1u,
+                 cr = (lm->cut_labels >> PSP_LABEL_ES_RIGHT) & 1u;
+      snprintf((*status)[k], sizeof(*status)[k], "MF/ES SPLIT  R: %s  L: %s%s", sd[1], sd[0],
+               cl && cr ? "  ES R+L CUT BY FOV"
+               : cr     ? "  ES R CUT BY FOV"
+               : cl     ? "  ES L CUT BY FOV"
+                        : "");
       m->info = (*status)[k];
     }
   }
   return marks;
+}
+
+/* The muscles measured per slice for levels.csv (psp_levels_csv): an
+ * automatic segmentation's segmented slices, less the muscles cut by the
+ * field of view. *out stays NULL without a segmentation (labels given by
+ * the user: the slices that hold a label). False only when out of memory. */
+static bool measured_mask(const psp_segmentation *seg, uint8_t **out, psp_error **err) {
+  *out = NULL;
+  if (!seg) return true;
+  int64_t nz = psp_segmentation_slice_count(seg);
+  uint8_t *m = psp_calloc((size_t)(nz > 0 ? nz : 1) * PSP_LABEL_COUNT, 1, err);
+  if (!m) return false;
+  for (int64_t k = 0; k < nz; k++) {
+    const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
+    for (int l = 1; l < PSP_LABEL_COUNT; l++)
+      m[k * PSP_LABEL_COUNT + l] =
+          lm->status == PSP_SLICE_OK && !((lm->cut_labels >> l) & 1u) ? 1 : 0;
+  }
+  *out = m;
+  return true;
 }
 
 static bool write_qc(const psp_result *r, const char *qc_dir, const float window[2],
@@ -704,9 +737,13 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
                         volumes_csv(psp_result_measurements(r), psp_result_levels(r), err), err);
   char *lcsv = NULL;
   if (ok) {
-    lcsv =
-        psp_levels_csv(psp_result_levels(r), psp_result_measurements(r), psp_result_labels(r), err);
-    ok = write_text_keep(tmp, OUT_NAMES[6], lcsv, err);
+    uint8_t *measured = NULL;
+    ok = measured_mask(psp_result_segmentation(r), &measured, err);
+    lcsv = ok ? psp_levels_csv(psp_result_levels(r), psp_result_measurements(r),
+                               psp_result_labels(r), measured, err)
+              : NULL;
+    free(measured);
+    ok = ok && write_text_keep(tmp, OUT_NAMES[6], lcsv, err);
   }
   /* --dicom-out: SEG + secondary captures (before report.json lists the warnings) */
   const bool want_dcm = psp_result_options(r)->dicom_out;

@@ -118,9 +118,9 @@
 #define FINE_MM 1.0          /* frame pixel at most (mm): the scale the rules were developed at */
 #define COARSEN_BELOW_MM 0.8 /* finer input pixels: muscles told apart at FINE_MM pixels, */
 #define MERGE_MM 1.5         /* ... the outline from the image's own (merge_fine) */
-#define EDGE_MM 8.0          /* a muscle this near the image's edge is cut by the field of view */
 #define EDGE_FAT_VOX 2       /* ... unless this many voxels at the edge beyond it read fat */
 #define EDGE_OPEN_SHARE 0.5  /* cut: no fat at the edge on at least this share of those lines */
+#define MF_BITS ((1u << PSP_LABEL_MF_LEFT) | (1u << PSP_LABEL_MF_RIGHT))
 
 static const char METHOD[] =
     "anatomy-driven rules on the FF map: body, spinal canal and midline landmarks; paraspinal "
@@ -709,9 +709,15 @@ static bool edge_in_fat(const float *ff, int64_t nx, int64_t ny, int64_t i, int6
   return true;
 }
 
-/* Slices whose muscles reach within EDGE_MM of the image's edge are cut
+/* Slices whose muscles reach within PSP_SEG_EDGE_MM of the image's edge are cut
  * by the field of view: flagged and emptied (an area measured up to the
- * edge would be too small, with nothing to show it). The compartment stays
+ * edge would be too small, with nothing to show it). When only erector
+ * spinae (one side or both) reach the edge, as a spine-only field of view
+ * does on the upper lumbar slices, only they are left out (cut_labels):
+ * the multifidus lies whole within the field of view and is measured
+ * (dixon-tum01 cut to 160 x 160 mm: 6 of 29 slices flagged as a whole
+ * before, multifidus Dice 0.70 / 0.80 -> 0.76 / 0.85 with them measured,
+ * the rest of the loss from the missing height anchor). The compartment stays
  * SKIN_MM inside the body's outline, and a cut body's outline runs along
  * the edge. Unless the image's edge beyond the muscle lies in fat (or
  * outside the body) on more than half of the rows or columns where the
@@ -726,16 +732,17 @@ static bool edge_in_fat(const float *ff, int64_t nx, int64_t ny, int64_t i, int6
 static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp, psp_context *ctx) {
   psp_volume *lv = s->labels;
   int64_t nx = lv->dims[0], ny = lv->dims[1], plane = nx * ny;
-  int64_t ei = (int64_t)ceil(EDGE_MM / sp[0]), ej = (int64_t)ceil(EDGE_MM / sp[1]);
-  int64_t n_cut = 0, first = -1, last = -1;
+  int64_t ei = (int64_t)ceil(PSP_SEG_EDGE_MM / sp[0]), ej = (int64_t)ceil(PSP_SEG_EDGE_MM / sp[1]);
+  int64_t n_cut = 0, first = -1, last = -1, n_es = 0, es_first = -1, es_last = -1;
   for (int64_t k = 0; k < s->nz; k++) {
     psp_slice_landmarks *lm = &s->lm[k];
+    lm->cut_labels = 0;
     if (lm->status != PSP_SLICE_OK) continue;
     float *lab = lv->data + k * plane;
     const float *fk = ff + k * plane;
     double thr = 0.5 * (lm->muscle_ff + lm->fat_ff);
     /* per label: the lines (rows for the left/right edges, columns for
-     * the front/back) on which it comes within EDGE_MM of an edge, and
+     * the front/back) on which it comes within PSP_SEG_EDGE_MM of an edge, and
      * those of them whose edge does not lie in fat */
     int64_t near[PSP_LABEL_COUNT] = {0}, bare[PSP_LABEL_COUNT] = {0};
     for (int e = 0; e < 4; e++) {
@@ -756,16 +763,37 @@ static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp,
       }
     }
     int l = 0;
-    for (int m = 1; m < PSP_LABEL_COUNT && !l; m++)
-      if (near[m] && (double)bare[m] >= EDGE_OPEN_SHARE * (double)near[m]) l = m;
+    unsigned cut = 0;
+    for (int m = 1; m < PSP_LABEL_COUNT; m++)
+      if (near[m] && (double)bare[m] >= EDGE_OPEN_SHARE * (double)near[m]) {
+        if (!l) l = m;
+        cut |= 1u << m;
+      }
     if (!l) continue;
+    if (!(cut & MF_BITS)) {
+      /* only erector spinae reach the edge: they leave, the multifidus stays */
+      for (int64_t p = 0; p < plane; p++)
+        if (lab[p] > 0.0f && (cut >> (int)lab[p]) & 1u) lab[p] = 0.0f;
+      lm->cut_labels = (uint8_t)cut;
+      bool both = (cut & (1u << PSP_LABEL_ES_LEFT)) && (cut & (1u << PSP_LABEL_ES_RIGHT));
+      snprintf(lm->reason, sizeof lm->reason,
+               "spine found; the %s erector spinae reach%s the edge of the image (within %.0f "
+               "mm, no fat between): cut by the field of view, not measured; the multifidus is",
+               both                                ? "left and right"
+               : (cut & (1u << PSP_LABEL_ES_LEFT)) ? "left"
+                                                   : "right",
+               both ? "" : "es", PSP_SEG_EDGE_MM);
+      if (n_es++ == 0) es_first = k;
+      es_last = k;
+      continue;
+    }
     if (n_cut++ == 0) first = k;
     last = k;
     lm->status = PSP_SLICE_CUT_OFF;
     snprintf(lm->reason, sizeof lm->reason,
              "the %s reaches the edge of the image (within %.0f mm, no fat between): cut by the "
              "field of view, not measured",
-             psp_label_name(l), EDGE_MM);
+             psp_label_name(l), PSP_SEG_EDGE_MM);
     memset(lab, 0, (size_t)plane * sizeof *lab);
   }
   if (n_cut) {
@@ -775,7 +803,17 @@ static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp,
              "view: a muscle reaches within %.0f mm of the image's edge, so those slices are not "
              "measured (reasons in report.json); widen the field of view",
              (long long)n_cut, (long long)(fa < fb ? fa : fb), (long long)(fa < fb ? fb : fa),
-             EDGE_MM);
+             PSP_SEG_EDGE_MM);
+  }
+  if (n_es) {
+    int64_t fa = psp_volume_file_slice(lv, es_first), fb = psp_volume_file_slice(lv, es_last);
+    psp_warn(ctx,
+             "automatic segmentation: on %lld slice(s) (file slices %lld-%lld) an erector spinae "
+             "reaches within %.0f mm of the image's edge: it is cut by the field of view and not "
+             "measured there, the multifidus is (cut_off in report.json); widen the field of view "
+             "to measure both",
+             (long long)n_es, (long long)(fa < fb ? fa : fb), (long long)(fa < fb ? fb : fa),
+             PSP_SEG_EDGE_MM);
   }
 }
 

@@ -8,10 +8,13 @@
  *    above SWAP_STACK_FF.
  *  - The labels of a slice (psp_seg_check_areas): a muscle missing or
  *    above MAX_MUSCLE_MM2, or left and right of a muscle more than
- *    MAX_LR_RATIO apart in area (a leak or a loss, not anatomy); the reason
- *    says when the smaller side's place reads ASYM_FF fattier than the
- *    other side's muscle (a one-sided fatty atrophy, too fatty to tell from
- *    fat).
+ *    MAX_LR_RATIO apart in area (a leak or a loss, not anatomy; not where
+ *    one of them lies within PSP_SEG_EDGE_MM of the image's edge, cut by
+ *    the field of view: dixon-tum01 cut through its left erector spinae had
+ *    2 of 29 slices flagged so, flag_cut_off in src/segment/align.c takes
+ *    them); the reason says when the smaller side's place reads ASYM_FF
+ *    fattier than the other side's muscle (a one-sided fatty atrophy, too
+ *    fatty to tell from fat).
  *  - Each multifidus against its place (psp_seg_check_areas): the other
  *    side's multifidus mirrored about the midline reading ASYM_FF fattier
  *    than the multifidus labelled there, and than the slice's muscle
@@ -142,11 +145,18 @@ static double label_ff(const float *ff, const float *lab, int64_t nx, const int6
  * Otherwise the slice is flagged and emptied (the reason says when the
  * smaller side's place reads much fattier than the other side). */
 void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
-                         const int64_t bx[4], double px, double muscle) {
+                         int64_t ny, const int64_t bx[4], const double sp[2], double muscle) {
+  const double px = sp[0] * sp[1];
+  const int64_t ei = (int64_t)ceil(PSP_SEG_EDGE_MM / sp[0]),
+                ej = (int64_t)ceil(PSP_SEG_EDGE_MM / sp[1]);
   int64_t n[PSP_LABEL_COUNT] = {0};
+  bool edge[PSP_LABEL_COUNT] = {false}; /* within PSP_SEG_EDGE_MM of the image's edge */
   for (int64_t j = bx[2]; j <= bx[3]; j++)
-    for (int64_t q = j * nx + bx[0]; q <= j * nx + bx[1]; q++)
-      n[(int)lab[q]]++;
+    for (int64_t i = bx[0]; i <= bx[1]; i++) {
+      int l = (int)lab[j * nx + i];
+      n[l]++;
+      if (l && (i < ei || i >= nx - ei || j < ej || j >= ny - ej)) edge[l] = true;
+    }
   double a[PSP_LABEL_COUNT];
   for (int l = 0; l < PSP_LABEL_COUNT; l++)
     a[l] = (double)n[l] * px;
@@ -160,7 +170,10 @@ void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, i
                  MAX_MUSCLE_MM2);
     if (a[bad] <= 0) small = bad;
   } else {
-    double rmf = fmax(a[1], a[2]) / fmin(a[1], a[2]), res = fmax(a[3], a[4]) / fmin(a[3], a[4]);
+    /* a muscle the field of view cuts (at the image's edge: flag_cut_off,
+     * src/segment/align.c, decides) says nothing about a leak */
+    double rmf = edge[1] || edge[2] ? 1.0 : fmax(a[1], a[2]) / fmin(a[1], a[2]);
+    double res = edge[3] || edge[4] ? 1.0 : fmax(a[3], a[4]) / fmin(a[3], a[4]);
     ratio = fmax(rmf, res);
     if (ratio > MAX_LR_RATIO) {
       psp_seg_flag(

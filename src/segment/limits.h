@@ -190,11 +190,14 @@ double psp_seg_lr_ratio(const float *lab, int64_t nx, const int64_t bx[4]);
 /* Flags the slices of lm[0..nz-1] whose water and fat look exchanged;
  * returns how many, *med_out the stack's median back_ff. */
 int64_t psp_seg_flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_out);
-/* The last check of a labelled slice (ff, lab: its FF and labels; px: the
- * voxel area, mm^2; muscle: the slice's muscle FF level): flags it and
- * empties its labels when implausible. */
+/* A muscle this near the image's edge is cut by the field of view
+ * (src/segment/align.c, flag_cut_off). */
+#define PSP_SEG_EDGE_MM 8.0
+/* The last check of a labelled slice (ff, lab: its FF and labels, nx x ny;
+ * sp: the pixel size, mm; muscle: the slice's muscle FF level): flags it
+ * and empties its labels when implausible. */
 void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
-                         const int64_t bx[4], double px, double muscle);
+                         int64_t ny, const int64_t bx[4], const double sp[2], double muscle);
 /* The evidence for each side's multifidus/erector spinae boundary on a
  * labelled slice (nx x ny, pixels sx x sy mm; muscle[side]: the side's
  * muscle FF level, fat: the slice's fat level): share[side] (0 left, 1

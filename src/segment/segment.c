@@ -59,7 +59,7 @@
  *     smoothed at 6 mm, closed at 5 mm, the erector's small pieces beyond a
  *     ridge dropped (psp_seg_refine_outlines, refine.c items 4, 5, 10, 8);
  *     3d. outlines follow the neighbouring slices' majority (item 9).
- *  4. Flags (slice left empty, reason recorded; muscles within EDGE_MM of
+ *  4. Flags (slice left empty, reason recorded; muscles within PSP_SEG_EDGE_MM of
  *     the image's edge: cut_off, align.c): no body / no spine; below sacrum;
  *     implausible (muscle not distinct from fat; a canal over 130 mm in
  *     front of the back's skin (plus its fat beyond 40 mm) or 40 mm beside
@@ -1234,7 +1234,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
       if (bx[1] >= bx[0] && !psp_seg_refine_outlines(ff, lab, nx, ny, sp[0], sp[1], bx,
                                                      lv[3 * k].muscle, lv[3 * k].fat, w->m3))
         oom = true;
-      psp_seg_check_areas(&s->lm[k], ff, lab, nx, bx, sp[0] * sp[1], lv[3 * k].muscle);
+      psp_seg_check_areas(&s->lm[k], ff, lab, nx, ny, bx, sp, lv[3 * k].muscle);
       if (s->lm[k].status == PSP_SLICE_OK) {
         s->lm[k].void_mm2 = psp_seg_void_area(ff, lab, nx, ny, bx, sp[0] * sp[1], w->queue, w->m0);
         for (int side = 0; side < 2; side++)

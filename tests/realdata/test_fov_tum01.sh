@@ -6,8 +6,13 @@
 # 0.693, 12 of 29 slices flagged, the rest placed on the wrong structure.
 # Now a body cut on one side has no such limit: 0.937, as uncut.
 # Columns 0-249 cut the left erector spinae itself: its area up to the
-# image's edge would be too small, so those slices are flagged cut_off and
-# left empty (before: 9 slices "segmented", Dice 0.26).
+# image's edge would be too small, so it is left out there (before: 9
+# slices "segmented", Dice 0.26; then every slice flagged cut_off and left
+# empty). The multifidus lies whole in view and is measured: 0.75 / 0.85,
+# the right erector spinae 0.90 (the crests are cut: no anchor; 0.86 / 0.89
+# with --disc L5/S1=0). Two slices were flagged implausible, left and right
+# erector spinae a factor 2 apart: a muscle at the image's edge is left out
+# of that check now.
 # A tight field of view that cuts the vertebral body in front (rows 160-399
 # only, 24 mm in front of the canal centre): the canal was searched behind
 # the front 30 % of the body's extent, which the cut had moved behind the
@@ -20,7 +25,8 @@
 # slices flagged. Now the edge beyond it must not lie in fat on half the
 # lines where it comes that near (src/segment/align.c): 23 slices measured,
 # the 6 top ones, where the truth itself reaches within 3 mm of the edge
-# with muscle-like tissue beyond, flagged.
+# with muscle-like tissue beyond, flagged; now on those 6 only the erector
+# spinae (right, or both) is left out and the multifidus measured.
 source "$(dirname "$0")/../integration/lib.sh"
 need_tum01
 cd "$S"
@@ -39,19 +45,23 @@ dice_minima cmpf.txt "MF_L=0.84 MF_R=0.86 ES_L=0.91 ES_R=0.92 all=0.93" ||
   fail "field of view cut in front: segmented worse than the whole scan"
 edit_tum01 crop left 0 250
 python3 -c "import json,sys; s=json.load(open('left.out/report.json'))['segmentation']['slices'];
-n = sum(x['status'] == 'cut_off' and 'left erector spinae' in x['reason'] for x in s);
-print(n, 'of', len(s), 'slices cut off'); sys.exit(0 if n >= 25 and not any(x['status'] == 'ok' for x in s) else 1)" ||
-  fail "left erector spinae cut by the field of view: slices not flagged cut_off"
-grep -q "slice(s) (file slices [0-9]*-[0-9]*) cut by the field of view" left.out/report.json ||
-  fail "left erector spinae cut by the field of view: no warning"
+n = sum(x['status'] == 'ok' and x.get('cut_off') == ['left erector spinae'] for x in s);
+print(n, 'of', len(s), 'slices with the left erector spinae cut off'); sys.exit(0 if n >= 25 else 1)" ||
+  fail "left erector spinae cut by the field of view: not left out, or the slices not measured"
+grep -q "an erector spinae reaches within 8 mm of the image's edge: it is cut by the field of view" \
+  left.out/report.json || fail "left erector spinae cut by the field of view: no warning"
+compare_manual left.out left cmpl.txt
+dice_minima cmpl.txt "MF_L=0.74 MF_R=0.83 ES_R=0.89" ||
+  fail "left erector spinae cut by the field of view: the multifidus and the right side"
+grep -q '^ES_L *0 ' cmpl.txt || fail "left erector spinae cut by the field of view: still labelled"
 mkdir -p tmpc
 python3 "$SRC/tests/realdata/nifti_edit.py" crop "$D" tmpc 120 280 ||
   fail "could not crop dixon-tum01"
 D=tmpc edit_tum01 rows tight 120 280
 python3 -c "import json,sys; s=json.load(open('tight.out/report.json'))['segmentation']['slices'];
-n = sum(x['status'] == 'ok' for x in s); c = sum(x['status'] == 'cut_off' for x in s);
-print(n, 'measured,', c, 'cut off'); sys.exit(0 if n >= 22 and n + c == len(s) else 1)" ||
-  fail "spine-only field of view: slices with fat between the muscle and the edge flagged cut_off"
+n = sum(x['status'] == 'ok' for x in s); c = sum('cut_off' in x for x in s);
+print(n, 'measured,', c, 'with an erector spinae cut off'); sys.exit(0 if n == len(s) and 4 <= c <= 8 else 1)" ||
+  fail "spine-only field of view: slices with fat between the muscle and the edge cut off"
 # The iliac crests lie beyond that edge: no anchor, and a warning says the
 # field of view cuts the body at a side and asks for --disc (none where no
 # body is cut: test_partial_tum01).

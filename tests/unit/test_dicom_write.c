@@ -343,7 +343,8 @@ static void check_seg(analysis *a, bool multiframe) {
   psp_volume_dims(labels, dims);
   psp_dicom_source src;
   fill_source(&src, dims[2], multiframe);
-  char *lcsv = psp_levels_csv(psp_result_levels(a->r), psp_result_measurements(a->r), labels, NULL);
+  char *lcsv =
+      psp_levels_csv(psp_result_levels(a->r), psp_result_measurements(a->r), labels, NULL, NULL);
   assert_non_null(lcsv);
   char dir[600];
   scratch(dir, sizeof dir, multiframe ? "dicom_out_mf" : "dicom_out");

@@ -682,7 +682,7 @@ static void test_levels_csv(void **state) {
   psp_measurements *ms = psp_measure(labels, m, ctx, &err);
   assert_non_null(ms);
   psp_levels *lv = detect(m, NULL, 2);
-  char *text = psp_levels_csv(lv, ms, labels, &err);
+  char *text = psp_levels_csv(lv, ms, labels, NULL, &err);
   if (!text) fail_msg("levels csv: %s", psp_error_message(err));
   csv c = parse_csv(text);
   assert_string_equal(c.cell[0], "level");
@@ -770,6 +770,61 @@ static void test_levels_csv(void **state) {
   r = find_row(&c, "S1", "multifidus", "left");
   assert_string_equal(cell(&c, r, "seg_complete"), "0");
   assert_string_equal(cell(&c, r, "disc_above"), "L5/S1");
+
+  /* measured per slice and muscle (an automatic segmentation): the L4
+   * segment's lowest slice flagged (nothing measured) and its mid slice
+   * with the right erector spinae cut by the field of view. Those slices
+   * leave the means (never an area of 0), seg_n_slices counts the rest,
+   * seg_complete is 0, and the mid slice's cells of a group holding the
+   * right erector spinae are empty. */
+  int64_t nzl = o.dims[2];
+  uint8_t *meas = calloc((size_t)nzl * PSP_LABEL_COUNT, 1);
+  assert_non_null(meas);
+  for (int64_t k = 0; k < nzl; k++)
+    for (int l = 1; l < PSP_LABEL_COUNT; l++)
+      meas[k * PSP_LABEL_COUNT + l] = k != k0 && !(k == km && l == PSP_LABEL_ES_RIGHT);
+  char *text2 = psp_levels_csv(lv, ms, labels, meas, &err);
+  if (!text2) fail_msg("levels csv (measured): %s", psp_error_message(err));
+  csv c2 = parse_csv(text2);
+  const int es_r[1] = {PSP_LABEL_ES_RIGHT}, mfes_l[2] = {PSP_LABEL_MF_LEFT, PSP_LABEL_ES_LEFT};
+  double sa_es = 0, sa_mf = 0;
+  int n_es = 0, n_mf = 0;
+  for (int64_t k = k0; k <= k1; k++) {
+    if (strcmp(psp_levels_name(lv, k), "L4") != 0 || k == k0) continue;
+    slice_metrics(ms, k, mf_l, 1, &a, &f, &v);
+    sa_mf += a;
+    n_mf++;
+    if (k == km) continue;
+    slice_metrics(ms, k, es_r, 1, &a, &f, &v);
+    sa_es += a;
+    n_es++;
+  }
+  r = find_row(&c2, "L4", "multifidus", "left");
+  assert_int_equal(atoll(cell(&c2, r, "seg_n_slices")), n - 1);
+  assert_string_equal(cell(&c2, r, "seg_complete"), "0");
+  near(cell(&c2, r, "seg_area_mm2_mean"), sa_mf / n_mf, 1e-4, "L4 MF left, flagged slice out");
+  slice_metrics(ms, km, mf_l, 1, &a, &f, &v);
+  near(cell(&c2, r, "area_mm2"), a, 1e-4, "L4 mid MF left still measured");
+  r = find_row(&c2, "L4", "erector_spinae", "right");
+  assert_int_equal(atoll(cell(&c2, r, "seg_n_slices")), n - 2);
+  assert_string_equal(cell(&c2, r, "seg_complete"), "0");
+  near(cell(&c2, r, "seg_area_mm2_mean"), sa_es / n_es, 1e-4, "L4 ES right, cut slice out");
+  assert_string_equal(cell(&c2, r, "area_mm2"), "");
+  r = find_row(&c2, "L4", "mf+es", "right");
+  assert_string_equal(cell(&c2, r, "area_mm2"), "");
+  assert_string_equal(cell(&c2, r, "ff_mean_pct"), "");
+  r = find_row(&c2, "L4", "mf+es", "left");
+  slice_metrics(ms, km, mfes_l, 2, &a, &f, &v);
+  near(cell(&c2, r, "area_mm2"), a, 1e-4, "L4 mid MF+ES left");
+  /* a segment measured on every slice is unchanged */
+  r = find_row(&c2, "L3", "mf+es", "both");
+  int r1 = find_row(&c, "L3", "mf+es", "both");
+  assert_string_equal(cell(&c2, r, "seg_area_mm2_mean"), cell(&c, r1, "seg_area_mm2_mean"));
+  assert_string_equal(cell(&c2, r, "seg_complete"), cell(&c, r1, "seg_complete"));
+  free(c2.cell);
+  free(text2);
+  free(meas);
+
   assert_string_equal(psp_levels_fat_grade(19.9), "lt20");
   assert_string_equal(psp_levels_fat_grade(35), "20-50");
   assert_string_equal(psp_levels_fat_grade(50.1), "gt50");
