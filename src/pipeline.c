@@ -248,6 +248,20 @@ static int stack_reaches_sacrum(const psp_ffmap *ff, const psp_segmentation *s, 
              "as L5/S1 for the multifidus/erector spinae proportion; check the QC images");
     return 1;
   }
+  /* no anchor, but the bone below the lowest disc is much wider than the
+   * lumbar bodies: the upper L5 body or the sacrum, so the stack's bottom
+   * lies within about a vertebra of L5/S1, as on a stack the crests
+   * anchor, not above the crests */
+  if (psp_levels_wide_bottom(bc->levels)) {
+    psp_warn(bc->ctx,
+             "automatic segmentation: no sacrum or iliac crest in view, but the bone below the "
+             "lowest disc is at least %.2f x as wide as the lumbar bodies above it (the upper L5 "
+             "body or the sacrum): the lowest slice with a spine is taken as an anchored "
+             "stack's for the multifidus/erector spinae proportion; check the QC images, or "
+             "name a disc with --disc NAME=SLICE",
+             PSP_LEVELS_WIDE_BOTTOM);
+    return 1;
+  }
   return 0;
 }
 

@@ -139,7 +139,8 @@ struct psp_levels {
   bool *col_ok;
   psp_iliac_slice *iliac; /* per slice */
   double crest;           /* iliac crest top (internal slice), NaN */
-  bool iliac_bottom; /* iliac bone on both sides at the stack's bottom (a run, however short) */
+  bool iliac_bottom;   /* iliac bone on both sides at the stack's bottom (a run, however short) */
+  double bottom_ratio; /* bony width below the lowest disc / the lumbar bodies' (NaN: not judged) */
   psp_level_disc *disc;
   size_t ndisc, capdisc;
   bool anchored;
@@ -785,6 +786,7 @@ static anchor_info find_sacrum(psp_levels *lv, const double *width, double lo, p
     return a;
   }
   double ratio = Wv > 0 ? sw / Wv : 0;
+  lv->bottom_ratio = ratio;
   psp_info(ctx, "levels: bony width %.0f mm below the lowest disc vs %.0f mm at the vertebrae", sw,
            Wv);
   /* one slice only (the stack ends within a slice or two below the disc):
@@ -1112,6 +1114,7 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
   lv->z1 = nz > 1 ? psp_volume_slice_z(ffv, 1) : lv->z0 + sp[2];
   lv->spacing = NAN;
   lv->crest = NAN;
+  lv->bottom_ratio = NAN;
   lv->name = psp_calloc((size_t)nz, sizeof *lv->name, err);
   lv->is_disc = psp_calloc((size_t)nz, sizeof *lv->is_disc, err);
   lv->frac = psp_calloc((size_t)nz, sizeof *lv->frac, err);
@@ -1458,6 +1461,10 @@ double psp_levels_iliac_crest(const psp_levels *lv) {
 
 bool psp_levels_iliac_at_bottom(const psp_levels *lv) {
   return lv && lv->iliac_bottom;
+}
+
+bool psp_levels_wide_bottom(const psp_levels *lv) {
+  return lv && isfinite(lv->bottom_ratio) && lv->bottom_ratio >= PSP_LEVELS_WIDE_BOTTOM;
 }
 
 bool psp_levels_iliac_both(const psp_levels *lv, int64_t k) {

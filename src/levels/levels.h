@@ -122,6 +122,14 @@ bool psp_levels_iliac_both(const psp_levels *lv, int64_t k);
  * start of the crest's run, iliac.c), named levels or not: a run too short
  * to name them still puts the bottom at the pelvis. */
 bool psp_levels_iliac_at_bottom(const psp_levels *lv);
+/* Whether the bone below the lowest disc (6-30 mm below it, the stack's
+ * bottom) is at least PSP_LEVELS_WIDE_BOTTOM x as wide as the lumbar bodies
+ * above, without the sacrum anchor: the upper L5 body or the top of the
+ * sacrum, so the lowest disc is L4/L5 or L5/S1 (dixon-tum01: 27.5 mm
+ * against 19, below its crest-named L4/L5; a lumbar body below L3/L4 or
+ * higher reads 1.0-1.1). */
+#define PSP_LEVELS_WIDE_BOTTOM 1.25
+bool psp_levels_wide_bottom(const psp_levels *lv);
 double psp_levels_iliac_area(const psp_levels *lv, int64_t k, int side);
 /* After a segmentation in a frame aligned with the spine (the levels found
  * on its landmarks, in that frame): the columns' points mapped to the

@@ -81,8 +81,9 @@
  * rules and a few constants (the ES front's 4 mm, NO_ANCHOR_DZ_MM on its
  * crops, PRIOR_ZERO_MM), each rule also measured on the phantoms; the
  * constants are anatomical sizes in mm. The height priors take the lowest
- * spine slice as L5/S1 when the pipeline sees the lumbosacral junction,
- * else NO_ANCHOR_DZ_MM above it (a warning), or use levels named by hand
+ * spine slice as L5/S1 when the pipeline sees the lumbosacral junction (or
+ * a bottom vertebra much wider than those above: src/pipeline.c), else
+ * NO_ANCHOR_DZ_MM above it (a warning), or use levels named by hand
  * (PRIOR_ZERO_MM). See "segment.c: what was learned from which data".
  *
  * Parallel over slices (OpenMP), each slice writing only its own voxels;
