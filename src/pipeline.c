@@ -14,6 +14,7 @@
 #include "levels/levels.h"
 #include "segment/segment.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -251,8 +252,8 @@ static int stack_reaches_sacrum(const psp_ffmap *ff, const psp_segmentation *s, 
   /* no anchor, but the bone below the lowest disc is much wider than the
    * lumbar bodies: the upper L5 body or the sacrum, so the stack's bottom
    * lies within about a vertebra of L5/S1, as on a stack the crests
-   * anchor, not above the crests */
-  if (psp_levels_wide_bottom(bc->levels)) {
+   * anchor, not above the crests. Levels named by hand place it instead. */
+  if (!isfinite(*l5s1) && psp_levels_wide_bottom(bc->levels)) {
     psp_warn(bc->ctx,
              "automatic segmentation: no sacrum or iliac crest in view, but the bone below the "
              "lowest disc is at least %.2f x as wide as the lumbar bodies above it (the upper L5 "

@@ -82,6 +82,12 @@ typedef struct psp_slice_landmarks {
    * measured, while the slice's other muscles are (src/segment/align.c,
    * flag_cut_off); 0 on other slices */
   uint8_t cut_labels;
+  /* Left and right of a muscle more than MAX_LR_RATIO apart in area while
+   * one of them lies at the frame's edge (src/segment/checks.c): 1 the
+   * multifidus, 2 the erector spinae, 0 none; left to flag_cut_off, which
+   * flags the slice unless that muscle is cut by the field of view. */
+  uint8_t lr_edge_pair;
+  double lr_edge_ratio;
 } psp_slice_landmarks;
 
 /* The two sides' multifidus levels (muscle_side_ff) lie more than this

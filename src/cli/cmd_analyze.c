@@ -292,11 +292,20 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
                100 * v->ff_ratio);
       }
       const psp_segmentation *seg = psp_result_segmentation(r);
-      if (seg)
+      if (seg) {
+        int64_t ncut = 0;
+        for (int64_t k = 0; k < psp_segmentation_slice_count(seg); k++)
+          ncut += psp_segmentation_slice(seg, k)->cut_labels != 0;
         printf("automatic segmentation: %lld of %lld slices segmented, the others flagged (reasons "
-               "in report.json)\n",
+               "in report.json)",
                (long long)psp_segmentation_ok_count(seg),
                (long long)psp_segmentation_slice_count(seg));
+        if (ncut)
+          printf("; on %lld of them an erector spinae is cut by the field of view and not "
+                 "measured (volumes.csv: slices_not_measured)",
+                 (long long)ncut);
+        printf("\n");
+      }
       printf("wrote %s/{slices.csv,volumes.csv,levels.csv,report.json,report.html,dseg.nii.gz,"
              "dseg.tsv,fatfraction.nii.gz%s} (%zu slice rows, %zu warnings)\n",
              out, o.write_qc ? ",qc/" : "", psp_measurements_slice_count(m),

@@ -23,11 +23,13 @@
  * 0.5). Otherwise every row of that level is written with status
  * "skipped" and the reason; nothing is dropped silently. Within a
  * comparable level a metric is skipped when a value is empty in either run,
- * and seg_volume_mm3 is skipped when the segment is cut by the end of the
- * stack (seg_complete = 0) in either run, because that volume then depends
- * on the field of view. Cautions that do not stop the comparison (segment
- * means over a cut segment, a different number of segment slices, a zero
- * baseline) go into the reason column of "ok" rows.
+ * and seg_volume_mm3 is skipped when the segment is incomplete
+ * (seg_complete = 0: cut by the end of the stack, or a slice of it flagged
+ * or its muscle cut by the field of view) in either run, because that
+ * volume then depends on what was in view. Cautions that do not stop the
+ * comparison (segment means over an incomplete segment, a different
+ * number of segment slices, a zero baseline) go into the reason column of
+ * "ok" rows.
  *
  * Provenance: each row carries the file slices used in each run (the single
  * slice, or the first and last slice of the segment) and, for single-slice
@@ -739,8 +741,9 @@ psp_change *psp_change_compute(const psp_levels_table *base, const psp_levels_ta
             if (METRICS[q].segment && !strcmp(r.metric, "seg_volume_mm3") &&
                 (rb->seg_complete != 1 || rf->seg_complete != 1))
               append_reason(r.reason, sizeof r.reason,
-                            "segment cut by the end of the stack in the %s run: its volume "
-                            "depends on the field of view",
+                            "segment incomplete in the %s run (cut by the end of the stack, or "
+                            "a slice of it flagged or its muscle cut by the field of view): its "
+                            "volume depends on what was in view",
                             rb->seg_complete != 1 && rf->seg_complete != 1 ? "baseline and followup"
                             : rb->seg_complete != 1                        ? "baseline"
                                                                            : "followup");
@@ -754,8 +757,9 @@ psp_change *psp_change_compute(const psp_levels_table *base, const psp_levels_ta
                               "baseline is 0: relative change undefined");
               if (METRICS[q].segment && (rb->seg_complete != 1 || rf->seg_complete != 1))
                 append_reason(r.reason, sizeof r.reason,
-                              "caution: segment cut by the end of the stack in a run (mean over "
-                              "the slices in view)");
+                              "caution: segment incomplete in a run (cut by the end of the "
+                              "stack, or a slice flagged or its muscle cut by the field of view; "
+                              "mean over the slices measured)");
               if (METRICS[q].segment && rb->seg_n != rf->seg_n)
                 append_reason(r.reason, sizeof r.reason,
                               "caution: segment has %lld slices in the baseline run, %lld in the "

@@ -715,14 +715,30 @@ static void level_card(psp_strbuf *b, const page *pg, size_t idx) {
     T(b, " and ");
     E(b, *above ? above : "(out of view)");
     if (*val(pg, r0, C_SEG_N)) {
-      T(b, "; segment: file slices ");
-      E(b, val(pg, r0, C_SEG_FIRST));
-      T(b, "&ndash;");
-      E(b, val(pg, r0, C_SEG_LAST));
-      T(b, " (");
-      E(b, val(pg, r0, C_SEG_N));
-      T(b, strcmp(val(pg, r0, C_SEG_COMPLETE), "1") == 0 ? " slices, complete)"
-                                                         : " slices, cut by the stack)");
+      /* the segment's slices (contiguous), whether a bounding disc is out
+       * of view, and each muscle measured on fewer of them (a flagged
+       * slice, or an erector spinae cut by the field of view) */
+      long long f0 = atoll(val(pg, r0, C_SEG_FIRST)), f1 = atoll(val(pg, r0, C_SEG_LAST));
+      long long ns = (f1 > f0 ? f1 - f0 : f0 - f1) + 1;
+      psp_strbuf_printf(b, "; segment: file slices %lld&ndash;%lld (%lld slices%s)",
+                        f0 < f1 ? f0 : f1, f0 < f1 ? f1 : f0, ns,
+                        *below && *above ? "" : ", cut by the stack");
+      static const char *const mus[4][3] = {{"multifidus", "left", "left multifidus"},
+                                            {"multifidus", "right", "right multifidus"},
+                                            {"erector_spinae", "left", "left erector spinae"},
+                                            {"erector_spinae", "right", "right erector spinae"}};
+      for (int m = 0; m < 4; m++) {
+        size_t r = level_row(pg, L, mus[m][0], mus[m][1]);
+        if (r == (size_t)-1 || !*val(pg, r, C_SEG_N)) continue;
+        long long n = atoll(val(pg, r, C_SEG_N));
+        if (n == 0)
+          psp_strbuf_printf(b, "; the %s measured on none of them", mus[m][2]);
+        else if (n < ns)
+          psp_strbuf_printf(b,
+                            "; the %s measured on %lld of them (its segment mean and volume "
+                            "from those only)",
+                            mus[m][2], n);
+      }
     }
     T(b, ".");
   }

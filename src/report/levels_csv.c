@@ -164,6 +164,10 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
     return NULL;
   }
   const int64_t nz = psp_levels_slice_count(lv);
+  if (measured && !labels) {
+    psp_error_set(err, PSP_ERR_USAGE, "levels.csv: a measured mask needs the label map");
+    return NULL;
+  }
   if (labels) {
     int64_t d[3];
     psp_volume_dims(labels, d);

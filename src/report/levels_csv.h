@@ -16,8 +16,9 @@
  * only checked for having the same number of slices as lv. measured (may
  * be NULL): nslices x PSP_LABEL_COUNT flags, [k * PSP_LABEL_COUNT + l]
  * nonzero when label l was measured on slice k (an automatic segmentation:
- * the slice segmented and the muscle not cut by the field of view); NULL:
- * every muscle of a slice that holds any label (labels given by the user).
+ * the slice segmented and the muscle not cut by the field of view; needs
+ * labels, whose slice count it has); NULL: every muscle of a slice that
+ * holds any label (labels given by the user).
  * Levels without a name (unknown) produce no rows; a stack without discs
  * gives the header only. */
 char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_volume *labels,

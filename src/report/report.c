@@ -45,7 +45,23 @@ static const char *SLICE_COLUMNS =
     "level_confidence,mf_es_split,mf_es_on_plane_pct\n";
 static const char *VOLUME_COLUMNS =
     "muscle,side,label,volume_mm3,ff_mean_pct,ff_ratio_pct,ff_median_pct,ff_q1_pct,ff_q3_pct,"
-    "fat_infiltration_pct,n_voxels,n_no_signal,max_area_mm2,max_area_slice,max_area_level\n";
+    "fat_infiltration_pct,n_voxels,n_no_signal,max_area_mm2,max_area_slice,max_area_level,"
+    "slices_not_measured\n";
+
+/* Slices on which an automatic segmentation found the spine but did not
+ * measure label l: flagged implausible or cut_off, or the muscle cut by
+ * the field of view. -1 without a segmentation (labels given). Its volume
+ * misses those slices' part of the muscle. */
+static int64_t slices_not_measured(const psp_segmentation *seg, int l) {
+  if (!seg) return -1;
+  int64_t n = 0;
+  for (int64_t k = 0; k < psp_segmentation_slice_count(seg); k++) {
+    const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);
+    n += lm->status == PSP_SLICE_IMPLAUSIBLE || lm->status == PSP_SLICE_CUT_OFF ||
+         (lm->status == PSP_SLICE_OK && ((lm->cut_labels >> l) & 1u));
+  }
+  return n;
+}
 
 static void csv_num(psp_strbuf *b, double v, int dec, bool comma) {
   char s[64];
@@ -106,7 +122,8 @@ static const psp_region_metrics *max_area_row(const psp_measurements *m, int l) 
   return best;
 }
 
-static char *volumes_csv(const psp_measurements *m, const psp_levels *lv, psp_error **err) {
+static char *volumes_csv(const psp_measurements *m, const psp_levels *lv,
+                         const psp_segmentation *seg, psp_error **err) {
   psp_strbuf b;
   psp_strbuf_init(&b);
   psp_strbuf_append(&b, VOLUME_COLUMNS);
@@ -127,10 +144,13 @@ static char *volumes_csv(const psp_measurements *m, const psp_levels *lv, psp_er
       /* the slice in the internal inferior-to-superior order, like the
        * level: the same whatever the file's axis order (file_slice in
        * report.json) */
-      psp_strbuf_printf(&b, "%lld,%s\n", (long long)mx->slice, psp_levels_name(lv, mx->slice));
+      psp_strbuf_printf(&b, "%lld,%s,", (long long)mx->slice, psp_levels_name(lv, mx->slice));
     } else {
-      psp_strbuf_append(&b, ",,\n");
+      psp_strbuf_append(&b, ",,,");
     }
+    int64_t nm = slices_not_measured(seg, l);
+    if (nm >= 0) psp_strbuf_printf(&b, "%lld", (long long)nm);
+    psp_strbuf_append(&b, "\n");
   }
   return psp_strbuf_take(&b, err);
 }
@@ -296,6 +316,10 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
   int64_t nz = psp_segmentation_slice_count(seg);
   cJSON_AddNumberToObject(o, "slices_segmented", (double)psp_segmentation_ok_count(seg));
   cJSON_AddNumberToObject(o, "slices_flagged", (double)(nz - psp_segmentation_ok_count(seg)));
+  int64_t ncut = 0;
+  for (int64_t k = 0; k < nz; k++)
+    ncut += psp_segmentation_slice(seg, k)->cut_labels != 0;
+  cJSON_AddNumberToObject(o, "slices_with_a_muscle_cut_off", (double)ncut);
   /* the spine's in-plane axis (src/segment/align.c); aligned: the muscles
    * were segmented in a frame rotated by it, landmarks and labels mapped
    * back (the midline then runs along that angle, not a column) */
@@ -471,6 +495,8 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
       cJSON_AddNumberToObject(o, "file_slice", (double)mx->file_slice);
       cJSON_AddStringToObject(o, "level", psp_levels_name(psp_result_levels(res), mx->slice));
     }
+    int64_t nm = slices_not_measured(psp_result_segmentation(res), l);
+    if (nm >= 0) cJSON_AddNumberToObject(v, "slices_not_measured", (double)nm);
     cJSON_AddItemToArray(vols, v);
   }
   cJSON *slices = cJSON_AddArrayToObject(root, "slices");
@@ -734,7 +760,9 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
                                    psp_result_segmentation(r), err),
                         err);
   ok = ok && write_text(tmp, OUT_NAMES[4],
-                        volumes_csv(psp_result_measurements(r), psp_result_levels(r), err), err);
+                        volumes_csv(psp_result_measurements(r), psp_result_levels(r),
+                                    psp_result_segmentation(r), err),
+                        err);
   char *lcsv = NULL;
   if (ok) {
     uint8_t *measured = NULL;

@@ -733,7 +733,7 @@ static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp,
   psp_volume *lv = s->labels;
   int64_t nx = lv->dims[0], ny = lv->dims[1], plane = nx * ny;
   int64_t ei = (int64_t)ceil(PSP_SEG_EDGE_MM / sp[0]), ej = (int64_t)ceil(PSP_SEG_EDGE_MM / sp[1]);
-  int64_t n_cut = 0, first = -1, last = -1, n_es = 0, es_first = -1, es_last = -1;
+  int64_t n_cut = 0, first = -1, last = -1, n_es = 0, es_first = -1, es_last = -1, n_lr = 0;
   for (int64_t k = 0; k < s->nz; k++) {
     psp_slice_landmarks *lm = &s->lm[k];
     lm->cut_labels = 0;
@@ -762,6 +762,8 @@ static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp,
         if (!edge_in_fat(fk, nx, ny, bi, bj, di, dj, thr)) bare[m]++;
       }
     }
+    const uint8_t edge_pair = lm->lr_edge_pair;
+    lm->lr_edge_pair = 0;
     int l = 0;
     unsigned cut = 0;
     for (int m = 1; m < PSP_LABEL_COUNT; m++)
@@ -769,6 +771,22 @@ static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp,
         if (!l) l = m;
         cut |= 1u << m;
       }
+    /* the left/right check that waited for this (src/segment/checks.c):
+     * left and right of a muscle too far apart in area, one of them at the
+     * image's edge but not cut by it: a leak or a loss after all */
+    const unsigned pair_bits = edge_pair == 1 ? MF_BITS
+                               : edge_pair == 2
+                                   ? (1u << PSP_LABEL_ES_LEFT) | (1u << PSP_LABEL_ES_RIGHT)
+                                   : 0u;
+    if (pair_bits && !(cut & pair_bits)) {
+      psp_seg_flag(lm, PSP_SLICE_IMPLAUSIBLE,
+                   "left and right differ by a factor %.1f in area (allowed %.1f): a side leaked "
+                   "or was lost",
+                   lm->lr_edge_ratio, MAX_LR_RATIO);
+      memset(lab, 0, (size_t)plane * sizeof *lab);
+      n_lr++;
+      continue;
+    }
     if (!l) continue;
     if (!(cut & MF_BITS)) {
       /* only erector spinae reach the edge: they leave, the multifidus stays */
@@ -805,6 +823,11 @@ static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp,
              (long long)n_cut, (long long)(fa < fb ? fa : fb), (long long)(fa < fb ? fb : fa),
              PSP_SEG_EDGE_MM);
   }
+  if (n_lr)
+    psp_info(ctx,
+             "automatic segmentation: %lld slice(s) with a muscle at the image's edge, not cut by "
+             "it, flagged implausible: left and right too far apart in area",
+             (long long)n_lr);
   if (n_es) {
     int64_t fa = psp_volume_file_slice(lv, es_first), fb = psp_volume_file_slice(lv, es_last);
     psp_warn(ctx,

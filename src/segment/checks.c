@@ -8,11 +8,12 @@
  *    above SWAP_STACK_FF.
  *  - The labels of a slice (psp_seg_check_areas): a muscle missing or
  *    above MAX_MUSCLE_MM2, or left and right of a muscle more than
- *    MAX_LR_RATIO apart in area (a leak or a loss, not anatomy; not where
- *    one of them lies within PSP_SEG_EDGE_MM of the image's edge, cut by
- *    the field of view: dixon-tum01 cut through its left erector spinae had
- *    2 of 29 slices flagged so, flag_cut_off in src/segment/align.c takes
- *    them); the reason says when the smaller side's place reads ASYM_FF
+ *    MAX_LR_RATIO apart in area (a leak or a loss, not anatomy; where one
+ *    of them lies within PSP_SEG_EDGE_MM of the frame's edge the check
+ *    waits for flag_cut_off in src/segment/align.c, which flags the slice
+ *    the same way unless that muscle is cut by the field of view:
+ *    dixon-tum01 cut through its left erector spinae had 2 of 29 slices
+ *    flagged here, none now); the reason says when the smaller side's place reads ASYM_FF
  *    fattier than the other side's muscle (a one-sided fatty atrophy, too
  *    fatty to tell from fat).
  *  - Each multifidus against its place (psp_seg_check_areas): the other
@@ -170,10 +171,21 @@ void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, i
                  MAX_MUSCLE_MM2);
     if (a[bad] <= 0) small = bad;
   } else {
-    /* a muscle the field of view cuts (at the image's edge: flag_cut_off,
-     * src/segment/align.c, decides) says nothing about a leak */
-    double rmf = edge[1] || edge[2] ? 1.0 : fmax(a[1], a[2]) / fmin(a[1], a[2]);
-    double res = edge[3] || edge[4] ? 1.0 : fmax(a[3], a[4]) / fmin(a[3], a[4]);
+    /* a muscle the field of view cuts says nothing about a leak: at the
+     * image's edge the check waits for flag_cut_off (src/segment/align.c),
+     * which flags the slice as here unless that muscle is cut */
+    double rmf = fmax(a[1], a[2]) / fmin(a[1], a[2]), res = fmax(a[3], a[4]) / fmin(a[3], a[4]);
+    lm->lr_edge_pair = 0;
+    if ((edge[3] || edge[4]) && res > MAX_LR_RATIO) {
+      lm->lr_edge_pair = 2;
+      lm->lr_edge_ratio = res;
+      res = 1.0;
+    }
+    if ((edge[1] || edge[2]) && rmf > MAX_LR_RATIO) {
+      lm->lr_edge_pair = 1;
+      lm->lr_edge_ratio = rmf;
+      rmf = 1.0;
+    }
     ratio = fmax(rmf, res);
     if (ratio > MAX_LR_RATIO) {
       psp_seg_flag(

@@ -72,7 +72,7 @@ awk -F, -v fm="$(col $C muscle)" -v fx="$(col $C metric)" -v fa="$(col $C change
   END { printf "%d area/volume rows, %d erector FF rows, %d multifidus segment FF rows\n", na, ne, ns
         exit (na < 50 || ne < 10 || ns < 5 || bad > 0) }' $C || fail "erector FF / area changes"
 # segments cut by the end of the stack: their volume is skipped, with the reason
-grep -q '^S1,vertebra,multifidus,left,seg_volume_mm3,.*,skipped,segment cut' $C \
+grep -q '^S1,vertebra,multifidus,left,seg_volume_mm3,.*,skipped,"\?segment incomplete' $C \
   || fail "S1 segment volume (cut by the stack) not skipped"
 
 # --- low confidence at one level in the follow-up ----------------------------

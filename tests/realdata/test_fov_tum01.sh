@@ -84,14 +84,21 @@ grep -q "the field of view cuts the body at a side" tighttop.out/report.json ||
 if grep -q "the bone below the lowest disc is at least" tighttop.out/report.json; then
   fail "spine-only field of view from L4 up: a lumbar body below the lowest disc read as wide"
 fi
-# A disc named by hand sets
-# the height for the multifidus/erector spinae proportion, counted from 22
-# mm above the L5/S1 the names place (src/segment/segment.c): --disc
+# A disc named by hand sets the height for the multifidus/erector spinae
+# proportion, counted from 22 mm above the L5/S1 the names place
+# (src/segment/segment.c), before the wide bottom vertebra: --disc
 # L4/L5=2, multifidus 0.69 / 0.79 counted from L5/S1 itself (all slices,
-# the 6 cut off ones empty), 0.79 / 0.81 now.
+# the 6 cut off ones empty), 0.79 / 0.81 from 22 mm above it, 0.86 / 0.89
+# with the 6 top slices' multifidus measured. (The wide bottom vertebra
+# first overrode the names: the same labels as without --disc.)
 run "$PSP" analyze --water tight/water.nii.gz --fat tight/fat.nii.gz --disc L4/L5=2 -o tightn \
   --no-qc
 compare_manual tightn tight cmpn.txt
-dice_minima cmpn.txt "MF_L=0.76 MF_R=0.79 ES_L=0.76 ES_R=0.78" ||
+dice_minima cmpn.txt "MF_L=0.84 MF_R=0.87 ES_L=0.84 ES_R=0.80" ||
   fail "spine-only field of view with L4/L5 named: the multifidus/erector proportion"
+if grep -q "the bone below the lowest disc is at least" tightn/report.json; then
+  fail "spine-only field of view with L4/L5 named: the wide bottom vertebra overrode the names"
+fi
+cmp -s tightn/dseg.nii.gz tight.out/dseg.nii.gz &&
+  fail "spine-only field of view with L4/L5 named: the same labels as without the names"
 finish

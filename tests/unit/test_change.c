@@ -151,7 +151,7 @@ static void test_missing(void **state) {
   assert_false(level(c, "L3")->comparable);
   r = row(c, "L5", "erector_spinae", "both", "seg_volume_mm3");
   assert_false(r->ok);
-  assert_non_null(strstr(r->reason, "segment cut by the end of the stack in the baseline run"));
+  assert_non_null(strstr(r->reason, "segment incomplete in the baseline run"));
   r = row(c, "L5", "erector_spinae", "both", "seg_area_mm2_mean");
   assert_true(r->ok);
   assert_non_null(strstr(r->reason, "caution"));
