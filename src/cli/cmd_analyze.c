@@ -293,9 +293,7 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
       }
       const psp_segmentation *seg = psp_result_segmentation(r);
       if (seg) {
-        int64_t ncut = 0;
-        for (int64_t k = 0; k < psp_segmentation_slice_count(seg); k++)
-          ncut += psp_segmentation_slice(seg, k)->cut_labels != 0;
+        int64_t ncut = psp_segmentation_cut_count(seg);
         printf("automatic segmentation: %lld of %lld slices segmented, the others flagged (reasons "
                "in report.json)",
                (long long)psp_segmentation_ok_count(seg),

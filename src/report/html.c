@@ -504,9 +504,7 @@ static void section_warnings(psp_strbuf *b, const page *pg, psp_context *ctx) {
             : "");
   }
   /* measured slices whose erector spinae the field of view cuts */
-  int64_t ncut = 0;
-  for (int64_t k = 0; k < nz; k++)
-    ncut += psp_segmentation_slice(pg->seg, k)->cut_labels != 0;
+  int64_t ncut = psp_segmentation_cut_count(pg->seg);
   if (ncut > 0) {
     psp_strbuf_printf(b,
                       "<div class=\"warn\">On %lld measured slice(s) an erector spinae reaches "

@@ -316,10 +316,8 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
   int64_t nz = psp_segmentation_slice_count(seg);
   cJSON_AddNumberToObject(o, "slices_segmented", (double)psp_segmentation_ok_count(seg));
   cJSON_AddNumberToObject(o, "slices_flagged", (double)(nz - psp_segmentation_ok_count(seg)));
-  int64_t ncut = 0;
-  for (int64_t k = 0; k < nz; k++)
-    ncut += psp_segmentation_slice(seg, k)->cut_labels != 0;
-  cJSON_AddNumberToObject(o, "slices_with_a_muscle_cut_off", (double)ncut);
+  cJSON_AddNumberToObject(o, "slices_with_a_muscle_cut_off",
+                          (double)psp_segmentation_cut_count(seg));
   /* the spine's in-plane axis (src/segment/align.c); aligned: the muscles
    * were segmented in a frame rotated by it, landmarks and labels mapped
    * back (the midline then runs along that angle, not a column) */

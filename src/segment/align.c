@@ -994,6 +994,13 @@ int64_t psp_segmentation_ok_count(const psp_segmentation *s) {
   return n;
 }
 
+int64_t psp_segmentation_cut_count(const psp_segmentation *s) {
+  int64_t n = 0;
+  for (int64_t k = 0; k < s->nz; k++)
+    n += s->lm[k].status == PSP_SLICE_OK && s->lm[k].cut_labels != 0;
+  return n;
+}
+
 void psp_segmentation_plane_share(const psp_segmentation *s, double share[2]) {
   for (int side = 0; side < 2; side++) {
     double sum = 0.0;

@@ -56,6 +56,9 @@ const psp_slice_landmarks *psp_segmentation_slice(const psp_segmentation *s, int
 const uint8_t *psp_segmentation_body(const psp_segmentation *s, int64_t k);
 /* Number of slices with status OK. */
 int64_t psp_segmentation_ok_count(const psp_segmentation *s);
+/* Number of slices with status OK on which a muscle was left out, cut by
+ * the field of view (psp_slice_landmarks cut_labels). */
+int64_t psp_segmentation_cut_count(const psp_segmentation *s);
 /* The mean over the measured slices of the share of each side's (left [0],
  * right [1]) multifidus/erector spinae boundary on a visible fat plane
  * (psp_slice_landmarks.plane_share); NaN where no slice has one. */
