@@ -121,6 +121,7 @@
 #define EDGE_FAT_VOX 2       /* ... unless this many voxels at the edge beyond it read fat */
 #define EDGE_OPEN_SHARE 0.5  /* cut: no fat at the edge on at least this share of those lines */
 #define MF_BITS ((1u << PSP_LABEL_MF_LEFT) | (1u << PSP_LABEL_MF_RIGHT))
+#define ES_BITS ((1u << PSP_LABEL_ES_LEFT) | (1u << PSP_LABEL_ES_RIGHT))
 
 static const char METHOD[] =
     "anatomy-driven rules on the FF map: body, spinal canal and midline landmarks; paraspinal "
@@ -774,15 +775,9 @@ static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp,
     /* the left/right check that waited for this (src/segment/checks.c):
      * left and right of a muscle too far apart in area, one of them at the
      * image's edge but not cut by it: a leak or a loss after all */
-    const unsigned pair_bits = edge_pair == 1 ? MF_BITS
-                               : edge_pair == 2
-                                   ? (1u << PSP_LABEL_ES_LEFT) | (1u << PSP_LABEL_ES_RIGHT)
-                                   : 0u;
+    const unsigned pair_bits = edge_pair == 1 ? MF_BITS : edge_pair == 2 ? ES_BITS : 0u;
     if (pair_bits && !(cut & pair_bits)) {
-      psp_seg_flag(lm, PSP_SLICE_IMPLAUSIBLE,
-                   "left and right differ by a factor %.1f in area (allowed %.1f): a side leaked "
-                   "or was lost",
-                   lm->lr_edge_ratio, MAX_LR_RATIO);
+      psp_seg_flag(lm, PSP_SLICE_IMPLAUSIBLE, PSP_SEG_LR_REASON, lm->lr_edge_ratio, MAX_LR_RATIO);
       memset(lab, 0, (size_t)plane * sizeof *lab);
       n_lr++;
       continue;
@@ -793,7 +788,7 @@ static void flag_cut_off(psp_segmentation *s, const float *ff, const double *sp,
       for (int64_t p = 0; p < plane; p++)
         if (lab[p] > 0.0f && (cut >> (int)lab[p]) & 1u) lab[p] = 0.0f;
       lm->cut_labels = (uint8_t)cut;
-      bool both = (cut & (1u << PSP_LABEL_ES_LEFT)) && (cut & (1u << PSP_LABEL_ES_RIGHT));
+      bool both = (cut & ES_BITS) == ES_BITS;
       snprintf(lm->reason, sizeof lm->reason,
                "spine found; the %s erector spinae reach%s the edge of the image (within %.0f "
                "mm, no fat between): cut by the field of view, not measured; the multifidus is",

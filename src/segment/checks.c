@@ -13,9 +13,9 @@
  *    waits for flag_cut_off in src/segment/align.c, which flags the slice
  *    the same way unless that muscle is cut by the field of view:
  *    dixon-tum01 cut through its left erector spinae had 2 of 29 slices
- *    flagged here, none now); the reason says when the smaller side's place reads ASYM_FF
- *    fattier than the other side's muscle (a one-sided fatty atrophy, too
- *    fatty to tell from fat).
+ *    flagged here, none now); the reason says when the smaller side's
+ *    place reads ASYM_FF fattier than the other side's muscle (a one-sided
+ *    fatty atrophy, too fatty to tell from fat).
  *  - Each multifidus against its place (psp_seg_check_areas): the other
  *    side's multifidus mirrored about the midline reading ASYM_FF fattier
  *    than the multifidus labelled there, and than the slice's muscle
@@ -188,11 +188,7 @@ void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, i
     }
     ratio = fmax(rmf, res);
     if (ratio > MAX_LR_RATIO) {
-      psp_seg_flag(
-          lm, PSP_SLICE_IMPLAUSIBLE,
-          "left and right differ by a factor %.1f in area (allowed %.1f): a side leaked or "
-          "was lost",
-          ratio, MAX_LR_RATIO);
+      psp_seg_flag(lm, PSP_SLICE_IMPLAUSIBLE, PSP_SEG_LR_REASON, ratio, MAX_LR_RATIO);
       small = rmf >= res ? (a[1] < a[2] ? 1 : 2) : (a[3] < a[4] ? 3 : 4);
     }
   }

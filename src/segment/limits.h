@@ -178,6 +178,9 @@ bool psp_seg_zfill_stack(float *labels, const psp_slice_landmarks *lm, const flo
 /* src/segment/checks.c: the plausibility checks of psp_seg_run. */
 #define MAX_MUSCLE_MM2 6000.0 /* 60 cm^2: above the largest lumbar erector spinae */
 #define MAX_LR_RATIO 2.0
+/* The reason of a slice flagged for that (psp_seg_flag: ratio, MAX_LR_RATIO). */
+#define PSP_SEG_LR_REASON                                                                          \
+  "left and right differ by a factor %.1f in area (allowed %.1f): a side leaked or was lost"
 #define SWAP_FF 0.3       /* the fat behind the spine reading below this on a slice ... */
 #define SWAP_STACK_FF 0.6 /* ... and above this on the stack (median): exchanged there */
 #define ASYM_FF 0.2       /* a flagged side this much fattier than the other: said in the reason */
