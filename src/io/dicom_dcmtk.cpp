@@ -227,8 +227,22 @@ int read_header(const char *path, bool toolkit_log, psp_dcm_instance *inst,
     return -1;
   }
   if (!ds->tagExists(DCM_PixelData) && !ds->tagExists(DCM_FloatPixelData) &&
-      !ds->tagExists(DCM_DoubleFloatPixelData))
+      !ds->tagExists(DCM_DoubleFloatPixelData)) {
+    /* an MR image without its pixels is a file cut short before them, not
+     * a non-image object (structured report, presentation state, ...) */
+    char sop[80] = "";
+    get_str(ds, DCM_SOPClassUID, sop, sizeof sop);
+    if (!strcmp(sop, UID_MRImageStorage) || !strcmp(sop, UID_EnhancedMRImageStorage) ||
+        !strcmp(sop, UID_EnhancedMRColorImageStorage) ||
+        !strcmp(sop, UID_LegacyConvertedEnhancedMRImageStorage)) {
+      psp_error_set(err, PSP_ERR_FORMAT,
+                    "%s: an MR image (SOP class %s) without pixel data; the file is truncated "
+                    "or damaged",
+                    path, sop);
+      return -1;
+    }
     return 0;
+  }
   OFString charset;
   if (ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).good() && !charset.empty() &&
       charset != "ISO_IR 6" && charset != "ISO_IR 192")

@@ -376,6 +376,58 @@ static bool candidate(const psp_dicom_scan *s, int32_t i, const char *filter) {
          in_filter(filter, s->inst[st->first_instance].series_uid);
 }
 
+/* Whether two stacks of the pair's kinds (within the filter) come from
+ * one SeriesInstanceUID: --series cannot choose between them. */
+static bool shared_series(const psp_dicom_scan *s, const psp_dixon_kind kinds[2],
+                          const char *filter) {
+  for (int32_t a = 0; a < s->n_stacks; a++) {
+    if ((s->stacks[a].kind != kinds[0] && s->stacks[a].kind != kinds[1]) ||
+        !candidate(s, a, filter))
+      continue;
+    for (int32_t b = a + 1; b < s->n_stacks; b++)
+      if (s->stacks[b].kind == s->stacks[a].kind && candidate(s, b, filter) &&
+          !strcmp(s->inst[s->stacks[a].first_instance].series_uid,
+                  s->inst[s->stacks[b].first_instance].series_uid))
+        return true;
+  }
+  return false;
+}
+
+/* No pair of the kinds was formed: true when nothing of those kinds was
+ * broken (the choice goes on to the next kind of input), else false with
+ * *err set. A stack of either kind that cannot be placed in space (a
+ * missing slice, a duplicate position, no position), or two that are not
+ * a pair (notes from notes_from on: one slice short, another grid), would
+ * otherwise let a lesser input (in-phase/opposed-phase, an FF map) be
+ * analysed in silence. --series can still name the other series. */
+static bool kind_broken(const psp_dicom_scan *s, const psp_dixon_kind kinds[2], const char *filter,
+                        size_t notes_from, const psp_strbuf *notes, psp_error **err) {
+  for (int32_t i = 0; i < s->n_stacks; i++) {
+    const psp_dicom_stack *st = &s->stacks[i];
+    if ((st->kind != kinds[0] && st->kind != kinds[1]) || st->geometry_status == PSP_OK ||
+        !in_filter(filter, s->inst[st->first_instance].series_uid))
+      continue;
+    psp_error_set(err, st->geometry_status,
+                  "%s: DICOM series %s (\"%s\", %s) cannot be used: %s. Nothing else is "
+                  "analysed in its place; to analyse another kind of input in this folder, "
+                  "name its series with --series (see 'paraspinal dicominfo %s')",
+                  s->dir, s->inst[st->first_instance].series_uid,
+                  s->inst[st->first_instance].series_description, psp_dixon_kind_name(st->kind),
+                  st->geometry_message, s->dir);
+    return false;
+  }
+  if (notes->len > notes_from) {
+    psp_error_set(err, PSP_ERR_DATA,
+                  "%s: no %s+%s pair%s. Nothing else is analysed in their place; to analyse "
+                  "another kind of input in this folder, name its series with --series (see "
+                  "'paraspinal dicominfo %s')",
+                  s->dir, psp_dixon_kind_name(kinds[0]), psp_dixon_kind_name(kinds[1]),
+                  notes->data + notes_from, s->dir);
+    return false;
+  }
+  return true;
+}
+
 bool psp_dicom_choose(const psp_dicom_scan *s, const char *filter, psp_dicom_choice *c,
                       psp_error **err) {
   memset(c, 0, sizeof *c);
@@ -426,6 +478,7 @@ bool psp_dicom_choose(const psp_dicom_scan *s, const char *filter, psp_dicom_cho
   psp_strbuf_init(&notes);
   bool ok = false, done = false;
   for (int pk = 0; pk < 2 && !done; pk++) {
+    size_t notes_from = notes.len;
     int n_pairs = 0;
     int32_t pa = -1, pb = -1;
     psp_strbuf list;
@@ -452,6 +505,12 @@ bool psp_dicom_choose(const psp_dicom_scan *s, const char *filter, psp_dicom_cho
         list_stack(s, b, &list);
       }
     }
+    if (n_pairs == 0 && !kind_broken(s, pairs[pk], filter, notes_from, &notes, err)) {
+      psp_strbuf_free(&list);
+      psp_strbuf_free(&found);
+      psp_strbuf_free(&notes);
+      return false;
+    }
     if (n_pairs == 1) {
       c->kind[0] = pairs[pk][0];
       c->kind[1] = pairs[pk][1];
@@ -472,9 +531,14 @@ bool psp_dicom_choose(const psp_dicom_scan *s, const char *filter, psp_dicom_cho
     if (n_pairs > 1) {
       char *l = psp_strbuf_take(&list, err);
       if (l)
-        psp_error_set(err, PSP_ERR_USAGE,
-                      "%s: %d candidate %s+%s pairs; choose one with --series UID,UID:%s", s->dir,
-                      n_pairs, psp_dixon_kind_name(pairs[pk][0]), psp_dixon_kind_name(pairs[pk][1]),
+        psp_error_set(err, PSP_ERR_USAGE, "%s: %d candidate %s+%s pairs; %s:%s", s->dir, n_pairs,
+                      psp_dixon_kind_name(pairs[pk][0]), psp_dixon_kind_name(pairs[pk][1]),
+                      shared_series(s, pairs[pk], filter)
+                          ? "some of them are echoes or images of one series, which --series "
+                            "cannot tell apart: export the echoes you want as separate "
+                            "series, or convert them to NIfTI and give --water/--fat or "
+                            "--inphase/--outphase"
+                          : "choose one with --series UID,UID",
                       l);
       free(l);
       done = true;

@@ -163,6 +163,23 @@ bad tilt 5 "tilted" --tilt 0.7
 bad duplicate 0 "present twice" --duplicate-slice 4
 same_results out_b_duplicate ref_phantom01 "duplicated file"
 
+# a water series with a slice missing beside a whole in-phase/opposed-phase
+# pair: refused (exit 5), never analysed as in-phase/opposed-phase in
+# silence; named with --series, the pair is used
+run "${MK[@]}" --prefix "$SS/phantom01" --style siemens --out b_wgap --images water,fat,inphase,outphase >/dev/null
+rm b_wgap/s1_water_7_.dcm || fail "b_wgap: no file s1_water_7_.dcm to remove"
+"$PSP" analyze --dicom b_wgap -o out_b_wgap --no-qc >/dev/null 2>err_b_wgap
+rc=$?
+[ $rc -eq 5 ] || { fail "water with a gap beside in-phase/opposed-phase: exit $rc, expected 5"; cat err_b_wgap; }
+grep -q "1 slice(s) missing" err_b_wgap && grep -q "Nothing else is analysed" err_b_wgap ||
+  { fail "water with a gap: message lacks the gap or the refusal"; cat err_b_wgap; }
+[ -e out_b_wgap ] && fail "water with a gap: failed run left an output folder"
+uids=$("$PSP" dicominfo b_wgap 2>/dev/null | awk '/^\[[34]\] series/ {gsub(",", "", $3); printf "%s%s", s, $3; s=","}')
+"$PSP" analyze --dicom b_wgap --series "$uids" -o out_b_wgap --no-qc >/dev/null 2>err_b_wgap2 ||
+  { fail "water with a gap, --series in-phase,opposed-phase ($uids): exit $?"; cat err_b_wgap2; }
+same_results out_b_wgap ref_ipop "the in-phase/opposed-phase pair named beside a broken water series"
+echo "ok: a broken water series is refused, not replaced by in-phase/opposed-phase"
+
 mkdir -p empty junk
 echo "not an image" >junk/a.txt
 head -c 2000 /dev/urandom >junk/b.bin 2>/dev/null || printf 'xxxx' >junk/b.bin

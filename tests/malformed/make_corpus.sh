@@ -98,7 +98,7 @@ dicom dicom_truncated
 import sys
 import pydicom
 out = sys.argv[1]
-# a slice without pixel data (skipped as "no image": the series then has a gap)
+# an MR image without pixel data (a file cut short before them: refused, named)
 f = out + "/dicom_nopixels/series_01/IM0003.dcm"
 d = pydicom.dcmread(f)
 del d.PixelData

@@ -470,11 +470,17 @@ static void test_pairing(void **state) {
   assert_string_equal(s->inst[s->stacks[c.stack[0]].first_instance].series_uid, "9.2.1");
   psp_dicom_scan_free(s);
 
-  /* different Frame of Reference: not a pair; falls back to IP/OP */
+  /* different Frame of Reference: not a pair, and nothing else analysed
+   * in its place (the in-phase/opposed-phase pair only when named) */
   s = pairs_scan(1, true, false, true);
-  assert_true(psp_dicom_choose(s, NULL, &c, &err));
+  assert_false(psp_dicom_choose(s, NULL, &c, &err));
+  assert_int_equal(psp_error_code(err), PSP_ERR_DATA);
+  assert_non_null(strstr(psp_error_message(err), "Frames of Reference"));
+  assert_non_null(strstr(psp_error_message(err), "--series"));
+  psp_error_free(err);
+  err = NULL;
+  assert_true(psp_dicom_choose(s, "9.1.3,9.1.4", &c, &err));
   assert_int_equal(c.kind[0], PSP_DIXON_INPHASE);
-  assert_non_null(strstr(c.why, "Frames of Reference"));
   psp_dicom_scan_free(s);
 
   /* nothing Dixon */
