@@ -748,6 +748,16 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
             name, nbytes, off, got);
       goto done;
     }
+    /* to the stream's end: zlib checks each member's CRC-32 and length only
+     * there (a flipped byte in the voxels gave a plausible wrong FF) */
+    while (!gzr.failed && !gzr.done)
+      if (gz_read(&gzr, tmp, sizeof tmp) == 0 && !gzr.done && !gzr.failed) break;
+    if (gzr.failed) {
+      psp_error_set(err, PSP_ERR_FORMAT,
+                    "%s: %s at the end of the compressed stream: the file is damaged", name,
+                    gzr.msg);
+      goto done;
+    }
     data = raw;
   } else if (!gz) {
     if (off > len || len - off < nbytes) {

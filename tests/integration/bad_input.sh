@@ -59,6 +59,8 @@ case "$CASE" in
     F=$M/gzip_garbage.nii.gz; want=4; msg="corrupt gzip data"; name=$F ;;
   truncated)  # .nii.gz cut in the voxel data
     F=$M/truncated.nii.gz; want=4; msg="truncated"; name=$F ;;
+  gzip-crc)  # .nii.gz whose CRC-32 does not match its data (a flipped bit)
+    F=$M/gzip_crc.nii.gz; want=4; msg="incorrect data check"; name=$F ;;
   truncated-nii)  # .nii cut in the voxel data
     F=$M/truncated.nii; want=4; msg="truncated"; name=$F ;;
   truncated-header)  # .nii cut inside the 348-byte header

@@ -47,6 +47,9 @@ m notnifti notnifti.nii
 m empty empty.nii
 m gzip-empty gzip_empty.nii.gz
 m gzip-garbage gzip_garbage.nii.gz
+# the valid fat image with one bit of its gzip CRC-32 flipped: the data
+# inflate, the check at the stream's end fails
+/usr/bin/python3 -c 'import sys; b = bytearray(open(sys.argv[1], "rb").read()); b[-8] ^= 1; open(sys.argv[2], "wb").write(b)' base_fat.nii.gz gzip_crc.nii.gz
 m 4d 4d.nii.gz
 m zerospacing zerospacing.nii.gz
 m negspacing negspacing.nii.gz
