@@ -88,7 +88,7 @@ static combo combine(const psp_region_metrics *const *row, const int *labels, in
     c.any = true;
     c.area += r->area_mm2;
     c.volume += r->volume_mm3;
-    if (isfinite(r->fcsa_mm2)) c.fcsa += r->fcsa_mm2;
+    c.fcsa += r->fcsa_mm2; /* NaN (no signal: FF not measurable) stays NaN, never 0 */
     double w = (double)(r->n_voxels - r->n_no_signal);
     if (w > 0 && isfinite(r->ff_mean)) {
       wsum += w;
@@ -200,10 +200,15 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
       meas[r->slice * PSP_LABEL_COUNT] = 1; /* the slice holds a label */
     }
   }
+  /* a muscle is measured on a slice that measured it (the mask) and holds
+   * it: a label absent there (--labels without it on that slice) is not
+   * an area of 0, so a row with it is empty and its segment skips the
+   * slice, as for a slice left out */
   for (int64_t k = 0; k < nz; k++)
     for (int l = 1; l < PSP_LABEL_COUNT; l++)
       meas[k * PSP_LABEL_COUNT + l] =
-          measured ? measured[k * PSP_LABEL_COUNT + l] != 0 : meas[k * PSP_LABEL_COUNT];
+          (measured ? measured[k * PSP_LABEL_COUNT + l] != 0 : meas[k * PSP_LABEL_COUNT]) &&
+          tab[k * PSP_LABEL_COUNT + l] != NULL;
 
   /* the levels, inferior to superior */
   size_t nd = psp_levels_disc_count(lv), ni = 0;
@@ -285,7 +290,7 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
       seg_area[g] = seg_ff[g] = seg_ratio[g] = seg_fcsa[g] = seg_fi[g] = seg_vol[g] = NAN;
       if (L->disc || L->seg_n == 0) continue;
       double sa = 0, sf = 0, sr = 0, sc = 0, si = 0, sv = 0;
-      int nf = 0, nr = 0, ni2 = 0, nk = 0;
+      int nf = 0, nr = 0, ni2 = 0, nc = 0, nk = 0;
       for (int64_t k = L->seg_first; k <= L->seg_last; k++) {
         if (psp_levels_is_disc(lv, k) || strcmp(psp_levels_name(lv, k), L->name) != 0) continue;
         if (!group_measured(meas + k * PSP_LABEL_COUNT, g)) continue;
@@ -295,7 +300,10 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
         nk++;
         sa += c.area;
         sv += c.volume;
-        sc += c.any ? c.fcsa : 0.0;
+        if (isfinite(c.fcsa)) {
+          sc += c.fcsa;
+          nc++;
+        }
         if (isfinite(c.ff_mean)) {
           sf += c.ff_mean;
           nf++;
@@ -312,7 +320,7 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
       seg_n[g] = nk;
       if (nk == 0) continue;
       seg_area[g] = sa / nk;
-      seg_fcsa[g] = sc / nk;
+      seg_fcsa[g] = nc ? sc / nc : NAN;
       seg_vol[g] = sv;
       seg_ff[g] = nf ? sf / nf : NAN;
       seg_ratio[g] = nr ? sr / nr : NAN;
@@ -321,7 +329,8 @@ char *psp_levels_csv(const psp_levels *lv, const psp_measurements *m, const psp_
     for (int g = 0; g < 9; g++) {
       int p0 = groups[g].pair * 3; /* left row of the group; right = +1 */
       double as = asym(at[p0].area, at[p0 + 1].area);
-      double av = asym(seg_vol[p0], seg_vol[p0 + 1]);
+      /* volumes over different numbers of slices are not comparable */
+      double av = seg_n[p0] == seg_n[p0 + 1] ? asym(seg_vol[p0], seg_vol[p0 + 1]) : NAN;
       psp_strbuf_printf(&b, "%s,%s,%s,%s", L->name, L->disc ? "disc" : "vertebra", L->below,
                         L->above);
       num(&b, L->conf, 3);

@@ -825,6 +825,80 @@ static void test_levels_csv(void **state) {
   free(text2);
   free(meas);
 
+  /* a label map without the left erector spinae on the L4 mid slice (a
+   * --labels map that leaves it out there): its rows and the combined rows
+   * holding it are empty there, never an area of 0 or a partial sum; its
+   * segment skips the slice; the volumes' asymmetry is empty (the sides
+   * measured on different numbers of slices). And with water and fat of
+   * that muscle zeroed on the slice below (no voxel with signal: the FF and
+   * fCSA not measurable), its fCSA is empty, never 0, and the segment's
+   * fCSA mean is over the slices where it was measured. */
+  psp_volume *lab3 = psp_volume_clone(labels, &err);
+  assert_non_null(lab3);
+  int64_t ld[3];
+  psp_volume_dims(lab3, ld);
+  const int64_t plane = ld[0] * ld[1];
+  float *l3 = psp_volume_data_mut(lab3);
+  for (int64_t q = 0; q < plane; q++)
+    if (l3[km * plane + q] == (float)PSP_LABEL_ES_LEFT) l3[km * plane + q] = 0.0f;
+  psp_volume *w0 = psp_volume_clone(psp_phantom_volume(p, "water"), &err);
+  psp_volume *f0 = psp_volume_clone(psp_phantom_volume(p, "fat"), &err);
+  assert_non_null(w0);
+  assert_non_null(f0);
+  const int64_t kv = km - 1;
+  assert_string_equal(psp_levels_name(lv, kv), "L4");
+  for (int64_t q = 0; q < plane; q++)
+    if (l3[kv * plane + q] == (float)PSP_LABEL_ES_LEFT)
+      psp_volume_data_mut(w0)[kv * plane + q] = psp_volume_data_mut(f0)[kv * plane + q] = 0.0f;
+  psp_ffmap *m0 = psp_ffmap_from_water_fat(w0, f0, NULL, ctx, &err);
+  assert_non_null(m0);
+  psp_measurements *ms3 = psp_measure(lab3, m0, ctx, &err);
+  assert_non_null(ms3);
+  char *text3 = psp_levels_csv(lv, ms3, lab3, NULL, &err);
+  if (!text3) fail_msg("levels csv (label left out): %s", psp_error_message(err));
+  csv c3 = parse_csv(text3);
+  const char *left_out[][2] = {
+      {"erector_spinae", "left"}, {"erector_spinae", "both"}, {"mf+es", "left"}, {"mf+es", "both"}};
+  for (int q = 0; q < 4; q++) {
+    r = find_row(&c3, "L4", left_out[q][0], left_out[q][1]);
+    assert_string_equal(cell(&c3, r, "area_mm2"), "");
+    assert_string_equal(cell(&c3, r, "fcsa_mm2"), "");
+    assert_int_equal(atoll(cell(&c3, r, "seg_n_slices")), n - 1);
+    assert_string_equal(cell(&c3, r, "seg_complete"), "0");
+  }
+  r = find_row(&c3, "L4", "erector_spinae", "right");
+  assert_string_equal(cell(&c3, r, "seg_asym_volume_pct"), "");
+  assert_int_equal(atoll(cell(&c3, r, "seg_n_slices")), n);
+  double fc = 0, fa = 0;
+  int nfc = 0, nfa = 0;
+  bool saw_nan = false;
+  for (size_t i = 0; i < psp_measurements_slice_count(ms3); i++) {
+    const psp_region_metrics *row = psp_measurements_slice_row(ms3, i);
+    if (row->label != PSP_LABEL_ES_LEFT || strcmp(psp_levels_name(lv, row->slice), "L4") != 0)
+      continue;
+    fa += row->area_mm2;
+    nfa++;
+    if (isfinite(row->fcsa_mm2)) {
+      fc += row->fcsa_mm2;
+      nfc++;
+    } else {
+      saw_nan = row->slice == kv;
+    }
+  }
+  assert_true(saw_nan);
+  assert_int_equal(nfa, n - 1);
+  assert_int_equal(nfc, n - 2);
+  r = find_row(&c3, "L4", "erector_spinae", "left");
+  near(cell(&c3, r, "seg_area_mm2_mean"), fa / nfa, 1e-4, "L4 ES left area, label left out");
+  near(cell(&c3, r, "seg_fcsa_mm2_mean"), fc / nfc, 1e-4, "L4 ES left fCSA, no signal on one");
+  free(c3.cell);
+  free(text3);
+  psp_measurements_free(ms3);
+  psp_ffmap_free(m0);
+  psp_volume_free(w0);
+  psp_volume_free(f0);
+  psp_volume_free(lab3);
+
   assert_string_equal(psp_levels_fat_grade(19.9), "lt20");
   assert_string_equal(psp_levels_fat_grade(35), "20-50");
   assert_string_equal(psp_levels_fat_grade(50.1), "gt50");
