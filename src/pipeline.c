@@ -28,6 +28,8 @@ typedef struct {
   char sha256[65];
   psp_dicom_source *dicom; /* DICOM input: the series read (else NULL) */
   char *owned_path;        /* DICOM input: "DIR [DICOM series UID]" */
+  psp_volume *file_grid;   /* its own grid (no voxels) when vol took another input's
+                              geometry (adopt_geometry; report.json inputs[].grid), else NULL */
 } input_slot;
 
 struct psp_result {
@@ -213,6 +215,11 @@ static bool check_and_align(psp_result *r, psp_context *ctx, psp_error **err) {
         "voxel with the geometry of the %s image (choose with --geometry-from)",
         r->inputs[a].path, r->inputs[a].role, r->inputs[chosen].path, r->inputs[chosen].role, why,
         r->inputs[chosen].role);
+    psp_volume *g = psp_malloc(sizeof *g, err);
+    if (!g) return false;
+    *g = *r->inputs[a].vol; /* the header: dims, affine, orientation */
+    g->data = NULL;
+    r->inputs[a].file_grid = g;
     if (!psp_volume_adopt_geometry(r->inputs[a].vol, r->inputs[chosen].vol, err)) return false;
   }
   return true;
@@ -467,6 +474,7 @@ void psp_result_free(psp_result *r) {
   if (!r) return;
   for (int a = 0; a < r->n_inputs; a++) {
     psp_volume_free(r->inputs[a].vol);
+    psp_volume_free(r->inputs[a].file_grid);
     psp_dicom_source_free(r->inputs[a].dicom);
     free(r->inputs[a].owned_path);
   }
@@ -511,6 +519,10 @@ void psp_result_input(const psp_result *r, int i, const char **role, const char 
   *path = r->inputs[i].path;
   *sha256 = r->inputs[i].sha256;
   *vol = r->inputs[i].vol;
+}
+const psp_volume *psp_result_input_file_grid(const psp_result *r, int i) {
+  if (i < 0 || i >= r->n_inputs) return NULL;
+  return r->inputs[i].file_grid ? r->inputs[i].file_grid : r->inputs[i].vol;
 }
 const psp_dicom_source *psp_result_input_dicom(const psp_result *r, int i) {
   return (i >= 0 && i < r->n_inputs) ? r->inputs[i].dicom : NULL;

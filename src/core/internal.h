@@ -181,6 +181,10 @@ bool psp_nifti_save_sync(const psp_volume *v, const char *path, psp_dtype dtype,
 int psp_result_input_count(const psp_result *r);
 void psp_result_input(const psp_result *r, int i, const char **role, const char **path,
                       const char **sha256, const psp_volume **vol);
+/* Input i's grid as its file gave it (no voxels: dims, affine, orientation),
+ * also when the analysis continued with another input's origin
+ * (--geometry-from); borrowed. */
+const psp_volume *psp_result_input_file_grid(const psp_result *r, int i);
 const char *psp_result_scheme_name(const psp_result *r);
 const psp_analysis_options *psp_result_options(const psp_result *r);
 bool psp_report_write_outputs(const psp_result *r, const char *outdir, const char *argv_line,

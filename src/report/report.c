@@ -440,7 +440,8 @@ static char *report_json(const psp_result *res, const char *argv_line, psp_conte
     else
       cJSON_AddStringToObject(o, "path", path);
     cJSON_AddStringToObject(o, "sha256", sha);
-    cJSON_AddItemToObject(o, "grid", volume_json(v));
+    (void)v;
+    cJSON_AddItemToObject(o, "grid", volume_json(psp_result_input_file_grid(res, i)));
     cJSON_AddItemToArray(inputs, o);
   }
   if (psp_result_dicom_selection(res))

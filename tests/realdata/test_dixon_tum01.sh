@@ -12,6 +12,17 @@ cd "$S"
 cat stderr.txt
 grep -q "origins differ" stderr.txt || fail "origin mismatch between water and fat not reported"
 grep -Eq '"geometry_from":[[:space:]]*"fat"' out/report.json || fail "auto geometry should follow fat + labels (2 of 3)"
+# each input's grid in report.json is its file's own: the water's origin is
+# 0 (it took the fat's geometry for the analysis, not in the record)
+/usr/bin/python3 - out/report.json <<'PY' || fail "report.json inputs[].grid is not each file's own grid"
+import json, sys
+r = json.load(open(sys.argv[1]))
+g = {i["role"]: i["grid"] for i in r["inputs"]}
+assert max(abs(x) for x in g["water"]["origin_ras_mm"]) < 1e-3, g["water"]
+assert abs(g["fat"]["origin_ras_mm"][0] - 204.5075) < 1e-3, g["fat"]
+assert abs(g["water"]["spacing_mm"][0] - 1.0185) < 1e-6, g["water"]
+assert r["output_grid"]["origin_ras_mm"] == g["fat"]["origin_ras_mm"], r["output_grid"]
+PY
 "$CHECK" "$D/water.nii.gz" "$D/fat.nii.gz" "$D/labels_manual.nii.gz" out/slices.csv out/volumes.csv || fail "independent check"
 grep -Eq '"ok":[[:space:]]*true' out/report.json || fail "plausibility (subcutaneous fat FF high) not ok on a real water/fat pair"
 # swapped water and fat: refused (exit 6, voxel data), both files named,
