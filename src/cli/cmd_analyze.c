@@ -6,6 +6,7 @@
 #include "segment/segment.h"
 
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,8 +289,12 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
       printf("%-22s %12s %12s %12s\n", "muscle", "volume_mm3", "ff_mean_pct", "ff_ratio_pct");
       for (int l = 1; l < PSP_LABEL_COUNT; l++) {
         const psp_region_metrics *v = psp_measurements_volume_row(m, l);
-        printf("%-22s %12.1f %12.2f %12.2f\n", psp_label_name(l), v->volume_mm3, 100 * v->ff_mean,
-               100 * v->ff_ratio);
+        /* not measurable (an FF map has no signals for the ratio): "-", as
+         * the CSVs leave the cell empty */
+        char ffm[32] = "-", ffr[32] = "-";
+        if (isfinite(v->ff_mean)) snprintf(ffm, sizeof ffm, "%.2f", 100 * v->ff_mean);
+        if (isfinite(v->ff_ratio)) snprintf(ffr, sizeof ffr, "%.2f", 100 * v->ff_ratio);
+        printf("%-22s %12.1f %12s %12s\n", psp_label_name(l), v->volume_mm3, ffm, ffr);
       }
       const psp_segmentation *seg = psp_result_segmentation(r);
       if (seg) {

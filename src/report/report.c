@@ -830,6 +830,9 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
     }
     psp_remove_tree_shallow(old_qc);
     psp_remove_tree_shallow(tmp_qc);
+  } else if (rename(qc, old_qc) == 0) {
+    /* --no-qc: an earlier run's QC images would sit beside these results */
+    psp_remove_tree_shallow(old_qc);
   }
   /* the dicom folder too; a PACS script relies on it, so failing is an error */
   if (want_dcm) {
@@ -843,6 +846,10 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
       psp_remove_tree_shallow(tmp);
       return false;
     }
+  } else if (rename(dcm, old_dcm) == 0) {
+    /* without --dicom-out: an earlier run's segmentation and QC objects
+     * would not match these results */
+    psp_remove_tree_shallow(old_dcm);
   }
   psp_remove_tree_shallow(tmp);
   return true;

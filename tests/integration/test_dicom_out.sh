@@ -82,6 +82,12 @@ for f in "$S/out/dicom"/*.dcm; do
   [ "$a" = "$b" ] || fail "$(basename "$f"): SOP Instance UID differs between identical runs"
 done
 
+# the same folder again without --dicom-out: the earlier SEG and captures go
+# (they would not match the new results)
+"$PSP" analyze --dicom "$S/full/dcm" -o "$S/out2" --no-qc > /dev/null 2> "$S/rerun.err" ||
+  fail "analyze into an earlier --dicom-out folder: exit $?"
+[ -e "$S/out2/dicom" ] && fail "a run without --dicom-out left the earlier run's dicom folder"
+
 # 3. refusals
 "$PSP" analyze --water "$S/full/nii/phantom_water.nii.gz" --fat "$S/full/nii/phantom_fat.nii.gz" \
   --dicom-out -o "$S/refused" 2> "$S/refused.err"

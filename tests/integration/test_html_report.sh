@@ -106,6 +106,12 @@ grep -q 'override is trusted' ov/report.html || fail "override warning text not 
 # --no-qc: still a page, no image references, no qc folder
 grep -qE '(src|href)="' ov/report.html && fail "--no-qc page references images"
 [ -e ov/qc ] && fail "--no-qc wrote a qc folder"
+# --no-qc into a folder holding an earlier run's QC images: they go, none
+# stays beside the new results
+cp -r out1 rerun
+run "$PSP" analyze --water "$IN/p_water.nii.gz" --fat "$IN/p_fat.nii.gz" -o rerun --no-qc >/dev/null 2>&1
+[ -e rerun/qc ] && fail "--no-qc into an earlier run's folder left its qc images"
+[ -s rerun/report.json ] || fail "--no-qc rerun: no report.json"
 
 # --- the review script -------------------------------------------------------
 for s in "addEventListener('keydown'" "'qc_fails.txt'" "new Blob" "p:'pass',f:'fail',a:'artefact'" \
