@@ -90,9 +90,17 @@ static double col_norm(const double a[4][4], int c) {
   return sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
 }
 
+/* A derived size (mm, mm^2, mm^3) to 1e-6: a rotated grid's float32 affine
+ * (NIfTI) gives 2.9999998 where the same grid from DICOM (double) gives 3,
+ * and a rule's millimetres / spacing then rounds to another voxel count:
+ * the same scan as NIfTI and as DICOM segmented differently. */
+static double snap(double x) {
+  return round(x * 1e6) / 1e6;
+}
+
 void psp_volume_spacing(const psp_volume *v, double spacing[3]) {
   for (int c = 0; c < 3; c++)
-    spacing[c] = col_norm(v->affine, c);
+    spacing[c] = snap(col_norm(v->affine, c));
 }
 
 double psp_volume_pixel_area(const psp_volume *v) {
@@ -100,7 +108,7 @@ double psp_volume_pixel_area(const psp_volume *v) {
   double cx = a[1][0] * a[2][1] - a[2][0] * a[1][1];
   double cy = a[2][0] * a[0][1] - a[0][0] * a[2][1];
   double cz = a[0][0] * a[1][1] - a[1][0] * a[0][1];
-  return sqrt(cx * cx + cy * cy + cz * cz);
+  return snap(sqrt(cx * cx + cy * cy + cz * cz));
 }
 
 static double det3(const double a[4][4]) {
@@ -110,7 +118,7 @@ static double det3(const double a[4][4]) {
 }
 
 double psp_volume_voxel_volume(const psp_volume *v) {
-  return fabs(det3(v->affine));
+  return snap(fabs(det3(v->affine)));
 }
 
 double psp_volume_slice_z(const psp_volume *v, int64_t k) {
