@@ -252,6 +252,18 @@ static bool has_record(const char *dir) {
   return psp_path_join(p, sizeof p, dir, PSP_DONE_RECORD, NULL) && stat(p, &st) == 0;
 }
 
+/* Does dir hold nothing (but . and ..)? */
+static bool dir_empty(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return false;
+  bool empty = true;
+  struct dirent *e;
+  while (empty && (e = readdir(d)) != NULL)
+    empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+  closedir(d);
+  return empty;
+}
+
 /* Does dir hold a sub-folder with a completion record (a session)? */
 static bool has_session_records(const char *dir) {
   DIR *d = opendir(dir);
@@ -354,6 +366,18 @@ static void work(const psp_batch_options *o, const psp_manifest_row *row, int fd
     psp_error_set(&e, PSP_ERR_IO,
                   "%s (from an earlier manifest): move it away, the manifest now says otherwise",
                   clash);
+    send_error(fd, "publish", e, t0);
+    goto done;
+  }
+  /* only a folder this tool completed (its record) or an empty one is
+   * replaced: OUT may be the folder the inputs live in (a manifest or a
+   * BIDS tree written into its own folder replaced the scans) */
+  if (real_dir(final) && !has_record(final) && !dir_empty(final)) {
+    psp_batch_remove_tree(tmp);
+    psp_error_set(&e, PSP_ERR_IO,
+                  "%s exists and holds files this tool did not write (no %s): refusing to "
+                  "replace it; give an output folder apart from the inputs (-o), or move it away",
+                  final, PSP_DONE_RECORD);
     send_error(fd, "publish", e, t0);
     goto done;
   }

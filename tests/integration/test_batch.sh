@@ -215,4 +215,19 @@ expect 0 --manifest "$S/l1.csv" -o "$S/lay" --no-qc
 expect 10 --manifest "$S/l2.csv" -o "$S/lay" --no-qc
 grep -q "^lay,s1,publish,3,io,.*holds the outputs of a subject without sessions" "$S/lay/failures.csv" || fail "session layout clash not reported"
 [ -f "$S/lay/lay/.paraspinal-done.json" ] && [ ! -e "$S/lay/lay/s1" ] || fail "the earlier subject folder was changed"
+
+# --- OUT is the inputs' own folder: a subject folder this tool did not write is never replaced ---
+mkdir -p "$S/own/sub-01" "$S/own/sub-02"
+cp "$SS/phantom01_water.nii.gz" "$S/own/sub-01/water.nii.gz"
+cp "$SS/phantom01_fat.nii.gz" "$S/own/sub-01/fat.nii.gz"
+echo "my notes" >"$S/own/sub-01/notes.txt"
+printf 'subject,water,fat
+sub-01,sub-01/water.nii.gz,sub-01/fat.nii.gz
+sub-02,sub-01/water.nii.gz,sub-01/fat.nii.gz
+' >"$S/own/m.csv"
+expect 10 --manifest "$S/own/m.csv" -o "$S/own" --no-qc
+[ -s "$S/own/sub-01/water.nii.gz" ] && [ -s "$S/own/sub-01/fat.nii.gz" ] && [ -s "$S/own/sub-01/notes.txt" ] ||
+  fail "batch -o into the inputs' folder replaced them: $(ls -A "$S/own/sub-01")"
+grep -q "^sub-01,,publish,3,io,.*did not write" "$S/own/failures.csv" || fail "foreign subject folder not reported: $(cat "$S/own/failures.csv")"
+[ -f "$S/own/sub-02/.paraspinal-done.json" ] || fail "an empty subject folder was not used"
 finish
