@@ -182,10 +182,11 @@ static bool check_and_align(psp_result *r, psp_context *ctx, psp_error **err) {
       rel[a][b] = psp_grid_compare(r->inputs[a].vol, r->inputs[b].vol, why, sizeof why);
       if (rel[a][b] == PSP_GRID_DIFFERENT)
         return psp_error_set(
-            err, PSP_ERR_GEOMETRY,
-            "%s (%s) and %s (%s) are not on the same voxel grid: %s; resample one onto "
-            "the other first",
-            r->inputs[a].path, r->inputs[a].role, r->inputs[b].path, r->inputs[b].role, why);
+            err, PSP_ERR_GEOMETRY, "%s (%s) and %s (%s) are not on the same voxel grid: %s%s",
+            r->inputs[a].path, r->inputs[a].role, r->inputs[b].path, r->inputs[b].role, why,
+            r->inputs[a].vol->no_xform != r->inputs[b].vol->no_xform
+                ? ""
+                : "; resample one onto the other first");
     }
   int chosen = -1;
   if (r->opt.geometry_from == PSP_GEOM_AUTO) {

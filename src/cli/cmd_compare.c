@@ -44,9 +44,13 @@ static void help(FILE *f) {
              "  --pred-scheme S     label scheme of PRED: paraspinal (default), musclemap, lpm,\n"
              "                      or the path of a BIDS-style dseg TSV (index, name)\n"
              "  --truth-scheme S    label scheme of TRUTH (same choices)\n"
-             "  --water FILE        water magnitude image (with --fat): FF = F / (F + W)\n"
+             "  --water FILE        water magnitude image (with --fat): FF = F / (F + W) as\n"
+             "                      analyze computes it (the Rician noise-bias correction\n"
+             "                      where the background gives the noise level)\n"
              "  --fat FILE          fat magnitude image (with --water)\n"
-             "  --ff FILE           a precomputed fat-fraction map (needs --ff-unit)\n"
+             "  --ff FILE           a precomputed fat-fraction map (needs --ff-unit); NaN\n"
+             "                      voxels (no signal, as in analyze's fatfraction.nii.gz)\n"
+             "                      are skipped\n"
              "  --ff-unit U         unit of --ff: fraction (0..1) or percent (0..100)\n"
              "  --per-slice         also compare every axial slice in 2-D\n"
              "  --csv FILE          write all rows as CSV (atomically); '-' writes the CSV to\n"
@@ -201,7 +205,9 @@ static psp_ffmap *load_ff(const compare_args *a, const psp_volume *truth, psp_co
                           psp_error **err) {
   psp_ffmap *m = NULL;
   if (a->ff) {
-    psp_volume *v = psp_nifti_load(a->ff, NULL, ctx, err);
+    /* NaN marks "no signal" in an FF map (analyze's fatfraction.nii.gz) */
+    psp_load_options lo = {.volume_index = -1, .allow_nan = true};
+    psp_volume *v = psp_nifti_load(a->ff, &lo, ctx, err);
     if (!v) return NULL;
     if (check_grid(v, a->ff, truth, a->truth, ctx, err))
       m = psp_ffmap_from_ff(v, strcmp(a->ff_unit, "percent") ? PSP_FF_FRACTION : PSP_FF_PERCENT,

@@ -13,7 +13,9 @@ struct psp_volume {
   int64_t dims[3];     /* internal LPS grid */
   double affine[4][4]; /* internal voxel -> world (RAS+ mm) */
   psp_orientation orient;
-  float *data; /* dims[0]*dims[1]*dims[2], i fastest */
+  float *data;   /* dims[0]*dims[1]*dims[2], i fastest */
+  bool no_xform; /* a NIfTI file without qform and sform: the affine is the
+                    pixdim diagonal, a guess (psp_grid_compare) */
 };
 
 /* Sets *err (if err != NULL and *err == NULL). Always returns false so that

@@ -52,7 +52,10 @@ psp_volume *psp_volume_create(const int64_t dims[3], const double affine[4][4], 
 
 psp_volume *psp_volume_create_like(const psp_volume *like, psp_error **err) {
   psp_volume *v = psp_volume_alloc(like->dims, like->affine, err);
-  if (v) v->orient = like->orient;
+  if (v) {
+    v->orient = like->orient;
+    v->no_xform = like->no_xform;
+  }
   return v;
 }
 
@@ -371,6 +374,15 @@ psp_grid_relation psp_grid_compare(const psp_volume *a, const psp_volume *b, cha
     why_len = sizeof tmp;
   }
   why[0] = '\0';
+  if (a->no_xform != b->no_xform) {
+    /* its voxel axes were taken along the scanner's: a guess that flips
+     * left-right and front-back against an LPS image, not an origin shift */
+    snprintf(why, why_len,
+             "the %s has no qform or sform, so where its voxels lie is unknown; write it with "
+             "the %s's header (e.g. fslcpgeom) and run again",
+             a->no_xform ? "first" : "second", a->no_xform ? "second" : "first");
+    return PSP_GRID_DIFFERENT;
+  }
   if (memcmp(a->dims, b->dims, sizeof a->dims) != 0) {
     snprintf(why, why_len, "dimensions differ: %lld x %lld x %lld vs %lld x %lld x %lld",
              (long long)a->dims[0], (long long)a->dims[1], (long long)a->dims[2],

@@ -816,6 +816,7 @@ psp_volume *psp_nifti_load_memory(const void *buf, size_t len, const char *name,
       }
   vol = psp_volume_from_file_order_take(&fdata, fdims, fa, name, err);
   if (vol) {
+    vol->no_xform = nim->sform_code <= 0 && nim->qform_code <= 0;
     char code[4];
     psp_orientation_code(vol, code);
     psp_log(ctx, PSP_LOG_DEBUG, "%s: %lld x %lld x %lld %s, voxel axes %s, %s", name,

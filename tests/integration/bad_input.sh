@@ -121,6 +121,8 @@ case "$CASE" in
     L=$M/labels_mismatch.nii.gz; want=5; msg="dimensions differ"; name=$L ;;
   labels-unknown)  # a label value 9 the scheme does not know
     L=$M/labels_unknown.nii.gz; want=6; msg="not in the label scheme"; name=$L ;;
+  labels-noxform)  # labels without qform and sform beside images with an sform
+    L=$M/labels_noxform.nii.gz; want=5; msg="no qform or sform, so where its voxels lie is unknown"; name=$L ;;
   labels-float)  # a non-integer label value
     L=$M/labels_float.nii.gz; want=6; msg="not in the label scheme.*1\.5"; name=$L ;;
   scheme-partial)  # TSV scheme without label 4, labels use 4

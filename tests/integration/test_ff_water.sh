@@ -19,6 +19,13 @@ tr -d ' \t\n' < ffw/report.json | grep -q '"role":"water"' || fail "report.json 
 [ -s ffw/qc/slice_010.png ] || fail "no QC image"
 run "$PSP" compare ffw/dseg.nii.gz ph/p_dseg.nii.gz > cmp.txt
 run "$PSP" compare wf/dseg.nii.gz ph/p_dseg.nii.gz > cmp_wf.txt
+# compare's FF from analyze's own fatfraction.nii.gz (NaN = no signal, which
+# it refused) equals its FF from the water and fat images
+run "$PSP" compare wf/dseg.nii.gz ph/p_dseg.nii.gz --ff wf/fatfraction.nii.gz --ff-unit fraction \
+  --csv cmp_ff.csv
+run "$PSP" compare wf/dseg.nii.gz ph/p_dseg.nii.gz --water ph/p_water.nii.gz --fat ph/p_fat.nii.gz \
+  --csv cmp_wfff.csv
+cmp -s cmp_ff.csv cmp_wfff.csv || { fail "compare --ff (analyze's map) differs from --water/--fat"; diff cmp_ff.csv cmp_wfff.csv | head -4; }
 cat cmp.txt
 awk 'FNR == 1 { f++ } $1 ~ /^(MF|ES)_[LR]$/ && !($1 SUBSEP f in d) { d[$1, f] = $4 }
      END { split("MF_L MF_R ES_L ES_R", ms, " ")

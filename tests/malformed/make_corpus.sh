@@ -75,6 +75,7 @@ m spacing spacing_mismatch.nii.gz
 m valid dims_mismatch.nii.gz 16 16 5
 m labels-unknown labels_unknown.nii.gz
 m labels-float labels_float.nii.gz
+m labels-noxform labels_noxform.nii.gz
 m labels labels_mismatch.nii.gz 16 16 5
 m ffmap-percent ffmap_percent.nii.gz
 m n2-truncated n2_truncated.nii

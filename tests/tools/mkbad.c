@@ -6,7 +6,7 @@
  * tests one check. Output is deterministic (zlib writes mtime 0).
  *   mkbad CASE OUT [NX NY NZ]
  * CASE (NIfTI-1 unless noted):
- *   valid labels labels-unknown labels-float ffmap-percent
+ *   valid labels labels-unknown labels-float labels-noxform ffmap-percent
  *   truncated (.gz cut in the data) truncated-header notnifti empty 4d
  *   zerospacing nan inf huge negative spacing sizeof-hdr bad-magic hdr-img
  *   dim-zero dim-negative dim0 dims-lie dtype-complex dtype-rgb
@@ -148,6 +148,11 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "valid") || !strcmp(c, "labels") || !strcmp(c, "4d") || !strcmp(c, "spacing")) {
   } else if (!strcmp(c, "labels-unknown")) {
     v[(ny / 2 + 2) * nx + nx / 2] = 9;
+  } else if (!strcmp(c, "labels-noxform")) {
+    /* the valid labels with neither qform nor sform (a tool that drops
+     * them): the pixdim diagonal would flip them against the LPS images */
+    h->sform_code = 0;
+    h->qform_code = 0;
   } else if (!strcmp(c, "labels-float")) {
     v[(ny / 2 + 2) * nx + nx / 2] = 1.5f;
   } else if (!strcmp(c, "ffmap-percent")) {
