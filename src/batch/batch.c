@@ -148,8 +148,9 @@ static void clean_stale(const char *out_dir, const psp_manifest *m, const size_t
       *plus = '\0';
     } else if (nm[0] == '.') {
       /* .cohort_slices<suffix>.csv.<pid>.tmp (our own tables only) */
-      static const char *const BASE[3] = {"cohort_slices", "cohort_levels", "failures"};
-      for (int t = 0; t < 3 && !tables; t++) {
+      static const char *const BASE[PSP_COHORT_TABLES] = {"cohort_slices", "cohort_levels",
+                                                          "cohort_volumes", "failures"};
+      for (int t = 0; t < PSP_COHORT_TABLES && !tables; t++) {
         char want[160];
         int w = snprintf(want, sizeof want, ".%s%s.csv.", BASE[t], suffix);
         size_t n_end = strlen(nm);

@@ -7,7 +7,7 @@
  *
  * OUT layout:
  *   OUT/<subject>[/<session>]/          the analyze outputs + .paraspinal-done.json
- *   OUT/cohort_slices.csv, cohort_levels.csv, failures.csv
+ *   OUT/cohort_slices.csv, cohort_levels.csv, cohort_volumes.csv, failures.csv
  *   OUT/.paraspinal-failed/<subject>+<session>.json   failure records
  *   OUT/.tmp-<subject>+<session>+<pid>/  a subject being written (removed
  *   OUT/.old-<subject>+<session>+<pid>/  ... or being replaced; stale ones are
@@ -24,6 +24,8 @@
 
 #define PSP_DONE_RECORD ".paraspinal-done.json"
 #define PSP_FAILED_DIR ".paraspinal-failed"
+/* cohort_slices, cohort_levels, cohort_volumes and failures (.csv) */
+#define PSP_COHORT_TABLES 4
 
 /* Batch-wide analysis settings (the same for every row). */
 typedef struct psp_batch_settings {
@@ -85,10 +87,10 @@ typedef struct psp_batch_options {
 typedef struct psp_batch_summary {
   size_t total, ok, skipped, failed, not_run;
   int jobs, threads;
-  int signal;         /* SIGINT / SIGTERM when interrupted, else 0 */
-  double elapsed_s;   /* wall clock of the whole run */
-  double busy_s;      /* sum of the seconds of the analysed (OK) subjects */
-  char tables[3][64]; /* file names of the cohort tables written ("" if none) */
+  int signal;                         /* SIGINT / SIGTERM when interrupted, else 0 */
+  double elapsed_s;                   /* wall clock of the whole run */
+  double busy_s;                      /* sum of the seconds of the analysed (OK) subjects */
+  char tables[PSP_COHORT_TABLES][64]; /* the cohort tables' file names ("" if none) */
 } psp_batch_summary;
 
 /* Jobs and threads per job for `cores` cores and `n` subjects: requested
@@ -189,11 +191,12 @@ typedef struct psp_cohort_entry {
   const char *message; /* failed / not run / missing */
 } psp_cohort_entry;
 
-/* Writes cohort_slices<suffix>.csv, cohort_levels<suffix>.csv and
- * failures<suffix>.csv into out_dir atomically, entries in the given order;
- * names[] receives the three file names. */
+/* Writes cohort_slices<suffix>.csv, cohort_levels<suffix>.csv,
+ * cohort_volumes<suffix>.csv and failures<suffix>.csv into out_dir
+ * atomically, entries in the given order; names[] receives the four file
+ * names. */
 bool psp_cohort_write_tables(const char *out_dir, const char *suffix,
-                             const psp_cohort_entry *entries, size_t n, char names[3][64],
-                             psp_error **err);
+                             const psp_cohort_entry *entries, size_t n,
+                             char names[PSP_COHORT_TABLES][64], psp_error **err);
 
 #endif

@@ -1,12 +1,11 @@
 /*
- * DESIGN: the cohort tables at the top of OUT. cohort_slices.csv and
- * cohort_levels.csv are every complete subject's slices.csv / levels.csv
- * rows prefixed with subject,session, in the order of the entries given
- * (manifest order), so they are byte-identical whatever --jobs and the order
- * in which subjects finished; failures.csv lists the failed (and, after an
- * interruption, the not-run or missing) subjects. The three files are
- * streamed to temporary names and renamed into place only when all three
- * are complete. Also `--aggregate`: the same tables rebuilt from OUT alone
+ * DESIGN: the cohort tables at the top of OUT. cohort_slices.csv,
+ * cohort_levels.csv and cohort_volumes.csv are every complete subject's
+ * slices.csv / levels.csv / volumes.csv rows prefixed with subject,session, in the order of the
+ * entries given (manifest order), so they are byte-identical whatever --jobs and the order in which
+ * subjects finished; failures.csv lists the failed (and, after an interruption, the not-run or
+ * missing) subjects. The four files are streamed to temporary names and renamed into place only
+ * when all four are complete. Also `--aggregate`: the same tables rebuilt from OUT alone
  * (completion records verified), which is how shards and Snakemake jobs are
  * merged.
  */
@@ -117,29 +116,32 @@ static void csv_quoted(FILE *f, const char *s) {
   fputc('"', f);
 }
 
+#define NSRC (PSP_COHORT_TABLES - 1) /* the subjects' own tables; then failures.csv */
+
 bool psp_cohort_write_tables(const char *out_dir, const char *suffix,
-                             const psp_cohort_entry *entries, size_t n, char names[3][64],
-                             psp_error **err) {
-  static const char *const BASE[3] = {"cohort_slices", "cohort_levels", "failures"};
-  static const char *const SOURCE[2] = {"slices.csv", "levels.csv"};
-  for (int i = 0; i < 3; i++)
+                             const psp_cohort_entry *entries, size_t n,
+                             char names[PSP_COHORT_TABLES][64], psp_error **err) {
+  static const char *const BASE[PSP_COHORT_TABLES] = {"cohort_slices", "cohort_levels",
+                                                      "cohort_volumes", "failures"};
+  static const char *const SOURCE[NSRC] = {"slices.csv", "levels.csv", "volumes.csv"};
+  for (int i = 0; i < PSP_COHORT_TABLES; i++)
     snprintf(names[i], 64, "%s%s.csv", BASE[i], suffix ? suffix : "");
-  table_out t[3];
+  table_out t[PSP_COHORT_TABLES];
   memset(t, 0, sizeof t);
   bool ok = true;
-  for (int i = 0; ok && i < 3; i++)
+  for (int i = 0; ok && i < PSP_COHORT_TABLES; i++)
     ok = table_open(&t[i], out_dir, names[i], err);
-  if (ok) fputs("subject,session,stage,exit_code,status,message\n", t[2].f);
+  if (ok) fputs("subject,session,stage,exit_code,status,message\n", t[NSRC].f);
   for (size_t k = 0; ok && k < n; k++) {
     const psp_cohort_entry *e = &entries[k];
     if (e->state == PSP_COHORT_COMPLETE) {
       char dir[PATH_MAX];
       ok = psp_batch_subject_dir(dir, sizeof dir, out_dir, e->subject, e->session, err);
-      for (int i = 0; ok && i < 2; i++)
+      for (int i = 0; ok && i < NSRC; i++)
         ok = table_add(&t[i], dir, SOURCE[i], e->subject, e->session, err);
       continue;
     }
-    FILE *f = t[2].f;
+    FILE *f = t[NSRC].f;
     fprintf(f, "%s,%s,", e->subject, e->session);
     if (e->state == PSP_COHORT_FAILED) {
       csv_quoted(f, e->stage);
@@ -152,22 +154,22 @@ bool psp_cohort_write_tables(const char *out_dir, const char *suffix,
     csv_quoted(f, e->message);
     fputc('\n', f);
   }
-  for (int i = 0; ok && i < 2; i++)
+  for (int i = 0; ok && i < NSRC; i++)
     if (!t[i].header) fputs("subject,session\n", t[i].f);
-  for (int i = 0; ok && i < 3; i++)
+  for (int i = 0; ok && i < PSP_COHORT_TABLES; i++)
     ok = table_finish(&t[i], err);
   if (ok) {
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < PSP_COHORT_TABLES; i++) {
       if (rename(t[i].tmp, t[i].path) != 0) {
         ok = psp_error_set(err, PSP_ERR_IO, "%s: cannot rename into place: %s", t[i].path,
                            strerror(errno));
-        for (int j = i; j < 3; j++)
+        for (int j = i; j < PSP_COHORT_TABLES; j++)
           unlink(t[j].tmp);
         break;
       }
     }
   }
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < PSP_COHORT_TABLES; i++) {
     if (!ok) table_abort(&t[i]);
     free(t[i].header);
     t[i].header = NULL;

@@ -24,9 +24,10 @@ static const char BATCH_HELP[] =
     "\n"
     "Analyses a cohort: every subject (and session) of the manifest like `analyze`, into\n"
     "OUT/<subject>[/<session>]/, in parallel worker processes; then the cohort tables\n"
-    "OUT/cohort_slices.csv, OUT/cohort_levels.csv (every subject's rows with subject and\n"
-    "session columns, in manifest order) and OUT/failures.csv (subject, session, stage,\n"
-    "exit_code, status, message). A failed subject never stops the others.\n"
+    "OUT/cohort_slices.csv, OUT/cohort_levels.csv, OUT/cohort_volumes.csv (every subject's\n"
+    "rows with subject and session columns, in manifest order) and OUT/failures.csv\n"
+    "(subject, session, stage, exit_code, status, message). A failed subject never stops\n"
+    "the others.\n"
     "\n"
     "Input:\n"
     "  --manifest FILE        CSV with a header row: subject, session (optional), and per row\n"
@@ -201,7 +202,7 @@ static int aggregate(const char *cmd, const char *out, const psp_manifest *m, bo
   if (!quiet) {
     printf("aggregate: %zu subjects: %zu complete, %zu failed, %zu missing or not verified\n",
            s.total, s.ok, s.failed, s.not_run);
-    printf("wrote %s/{%s,%s,%s}\n", out, s.tables[0], s.tables[1], s.tables[2]);
+    printf("wrote %s/{%s,%s,%s,%s}\n", out, s.tables[0], s.tables[1], s.tables[2], s.tables[3]);
   }
   return (s.failed || s.not_run) ? PSP_BATCH_EXIT_SOME_FAILED : 0;
 }
@@ -360,7 +361,8 @@ int psp_cmd_batch(int argc, char **argv) {
                  per);
         printf("\n");
         if (s.tables[0][0])
-          printf("wrote %s/{%s,%s,%s}\n", out, s.tables[0], s.tables[1], s.tables[2]);
+          printf("wrote %s/{%s,%s,%s,%s}\n", out, s.tables[0], s.tables[1], s.tables[2],
+                 s.tables[3]);
         if (s.signal)
           printf("interrupted by %s: complete subjects are kept; run again with --resume\n",
                  s.signal == SIGINT ? "SIGINT" : "SIGTERM");

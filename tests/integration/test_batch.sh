@@ -7,7 +7,7 @@
 #   $1 PARASPINAL  $2 SOURCE_DIR  $3 SCRATCH
 source "$(dirname "$0")/lib.sh"
 SS=$SRC/sample_scans
-TABLES="cohort_slices.csv cohort_levels.csv failures.csv"
+TABLES="cohort_slices.csv cohort_levels.csv cohort_volumes.csv failures.csv"
 J2=2
 [ "$(nproc)" -lt 2 ] && J2=1 # jobs x threads may not exceed the cores
 
@@ -45,7 +45,7 @@ grep -q "^sub-03,ses-2,analyze,4,format,.*broken_fat.nii.gz" "$S/out/failures.cs
 ls -a "$S/out" | grep -qE '^\.(tmp|old)-' && fail "temporary folders left behind"
 
 # cohort tables = each subject's own CSV rows with subject,session prefixed, manifest order
-for kind in slices levels; do
+for kind in slices levels volumes; do
   T=$S/out/cohort_$kind.csv
   want="subject,session,$(head -1 "$S/out/sub-01/$kind.csv")"
   [ "$(head -1 "$T")" = "$want" ] || fail "cohort_$kind.csv header"
@@ -57,7 +57,11 @@ for kind in slices levels; do
     tail -n +2 "$S/out/$sub/$kind.csv" | sed "s|^|$subj,$ses,|" >>"$S/expect_$kind.csv"
     n=$((n + $(tail -n +2 "$S/out/$sub/$kind.csv" | wc -l)))
   done
-  [ "$n" -gt 40 ] || fail "too few $kind rows ($n)"
+  if [ $kind = volumes ]; then
+    [ "$n" -eq 16 ] || fail "cohort_volumes.csv: $n rows, expected 4 muscles x 4 subjects"
+  else
+    [ "$n" -gt 40 ] || fail "too few $kind rows ($n)"
+  fi
   tail -n +2 "$T" | cmp -s - "$S/expect_$kind.csv" || fail "cohort_$kind.csv is not the subjects' rows in manifest order"
   [ "$(tail -n +2 "$T" | wc -l)" -eq "$n" ] || fail "cohort_$kind.csv row count"
   [ "$(cut -d, -f1 "$T" | tail -n +2 | sort -u | tr '\n' ' ')" = "sub-01 sub-02 sub-03 sub-04 " ] ||

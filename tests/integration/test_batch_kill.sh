@@ -9,7 +9,7 @@ source "$(dirname "$0")/lib.sh"
 # python3 comes with python3-pydicom (scripts/install-deps.sh)
 command -v python3 >/dev/null || { echo "SKIP: python3 is needed to check completion records"; exit 77; }
 SS=$SRC/sample_scans
-TABLES="cohort_slices.csv cohort_levels.csv failures.csv"
+TABLES="cohort_slices.csv cohort_levels.csv cohort_volumes.csv failures.csv"
 J=2
 [ "$(nproc)" -lt 2 ] && J=1
 
@@ -101,7 +101,7 @@ for sig in TERM KILL INT KILL TERM KILL; do
       echo "attempt $i: SIG$sig arrived before the batch started; nothing was written"
     elif [ $rc -eq $want ]; then
       # the tables of an interrupted run list what is complete, and the rest as not run
-      for t in cohort_slices.csv cohort_levels.csv; do
+      for t in cohort_slices.csv cohort_levels.csv cohort_volumes.csv; do
         [ -f "$O/$t" ] || { fail "attempt $i: no $t after SIGTERM"; continue; }
         tail -n +2 "$O/$t" | sort >"$S/got" && tail -n +2 "$S/ref/$t" | sort >"$S/want"
         [ -z "$(comm -23 "$S/got" "$S/want")" ] || fail "attempt $i: $t has rows the reference does not"

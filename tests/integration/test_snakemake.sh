@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 command -v snakemake >/dev/null || { echo "SKIP: snakemake is not installed (Debian package snakemake)"; exit 77; }
 SS=$SRC/sample_scans
 WF=$SRC/scripts/workflow/Snakefile
-TABLES="cohort_slices.csv cohort_levels.csv failures.csv"
+TABLES="cohort_slices.csv cohort_levels.csv cohort_volumes.csv failures.csv"
 PSP=$(realpath "$PSP")
 
 mkdir -p "$S/data" "$S/wd"
