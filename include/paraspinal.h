@@ -625,6 +625,8 @@ typedef struct psp_manifest_row {
   const char *labels;       /* NULL: automatic segmentation */
   const char *label_scheme; /* NULL, a built-in scheme name, or a TSV path */
   const char *landmarks;    /* level-override file, or NULL */
+  const char *series;       /* dicom rows: SeriesInstanceUID[,UID] to use (analyze --series),
+                               or NULL */
   const char *problem;      /* discovery only: why the folder cannot be analysed */
   size_t line;              /* line of the row in the manifest; 0 when discovered */
 } psp_manifest_row;
@@ -634,8 +636,10 @@ typedef struct psp_manifest psp_manifest;
 /* A manifest CSV (RFC 4180: comma-separated, "quoted" fields with ""
  * escapes, LF or CRLF line ends, optional UTF-8 byte-order mark). The header
  * row names the columns: subject (required), session, water+fat,
- * inphase+outphase, ff (+ ff_unit: fraction|percent), dicom, labels,
- * label_scheme, landmarks; each row fills exactly one input kind. Strict:
+ * inphase+outphase, ff (+ ff_unit: fraction|percent), dicom (+ series: the
+ * UID or "UID,UID" to use, as analyze --series), labels, label_scheme,
+ * landmarks; each row fills exactly one input kind. Rows with every field
+ * empty (a spreadsheet's trailing ",,," lines) are skipped. Strict:
  * unknown or repeated columns, wrong field counts, unsafe subject/session
  * ids, rows repeating a subject/session (also when they differ only in
  * letter case) and a subject with rows both with and without a session are

@@ -59,6 +59,7 @@ static void row_free(psp_manifest_row *r) {
   free((char *)r->labels);
   free((char *)r->label_scheme);
   free((char *)r->landmarks);
+  free((char *)r->series);
   free((char *)r->problem);
 }
 
@@ -327,12 +328,13 @@ enum {
   COL_LABELS,
   COL_LABEL_SCHEME,
   COL_LANDMARKS,
+  COL_SERIES,
   N_COLS
 };
 
 static const char *const COL_NAMES[N_COLS] = {
-    "subject", "session", "water", "fat",    "inphase",      "outphase",
-    "ff",      "ff_unit", "dicom", "labels", "label_scheme", "landmarks",
+    "subject", "session", "water",  "fat",          "inphase",   "outphase", "ff",
+    "ff_unit", "dicom",   "labels", "label_scheme", "landmarks", "series",
 };
 
 static const char *const BUILTIN_SCHEMES[] = {"paraspinal", "musclemap", "lpm"};
@@ -374,7 +376,8 @@ static bool header(parse_state *st, const record *h, psp_error **err) {
       char msg[512];
       snprintf(msg, sizeof msg,
                "unknown column '%.100s' in the header (known: subject, session, water, fat, "
-               "inphase, outphase, ff, ff_unit, dicom, labels, label_scheme, landmarks)",
+               "inphase, outphase, ff, ff_unit, dicom, series, labels, label_scheme, "
+               "landmarks)",
                f->text);
       return fail_at(err, &st->rd, f->line, f->col, msg);
     }
@@ -402,6 +405,8 @@ static bool header(parse_state *st, const record *h, psp_error **err) {
     return fail_at(err, &st->rd, hl, 1, "column 'ff_unit' needs an 'ff' column");
   if (st->col_of[COL_LABEL_SCHEME] >= 0 && st->col_of[COL_LABELS] < 0)
     return fail_at(err, &st->rd, hl, 1, "column 'label_scheme' needs a 'labels' column");
+  if (st->col_of[COL_SERIES] >= 0 && st->col_of[COL_DICOM] < 0)
+    return fail_at(err, &st->rd, hl, 1, "column 'series' needs a 'dicom' column");
   return true;
 }
 
@@ -505,6 +510,13 @@ static bool row_from_record(const parse_state *st, const record *r, psp_manifest
       return false;
     }
   }
+  const field *sr = col(st, r, COL_SERIES);
+  if (filled(sr)) {
+    if (!filled(dc))
+      return fail_at(err, &st->rd, sr->line, sr->col, "series given for a row without dicom");
+    row->series = strdup(sr->text);
+    if (!row->series) return psp_error_set(err, PSP_ERR_NOMEM, "out of memory");
+  }
   return set_path(st, col(st, r, COL_LANDMARKS), &row->landmarks, err);
 }
 
@@ -592,6 +604,11 @@ psp_manifest *psp_manifest_parse(const char *text, size_t len, const char *name,
       ok = got == 0;
       break;
     }
+    /* a row of empty fields only (",,," as spreadsheets end a sheet) is no subject */
+    bool blank = true;
+    for (size_t i = 0; i < r.n && blank; i++)
+      blank = r.f[i].len == 0;
+    if (blank) continue;
     psp_manifest_row *row = manifest_add(m, err);
     ok = row && row_from_record(&st, &r, row, err);
     rows++;
@@ -651,7 +668,7 @@ char *psp_manifest_csv(const psp_manifest *m, const size_t *rows, size_t n_rows,
   psp_strbuf b;
   psp_strbuf_init(&b);
   psp_strbuf_append(&b, "subject,session,water,fat,inphase,outphase,ff,ff_unit,dicom,labels,"
-                        "label_scheme,landmarks\n");
+                        "label_scheme,landmarks,series\n");
   size_t n = rows ? n_rows : m->n;
   for (size_t k = 0; k < n; k++) {
     size_t i = rows ? rows[k] : k;
@@ -670,7 +687,8 @@ char *psp_manifest_csv(const psp_manifest *m, const size_t *rows, size_t n_rows,
         r->dicom,
         r->labels,
         r->label_scheme,
-        r->landmarks};
+        r->landmarks,
+        r->series};
     for (int c = 0; c < N_COLS; c++) {
       if (c) psp_strbuf_append(&b, ",");
       csv_field(&b, v[c]);

@@ -58,6 +58,7 @@ void psp_batch_row_options(const psp_manifest_row *row, const psp_batch_settings
   o->ff_path = row->ff;
   o->ff_unit = row->ff_unit;
   o->dicom_dir = row->dicom;
+  o->dicom_series = row->series;
   o->labels_path = row->labels;
   o->label_scheme = row->label_scheme;
   o->landmarks_path = row->landmarks;
@@ -95,7 +96,12 @@ char *psp_batch_settings_string(const psp_manifest_row *row, const psp_batch_set
            row->labels ? "file" : "auto", scheme, row->landmarks ? "file" : "-", s->write_qc,
            s->noise_correction, s->noise_floor,
            (unsigned)s->geometry_from < 7 ? GEOM[s->geometry_from] : "?");
-  return strdup(buf);
+  if (!row->series) return strdup(buf);
+  /* the series chosen: another choice is another analysis (--resume redoes it) */
+  psp_strbuf b;
+  psp_strbuf_init(&b);
+  psp_strbuf_printf(&b, "%s;series=%s", buf, row->series);
+  return psp_strbuf_take(&b, NULL);
 }
 
 /* ---- file trees ---------------------------------------------------------- */

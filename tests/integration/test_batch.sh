@@ -168,6 +168,25 @@ if [ $DICOM = 1 ]; then
   "$PSP" batch --discover "$B" -o "$S/bout" --no-qc --resume -v >/dev/null 2>"$S/bout2.err"
   grep -q "sub-d: done in .*re-run: input dicom changed" "$S/bout2.err" || fail "changed DICOM folder not noticed"
   grep -q "sub-a: skipped" "$S/bout2.err" || fail "discover --resume did not skip sub-a"
+  # a DICOM folder with two acquisitions: the manifest's series column names the pair (there
+  # is no other way to choose in a batch); a row without it fails, naming the candidates; a
+  # spreadsheet's trailing empty rows are no subjects
+  mkdir -p "$S/two"
+  cp -r "$B/sub-d/dicom" "$S/two/dcm"
+  rm -f "$S/two/dcm/README.txt"
+  "$PSP" phantom --dicom "$S/two/dcm2" --dims 96,80,16 --seed 7 >/dev/null 2>&1
+  for d in "$S/two/dcm2"/series_*; do mv "$d" "$S/two/dcm/${d##*/}_b"; done
+  uid() { dcmdump -q +P SeriesInstanceUID "$(ls "$1"/* | head -1)" | sed 's/.*\[\(.*\)\].*/\1/'; }
+  uids="$(uid "$S/two/dcm/series_01"),$(uid "$S/two/dcm/series_02")" # the first water + fat
+  printf 'subject,dicom,series\nt1,dcm,"%s"\nt2,dcm,\n,,\n,,\n' "$uids" >"$S/two/m.csv"
+  "$PSP" batch --manifest "$S/two/m.csv" -o "$S/two/out" --no-qc -q 2>"$S/two/err"
+  [ $? -eq 10 ] || fail "series column: exit code (t2 has no series): $(cat "$S/two/err")"
+  [ -f "$S/two/out/t1/.paraspinal-done.json" ] || fail "series column: t1 not complete: $(cat "$S/two/out/failures.csv")"
+  grep -q "^t2,,analyze,2,usage,.*candidate water+fat pairs" "$S/two/out/failures.csv" ||
+    fail "two acquisitions without series: $(cat "$S/two/out/failures.csv")"
+  [ "$("$PSP" batch --manifest "$S/two/m.csv" --list | wc -l)" -eq 3 ] ||
+    fail "the empty rows became subjects: $("$PSP" batch --manifest "$S/two/m.csv" --list 2>&1)"
+  grep -q ';series=' "$S/two/out/t1/.paraspinal-done.json" || fail "the series chosen is not in the record's settings"
 fi
 
 # --- usage and I/O errors ------------------------------------------------------------------------------
