@@ -14,7 +14,7 @@
 #   --paraspinal PATH   the program        (default: $PARASPINAL or paraspinal on PATH)
 #   --workdir DIR       work folder; must not exist or be empty (default: a new temporary folder)
 #   --keep              keep the work folder (downloaded images, outputs, analyze.log)
-#   --force             analyse even when the study already holds a paraspinal SEG
+#   --force             analyse even when the study's paraspinal SEG is newer than its MR images
 #   --lock FILE         wait for an exclusive lock on FILE first (flock), so that calls for
 #                       several studies run one at a time (the Lua hook uses this)
 #   -t, --threads N     threads for paraspinal (default: all cores)
@@ -22,12 +22,15 @@
 #   EXTRA_ANALYZE_ARGS  passed to `paraspinal analyze` (e.g. --series UID, --disc L4/L5=12)
 #
 # What it does: checks Orthanc is reachable and the study exists; skips the study (exit 0) when
-# it already has a SEG series made by paraspinal (unless --force); downloads every instance of
+# it holds a SEG series made by paraspinal that is newer than every MR series of the study
+# (Orthanc's LastUpdate; unless --force): MR images that arrived after the results, e.g. the
+# rest of a study sent in pieces, make it analyse the study again; downloads every instance of
 # the study's MR series (REST /instances/{id}/file; SEG and other derived series are left out);
 # runs `paraspinal analyze --dicom IN --dicom-out -o OUT`; uploads OUT/dicom/*.dcm
-# (REST POST /instances) and checks that Orthanc filed each one under the same study.
-# Re-running on an unchanged study uploads identical UIDs, which Orthanc reports as
-# "AlreadyStored": no duplicate series.
+# (REST POST /instances) and checks that Orthanc filed each one under the same study; then
+# deletes the study's older paraspinal series (SEG and secondary captures made by an earlier
+# run on other images), so the study holds one set of results. Re-running on an unchanged
+# study uploads identical UIDs, which Orthanc reports as "AlreadyStored": no duplicate series.
 #
 # Log: one line per step on stderr, "orthanc-postprocess: <UTC time> <study id>: <message>";
 # never patient names or IDs. paraspinal's own output goes to WORKDIR/analyze.log and, on
@@ -85,7 +88,9 @@ if [ -n "$LOCK" ]; then
   flock 9 || die 73 "cannot lock $LOCK"
 fi
 
-CURL=(curl -sS --connect-timeout 10)
+# --speed-limit/--speed-time: a transfer stalled below 1 KB/s for 60 s fails (it would hold the
+# lock, and every later study would wait)
+CURL=(curl -sS --connect-timeout 10 --speed-limit 1024 --speed-time 60)
 [ -n "$AUTH" ] && CURL+=(--user "$AUTH")
 CURL_STATUS=("${CURL[@]}" -o /dev/null -w '%{http_code}')
 CURL+=(--fail)
@@ -96,11 +101,20 @@ api /system > /dev/null || die 69 "Orthanc at $URL is not reachable"
 code=$("${CURL_STATUS[@]}" "$URL/studies/$STUDY") || die 69 "REST call failed"
 [ "$code" = 200 ] || die 65 "no such study in Orthanc (HTTP $code)"
 series=$(api "/studies/$STUDY/series") || die 69 "cannot list the series of the study"
-done_before=$(jq '[.[] | select(.MainDicomTags.Modality == "SEG" and
-                                 (.MainDicomTags.Manufacturer // "") == "paraspinal")] | length' <<< "$series")
-if [ "$done_before" -gt 0 ] && [ "$FORCE" = 0 ]; then
-  log "already holds a paraspinal segmentation; skipped (use --force to analyse again)"
-  exit 0
+# ours: the SEG and the secondary captures paraspinal stored (Manufacturer paraspinal)
+mapfile -t ours_before < <(jq -r '.[] | select((.MainDicomTags.Manufacturer // "") == "paraspinal")
+                                      | .ID' <<< "$series")
+# LastUpdate (YYYYMMDDThhmmss) of the newest MR series and of the newest paraspinal SEG
+mr_last=$(jq -r '[.[] | select(.MainDicomTags.Modality == "MR") | .LastUpdate // ""] | max // ""' <<< "$series")
+seg_last=$(jq -r '[.[] | select(.MainDicomTags.Modality == "SEG" and
+                               (.MainDicomTags.Manufacturer // "") == "paraspinal")
+                       | .LastUpdate // ""] | max // ""' <<< "$series")
+if [ -n "$seg_last" ] && [ "$FORCE" = 0 ]; then
+  if [[ ! "$mr_last" > "$seg_last" ]]; then
+    log "already holds a paraspinal segmentation newer than its MR images; skipped (use --force to analyse again)"
+    exit 0
+  fi
+  log "MR images arrived after the paraspinal segmentation ($mr_last > $seg_last): analysing again"
 fi
 mapfile -t instances < <(jq -r '.[] | select(.MainDicomTags.Modality == "MR") | .Instances[]' <<< "$series")
 n_mr=$(jq '[.[] | select(.MainDicomTags.Modality == "MR")] | length' <<< "$series")
@@ -142,6 +156,7 @@ results=("$WORK/out/dicom/"*.dcm)
 
 # --- upload -----------------------------------------------------------------------------------
 stored=0 already=0
+declare -A new_series=()
 for f in "${results[@]}"; do
   # no "Expect: 100-continue" (curl waits 1 s for it on large bodies; Orthanc does not send it)
   reply=$("${CURL[@]}" -X POST -H 'Content-Type: application/dicom' -H 'Expect:' \
@@ -149,6 +164,8 @@ for f in "${results[@]}"; do
   status=$(jq -r '.Status // empty' <<< "$reply")
   parent=$(jq -r '.ParentStudy // empty' <<< "$reply")
   [ "$parent" = "$STUDY" ] || die 73 "$(basename "$f") was filed under study '$parent', not this one"
+  ps=$(jq -r '.ParentSeries // empty' <<< "$reply")
+  [ -n "$ps" ] && new_series[$ps]=1
   case "$status" in
     Success) stored=$((stored + 1)) ;;
     AlreadyStored) already=$((already + 1)) ;;
@@ -156,4 +173,12 @@ for f in "${results[@]}"; do
   esac
 done
 log "stored ${#results[@]} results (SEG + secondary captures): $stored new, $already already present"
+# an earlier run's results on other images: replaced, so the study holds one set
+removed=0
+for s in "${ours_before[@]}"; do
+  [ -n "${new_series[$s]:-}" ] && continue
+  "${CURL[@]}" -X DELETE "$URL/series/$s" > /dev/null || die 73 "deleting the earlier results (series $s) failed"
+  removed=$((removed + 1))
+done
+[ $removed -eq 0 ] || log "deleted $removed series of an earlier run's results"
 exit 0

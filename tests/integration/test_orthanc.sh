@@ -8,7 +8,9 @@
 #     SEG + secondary captures back; checked through the REST API (same study, series and
 #     instance counts, modalities, SOP classes) and by downloading the SEG (dcmdump, and
 #     tests/tools/check_seg.py: references, geometry and voxels against the run's dseg);
-#     a second call skips the study, --force re-stores identical UIDs (no new series);
+#     a second call skips the study, --force re-stores identical UIDs (no new series); a study
+#     sent in pieces (in-phase/opposed-phase, then water/fat) is analysed again and its results
+#     replaced;
 #  2. the Lua OnStableStudy hook: Orthanc restarted with scripts/pacs/orthanc-onstablestudy.lua;
 #     a Philips enhanced multi-frame RLE study of another patient is stored and the results must
 #     appear by themselves, exactly once.
@@ -152,6 +154,29 @@ grep -q "skipped" "$S/script2.log" || fail "second call did not skip the process
 run "$SCRIPT" --url "$URL" --paraspinal "$PSP" --force "$SID" 2> "$S/script3.log"
 grep -q ": 0 new" "$S/script3.log" || fail "--force stored new instances: $(cat "$S/script3.log")"
 [ "$(instance_count "$SID")" = "$n_before" ] || fail "--force changed the number of instances"
+# a study sent in pieces: in-phase/opposed-phase first (analysed), then water/fat; the second
+# call analyses it again (the MR series are newer than the results) and replaces the results:
+# one SEG and one capture series, from water/fat now
+run "$PSP" phantom --dicom "$S/study3" --vendor siemens --patient-id PSP-PHANTOM-0003 > /dev/null
+run storescu -q -aet PSPSCU -aec PSPTEST +sd +r 127.0.0.1 "$DP" "$S/study3/series_03" "$S/study3/series_04"
+SID3=$(study_of PSP-PHANTOM-0003)
+run "$SCRIPT" --url "$URL" --paraspinal "$PSP" "$SID3" 2> "$S/script4.log"
+seg1=$(api "/studies/$SID3/series" | jq -r '.[] | select(.MainDicomTags.Modality == "SEG") | .ID')
+[ -n "$seg1" ] || fail "pieces: no SEG after the in-phase/opposed-phase part"
+sleep 1.1 # Orthanc's LastUpdate has one-second steps
+run storescu -q -aet PSPSCU -aec PSPTEST +sd +r 127.0.0.1 "$DP" "$S/study3/series_01" "$S/study3/series_02"
+run "$SCRIPT" --url "$URL" --paraspinal "$PSP" "$SID3" 2> "$S/script5.log"
+cat "$S/script5.log"
+grep -q "analysing again" "$S/script5.log" || fail "pieces: the water/fat part was not analysed"
+grep -q "deleted 2 series of an earlier run" "$S/script5.log" || fail "pieces: the earlier results were not replaced"
+s3=$(api "/studies/$SID3/series")
+[ "$(jq '[.[] | select(.MainDicomTags.Modality == "SEG")] | length' <<< "$s3")" = 1 ] &&
+  [ "$(jq '[.[] | select(.MainDicomTags.Modality == "OT")] | length' <<< "$s3")" = 1 ] ||
+  fail "pieces: expected one SEG and one OT series: $(jq -c '[.[] | .MainDicomTags.Modality]' <<< "$s3")"
+[ "$(jq -r '.[] | select(.MainDicomTags.Modality == "SEG") | .ID' <<< "$s3")" != "$seg1" ] ||
+  fail "pieces: the SEG is still the first one"
+run "$SCRIPT" --url "$URL" --paraspinal "$PSP" "$SID3" 2> "$S/script6.log"
+grep -q "skipped" "$S/script6.log" || fail "pieces: a third call did not skip"
 # bad calls: clear exit codes
 "$SCRIPT" --url "$URL" --paraspinal "$PSP" 00000000-00000000-00000000-00000000-00000000 2> /dev/null
 [ $? = 65 ] || fail "unknown study: exit code not 65"
