@@ -286,6 +286,7 @@ psp_volume *psp_labels_map(const psp_volume *raw, const psp_scheme *s, const cha
     if (x == 0.0f) continue;
     double r = nearbyint((double)x);
     bool integer = fabs((double)x - r) <= 1e-3;
+    if (integer && r == 0.0) continue; /* background, as 1.0004 is 1 (resampled float maps) */
     int64_t v = (int64_t)r;
     int label = -1;
     if (integer) {

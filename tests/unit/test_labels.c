@@ -41,6 +41,10 @@ static void test_builtin(void **state) {
   check_map("lpm", lpm_in, lpm_out, 5);
   float mm_in[] = {0, 5101, 5102, 5111, 5112, 5121, 7101}, mm_out[] = {0, 1, 2, 3, 4, 0, 0};
   check_map("musclemap", mm_in, mm_out, 7);
+  /* a float map resampled with a little rounding: within 1e-3 of an integer is that
+   * integer, also of 0 (background; 0.0004 was refused while 1.0004 was 1) */
+  float f_in[] = {0.0004f, -0.0004f, 1.0004f, 1.9996f}, f_out[] = {0, 0, 1, 2};
+  check_map("paraspinal", f_in, f_out, 4);
   psp_error *err = NULL;
   assert_null(psp_scheme_builtin("nonsense", &err));
   assert_int_equal(psp_error_code(err), PSP_ERR_USAGE);
