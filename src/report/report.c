@@ -31,11 +31,13 @@
 #include "segment/segment.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -721,9 +723,63 @@ static bool write_qc(const psp_result *r, const char *qc_dir, const float window
   return ok;
 }
 
+/* A folder OUTDIR/qc or OUTDIR/dicom as this tool leaves it: 1 absent, 2 a
+ * real folder of regular files with the names it writes (qc: slice_*.png,
+ * sagittal.png; dicom: seg.dcm, sc_*.dcm), 0 anything else (a link, a
+ * sub-folder, a file of the user's: the input DICOM folder itself when
+ * OUTDIR is the study's folder). Only a 2 is replaced or removed. */
+static int own_folder(const char *path, bool dicom) {
+  struct stat st;
+  if (lstat(path, &st) != 0) return errno == ENOENT ? 1 : 0;
+  if (!S_ISDIR(st.st_mode)) return 0;
+  DIR *d = opendir(path);
+  if (!d) return 0;
+  int own = 2;
+  struct dirent *e;
+  char p[4096];
+  while (own == 2 && (e = readdir(d)) != NULL) {
+    const char *n = e->d_name;
+    if (!strcmp(n, ".") || !strcmp(n, "..")) continue;
+    size_t len = strlen(n);
+    bool name_ok = dicom ? !strcmp(n, "seg.dcm") ||
+                               (!strncmp(n, "sc_", 3) && len > 7 && !strcmp(n + len - 4, ".dcm"))
+                         : !strcmp(n, "sagittal.png") || (!strncmp(n, "slice_", 6) && len > 10 &&
+                                                          !strcmp(n + len - 4, ".png"));
+    if (!name_ok || snprintf(p, sizeof p, "%s/%s", path, n) >= (int)sizeof p ||
+        lstat(p, &st) != 0 || !S_ISREG(st.st_mode))
+      own = 0;
+  }
+  closedir(d);
+  return own;
+}
+
+/* Refuses (PSP_ERR_USAGE) when an output file would replace one of the
+ * inputs (analyze -o into the folder of a labels file named dseg.nii.gz). */
+static bool outputs_spare_inputs(const psp_result *r, const char *outdir, psp_error **err) {
+  for (int i = 0; i < psp_result_input_count(r); i++) {
+    const char *role, *path, *sha;
+    const psp_volume *v;
+    psp_result_input(r, i, &role, &path, &sha, &v);
+    struct stat in;
+    if (psp_result_input_dicom(r, i) || !path || stat(path, &in) != 0) continue;
+    for (int o = 0; o < N_OUT; o++) {
+      char out[4096];
+      struct stat os;
+      if (psp_path_join(out, sizeof out, outdir, OUT_NAMES[o], NULL) && stat(out, &os) == 0 &&
+          os.st_dev == in.st_dev && os.st_ino == in.st_ino)
+        return psp_error_set(err, PSP_ERR_USAGE,
+                             "%s: the output %s would replace the %s input %s: choose another "
+                             "output folder (-o)",
+                             outdir, OUT_NAMES[o], role, path);
+    }
+  }
+  return true;
+}
+
 bool psp_report_write_outputs(const psp_result *r, const char *outdir, const char *argv_line,
                               psp_context *ctx, psp_error **err) {
   if (!psp_mkdir_p(outdir, err)) return false;
+  if (!outputs_spare_inputs(r, outdir, err)) return false;
   char tmp[4096], tmpname[64], tmp_qc[4096], old_qc[4096], qc[4096];
   char tmp_dcm[4096], old_dcm[4096], dcm[4096]; /* --dicom-out: OUTDIR/dicom */
   snprintf(tmpname, sizeof tmpname, ".paraspinal-tmp-%ld", (long)getpid());
@@ -742,6 +798,19 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
   psp_remove_tree_shallow(tmp);
   if (!psp_mkdir_p(tmp, err)) return false;
   bool want_qc = psp_result_options(r)->write_qc;
+  /* qc/ and dicom/ are replaced or removed as wholes: only when this tool
+   * wrote them (the input DICOM folder may be OUTDIR/dicom) */
+  const int own_qc = own_folder(qc, false), own_dcm = own_folder(dcm, true);
+  const char *foreign = want_qc && !own_qc                             ? qc
+                        : psp_result_options(r)->dicom_out && !own_dcm ? dcm
+                                                                       : NULL;
+  if (foreign) {
+    psp_remove_tree_shallow(tmp);
+    return psp_error_set(err, PSP_ERR_IO,
+                         "%s holds files this tool did not write: refusing to replace it; "
+                         "choose another output folder (-o), or move it away",
+                         foreign);
+  }
   char path[4096];
   bool ok = true;
   double t0 = psp_now();
@@ -830,7 +899,7 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
     }
     psp_remove_tree_shallow(old_qc);
     psp_remove_tree_shallow(tmp_qc);
-  } else if (rename(qc, old_qc) == 0) {
+  } else if (own_qc == 2 && rename(qc, old_qc) == 0) {
     /* --no-qc: an earlier run's QC images would sit beside these results */
     psp_remove_tree_shallow(old_qc);
   }
@@ -846,7 +915,7 @@ bool psp_report_write_outputs(const psp_result *r, const char *outdir, const cha
       psp_remove_tree_shallow(tmp);
       return false;
     }
-  } else if (rename(dcm, old_dcm) == 0) {
+  } else if (own_dcm == 2 && rename(dcm, old_dcm) == 0) {
     /* without --dicom-out: an earlier run's segmentation and QC objects
      * would not match these results */
     psp_remove_tree_shallow(old_dcm);

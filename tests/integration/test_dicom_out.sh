@@ -88,6 +88,20 @@ done
   fail "analyze into an earlier --dicom-out folder: exit $?"
 [ -e "$S/out2/dicom" ] && fail "a run without --dicom-out left the earlier run's dicom folder"
 
+# the study's own folder as the output folder, its images in OUT/dicom: the input survives
+# runs without --dicom-out, and --dicom-out is refused (it would replace OUT/dicom)
+mkdir -p "$S/study"
+cp -r "$S/full/dcm" "$S/study/dicom"
+n_in=$(find "$S/study/dicom" -type f | wc -l)
+for i in 1 2; do
+  "$PSP" analyze --dicom "$S/study/dicom" -o "$S/study" --no-qc > /dev/null 2> "$S/study$i.err" ||
+    fail "analyze --dicom OUT/dicom -o OUT, run $i: $(cat "$S/study$i.err")"
+done
+[ "$(find "$S/study/dicom" -type f | wc -l)" = "$n_in" ] || fail "the input DICOM folder OUT/dicom was changed"
+"$PSP" analyze --dicom "$S/study/dicom" -o "$S/study" --no-qc --dicom-out > /dev/null 2> "$S/study3.err" &&
+  fail "--dicom-out replaced the input folder OUT/dicom"
+grep -q "holds files this tool did not write" "$S/study3.err" || fail "OUT/dicom refusal: $(cat "$S/study3.err")"
+
 # 3. refusals
 "$PSP" analyze --water "$S/full/nii/phantom_water.nii.gz" --fat "$S/full/nii/phantom_fat.nii.gz" \
   --dicom-out -o "$S/refused" 2> "$S/refused.err"

@@ -112,6 +112,22 @@ cp -r out1 rerun
 run "$PSP" analyze --water "$IN/p_water.nii.gz" --fat "$IN/p_fat.nii.gz" -o rerun --no-qc >/dev/null 2>&1
 [ -e rerun/qc ] && fail "--no-qc into an earlier run's folder left its qc images"
 [ -s rerun/report.json ] || fail "--no-qc rerun: no report.json"
+# a qc folder holding a file of the user's is never replaced or removed: refused with QC
+# images (nothing written), left alone with --no-qc
+mkdir -p mine/qc && echo "my notes" > mine/qc/notes.txt
+"$PSP" analyze --water "$IN/p_water.nii.gz" --fat "$IN/p_fat.nii.gz" -o mine > /dev/null 2> mine.err &&
+  fail "a qc folder of the user's was replaced"
+grep -q "mine/qc holds files this tool did not write" mine.err || fail "foreign qc folder: $(cat mine.err)"
+[ -e mine/report.json ] && fail "refused run wrote outputs"
+run "$PSP" analyze --water "$IN/p_water.nii.gz" --fat "$IN/p_fat.nii.gz" -o mine --no-qc > /dev/null 2>&1
+[ "$(cat mine/qc/notes.txt 2> /dev/null)" = "my notes" ] || fail "--no-qc removed a qc folder of the user's"
+# an output that would replace an input (labels named dseg.nii.gz in the output folder): refused
+mkdir -p lab && cp ph/p_dseg.nii.gz lab/dseg.nii.gz
+"$PSP" analyze --water "$IN/p_water.nii.gz" --fat "$IN/p_fat.nii.gz" --labels lab/dseg.nii.gz -o lab \
+  --no-qc > /dev/null 2> lab.err
+[ $? = 2 ] || fail "an output replacing the labels input: exit not 2: $(cat lab.err)"
+grep -q "the output dseg.nii.gz would replace the labels input" lab.err || fail "output = input message: $(cat lab.err)"
+cmp -s lab/dseg.nii.gz ph/p_dseg.nii.gz || fail "the labels input was changed"
 
 # --- the review script -------------------------------------------------------
 for s in "addEventListener('keydown'" "'qc_fails.txt'" "new Blob" "p:'pass',f:'fail',a:'artefact'" \
