@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -261,6 +262,15 @@ static int run(const char *cmd, bool ffmap, int argc, char **argv) {
   o.n_level_overrides = n_levels;
   if (!out) return psp_cli_usage_error(cmd, "missing -o %s", ffmap ? "FF.nii.gz" : "OUTDIR");
   if (ffmap && o.labels_path) return psp_cli_usage_error(cmd, "ffmap takes no --labels");
+  if (ffmap) {
+    /* -o naming an input: the map would replace the image it is made from */
+    const char *ins[] = {o.water_path, o.fat_path, o.inphase_path, o.outphase_path, o.ff_path};
+    struct stat so, si;
+    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
+      if (ins[i] && stat(out, &so) == 0 && stat(ins[i], &si) == 0 && so.st_dev == si.st_dev &&
+          so.st_ino == si.st_ino)
+        return psp_cli_usage_error(cmd, "-o %s is an input: choose another output file", out);
+  }
   if (o.dicom_out && (ffmap || !o.dicom_dir))
     return psp_cli_usage_error(cmd, "--dicom-out needs DICOM input (analyze --dicom DIR) so the "
                                     "results can reference the source study");

@@ -291,9 +291,28 @@ struct psp_file_writer {
 void psp_file_writer_abort(psp_file_writer *w) {
   if (!w) return;
   if (w->fd >= 0) close(w->fd);
-  unlink(w->tmp);
+  if (w->tmp) unlink(w->tmp);
   free(w->tmp);
   free(w);
+}
+
+/* A path that exists and is no regular file (a device such as /dev/null, a
+ * pipe, a socket) is written to as it is: renaming a new file over it would
+ * replace it (as root: /dev/null becomes a regular file). A folder is an
+ * error. 1 written directly (*fd open), 0 not such a path, -1 error. */
+static int open_special(const char *path, int *fd, psp_error **err) {
+  struct stat st;
+  if (stat(path, &st) != 0 || S_ISREG(st.st_mode)) return 0;
+  if (S_ISDIR(st.st_mode)) {
+    psp_error_set(err, PSP_ERR_IO, "%s: is a folder, expected a file", path);
+    return -1;
+  }
+  *fd = open(path, O_WRONLY);
+  if (*fd < 0) {
+    psp_error_set(err, PSP_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
+    return -1;
+  }
+  return 1;
 }
 
 psp_file_writer *psp_file_writer_open(const char *path, psp_sync sync, psp_error **err) {
@@ -308,6 +327,16 @@ psp_file_writer *psp_file_writer_open(const char *path, psp_sync sync, psp_error
   memcpy(w->path, path, lp);
   w->sync = sync;
   w->tmp = tmp;
+  int special = open_special(path, &w->fd, err);
+  if (special != 0) {
+    free(tmp);
+    if (special < 0) {
+      free(w);
+      return NULL;
+    }
+    w->tmp = NULL; /* written in place: no rename */
+    return w;
+  }
   /* same folder, hidden, unique per process */
   const char *slash = strrchr(path, '/');
   if (slash)
@@ -354,7 +383,7 @@ bool psp_file_writer_commit(psp_file_writer *w, psp_error **err) {
     psp_file_writer_abort(w);
     return false;
   }
-  if (rename(w->tmp, w->path) != 0) {
+  if (w->tmp && rename(w->tmp, w->path) != 0) {
     psp_error_set(err, PSP_ERR_IO, "%s: cannot rename into place: %s", w->path, strerror(errno));
     psp_file_writer_abort(w);
     return false;

@@ -26,6 +26,19 @@ run "$PSP" compare wf/dseg.nii.gz ph/p_dseg.nii.gz --ff wf/fatfraction.nii.gz --
 run "$PSP" compare wf/dseg.nii.gz ph/p_dseg.nii.gz --water ph/p_water.nii.gz --fat ph/p_fat.nii.gz \
   --csv cmp_wfff.csv
 cmp -s cmp_ff.csv cmp_wfff.csv || { fail "compare --ff (analyze's map) differs from --water/--fat"; diff cmp_ff.csv cmp_wfff.csv | head -4; }
+# an output path that is no regular file (a pipe here; /dev/null as root) is written to, never
+# replaced by a new file; ffmap -o naming its own input is refused, the input intact
+mkfifo pipe.csv
+cat pipe.csv > from_pipe.csv &
+run "$PSP" compare wf/dseg.nii.gz ph/p_dseg.nii.gz --csv pipe.csv
+wait
+[ -p pipe.csv ] || fail "compare --csv replaced a named pipe with a file"
+"$PSP" compare wf/dseg.nii.gz ph/p_dseg.nii.gz --csv - | cmp -s - from_pipe.csv ||
+  fail "compare --csv into a pipe: not the CSV"
+cp ph/p_water.nii.gz w_copy.nii.gz
+"$PSP" ffmap --water w_copy.nii.gz --fat ph/p_fat.nii.gz -o w_copy.nii.gz > /dev/null 2> ffself.err
+[ $? = 2 ] || fail "ffmap -o its own input: exit not 2"
+cmp -s w_copy.nii.gz ph/p_water.nii.gz || fail "ffmap -o its own input changed it"
 cat cmp.txt
 awk 'FNR == 1 { f++ } $1 ~ /^(MF|ES)_[LR]$/ && !($1 SUBSEP f in d) { d[$1, f] = $4 }
      END { split("MF_L MF_R ES_L ES_R", ms, " ")
