@@ -354,10 +354,11 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
     r->ov = psp_level_overrides_parse(opt->level_overrides, opt->n_level_overrides, err);
     if (!r->ov) goto fail;
     if (opt->landmarks_path) {
+      /* --disc first: where the two contradict, the first name given is used (and flagged),
+       * so the command line wins over the file */
       psp_level_overrides *from_file = psp_level_overrides_load(opt->landmarks_path, err);
-      bool merged = from_file && psp_level_overrides_merge(from_file, r->ov, err);
-      psp_level_overrides_free(r->ov);
-      r->ov = from_file;
+      bool merged = from_file && psp_level_overrides_merge(r->ov, from_file, err);
+      psp_level_overrides_free(from_file);
       if (!merged) goto fail;
     }
   }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,8 +135,9 @@ int psp_cli_run_option(const char *cmd, int opt, const char *arg, const psp_cli_
     *t->noise_correction = false;
     return 0;
   case PSP_CLI_OPT_NOISE_FLOOR:
-    if (!psp_cli_parse_double(arg, t->noise_floor) || *t->noise_floor < 0)
-      return psp_cli_usage_error(cmd, "--noise-floor needs a number >= 0, not '%s'", arg);
+    if (!psp_cli_parse_double(arg, t->noise_floor) || !(*t->noise_floor >= 0) ||
+        !isfinite(*t->noise_floor)) /* (NaN fails every comparison) */
+      return psp_cli_usage_error(cmd, "--noise-floor needs a finite number >= 0, not '%s'", arg);
     return 0;
   case PSP_CLI_OPT_MAX_VOXELS:
     if (!psp_cli_parse_int(arg, t->max_voxels) || *t->max_voxels <= 0)

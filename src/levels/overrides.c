@@ -172,12 +172,20 @@ psp_level_overrides *psp_level_overrides_parse_text(const char *text, size_t len
   if (!ov) return NULL;
   size_t line = 0;
   const char *p = text, *endp = text + len;
+  if (len >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3; /* a UTF-8 byte-order mark */
+  if (memchr(p, '\0', (size_t)(endp - p))) {
+    psp_error_set(err, PSP_ERR_USAGE, "%s: contains a NUL byte: not a text file", path);
+    goto fail;
+  }
   while (p < endp) {
     const char *nl = memchr(p, '\n', (size_t)(endp - p));
     const char *e = nl ? nl : endp;
     line++;
     char tmp[256];
     size_t l = (size_t)(e - p);
+    /* a long comment is no entry: only the part before '#' must fit */
+    const char *hash_at = memchr(p, '#', l);
+    if (hash_at) l = (size_t)(hash_at - p);
     if (l >= sizeof tmp) {
       psp_error_set(err, PSP_ERR_USAGE, "%s:%zu: line too long", path, line);
       goto fail;

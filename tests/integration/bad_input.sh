@@ -150,6 +150,8 @@ case "$CASE" in
     msg="looks like percent"; name=$M/ffmap_percent.nii.gz ;;
   bad-option)  # --threads zero
     EXTRA=(--threads zero); want=2; msg="--threads"; name="zero" ;;
+  noise-floor-nan)  # --noise-floor nan (NaN passed the >= 0 check)
+    EXTRA=(--noise-floor nan); want=2; msg="--noise-floor needs a finite number"; name="nan" ;;
   unwritable-out)  # output folder path runs through a plain file
     touch blocker; OUT=blocker/out; want=3; msg="cannot create folder"; name=blocker ;;
   out-readonly)  # output folder without write permission

@@ -446,6 +446,22 @@ static void test_override_parse(void **state) {
   err = NULL;
   assert_null(psp_level_overrides_load("/nonexistent/landmarks.txt", &err));
   psp_error_free(err);
+  /* a byte-order mark (a Windows editor), CRLF and a comment longer than the entry buffer are
+   * read; a NUL byte (not a text file) is an error, not the rest of its line dropped */
+  char bom[600] = "\xEF\xBB\xBFL4/L5=12\r\n# ";
+  memset(bom + strlen(bom), 'x', 400);
+  strcpy(bom + strlen(bom), "\r\nL3=20\r\n");
+  err = NULL;
+  ov = psp_level_overrides_parse_text(bom, strlen(bom), "bom.txt", &err);
+  if (!ov) fail_msg("BOM, CRLF, long comment: %s", psp_error_message(err));
+  assert_int_equal(psp_level_overrides_count(ov), 2);
+  assert_string_equal(psp_level_overrides_name(ov, 0, &s), "L4/L5");
+  assert_int_equal(s, 12);
+  psp_level_overrides_free(ov);
+  static const char nul[] = "L4/L5=13\0L3=1\n";
+  assert_null(psp_level_overrides_parse_text(nul, sizeof nul - 1, "nul.txt", &err));
+  assert_non_null(strstr(psp_error_message(err), "NUL"));
+  psp_error_free(err);
 }
 
 static void test_override_applied(void **state) {
