@@ -39,6 +39,13 @@ cat err.txt
 awk -F, -v s="${l34:-0}" 'NR > 1 && $2 == s && $17 != "L4/L5" { bad = 1 } END { exit bad }' out2/slices.csv \
   || fail "override L4/L5=$l34 not applied"
 grep -qi "override" err.txt || fail "contradicting override not reported"
+# the same override with a --landmarks file that says otherwise: --disc wins
+l45=$(awk -F, 'NR > 1 && $17 == "L4/L5" { print $2; exit }' out/slices.csv)
+printf '\xEF\xBB\xBFL4/L5=%s\r\n' "${l45:-0}" > lm.txt
+"$PSP" analyze --water ph/p_water.nii.gz --fat ph/p_fat.nii.gz --labels ph/p_dseg.nii.gz -o out2b --no-qc \
+  --landmarks lm.txt --disc "L4/L5=${l34:-0}" 2> err2b.txt || fail "analyze with --disc and --landmarks failed"
+cmp -s <(cut -d, -f1-17 out2/slices.csv) <(cut -d, -f1-17 out2b/slices.csv) ||
+  fail "--disc did not win over a contradicting --landmarks file"
 # bad override: clear usage error, no output
 "$PSP" analyze --water ph/p_water.nii.gz --fat ph/p_fat.nii.gz --labels ph/p_dseg.nii.gz -o out3 --disc L9=x 2> err3.txt
 rc=$?
