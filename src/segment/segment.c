@@ -1151,8 +1151,9 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
       if (s->lm[k].status == PSP_SLICE_NO_SPINE) {
         s->lm[k].status = PSP_SLICE_BELOW_SACRUM;
         snprintf(s->lm[k].reason, sizeof s->lm[k].reason,
-                 "below the lowest slice where the spine and muscles were found (slice %lld)",
-                 (long long)lowest);
+                 "below the lowest slice where the spine and muscles were found (file slice "
+                 "%lld)",
+                 (long long)psp_volume_file_slice(ffv, lowest));
       }
     double v[10];
     for (int64_t k = 0; k < nz; k++)

@@ -90,4 +90,19 @@ for l in (1, 2, 3, 4):
 print("cut file slices:", sorted(cut), "level rows checked:", checked, "complete:", complete)
 PY
   fail "cut_off in report.json, slices.csv, levels.csv and volumes.csv"
+# the reason of a slice below the sacrum names the lowest measured slice by its file slice (the
+# file's slices run the other way here: the internal index was given)
+run "$PSP" phantom -o lpi --prefix p --seed 7 --orientation LPI
+run "$PSP" analyze --water lpi/p_water.nii.gz --fat lpi/p_fat.nii.gz -o lpi_out --no-qc
+python3 - lpi_out/report.json <<'PY' || fail "below-sacrum reason: not the file slice of the lowest measured slice"
+import json, re, sys
+sl = json.load(open(sys.argv[1]))["segmentation"]["slices"]
+low = min((s for s in sl if s["status"] == "ok"), key=lambda s: s["slice"])
+below = [s for s in sl if s["status"] == "below_sacrum"]
+assert below, "no slice below the sacrum"
+for s in below:
+    m = re.search(r"file slice (\d+)", s["reason"])
+    assert m and int(m.group(1)) == low["file_slice"], (s["reason"], low["file_slice"])
+print("below the sacrum:", len(below), "slices, lowest measured file slice", low["file_slice"])
+PY
 finish
