@@ -34,6 +34,8 @@ enum {
   LINE_GAP = 6,
   PAD = 8,
   HEADER_H = PAD + 2 * LINE_H + LINE_GAP + PAD,
+  /* the slice images': the slice line and two for a flagged slice's reason */
+  SLICE_HEADER_H = PAD + 3 * LINE_H + 2 * LINE_GAP + PAD,
   LEGEND_H = PAD + 2 * LINE_H + LINE_GAP + PAD,
   MAX_PANEL_SIDE = 8192,
   DEFAULT_LEVEL = 1, /* compression level when the caller gives none (< 0) */

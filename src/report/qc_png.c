@@ -190,9 +190,9 @@ static bool layout_crop(const psp_volume *v, int64_t i0, int64_t j0, int64_t cw,
   out->row_scale = (double)h / (double)ch;
   out->panel_x[0] = PAD;
   out->panel_x[1] = PAD + out->panel_w + PAD;
-  out->panel_y = HEADER_H;
+  out->panel_y = SLICE_HEADER_H;
   out->width = 3 * PAD + 2 * out->panel_w;
-  out->height = HEADER_H + out->panel_h + LEGEND_H;
+  out->height = SLICE_HEADER_H + out->panel_h + LEGEND_H;
   return true;
 }
 
@@ -317,6 +317,32 @@ static void draw_legend(psp_qc_canvas *c, const qc_job *job) {
   psp_qc_text(c, x + LINE_H + 6, y2, "NO SIGNAL", text, xmax);
 }
 
+/* s on up to two lines from y, broken at spaces (a flagged slice's reason is
+ * longer than a narrow image is wide); what does not fit ends in "...". */
+static void draw_wrapped(psp_qc_canvas *c, int y, const char *s, psp_qc_ink ink) {
+  const size_t fit = (size_t)((c->w - 2 * PAD) / CHAR_ADV);
+  char line[256];
+  for (int row = 0; row < 2 && *s && fit > 3; row++) {
+    size_t n = strlen(s);
+    if (n > fit) {
+      size_t cut = fit;
+      while (cut > fit / 2 && s[cut] != ' ')
+        cut--;
+      n = s[cut] == ' ' ? cut : fit;
+      if (row == 1) n = fit - 3;
+    }
+    if (n >= sizeof line) n = sizeof line - 4;
+    memcpy(line, s, n);
+    line[n] = '\0';
+    if (row == 1 && strlen(s) > fit) strcat(line, "...");
+    psp_qc_text(c, PAD, y, line, ink, c->w - PAD);
+    s += n;
+    while (*s == ' ')
+      s++;
+    y += LINE_H + LINE_GAP;
+  }
+}
+
 static void draw_header(psp_qc_canvas *c, const qc_job *job, int64_t k) {
   char s[160];
   double z = psp_volume_slice_z(job->anat, k);
@@ -327,9 +353,9 @@ static void draw_header(psp_qc_canvas *c, const qc_job *job, int64_t k) {
   const char *st = job->marks ? job->marks[k].status : NULL;
   const char *info = job->marks ? job->marks[k].info : NULL;
   if (st && *st)
-    psp_qc_text(c, PAD, PAD + LINE_H + LINE_GAP, st, psp_qc_fixed(INK_STATUS), c->w - PAD);
+    draw_wrapped(c, PAD + LINE_H + LINE_GAP, st, psp_qc_fixed(INK_STATUS));
   else if (info && *info)
-    psp_qc_text(c, PAD, PAD + LINE_H + LINE_GAP, info, psp_qc_fixed(INK_TEXT), c->w - PAD);
+    draw_wrapped(c, PAD + LINE_H + LINE_GAP, info, psp_qc_fixed(INK_TEXT));
 }
 
 /* dst[x] = src[x / fc] for the n * fc display columns of n voxels (the

@@ -68,7 +68,9 @@ static void make_case(fixture *f) {
     f->marks[k] = (psp_qc_slice_marks){NAN, NAN, NAN, NAN, NAN, NAN, NAN, 0.0, NULL, NULL, NULL};
   f->marks[1].canal_i = 10;
   f->marks[1].canal_j = 13;
-  f->marks[2].status = "no spine: below sacrum";
+  /* longer than the 824-pixel image is wide (68 characters): wrapped onto a second line */
+  f->marks[2].status = "below_sacrum: below the lowest slice where the spine and muscles were "
+                       "found (file slice 4)";
   f->marks[0].info = "MF/ES BOUNDARY ON A VISIBLE FAT PLANE: R 0%  L 0%";
   f->marks[2].info = "NOT DRAWN: THE STATUS IS";
 }
@@ -269,6 +271,12 @@ static void test_contours_and_marks(void **state) {
     for (int x = 0; x < im2.w; x++)
       info_ink2 += is_rgb(px(&im2, x, y), info_ink);
   assert_true(text2 > 100);
+  /* the reason's second line (the header's third): ink in the status colour */
+  int wrap2 = 0;
+  for (int y = 8 + 2 * (14 + 6); y < 8 + 2 * (14 + 6) + 14; y++)
+    for (int x = 0; x < im2.w; x++)
+      wrap2 += is_rgb(px(&im2, x, y), status_ink);
+  assert_true(wrap2 > 50);
   assert_int_equal(text1, 0);
   assert_true(text0 > 100);
   assert_int_equal(status_ink0, 0);
