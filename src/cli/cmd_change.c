@@ -186,15 +186,19 @@ static void slice_range(char *out, size_t n, int64_t a, int64_t b) {
     snprintf(out, n, "%lld-%lld", (long long)a, (long long)b);
 }
 
+static const char *anchoring(const psp_levels_table *t) {
+  return psp_levels_table_row_count(t) == 0 ? "no levels: levels.csv has no rows"
+         : psp_levels_table_anchored(t)     ? "anchored"
+                                            : "not anchored: relative level names";
+}
+
 static void print_summary(const change_args *a, const char *bpath, const char *fpath,
                           const psp_levels_table *bt, const psp_levels_table *ft,
                           const psp_change *c) {
   static const char *const muscles[3] = {"multifidus", "erector_spinae", "mf+es"};
   size_t nl = psp_change_level_count(c), nc = psp_change_comparable_count(c);
-  printf("baseline: %s (%s)\n", bpath,
-         psp_levels_table_anchored(bt) ? "anchored" : "not anchored: relative level names");
-  printf("followup: %s (%s)\n", fpath,
-         psp_levels_table_anchored(ft) ? "anchored" : "not anchored: relative level names");
+  printf("baseline: %s (%s)\n", bpath, anchoring(bt));
+  printf("followup: %s (%s)\n", fpath, anchoring(ft));
   printf("levels compared: %zu of %zu (level_confidence >= %.2f and anchored in both runs)\n", nc,
          nl, a->min_conf);
   if (nc > 0) {
@@ -203,9 +207,12 @@ static void print_summary(const change_args *a, const char *bpath, const char *f
     for (size_t i = 0; i < nl; i++) {
       const psp_change_level *L = psp_change_level_at(c, i);
       if (!L->comparable) continue;
-      printf("%s (%s): file slice %lld (baseline) / %lld (followup), confidence %.3f / %.3f\n",
-             L->level, L->disc ? "disc" : "vertebra", (long long)L->base_file_slice,
-             (long long)L->follow_file_slice, L->base_conf, L->follow_conf);
+      char fb[24] = "-", ff[24] = "-"; /* -1: the level has no slice in the stack */
+      if (L->base_file_slice >= 0) snprintf(fb, sizeof fb, "%lld", (long long)L->base_file_slice);
+      if (L->follow_file_slice >= 0)
+        snprintf(ff, sizeof ff, "%lld", (long long)L->follow_file_slice);
+      printf("%s (%s): file slice %s (baseline) / %s (followup), confidence %.3f / %.3f\n",
+             L->level, L->disc ? "disc" : "vertebra", fb, ff, L->base_conf, L->follow_conf);
       for (int m = 0; m < 3; m++) {
         printf("  %-15s", muscles[m]);
         print_metric(find(c, L, muscles[m], "area_mm2"), "area", 1, "mm2", true);
@@ -223,7 +230,7 @@ static void print_summary(const change_args *a, const char *bpath, const char *f
         print_metric(find(c, L, muscles[m], "seg_ff_mean_pct_mean"), "FF mean", 2, "%", false);
         const psp_change_row *v = find(c, L, muscles[m], "seg_volume_mm3");
         if (v && !v->ok)
-          printf("  volume: skipped (segment cut by the stack)");
+          printf("  volume: skipped (%s)", v->reason[0] ? v->reason : "see change.csv");
         else
           print_metric(v, "volume", 0, "mm3", true);
         printf("\n");

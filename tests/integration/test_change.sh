@@ -74,6 +74,9 @@ awk -F, -v fm="$(col $C muscle)" -v fx="$(col $C metric)" -v fa="$(col $C change
 # segments cut by the end of the stack: their volume is skipped, with the reason
 grep -q '^S1,vertebra,multifidus,left,seg_volume_mm3,.*,skipped,"\?segment incomplete' $C \
   || fail "S1 segment volume (cut by the stack) not skipped"
+# the summary gives the row's own reason (it said "cut by the stack" for every skipped volume)
+grep -q "volume: skipped (segment incomplete in" summary.txt || fail "summary: skipped volume without its reason"
+grep -q "volume: skipped (segment cut by the stack)" summary.txt && fail "summary: the old fixed reason"
 
 # --- low confidence at one level in the follow-up ----------------------------
 L=run20/levels.csv
