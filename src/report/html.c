@@ -814,7 +814,7 @@ static const char *SCRIPT =
     "var path=decodeURIComponent(location.pathname||'');\n"
     "var parts=path.split('/');var folder=parts.length>1?parts[parts.length-2]:'';\n"
     "var fe=document.getElementById('folder');if(fe)fe.textContent=folder||'(unknown)';\n"
-    "var key='paraspinal-qc:'+path,marks={},cur=0;\n"
+    "var key='paraspinal-qc:'+path+':'+RESULTS,marks={},cur=0;\n"
     "try{marks=JSON.parse(localStorage.getItem(key)||'{}')||{};}catch(e){marks={};}\n"
     "function save(){try{localStorage.setItem(key,JSON.stringify(marks));}catch(e){}}\n"
     "function rowOf(c){var i=c.getAttribute('data-idx');"
@@ -909,11 +909,18 @@ char *psp_report_html(const psp_result *r, const char *levels_csv, const psp_htm
   T(&b, "<h2 id=\"notes\">Notes</h2>\n<ul>\n<li>QC images: water (or in-phase) and FF panels, "
         "radiological convention (patient right on the image's left), outlines: MF L orange, "
         "MF R sky blue, ES L reddish purple, ES R yellow.</li>\n<li>Marks are kept in this "
-        "browser (localStorage) for this page; <b>Export</b> downloads <code>qc_fails.txt</code>: "
+        "browser (localStorage) for this page and these results (a run with other results into the "
+        "same folder starts without them); <b>Export</b> downloads <code>qc_fails.txt</code>: "
         "one line per level marked fail or artefact, <code>LEVEL&lt;TAB&gt;MARK&lt;TAB&gt;"
         "FOLDER</code>.</li>\n<li>The fat grade is derived from FF with Kjaer-type visual-grade "
         "thresholds; it is for research only and not a validated clinical grade.</li>\n</ul>\n"
         "</main>\n<script>\n");
+  /* the marks belong to these results: a run into the same folder with other results (after a
+   * correction) starts without the earlier run's marks; the same results keep them */
+  uint64_t h = 1469598103934665603ull; /* FNV-1a 64 of levels.csv */
+  for (const char *q = levels_csv ? levels_csv : ""; *q; q++)
+    h = (h ^ (uint8_t)*q) * 1099511628211ull;
+  psp_strbuf_printf(&b, "var RESULTS='%016llx';\n", (unsigned long long)h);
   T(&b, SCRIPT);
   T(&b, "</script>\n</body>\n</html>\n");
   csv_free(&pg.t);

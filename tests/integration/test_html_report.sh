@@ -103,6 +103,12 @@ echo "override run: $nw warnings reported, $nli listed on the page"
 grep -qF "Run warnings ($nw)" ov/report.html || fail "override run: warning count not shown"
 grep -q '<code>override_contradicts_detection</code>' ov/report.html || fail "level flag not listed"
 grep -q 'override is trusted' ov/report.html || fail "override warning text not on the page"
+# the review marks are stored per results: the same results (1 and 2 threads) share the key,
+# other results (the override run) get another, so a rerun after a correction starts afresh
+k1=$(grep -o "var RESULTS='[0-9a-f]*'" out1/report.html) k2=$(grep -o "var RESULTS='[0-9a-f]*'" out2/report.html)
+kv=$(grep -o "var RESULTS='[0-9a-f]*'" ov/report.html)
+[ -n "$k1" ] && [ "$k1" = "$k2" ] || fail "marks key: the same results give '$k1' and '$k2'"
+[ -n "$kv" ] && [ "$kv" != "$k1" ] || fail "marks key: other results share the key '$k1'"
 # --no-qc: still a page, no image references, no qc folder
 grep -qE '(src|href)="' ov/report.html && fail "--no-qc page references images"
 [ -e ov/qc ] && fail "--no-qc wrote a qc folder"
