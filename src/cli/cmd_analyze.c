@@ -34,7 +34,7 @@ static const char ANALYZE_HELP[] =
     "percent\n"
     "    [--water FILE]               with the map's water image (same grid): the segmentation\n"
     "                                 then sees bone as dark, as with --water --fat (multifidus\n"
-    "                                 Dice on dixon-tum01 0.81 -> 0.85-0.88; FF from the map)\n"
+    "                                 Dice on dixon-tum01 0.83 -> 0.87-0.89; FF from the map)\n"
     "  --dicom DIR                    a DICOM folder tree instead: the Dixon series are found\n"
     "                                 and paired (water+fat, else in-phase+opposed-phase, else\n"
     "                                 an FF map; see README \"DICOM input\"); list with\n"
