@@ -393,14 +393,14 @@ static bool shared_series(const psp_dicom_scan *s, const psp_dixon_kind kinds[2]
   return false;
 }
 
-/* No pair of the kinds was formed: true when nothing of those kinds was
+/* No pair of the kinds was formed: true when no stack of those kinds is
  * broken (the choice goes on to the next kind of input), else false with
  * *err set. A stack of either kind that cannot be placed in space (a
  * missing slice, a duplicate position, no position), or two that are not
  * a pair (notes from notes_from on: one slice short, another grid), would
  * otherwise let a lesser input (in-phase/opposed-phase, an FF map) be
  * analysed in silence. --series can still name the other series. */
-static bool kind_broken(const psp_dicom_scan *s, const psp_dixon_kind kinds[2], const char *filter,
+static bool kinds_sound(const psp_dicom_scan *s, const psp_dixon_kind kinds[2], const char *filter,
                         size_t notes_from, const psp_strbuf *notes, psp_error **err) {
   for (int32_t i = 0; i < s->n_stacks; i++) {
     const psp_dicom_stack *st = &s->stacks[i];
@@ -505,7 +505,7 @@ bool psp_dicom_choose(const psp_dicom_scan *s, const char *filter, psp_dicom_cho
         list_stack(s, b, &list);
       }
     }
-    if (n_pairs == 0 && !kind_broken(s, pairs[pk], filter, notes_from, &notes, err)) {
+    if (n_pairs == 0 && !kinds_sound(s, pairs[pk], filter, notes_from, &notes, err)) {
       psp_strbuf_free(&list);
       psp_strbuf_free(&found);
       psp_strbuf_free(&notes);
