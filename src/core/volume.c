@@ -93,12 +93,15 @@ static double col_norm(const double a[4][4], int c) {
   return sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
 }
 
-/* A derived size (mm, mm^2, mm^3) to 1e-6: a rotated grid's float32 affine
- * (NIfTI) gives 2.9999998 where the same grid from DICOM (double) gives 3,
- * and a rule's millimetres / spacing then rounds to another voxel count:
- * the same scan as NIfTI and as DICOM segmented differently. */
+/* A derived size (mm, mm^2, mm^3) to 7 significant digits (float32's
+ * precision): a rotated grid's float32 affine (NIfTI) gives 2.9999998 where
+ * the same grid from DICOM (double) gives 3, and a rule's millimetres /
+ * spacing then rounds to another voxel count: the same scan as NIfTI and as
+ * DICOM segmented differently. Relative, so a tiny size stays above 0. */
 static double snap(double x) {
-  return round(x * 1e6) / 1e6;
+  if (!(x > 0) || !isfinite(x)) return x;
+  const double q = pow(10.0, floor(log10(x)) - 6.0);
+  return round(x / q) * q;
 }
 
 void psp_volume_spacing(const psp_volume *v, double spacing[3]) {
