@@ -15,10 +15,11 @@
  *
  * With --by-level (mf_rho_by_level.tsv) the same medians per 15 mm band of
  * the height above an anatomical anchor: the lowest slice from which on the
- * multifidus takes less than half of the two muscles together (the L5/S1
- * level, where the erector spinae grows from a thin sheet into a muscle
- * larger than the multifidus); columns dz_mm (band centre), n_slices,
- * share (median multifidus share of the band's slices), rho_0 .. rho_110.
+ * multifidus takes less than half of the two muscles together (the lower
+ * L5 level, where the erector spinae grows from a thin sheet into a muscle
+ * larger than the multifidus); the first band holds the 15 mm below the
+ * anchor; columns dz_mm (band centre), n_slices, share (median multifidus
+ * share of the band's slices), rho_0 .. rho_110.
  *
  * With --es-rise (es_front_rise.tsv) the rise of the erector spinae's
  * front lateral of 35 mm from the midline (see es_rise_table below).
@@ -39,7 +40,7 @@
 
 #define NT 19
 #define MAXV 8192
-#define NBAND 10
+#define NBAND 11 /* one band below the anchor, ten above */
 #define BAND_MM 15.0
 
 static int cmpd(const void *a, const void *b) {
@@ -172,8 +173,9 @@ int main(int argc, char **argv) {
   for (int64_t k = 0; k < d[2]; k++) {
     const float *s = v + k * d[0] * d[1];
     int band = -1;
-    if (by_level && k >= anchor) {
-      band = (int)floor((double)(k - anchor) * sp[2] / BAND_MM);
+    if (by_level && (double)(anchor - k) * sp[2] <= BAND_MM) {
+      band = 1 + (int)floor((double)(k - anchor) * sp[2] / BAND_MM);
+      if (band < 0) band = 0;
       if (band >= NBAND) band = NBAND - 1;
     }
     double mid = slice_midline(s, d, mf), oj = -1;
@@ -221,7 +223,7 @@ int main(int argc, char **argv) {
     for (int b = 0; b < NBAND; b++) {
       if (!nsh[b]) continue;
       qsort(shares[b], (size_t)nsh[b], sizeof(double), cmpd);
-      printf("%.1f\t%d\t%.3f", (b + 0.5) * BAND_MM, nsh[b], shares[b][nsh[b] / 2]);
+      printf("%.1f\t%d\t%.3f", (b - 0.5) * BAND_MM, nsh[b], shares[b][nsh[b] / 2]);
       for (int t = 0; t < 12; t++) {
         int m = nbv[b][t];
         double med = 0.0;

@@ -141,6 +141,7 @@ struct psp_levels {
   double crest;           /* iliac crest top (internal slice), NaN */
   bool iliac_bottom;   /* iliac bone on both sides at the stack's bottom (a run, however short) */
   double bottom_ratio; /* bony width below the lowest disc / the lumbar bodies' (NaN: not judged) */
+  double sacrum_disc;  /* the disc the sacrum was seen below (internal sub-slice), NaN */
   psp_level_disc *disc;
   size_t ndisc, capdisc;
   bool anchored;
@@ -806,6 +807,7 @@ static anchor_info find_sacrum(psp_levels *lv, const double *width, double lo, p
   if (ratio >= SACRUM_RATIO && sw - Wv >= SACRUM_EXTRA_MM) {
     a.found = true;
     a.base = -(int)i0;
+    lv->sacrum_disc = p0;
     a.conf = clampd(0.6 + (ratio - SACRUM_RATIO), 0.6, 0.95);
     snprintf(lv->anchor, sizeof lv->anchor,
              "lumbosacral junction: sacrum below the disc at slice %.1f (file %.1f); bony width "
@@ -1115,6 +1117,7 @@ psp_levels *psp_levels_detect(const psp_ffmap *ffm, const psp_segmentation *seg,
   lv->spacing = NAN;
   lv->crest = NAN;
   lv->bottom_ratio = NAN;
+  lv->sacrum_disc = NAN;
   lv->name = psp_calloc((size_t)nz, sizeof *lv->name, err);
   lv->is_disc = psp_calloc((size_t)nz, sizeof *lv->is_disc, err);
   lv->frac = psp_calloc((size_t)nz, sizeof *lv->frac, err);
@@ -1439,6 +1442,10 @@ double psp_levels_l5s1_position(const psp_levels *lv) {
       if (name[0] && !strcmp(name, lv->disc[i].name)) return lv->disc[i].slice - o * S / lv->dz;
     }
   return NAN;
+}
+
+double psp_levels_sacrum_disc(const psp_levels *lv) {
+  return lv ? lv->sacrum_disc : NAN;
 }
 
 size_t psp_levels_flag_count(const psp_levels *lv) {

@@ -146,6 +146,10 @@ double psp_levels_spacing_mm(const psp_levels *lv);
  * typical one with fewer than two discs); it may lie outside the stack.
  * NaN when the names are relative or there are none. */
 double psp_levels_l5s1_position(const psp_levels *lv);
+/* The disc the sacrum was seen directly below (sub-slice, internal
+ * numbering): the L5/S1 disc as the image shows it, whatever names an
+ * override gave; NaN when the sacrum was not seen. */
+double psp_levels_sacrum_disc(const psp_levels *lv);
 /* Flags: short machine-readable keys ("no_anchor", "weak_evidence",
  * "transitional_suspected", "override_contradicts_detection",
  * "disc_gap_inferred", "column_not_found", "column_shifted",

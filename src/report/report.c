@@ -335,6 +335,15 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
   cJSON *fp = cJSON_AddArrayToObject(o, "frame_pixel_mm");
   cJSON_AddItemToArray(fp, jnum(fmm[0], 3));
   cJSON_AddItemToArray(fp, jnum(fmm[1], 3));
+  /* the zero of the height priors (multifidus/erector spinae proportion,
+   * lumbosacral front): what placed it and where along the stack */
+  double hz = NAN;
+  psp_height_from hf = psp_segmentation_height(seg, &hz);
+  cJSON *hp = cJSON_AddObjectToObject(o, "height_prior");
+  cJSON_AddStringToObject(hp, "zero_from", psp_height_from_name(hf));
+  cJSON_AddItemToObject(hp, "zero_slice", jnum(hz, 2));
+  bool flip = nz > 1 && psp_volume_file_slice(labels, 0) != 0;
+  cJSON_AddItemToObject(hp, "zero_file_slice", jnum(flip ? (double)(nz - 1) - hz : hz, 2));
   cJSON *arr = cJSON_AddArrayToObject(o, "slices");
   for (int64_t k = 0; k < nz; k++) {
     const psp_slice_landmarks *lm = psp_segmentation_slice(seg, k);

@@ -129,9 +129,9 @@ static const char METHOD[] =
     "canal, intramuscular fat included by hole filling and by closing each muscle's outline "
     "(5 mm); multifidus/erector spinae split along "
     "a visible fat plane (seeded watershed), else by a minimum-cost path with a proportion "
-    "prior by height above the lowest segmented slice (taken as L5/S1 with the sacrum or an iliac "
-    "crest in view, else as 24 mm above it; MuscleMap template), smoothed along the "
-    "spine";
+    "prior by height (MuscleMap template; its zero 22 mm above the L5/S1 disc when the sacrum "
+    "is in view, else at the lowest segmented slice with an iliac crest in view, else 24 mm "
+    "below it: segmentation.height_prior), smoothed along the spine";
 
 /* Bilinear FF at voxel (x, y); no signal counts as NO_SIGNAL_FF; NaN
  * outside the image. */
@@ -1017,6 +1017,26 @@ void psp_segmentation_to_image(const psp_segmentation *s, int64_t k, double *i, 
 void psp_segmentation_frame_mm(const psp_segmentation *s, double mm[2]) {
   mm[0] = s->frame_mm[0];
   mm[1] = s->frame_mm[1];
+}
+
+psp_height_from psp_segmentation_height(const psp_segmentation *s, double *zero_slice) {
+  if (zero_slice) *zero_slice = s->height_zero;
+  return s->height_from;
+}
+
+const char *psp_height_from_name(psp_height_from h) {
+  switch (h) {
+  case PSP_HEIGHT_BOTTOM:
+    return "bottom_of_stack";
+  case PSP_HEIGHT_SACRUM:
+    return "sacrum";
+  case PSP_HEIGHT_NAMED:
+    return "named_levels";
+  case PSP_HEIGHT_ASSUMED:
+    return "assumed";
+  default:
+    return "bottom_unchecked";
+  }
 }
 
 double psp_segmentation_axis_deg(const psp_segmentation *s, bool *aligned) {

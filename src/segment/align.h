@@ -20,6 +20,8 @@ struct psp_segmentation {
   double frame_mm[2]; /* pixel of the frame the muscles were told apart in (mm) */
   bool unanchored;    /* the height priors took the lowest spine slice as NO_ANCHOR_DZ_MM
                          above L5/S1 (segment.c) */
+  psp_height_from height_from; /* what placed the height priors' zero (segment.c) */
+  double height_zero;          /* where: an internal sub-slice position (NaN: no spine) */
 };
 
 #define FRAME_DOUBLES 13

@@ -26,15 +26,17 @@ double psp_segment_mf_rho(int deg10) {
   return deg10 >= 0 && deg10 < 12 ? MF_RHO[deg10] : 0.0;
 }
 
-/* The same by height above the lowest segmented slice (taken as the L5/S1
- * level): medians per 15 mm band above the template's anchor (the lowest
- * slice from which on the multifidus is less than half of MF + ES), from
- * models/mf_rho_by_level.tsv (MuscleMap template only). Caudally the
- * multifidus fills most of the compartment; cranially the erector spinae
- * takes over. */
-#define N_BAND 10
+/* The same by height above the template's anchor (the lowest slice from
+ * which on the multifidus is less than half of MF + ES; where segment.c
+ * places it: psp_segmentation_height): medians per 15 mm band, the first
+ * from the 15 mm below the anchor, from models/mf_rho_by_level.tsv
+ * (MuscleMap template only). Caudally the multifidus fills most of the
+ * compartment; cranially the erector spinae takes over. */
+#define N_BAND 11
 #define BAND_MM 15.0
+#define BAND0_MM (-7.5) /* the first band's centre: the 15 mm below the anchor */
 static const double MF_RHO_Z[N_BAND][12] = {
+    {1.00, 1.00, 1.00, 1.00, 1.00, 0.93, 0.61, 0.43, 0.39, 0.00, 0.00, 0.00},
     {1.00, 1.00, 1.00, 1.00, 1.00, 0.74, 0.52, 0.39, 0.23, 0.00, 0.00, 0.00},
     {1.00, 1.00, 1.00, 1.00, 0.74, 0.53, 0.39, 0.28, 0.19, 0.00, 0.00, 0.00},
     {1.00, 1.00, 1.00, 0.82, 0.67, 0.51, 0.37, 0.27, 0.14, 0.00, 0.00, 0.00},
@@ -59,7 +61,7 @@ void psp_seg_rho_row(double dz, double row[12]) {
     memcpy(row, MF_RHO, sizeof MF_RHO);
     return;
   }
-  double u = dz / BAND_MM - 0.5;
+  double u = (dz - BAND0_MM) / BAND_MM;
   if (u < 0) u = 0;
   if (u > N_BAND - 1) u = N_BAND - 1;
   int a = (int)floor(u);

@@ -80,11 +80,13 @@
  * them (not used), DIAGNOSED error patterns and chose between candidate
  * rules and a few constants (the ES front's 4 mm, NO_ANCHOR_DZ_MM on its
  * crops, PRIOR_ZERO_MM), each rule also measured on the phantoms; the
- * constants are anatomical sizes in mm. The height priors take the lowest
- * spine slice as L5/S1 when the pipeline sees the lumbosacral junction (or
- * a bottom vertebra much wider than those above: src/pipeline.c), else
- * NO_ANCHOR_DZ_MM above it (a warning), or use levels named by hand
- * (PRIOR_ZERO_MM). See "segment.c: what was learned from which data".
+ * constants are anatomical sizes in mm. The height priors' zero (the
+ * template's anchor) lies PRIOR_ZERO_MM above the L5/S1 disc when the
+ * pipeline sees the sacrum below that disc or levels are named by hand;
+ * at the lowest spine slice when it sees an iliac crest (or a bottom
+ * vertebra much wider than those above: src/pipeline.c); else
+ * NO_ANCHOR_DZ_MM below it (a warning). See "segment.c: what was learned
+ * from which data".
  *
  * Parallel over slices (OpenMP), each slice writing only its own voxels;
  * the serial steps (canal anchor, statuses along k, the median prior) run
@@ -887,23 +889,32 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
       goto fail;
     }
   }
-  /* the landmarks are final: the stack's bottom is checked on them */
-  double dz0 = 0.0;
+  /* the landmarks are final: the stack's bottom is checked on them. dz0:
+   * the lowest spine slice's height above the priors' zero; taper0: the
+   * same for the lumbosacral front, which counts from the stack's bottom
+   * when the sacrum is in view (there the erector arises beside the canal:
+   * over the sacrum and L5/S1 rather than from L5 up) */
+  double dz0 = 0.0, taper0 = 0.0;
   if (bottom) {
     double l5s1 = NAN;
     int b = bottom(ffm, s, user, &l5s1, err);
     if (b < 0) goto fail;
-    if (b == 0 && isfinite(l5s1) && k_low >= 0) {
+    s->height_from = (psp_height_from)b;
+    if ((b == PSP_HEIGHT_SACRUM || b == PSP_HEIGHT_NAMED) && isfinite(l5s1) && k_low >= 0) {
+      /* the priors' zero PRIOR_ZERO_MM above that L5/S1, the slices below
+       * it (the sacrum) at negative heights */
       double above = ((double)k_low - l5s1) * sp[2];
-      dz0 = fmax(0.0, above - PRIOR_ZERO_MM);
+      dz0 = above - PRIOR_ZERO_MM;
+      taper0 = b == PSP_HEIGHT_SACRUM ? 0.0 : fmax(0.0, dz0);
       psp_info(ctx,
-               "automatic segmentation: the levels given place L5/S1 at slice %.1f (internal "
-               "numbering), so the lowest slice with a spine lies %.0f mm above it, %.0f mm "
-               "above the height where the multifidus falls below half of the two muscles (%.0f "
-               "mm above L5/S1) for the multifidus/erector spinae proportion",
+               "automatic segmentation: %s L5/S1 at slice %.1f (internal numbering), so the "
+               "lowest slice with a spine lies %.0f mm above it, %.0f mm above the height where "
+               "the multifidus falls below half of the two muscles (%.0f mm above L5/S1) for "
+               "the multifidus/erector spinae proportion",
+               b == PSP_HEIGHT_SACRUM ? "the sacrum in view places" : "the levels given place",
                l5s1, above, dz0, PRIOR_ZERO_MM);
-    } else if (b == 0 && k_low >= 0) {
-      dz0 = NO_ANCHOR_DZ_MM;
+    } else if (b == PSP_HEIGHT_ASSUMED && k_low >= 0) {
+      dz0 = taper0 = NO_ANCHOR_DZ_MM;
       s->unanchored = true;
       psp_warn(ctx,
                "automatic segmentation: no sacrum or iliac crest in view, so the lowest slice "
@@ -912,8 +923,10 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
                "0.84 / 0.87 and 0.87 / 0.84 this way, 0.85 / 0.83 and 0.75 / 0.70 taking it as "
                "L5/S1); check the QC images",
                NO_ANCHOR_DZ_MM);
-    }
+    } else if (b != PSP_HEIGHT_ASSUMED)
+      s->height_from = PSP_HEIGHT_BOTTOM; /* confirmed, or L5/S1 could not be placed */
   }
+  s->height_zero = k_low >= 0 ? (double)k_low - dz0 / sp[2] : NAN;
   if (bottom && n_swapped) /* once per analysis: not in the landmarks-only or outline runs */
     psp_warn(ctx,
              "automatic segmentation: on %lld slice(s) water and fat look exchanged (the fat "
@@ -971,7 +984,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
        * lumborum or psoas lies beside the canal: the erector spinae, arising
        * from the sacrum and the iliac crest, reaches forward beside it */
       {
-        double dz = (double)(k - k_low) * sp[2] + dz0;
+        double dz = (double)(k - k_low) * sp[2] + taper0;
         double t = fmin(fmax(dz / SACRAL_MM, 0.0), 1.0);
         L->y_ant_lat = Y_ANT_SACRAL + t * (Y_ANT_LAT - Y_ANT_SACRAL);
       }
@@ -1057,11 +1070,8 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   }
 
   /* first boundary pass: the template prior at this slice's height above
-   * the lowest segmented slice (taken as L5/S1) */
+   * the priors' zero (s->height_zero) */
   {
-    int64_t k0 = -1;
-    for (int64_t k = 0; k < nz && k0 < 0; k++)
-      if (s->lm[k].status == PSP_SLICE_OK) k0 = k;
 #pragma omp parallel reduction(|| : oom)
     {
       psp_slice_work *w = psp_slice_work_create(nx, ny);
@@ -1072,7 +1082,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
       for (int64_t k = 0; k < nz; k++) {
         if (!ready || s->lm[k].status != PSP_SLICE_OK) continue;
         double row[12];
-        psp_seg_rho_row((double)(k - k0) * sp[2] + dz0, row);
+        psp_seg_rho_row(((double)k - s->height_zero) * sp[2], row);
         const float *ff = ffv->data + k * plane;
         uint8_t *c = comp + k * plane, *sd = seeds + k * plane;
         polar P;

@@ -17,8 +17,19 @@ typedef struct psp_segmentation psp_segmentation;
 
 /* Segments every axial slice. Fails only on out-of-memory / empty input;
  * slices where the muscles cannot be found are flagged, not errors. The
- * height priors take the lowest slice with a spine as L5/S1. */
+ * height priors count from the lowest slice with a spine. */
 psp_segmentation *psp_segment(const psp_ffmap *ff, psp_context *ctx, psp_error **err);
+
+/* What placed the zero of the height priors (the multifidus/erector spinae
+ * proportion, src/segment/segment.c: the height where the multifidus falls
+ * below half of the two muscles, about 22 mm above the L5/S1 disc): */
+typedef enum psp_height_from {
+  PSP_HEIGHT_UNCHECKED = 0, /* the lowest slice with a spine, the stack's bottom not checked */
+  PSP_HEIGHT_BOTTOM,        /* the same, an iliac crest (or the L5 body) in view */
+  PSP_HEIGHT_SACRUM,        /* 22 mm above the L5/S1 disc seen above the sacrum */
+  PSP_HEIGHT_NAMED,         /* 22 mm above the L5/S1 disc as levels named by hand place it */
+  PSP_HEIGHT_ASSUMED        /* nothing to anchor to: 24 mm below the lowest slice with a spine */
+} psp_height_from;
 
 /* Whether the image confirms that the stack reaches down to the
  * lumbosacral junction (e.g. the sacrum or an iliac crest is in view):
@@ -27,12 +38,13 @@ psp_segmentation *psp_segment(const psp_ffmap *ff, psp_context *ctx, psp_error *
  * ff is the map being segmented: the caller's, or its copy rotated into
  * the frame of the spine's axis (src/segment/align.c), whose landmarks s
  * then holds; psp_segmentation_to_image maps that frame's points.
- * Returns 1 (confirmed), 0 (not: the lowest slice with a spine is taken as
- * lying NO_ANCHOR_DZ_MM above L5/S1, see segment.c), or -1 with *err set.
- * *l5s1 (NaN on entry): where levels named by hand (--disc, --landmarks)
- * place the L5/S1 disc, a sub-slice position that may lie outside the
- * stack; when nothing in the image confirms the bottom (0), the
- * multifidus/erector proportion follows it instead of NO_ANCHOR_DZ_MM. */
+ * Returns what places the zero of the height priors (psp_height_from,
+ * above): PSP_HEIGHT_NAMED (levels named by hand, --disc or --landmarks)
+ * or PSP_HEIGHT_SACRUM (the sacrum in view) with *l5s1 (NaN on entry) the
+ * L5/S1 disc's sub-slice position, which may lie outside the stack;
+ * PSP_HEIGHT_BOTTOM (the lowest slice with a spine: an iliac crest in
+ * view); PSP_HEIGHT_ASSUMED (nothing: that slice is taken as lying
+ * NO_ANCHOR_DZ_MM above the zero, see segment.c); or -1 with *err set. */
 typedef int (*psp_seg_bottom_fn)(const psp_ffmap *ff, const psp_segmentation *s, void *user,
                                  double *l5s1, psp_error **err);
 /* psp_segment with that check (bottom NULL: as psp_segment). */
@@ -68,6 +80,12 @@ void psp_segmentation_plane_share(const psp_segmentation *s, double share[2]);
  * few slices showed a spine; see src/segment/align.c), and whether the
  * muscles were segmented in a frame rotated by it (*aligned, may be NULL). */
 double psp_segmentation_axis_deg(const psp_segmentation *s, bool *aligned);
+/* What placed it, and *zero_slice (may be NULL) where: an internal
+ * sub-slice position, possibly outside the stack (NaN: no spine seen). */
+psp_height_from psp_segmentation_height(const psp_segmentation *s, double *zero_slice);
+/* "bottom_unchecked", "bottom_of_stack", "sacrum", "named_levels",
+ * "assumed". */
+const char *psp_height_from_name(psp_height_from h);
 /* The pixel (mm, x and y) of the frame the muscles were told apart in: the
  * image's own, finer when rotated from coarse pixels, about 1 mm from
  * fine ones (src/segment/align.c). */

@@ -10,11 +10,17 @@
 # readings apart (a harmonic mix of the tissues around it) now takes the
 # nearer: 0.888 / 0.850 -> 0.896 / 0.866 (the phantoms' in-phase contrast,
 # fat 1.2 x muscle, decides few voxels; the minima fail on the version
-# before).
+# before). With the sacrum in view the height priors count from 22 mm above
+# the L5/S1 disc, no longer from the stack's lowest slice (46 mm lower here,
+# test_height_prior): phantom01 0.896 -> 0.897 (multifidus 0.871 / 0.883 ->
+# 0.886 / 0.883, erector 0.880 / 0.888 -> 0.898 / 0.890), phantom02 0.871
+# -> 0.873 (multifidus 0.75 / 0.73 -> 0.85 / 0.85), phantom03 0.866 ->
+# 0.851: its slice at L2 (internal 24) then splits its sides 2.2 x apart in
+# area and is flagged, as is implausible.
 source "$(dirname "$0")/lib.sh"
 cd "$S"
 P="$SRC/sample_scans"
-for spec in "01 0.891" "03 0.861"; do
+for spec in "01 0.892" "03 0.846"; do
   set -- $spec
   compare_phantom "$1" "p$1" --inphase "$P/phantom$1_inphase.nii.gz" \
     --outphase "$P/phantom$1_outphase.nii.gz"

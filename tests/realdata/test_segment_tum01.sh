@@ -37,6 +37,12 @@ run "$PSP" analyze --water "$D/water.nii.gz" --fat "$D/fat.nii.gz" -o out
 grep -q "no sacrum or iliac crest in view" out/report.json &&
   fail "warned that no sacrum or iliac crest is in view, but the crests are"
 grep -q '"warnings"' out/report.json || fail "report.json has no warnings list"
+# no sacrum seen: the height priors count from the lowest slice (in L5, 22 mm
+# above the L5/S1 its crest names; phantoms with the sacrum:
+# test_height_prior)
+tr -d ' \t\n' < out/report.json |
+  grep -q '"height_prior":{"zero_from":"bottom_of_stack","zero_slice":0,' ||
+  fail "report.json: the height priors' zero is not the lowest slice"
 # no fat plane shows between multifidus and erector spinae on its FF map: every
 # slice split by the template's path, 2 % / 2 % of the boundary on a plane
 # (with a plane added, test_plane_tum01: 95 % / 92 %)

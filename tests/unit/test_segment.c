@@ -320,12 +320,15 @@ static void test_threads_identical(void **state) {
 }
 
 /* The check of the stack's bottom (psp_segment_with): called once with the
- * landmarks in place; "confirmed" gives psp_segment's labels, "not
- * confirmed" places the lowest slice 24 mm above L5/S1 (other labels, and
- * a warning), an error fails the segmentation with the hook's message. */
+ * landmarks in place; "confirmed" (PSP_HEIGHT_BOTTOM) gives psp_segment's
+ * labels, "nothing" (PSP_HEIGHT_ASSUMED) places the lowest slice 24 mm
+ * above the priors' zero (other labels, and a warning), an L5/S1 placed
+ * (the sacrum, named levels) puts the zero 22 mm above it, an error fails
+ * the segmentation with the hook's message. */
 typedef struct bottom_probe {
   int answer, calls;
   int64_t canals;
+  double l5s1;
 } bottom_probe;
 
 static int probe_bottom(const psp_ffmap *ff, const psp_segmentation *s, void *user, double *l5s1,
@@ -337,6 +340,7 @@ static int probe_bottom(const psp_ffmap *ff, const psp_segmentation *s, void *us
   for (int64_t k = 0; k < psp_segmentation_slice_count(s); k++)
     b->canals += psp_segmentation_slice(s, k)->canal.found;
   if (b->answer < 0) psp_error_set(err, PSP_ERR_DATA, "probe: no levels");
+  *l5s1 = b->l5s1;
   return b->answer;
 }
 
@@ -354,16 +358,39 @@ static void test_bottom_check(void **state) {
   psp_segmentation *ref = segment(m, 2);
   const psp_volume *lr = psp_segmentation_labels(ref);
   psp_segmentation *seg[2];
+  double zero[2];
   for (int a = 0; a < 2; a++) {
     psp_context *ctx = psp_context_create();
     psp_error *err = NULL;
-    bottom_probe b = {a, 0, 0};
+    bottom_probe b = {a == 0 ? PSP_HEIGHT_ASSUMED : PSP_HEIGHT_BOTTOM, 0, 0, NAN};
     seg[a] = psp_segment_with(m, probe_bottom, &b, ctx, &err);
     if (!seg[a]) fail_msg("psp_segment_with: %s", psp_error_message(err));
     assert_int_equal(b.calls, 1);
     assert_true(b.canals >= 15); /* the landmarks were there */
     /* the warning only when the bottom is not confirmed */
     assert_int_equal(psp_context_warning_count(ctx), a == 0 ? 1 : 0);
+    assert_int_equal(psp_segmentation_height(seg[a], &zero[a]), b.answer);
+    psp_context_free(ctx);
+  }
+  /* the phantom's 5 mm slices, from its lowest slice with a spine */
+  int64_t k_low = -1;
+  for (int64_t k = 0; k < psp_segmentation_slice_count(ref) && k_low < 0; k++)
+    if (psp_segmentation_slice(ref, k)->status == PSP_SLICE_OK) k_low = k;
+  assert_true(k_low >= 0);
+  assert_float_equal(zero[0], (double)k_low - 24.0 / 5.0, 1e-9);
+  assert_float_equal(zero[1], (double)k_low, 1e-9);
+  /* an L5/S1 placed: the zero 22 mm above it, inside or below the stack */
+  for (int a = 0; a < 2; a++) {
+    psp_context *ctx = psp_context_create();
+    psp_error *err = NULL;
+    bottom_probe b = {a == 0 ? PSP_HEIGHT_SACRUM : PSP_HEIGHT_NAMED, 0, 0, a == 0 ? 4.9 : -7.0};
+    psp_segmentation *sg = psp_segment_with(m, probe_bottom, &b, ctx, &err);
+    if (!sg) fail_msg("psp_segment_with: %s", psp_error_message(err));
+    double z = NAN;
+    assert_int_equal(psp_segmentation_height(sg, &z), b.answer);
+    assert_float_equal(z, b.l5s1 + 22.0 / 5.0, 1e-9);
+    assert_int_equal(psp_context_warning_count(ctx), 0);
+    psp_segmentation_free(sg);
     psp_context_free(ctx);
   }
   const psp_volume *l0 = psp_segmentation_labels(seg[0]), *l1 = psp_segmentation_labels(seg[1]);
@@ -381,7 +408,7 @@ static void test_bottom_check(void **state) {
   /* an error in the check fails the segmentation with its message */
   psp_context *ctx = psp_context_create();
   psp_error *err = NULL;
-  bottom_probe b = {-1, 0, 0};
+  bottom_probe b = {-1, 0, 0, NAN};
   assert_null(psp_segment_with(m, probe_bottom, &b, ctx, &err));
   assert_non_null(err);
   assert_non_null(strstr(psp_error_message(err), "probe: no levels"));
@@ -527,7 +554,7 @@ static void test_model_table_by_level(void **state) {
     double dz = 0, share = 0, rho[12];
     int n = 0, off = 0;
     assert_int_equal(sscanf(line, "%lf\t%d\t%lf%n", &dz, &n, &share, &off), 3);
-    assert_float_equal(dz, 15.0 * (band + 0.5), 1e-9);
+    assert_float_equal(dz, 15.0 * (band - 0.5), 1e-9); /* the first band lies below the anchor */
     const char *p = line + off;
     for (int t = 0; t < 12; t++) {
       int used = 0;
@@ -535,14 +562,28 @@ static void test_model_table_by_level(void **state) {
       p += used;
       assert_float_equal(psp_segment_mf_rho_level(band, t), rho[t], 1e-9);
     }
-    /* the multifidus share shrinks from L5/S1 upwards */
-    if (band == 0) assert_true(share > 0.35);
+    /* the multifidus share: over half below the anchor, shrinking above */
+    if (band == 0) assert_true(share > 0.5);
+    if (band == 1) assert_true(share > 0.35 && share < 0.5);
     band++;
   }
   fclose(f);
-  assert_int_equal(band, 10);
+  assert_int_equal(band, 11);
   /* out of range: 0 */
-  assert_float_equal(psp_segment_mf_rho_level(10, 0), 0.0, 1e-12);
+  assert_float_equal(psp_segment_mf_rho_level(11, 0), 0.0, 1e-12);
+  /* heights between band centres interpolate; below the lowest and above
+   * the highest centre the end rows hold */
+  double row[12], lo[12], hi[12];
+  psp_seg_rho_row(-30.0, lo);
+  for (int t = 0; t < 12; t++)
+    assert_float_equal(lo[t], psp_segment_mf_rho_level(0, t), 1e-12);
+  psp_seg_rho_row(500.0, hi);
+  for (int t = 0; t < 12; t++)
+    assert_float_equal(hi[t], psp_segment_mf_rho_level(10, t), 1e-12);
+  psp_seg_rho_row(0.0, row); /* half way between -7.5 and 7.5 */
+  for (int t = 0; t < 12; t++)
+    assert_float_equal(
+        row[t], 0.5 * (psp_segment_mf_rho_level(0, t) + psp_segment_mf_rho_level(1, t)), 1e-12);
 }
 
 /* The compiled multifidus prior equals models/mf_rho_profile.tsv. */
