@@ -176,7 +176,8 @@ bool psp_volume_adopt_geometry(psp_volume *a, const psp_volume *from, psp_error 
 /* ------------------------------------------------------------------------ */
 
 typedef struct psp_load_options {
-  /* For 4-D files: which volume (0-based) to take; -1 = refuse 4-D input. */
+  /* For 4-D files: which volume (0-based) to take; -1 = refuse 4-D input.
+   * A 3-D file takes -1 or 0; a larger index is a PSP_ERR_USAGE error. */
   int64_t volume_index;
   /* Accept NaN voxels (a precomputed FF map marks "no signal" with NaN).
    * Infinite values are always an error. */

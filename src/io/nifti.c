@@ -324,6 +324,14 @@ static bool check_grid(const nifti_image *nim, const char *name, const psp_load_
                            (long long)want, (long long)nt);
     *vol_index = want;
   } else {
+    /* a 3-D file holds volume 0 only: --volume 2 on it is a mistake (the
+     * wrong file, or a 4-D series exported as one volume), not a request to
+     * read volume 0 in silence */
+    if (opt && opt->volume_index > 0)
+      return psp_error_set(err, PSP_ERR_USAGE,
+                           "%s: --volume %lld asks for a volume this 3-D file does not have "
+                           "(it holds one volume, index 0)",
+                           name, (long long)opt->volume_index);
     *vol_index = 0;
   }
   if (nim->iname_offset < 0)

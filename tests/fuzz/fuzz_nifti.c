@@ -67,5 +67,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   load_once(data, size, NULL);
   const psp_load_options second = {.volume_index = 1, .allow_nan = true};
   load_once(data, size, &second);
+  /* NaN allowed on a 3-D file too (volume 1 of it is refused) */
+  const psp_load_options third = {.volume_index = 0, .allow_nan = true};
+  load_once(data, size, &third);
   return 0;
 }

@@ -91,6 +91,9 @@ case "$CASE" in
     ULIMIT_V=1; F=$M/dims_lie.nii; want=4; msg="truncated"; name=$F ;;
   4d)  # 4-D file without --volume
     W=$M/4d.nii.gz; want=2; msg="--volume"; name=$W ;;
+  volume-3d)  # --volume 2 on 3-D files: volume 0 used to be read in silence
+    EXTRA=(--volume 2); want=2; msg="--volume 2 asks for a volume this 3-D file does not have"
+    name=$W ;;
   dtype-complex)  # complex64 voxels
     F=$M/dtype_complex.nii.gz; want=9; msg="complex64 .* not supported"; name=$F ;;
   dtype-rgb)  # rgb24 voxels
