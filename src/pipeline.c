@@ -245,32 +245,33 @@ static int stack_reaches_sacrum(const psp_ffmap *ff, const psp_segmentation *s, 
   bc->levels = psp_levels_detect(ff, s, bc->ov, bc->ctx, err);
   bc->seconds = psp_now() - t0;
   if (!bc->levels) return -1;
-  /* L5/S1 placed by levels named by hand, else by the sacrum seen below
-   * it; an iliac crest in view keeps the lowest slice as the zero, names
-   * or not (the zero was measured there on dixon-tum01: names placing its
-   * L5/S1 2.6 mm lower than that measure moved its multifidus by -0.013) */
+  /* an iliac crest in view (or iliac bone at the stack's bottom) keeps the
+   * lowest slice as the zero, names or not (the zero was measured there on
+   * dixon-tum01: names placing its L5/S1 2.6 mm lower than that measure
+   * moved its multifidus by -0.013); else L5/S1 placed by levels named by
+   * hand, else by the sacrum seen below it (NaN when an iliac crest names
+   * the discs otherwise: that crest anchors the stack) */
   double named =
       bc->ov && psp_level_overrides_count(bc->ov) > 0 ? psp_levels_l5s1_position(bc->levels) : NAN;
   double sac = psp_levels_sacrum_disc(bc->levels);
-  bool anchored = psp_levels_image_anchored(bc->levels);
-  if (isfinite(named) && (isfinite(sac) || !anchored)) {
+  if (psp_levels_image_anchored(bc->levels) && !isfinite(sac)) return PSP_HEIGHT_BOTTOM;
+  /* iliac bone on both sides at the bottom, in too short a run to name the
+   * levels: the crest top lies just above the bottom, which is then at the
+   * pelvis, not above it */
+  if (!isfinite(sac) && psp_levels_iliac_at_bottom(bc->levels)) {
+    psp_warn(bc->ctx,
+             "automatic segmentation: iliac bone on both sides at the bottom of the stack, "
+             "too little of it to name the levels: the lowest slice with a spine is taken "
+             "as L5/S1 for the multifidus/erector spinae proportion; check the QC images");
+    return PSP_HEIGHT_BOTTOM;
+  }
+  if (isfinite(named)) {
     *l5s1 = named;
     return PSP_HEIGHT_NAMED;
   }
   if (isfinite(sac)) {
     *l5s1 = sac;
     return PSP_HEIGHT_SACRUM;
-  }
-  if (anchored) return PSP_HEIGHT_BOTTOM;
-  /* iliac bone on both sides at the bottom, in too short a run to name the
-   * levels: the crest top lies just above the bottom, which is then at the
-   * pelvis, not above it */
-  if (psp_levels_iliac_at_bottom(bc->levels)) {
-    psp_warn(bc->ctx,
-             "automatic segmentation: iliac bone on both sides at the bottom of the stack, "
-             "too little of it to name the levels: the lowest slice with a spine is taken "
-             "as L5/S1 for the multifidus/erector spinae proportion; check the QC images");
-    return PSP_HEIGHT_BOTTOM;
   }
   /* no anchor, but the bone below the lowest disc is much wider than the
    * lumbar bodies: the upper L5 body or the sacrum, so the stack's bottom

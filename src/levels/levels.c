@@ -988,6 +988,7 @@ static bool iliac_anchor(psp_levels *lv, const psp_iliac_input *in, anchor_info 
       char other[16];
       psp_levels_disc_name(an->base, other);
       an->conf *= 0.7;
+      lv->sacrum_disc = NAN; /* not trusted to place the height priors either */
       add_flag(lv, ctx, "anchors_disagree",
                "the iliac crest top (file slice %.1f) would name the stack %d level(s) away from "
                "the sacrum anchor (lowest disc %s): the sacrum is kept with a lower confidence; "

@@ -148,7 +148,8 @@ double psp_levels_spacing_mm(const psp_levels *lv);
 double psp_levels_l5s1_position(const psp_levels *lv);
 /* The disc the sacrum was seen directly below (sub-slice, internal
  * numbering): the L5/S1 disc as the image shows it, whatever names an
- * override gave; NaN when the sacrum was not seen. */
+ * override gave; NaN when the sacrum was not seen, or when an iliac crest
+ * in view names the discs otherwise (flag "anchors_disagree"). */
 double psp_levels_sacrum_disc(const psp_levels *lv);
 /* Flags: short machine-readable keys ("no_anchor", "weak_evidence",
  * "transitional_suspected", "override_contradicts_detection",

@@ -342,7 +342,7 @@ static cJSON *segmentation_json(const psp_segmentation *seg, const psp_volume *l
   cJSON *hp = cJSON_AddObjectToObject(o, "height_prior");
   cJSON_AddStringToObject(hp, "zero_from", psp_height_from_name(hf));
   cJSON_AddItemToObject(hp, "zero_slice", jnum(hz, 2));
-  bool flip = nz > 1 && psp_volume_file_slice(labels, 0) != 0;
+  bool flip = psp_volume_orientation(labels).flip[2];
   cJSON_AddItemToObject(hp, "zero_file_slice", jnum(flip ? (double)(nz - 1) - hz : hz, 2));
   cJSON *arr = cJSON_AddArrayToObject(o, "slices");
   for (int64_t k = 0; k < nz; k++) {

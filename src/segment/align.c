@@ -129,9 +129,10 @@ static const char METHOD[] =
     "canal, intramuscular fat included by hole filling and by closing each muscle's outline "
     "(5 mm); multifidus/erector spinae split along "
     "a visible fat plane (seeded watershed), else by a minimum-cost path with a proportion "
-    "prior by height (MuscleMap template; its zero 22 mm above the L5/S1 disc when the sacrum "
-    "is in view, else at the lowest segmented slice with an iliac crest in view, else 24 mm "
-    "below it: segmentation.height_prior), smoothed along the spine";
+    "prior by height (MuscleMap template; its zero 22 mm above the L5/S1 disc that levels "
+    "named by hand or the sacrum in view place, else at the lowest segmented slice with an "
+    "iliac crest in view, else 24 mm below it: segmentation.height_prior), smoothed along the "
+    "spine";
 
 /* Bilinear FF at voxel (x, y); no signal counts as NO_SIGNAL_FF; NaN
  * outside the image. */

@@ -49,8 +49,9 @@
  *     the compartment): per ray (91) where MF ends, cost = (1 - 2 x fat ridge
  *     contrast over RIDGE_MM) + PRIOR_WEIGHT ((R - R_prior) / sigma)^2 +
  *     STEP_COST per step; prior first the MuscleMap template's MF share per
- *     ray at the slice's height above L5/S1 (MF_RHO_Z, prior.c: half at
- *     L5/S1, an eighth at L1/L2; R_SIGMA1), then the median boundary of
+ *     ray at the slice's height above the priors' zero (22 mm above
+ *     L5/S1: MF_RHO_Z, prior.c, over half at L5/S1, an eighth at L1/L2;
+ *     R_SIGMA1), then the median boundary of
  *     slices k-2..k+2 (R_SIGMA2: smooth along the spine), once both sides'
  *     when left and right differ by over MAX_LR_RATIO in area; plane voxels
  *     (fattier than T) unlabelled. See "segment.c step 3".
@@ -899,6 +900,10 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
     double l5s1 = NAN;
     int b = bottom(ffm, s, user, &l5s1, err);
     if (b < 0) goto fail;
+    if (b < PSP_HEIGHT_BOTTOM || b > PSP_HEIGHT_ASSUMED) {
+      psp_error_set(err, PSP_ERR_INTERNAL, "the check of the stack's bottom answered %d", b);
+      goto fail;
+    }
     s->height_from = (psp_height_from)b;
     if ((b == PSP_HEIGHT_SACRUM || b == PSP_HEIGHT_NAMED) && isfinite(l5s1) && k_low >= 0) {
       /* the priors' zero PRIOR_ZERO_MM above that L5/S1, the slices below
@@ -908,11 +913,12 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
       taper0 = b == PSP_HEIGHT_SACRUM ? 0.0 : fmax(0.0, dz0);
       psp_info(ctx,
                "automatic segmentation: %s L5/S1 at slice %.1f (internal numbering), so the "
-               "lowest slice with a spine lies %.0f mm above it, %.0f mm above the height where "
-               "the multifidus falls below half of the two muscles (%.0f mm above L5/S1) for "
-               "the multifidus/erector spinae proportion",
+               "lowest slice with a spine lies %.0f mm %s it, %.0f mm %s the height where the "
+               "multifidus falls below half of the two muscles (%.0f mm above L5/S1) for the "
+               "multifidus/erector spinae proportion",
                b == PSP_HEIGHT_SACRUM ? "the sacrum in view places" : "the levels given place",
-               l5s1, above, dz0, PRIOR_ZERO_MM);
+               l5s1, fabs(above), above < 0 ? "below" : "above", fabs(dz0),
+               dz0 < 0 ? "below" : "above", PRIOR_ZERO_MM);
     } else if (b == PSP_HEIGHT_ASSUMED && k_low >= 0) {
       dz0 = taper0 = NO_ANCHOR_DZ_MM;
       s->unanchored = true;
@@ -923,7 +929,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
                "0.84 / 0.87 and 0.87 / 0.84 this way, 0.85 / 0.83 and 0.75 / 0.70 taking it as "
                "L5/S1); check the QC images",
                NO_ANCHOR_DZ_MM);
-    } else if (b != PSP_HEIGHT_ASSUMED)
+    } else if (b != PSP_HEIGHT_ASSUMED && k_low >= 0)
       s->height_from = PSP_HEIGHT_BOTTOM; /* confirmed, or L5/S1 could not be placed */
   }
   s->height_zero = k_low >= 0 ? (double)k_low - dz0 / sp[2] : NAN;
