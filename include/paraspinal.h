@@ -423,8 +423,9 @@ psp_comparison *psp_compare(const psp_volume *pred, const psp_volume *truth, con
 void psp_comparison_free(psp_comparison *c);
 size_t psp_comparison_row_count(const psp_comparison *c);
 const psp_compare_row *psp_comparison_row(const psp_comparison *c, size_t i);
-/* CSV text of all rows (header included). Caller frees. */
-char *psp_comparison_csv(const psp_comparison *c);
+/* CSV text of the rows (header included; the per-slice rows only when
+ * slices is true). Caller frees. */
+char *psp_comparison_csv(const psp_comparison *c, bool slices);
 
 /* ------------------------------------------------------------------------ */
 /* Analysis pipeline (src/pipeline.c) and its outputs (src/report)           */

@@ -65,7 +65,10 @@ static void help(FILE *f) {
              "compared voxel by voxel. slice = internal axial index (0 = most inferior);\n"
              "file_slice = the slice index in TRUTH's file. The table shows '-' where a value\n"
              "is undefined; the CSV leaves it empty. 'mean 1-4' averages each column over the\n"
-             "labels 1..4 where it is defined.\n"
+             "labels 1..4 where it is defined. Below it, 'Worst slices' gives per row the\n"
+             "number of slices where either map has it, how many of them reach a 2-D Dice\n"
+             "below 0.70 and 0.80 (an empty slice in one map counts as 0), and the three\n"
+             "lowest as file_slice:dice (always; the full per-slice table with --per-slice).\n"
              "CSV columns: label,name,slice,file_slice,n_pred,n_truth,n_both,dice,hd95_mm,\n"
              "size_diff_pct,ff_pred_pct,ff_truth_pct,ff_diff_pp (whole-volume rows have an\n"
              "empty slice).\n"
@@ -302,6 +305,49 @@ static psp_compare_row mean_over_labels(const psp_comparison *c) {
   return m;
 }
 
+/* The slices' 2-D Dice per row (muscles, then all): how many slices have
+ * the label in either map, how many of them fall below 0.70 and 0.80, and
+ * the WORST_N lowest (ties: the lower slice first). Nothing for a single
+ * slice, where the whole-volume rows say it all. */
+enum { WORST_N = 3 };
+static void print_worst(const psp_comparison *c) {
+  size_t n = psp_comparison_row_count(c);
+  bool any = false;
+  for (size_t i = 0; i < n && !any; i++)
+    any = psp_comparison_row(c, i)->slice > 0;
+  if (!any) return;
+  printf("\nWorst slices (2-D Dice in-plane, over the slices where either map has the label;\n"
+         "an empty slice in one map counts as 0):\n");
+  printf("%-8s %6s %6s %6s   %s\n", "label", "slices", "<0.70", "<0.80",
+         "lowest (file_slice:dice)");
+  for (int pass = 0; pass < 2; pass++)
+    for (int label = pass ? 0 : 1; label <= (pass ? 0 : PSP_LABEL_COUNT - 1); label++) {
+      const psp_compare_row *w[WORST_N] = {NULL};
+      int64_t ns = 0, b70 = 0, b80 = 0;
+      for (size_t i = 0; i < n; i++) {
+        const psp_compare_row *r = psp_comparison_row(c, i);
+        if (r->slice < 0 || r->label != label || isnan(r->dice)) continue;
+        ns++;
+        b70 += r->dice < 0.70;
+        b80 += r->dice < 0.80;
+        /* insert into the sorted WORST_N (rows come in slice order) */
+        for (int q = 0; q < WORST_N; q++)
+          if (!w[q] || r->dice < w[q]->dice) {
+            for (int t = WORST_N - 1; t > q; t--)
+              w[t] = w[t - 1];
+            w[q] = r;
+            break;
+          }
+      }
+      if (!ns) continue;
+      printf("%-8s %6lld %6lld %6lld  ", row_name(label), (long long)ns, (long long)b70,
+             (long long)b80);
+      for (int q = 0; q < WORST_N && w[q]; q++)
+        printf(" %lld:%.3f", (long long)w[q]->file_slice, w[q]->dice);
+      printf("\n");
+    }
+}
+
 static void print_table(const compare_args *a, const psp_comparison *c, const psp_volume *truth,
                         bool ff) {
   int64_t dims[3];
@@ -323,6 +369,8 @@ static void print_table(const compare_args *a, const psp_comparison *c, const ps
     }
   psp_compare_row m = mean_over_labels(c);
   print_row("mean 1-4", &m, false, ff);
+  print_worst(c);
+  if (!a->per_slice) return;
   /* per-slice rows come in blocks of one slice: muscles first, then all */
   bool any_slice = false;
   for (size_t i = 0; i < n;) {
@@ -385,9 +433,11 @@ int psp_cmd_compare(int argc, char **argv) {
                a.pred, a.truth, a.truth);
   }
   if (ok && (a.ff || a.water)) ok = (ff = load_ff(&a, truth, ctx, &err)) != NULL;
-  if (ok) ok = (c = psp_compare(pred, truth, ff, a.per_slice, ctx, &err)) != NULL;
+  /* the slices are always compared (the table's worst slices); the CSV
+   * holds them with --per-slice */
+  if (ok) ok = (c = psp_compare(pred, truth, ff, true, ctx, &err)) != NULL;
   if (ok && a.csv) {
-    csv = psp_comparison_csv(c);
+    csv = psp_comparison_csv(c, a.per_slice);
     if (!csv) {
       ok = psp_error_set(&err, PSP_ERR_NOMEM, "out of memory building the CSV");
     } else if (!strcmp(a.csv, "-")) {

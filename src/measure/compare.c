@@ -427,13 +427,14 @@ const psp_compare_row *psp_comparison_row(const psp_comparison *c, size_t i) {
   return (c && i < c->n_rows) ? &c->rows[i] : NULL;
 }
 
-char *psp_comparison_csv(const psp_comparison *c) {
+char *psp_comparison_csv(const psp_comparison *c, bool slices) {
   psp_strbuf b;
   psp_strbuf_init(&b);
   psp_strbuf_append(&b, "label,name,slice,file_slice,n_pred,n_truth,n_both,dice,hd95_mm,"
                         "size_diff_pct,ff_pred_pct,ff_truth_pct,ff_diff_pp\n");
   for (size_t i = 0; c && i < c->n_rows; i++) {
     const psp_compare_row *r = &c->rows[i];
+    if (r->slice >= 0 && !slices) continue;
     char sl[32] = "", fsl[32] = "", dice[32], hd[32], sd[32], fp[32], ft[32], fd[32];
     if (r->slice >= 0) {
       snprintf(sl, sizeof sl, "%lld", (long long)r->slice);

@@ -382,7 +382,7 @@ static void test_csv(void **state) {
   fill_box(p, 2, 9, 2, 9, 2, 5, 1);
   fill_box(t, 6, 13, 2, 9, 2, 5, 1);
   psp_comparison *c = run(p, t, NULL, true, 1);
-  char *csv = psp_comparison_csv(c);
+  char *csv = psp_comparison_csv(c, true);
   assert_non_null(csv);
   const char *header = "label,name,slice,file_slice,n_pred,n_truth,n_both,dice,hd95_mm,"
                        "size_diff_pct,ff_pred_pct,ff_truth_pct,ff_diff_pp\n";
@@ -395,6 +395,15 @@ static void test_csv(void **state) {
   assert_non_null(strstr(csv, "\n1,left multifidus,,,256,256,128,0.5000,4.000,0.00,,,\n"));
   assert_non_null(strstr(csv, "\n2,right multifidus,,,0,0,0,,,,,,\n"));
   assert_non_null(strstr(csv, "\n1,left multifidus,3,3,64,64,32,0.5000,4.000,0.00,,,\n"));
+  free(csv);
+  /* without the slices: the header and the five whole-volume rows */
+  csv = psp_comparison_csv(c, false);
+  assert_non_null(csv);
+  lines = 0;
+  for (const char *q = csv; *q; q++)
+    lines += *q == '\n';
+  assert_int_equal(lines, 1 + 5);
+  assert_null(strstr(csv, "\n1,left multifidus,3,"));
   free(csv);
   psp_comparison_free(c);
   psp_volume_free(p);
