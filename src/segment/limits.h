@@ -100,6 +100,9 @@ double psp_segment_es_rise(int i);
  * slice dz mm above the height anchor (linear between the 15 mm bands,
  * clamped at the ends; NaN dz: over all levels). */
 const double *psp_seg_mf_rho_all(void);
+/* The second boundary pass's neighbours on either side of a slice for a
+ * slice spacing dz_mm (segment.c, NEIGH_MM). */
+int64_t psp_seg_neigh_slices(double dz_mm);
 void psp_seg_rho_row(double dz, double row[12]);
 
 /* src/segment/refine.c: the strict mask (1 = strict) also against the
