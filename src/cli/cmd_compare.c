@@ -340,8 +340,9 @@ static void print_worst(const psp_comparison *c) {
           }
       }
       if (!ns) continue;
-      printf("%-8s %6lld %6lld %6lld  ", row_name(label), (long long)ns, (long long)b70,
-             (long long)b80);
+      char nm[16]; /* "MF_L:": the whole-volume table's rows alone begin with the bare name */
+      snprintf(nm, sizeof nm, "%s:", row_name(label));
+      printf("%-8s %6lld %6lld %6lld  ", nm, (long long)ns, (long long)b70, (long long)b80);
       for (int q = 0; q < WORST_N && w[q]; q++)
         printf(" %lld:%.3f", (long long)w[q]->file_slice, w[q]->dice);
       printf("\n");

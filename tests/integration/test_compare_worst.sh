@@ -25,13 +25,18 @@ run "$PSP" compare cut.nii.gz "$P/phantom02_dseg.nii.gz" --csv vol.csv > /dev/nu
 sed -n '/Worst slices/,$p' table.txt
 grep -q "^Worst slices" table.txt || fail "no worst-slices summary in compare's table"
 grep -q "^Per slice" table.txt && fail "the per-slice table printed without --per-slice"
+# scripts that read the whole-volume rows by their first word still find
+# each label once
+for l in MF_L MF_R ES_L ES_R all; do
+  [ "$(awk -v l=$l '$1 == l' table.txt | wc -l)" -eq 1 ] || fail "$l: not exactly one row named so"
+done
 awk -F, 'NR > 1 && $3 != "" { bad++ } END { exit bad > 0 || NR != 6 }' vol.csv ||
   fail "the CSV without --per-slice holds slice rows"
 python3 - table.txt rows.csv <<'PY' || fail "worst slices disagree with the per-slice rows"
 import csv, sys
 lines = open(sys.argv[1]).read().split("Worst slices", 1)[1].splitlines()[2:]
 rows = [r for r in csv.DictReader(open(sys.argv[2])) if r["slice"] != "" and r["dice"] != ""]
-abbrev = {"0": "all", "1": "MF_L", "2": "MF_R", "3": "ES_L", "4": "ES_R"}
+abbrev = {"0": "all:", "1": "MF_L:", "2": "MF_R:", "3": "ES_L:", "4": "ES_R:"}
 bad = 0
 seen = set()
 for ln in lines:
