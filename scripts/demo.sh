@@ -18,7 +18,7 @@ for water in sample_scans/*_water.nii.gz; do
   echo "-- automatic segmentation, compared with the truth labels"
   "$PSP" analyze --water "$water" --fat "${base}_fat.nii.gz" -o "$OUT/${name}_auto" >/dev/null
   "$PSP" compare "$OUT/${name}_auto/dseg.nii.gz" "${base}_dseg.nii.gz" --water "$water" --fat "${base}_fat.nii.gz" \
-    --csv "$OUT/${name}_auto/compare.csv" | tail -n 7
+    --csv "$OUT/${name}_auto/compare.csv" | sed -n '/^Whole volume/,$p'
 done
 if [ $found -eq 0 ]; then
   echo "demo: no *_water.nii.gz in sample_scans/ (regenerate with scripts/make-sample-scans.sh)" >&2
