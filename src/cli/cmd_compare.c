@@ -53,7 +53,8 @@ static void help(FILE *f) {
              "                      are skipped\n"
              "  --ff-unit U         unit of --ff: fraction (0..1) or percent (0..100)\n"
              "  --per-slice         also compare every axial slice in 2-D\n"
-             "  --csv FILE          write all rows as CSV (atomically); '-' writes the CSV to\n"
+             "  --csv FILE          write the whole-volume rows (with --per-slice also the\n"
+             "                      slice rows) as CSV (atomically); '-' writes the CSV to\n"
              "                      standard output instead of the table\n"
              "  -t, --threads N     number of threads (default: all cores); results do not\n"
              "                      depend on it\n"
@@ -68,7 +69,8 @@ static void help(FILE *f) {
              "labels 1..4 where it is defined. Below it, 'Worst slices' gives per row the\n"
              "number of slices where either map has it, how many of them reach a 2-D Dice\n"
              "below 0.70 and 0.80 (an empty slice in one map counts as 0), and the three\n"
-             "lowest as file_slice:dice (always; the full per-slice table with --per-slice).\n"
+             "lowest as file_slice:dice (for any stack of two or more slices; the full\n"
+             "per-slice table with --per-slice).\n"
              "CSV columns: label,name,slice,file_slice,n_pred,n_truth,n_both,dice,hd95_mm,\n"
              "size_diff_pct,ff_pred_pct,ff_truth_pct,ff_diff_pp (whole-volume rows have an\n"
              "empty slice).\n"
@@ -310,12 +312,9 @@ static psp_compare_row mean_over_labels(const psp_comparison *c) {
  * the WORST_N lowest (ties: the lower slice first). Nothing for a single
  * slice, where the whole-volume rows say it all. */
 enum { WORST_N = 3 };
-static void print_worst(const psp_comparison *c) {
+static void print_worst(const psp_comparison *c, int64_t nz) {
   size_t n = psp_comparison_row_count(c);
-  bool any = false;
-  for (size_t i = 0; i < n && !any; i++)
-    any = psp_comparison_row(c, i)->slice > 0;
-  if (!any) return;
+  if (nz < 2) return;
   printf("\nWorst slices (2-D Dice in-plane, over the slices where either map has the label;\n"
          "an empty slice in one map counts as 0):\n");
   printf("%-8s %6s %6s %6s   %s\n", "label", "slices", "<0.70", "<0.80",
@@ -370,7 +369,7 @@ static void print_table(const compare_args *a, const psp_comparison *c, const ps
     }
   psp_compare_row m = mean_over_labels(c);
   print_row("mean 1-4", &m, false, ff);
-  print_worst(c);
+  print_worst(c, dims[2]);
   if (!a->per_slice) return;
   /* per-slice rows come in blocks of one slice: muscles first, then all */
   bool any_slice = false;
@@ -426,7 +425,7 @@ int psp_cmd_compare(int argc, char **argv) {
     ok = (truth = load_labels(a.truth, ts, "--truth-scheme", a.truth_scheme, ctx, &err)) != NULL;
   }
   ok = ok && check_grid(pred, a.pred, truth, a.truth, ctx, &err);
-  if (ok && a.per_slice) {
+  if (ok) { /* the worst slices, and the per-slice rows, give TRUTH's file slices */
     psp_orientation op = psp_volume_orientation(pred), ot = psp_volume_orientation(truth);
     if (op.file_axis[2] != ot.file_axis[2] || op.flip[2] != ot.flip[2])
       psp_warn(ctx,

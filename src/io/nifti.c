@@ -330,7 +330,8 @@ static bool check_grid(const nifti_image *nim, const char *name, const psp_load_
     if (opt && opt->volume_index > 0)
       return psp_error_set(err, PSP_ERR_USAGE,
                            "%s: --volume %lld asks for a volume this 3-D file does not have "
-                           "(it holds one volume, index 0)",
+                           "(it holds one volume, index 0; --volume applies to every image "
+                           "input)",
                            name, (long long)opt->volume_index);
     *vol_index = 0;
   }

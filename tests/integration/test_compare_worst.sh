@@ -58,4 +58,21 @@ if seen != set(abbrev.values()):
     print("FAIL: rows missing from the summary:", sorted(set(abbrev.values()) - seen)); bad += 1
 sys.exit(bad > 0)
 PY
+# labels on the lowest slice only (a sparse manual labelling), nothing
+# predicted: the summary is there, every label at 0 on file slice 0
+python3 - "$P/phantom02_dseg.nii.gz" one.nii.gz none.nii.gz <<'PY' || fail "could not make the sparse maps"
+import gzip, struct, sys
+b = bytearray(gzip.open(sys.argv[1]).read())
+nx, ny, nz = struct.unpack("<3h", b[42:48])
+off = int(struct.unpack("<f", b[108:112])[0]); bpv = struct.unpack("<h", b[72:74])[0] // 8
+plane = nx * ny * bpv
+one = bytes(b[:off + plane]) + bytes(len(b) - off - plane)
+gzip.open(sys.argv[2], "wb").write(one)
+gzip.open(sys.argv[3], "wb").write(bytes(b[:off]) + bytes(len(b) - off))
+PY
+run "$PSP" compare none.nii.gz one.nii.gz > sparse.txt
+sed -n '/Worst slices/,$p' sparse.txt
+for l in MF_L MF_R ES_L ES_R all; do
+  grep -Eq "^$l: +1 +1 +1 +0:0.000\$" sparse.txt || fail "labels on slice 0 only: no worst-slice row for $l"
+done
 finish
