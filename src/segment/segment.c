@@ -912,12 +912,14 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
     double l5s1 = NAN;
     int b = bottom(ffm, s, user, &l5s1, err);
     if (b < 0) goto fail;
-    if (b < PSP_HEIGHT_BOTTOM || b > PSP_HEIGHT_ASSUMED) {
-      psp_error_set(err, PSP_ERR_INTERNAL, "the check of the stack's bottom answered %d", b);
+    if (b < PSP_HEIGHT_BOTTOM || b > PSP_HEIGHT_ASSUMED ||
+        ((b == PSP_HEIGHT_SACRUM || b == PSP_HEIGHT_NAMED) && !isfinite(l5s1))) {
+      psp_error_set(err, PSP_ERR_INTERNAL,
+                    "the check of the stack's bottom answered %d (L5/S1 at %g)", b, l5s1);
       goto fail;
     }
     s->height_from = (psp_height_from)b;
-    if ((b == PSP_HEIGHT_SACRUM || b == PSP_HEIGHT_NAMED) && isfinite(l5s1) && k_low >= 0) {
+    if ((b == PSP_HEIGHT_SACRUM || b == PSP_HEIGHT_NAMED) && k_low >= 0) {
       /* the priors' zero PRIOR_ZERO_MM above that L5/S1, the slices below
        * it (the sacrum) at negative heights */
       double above = ((double)k_low - l5s1) * sp[2];
@@ -941,8 +943,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
                "0.84 / 0.87 and 0.87 / 0.84 this way, 0.85 / 0.83 and 0.75 / 0.70 taking it as "
                "L5/S1); check the QC images",
                NO_ANCHOR_DZ_MM);
-    } else if (b != PSP_HEIGHT_ASSUMED && k_low >= 0)
-      s->height_from = PSP_HEIGHT_BOTTOM; /* confirmed, or L5/S1 could not be placed */
+    }
   }
   s->height_zero = k_low >= 0 ? (double)k_low - dz0 / sp[2] : NAN;
   if (bottom && n_swapped) /* once per analysis: not in the landmarks-only or outline runs */

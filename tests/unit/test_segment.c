@@ -405,6 +405,17 @@ static void test_bottom_check(void **state) {
    * moves back */
   assert_true(mf0 <= mf1);
   assert_true(all0 < all1);
+  /* an L5/S1 answer without a position is the hook's bug: an internal error */
+  {
+    psp_context *cx = psp_context_create();
+    psp_error *e = NULL;
+    bottom_probe bs = {PSP_HEIGHT_SACRUM, 0, 0, NAN};
+    assert_null(psp_segment_with(m, probe_bottom, &bs, cx, &e));
+    assert_non_null(e);
+    assert_int_equal(psp_error_code(e), PSP_ERR_INTERNAL);
+    psp_error_free(e);
+    psp_context_free(cx);
+  }
   /* an error in the check fails the segmentation with its message */
   psp_context *ctx = psp_context_create();
   psp_error *err = NULL;
