@@ -148,8 +148,9 @@ void psp_seg_unlabel_plane(const float *ff, const uint8_t *comp, float *lab, int
  * grown by one voxel): one pass of voxel-scale smoothing (smooth_labels),
  * the erector spinae's plane towards the multifidus (a ridge of FF)
  * unlabelled, then the muscles' outlines smoothed at OUTLINE_MM (see
- * there), then the erector's pieces beyond a ridge of FF below a share of
- * its largest piece dropped (drop_es_pieces); muscle, fat: the slice's FF
+ * there) and closed (close_outlines), then a fatty erector's lean pieces on
+ * its outline (drop_lean_pieces) and its pieces beyond a ridge of FF below
+ * a share of its largest piece dropped (drop_es_pieces); muscle, fat: the slice's FF
  * levels; old: nx * ny scratch.
  * Returns false on OOM. */
 bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, double sx,

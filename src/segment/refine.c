@@ -1,6 +1,6 @@
 /*
  * DESIGN: refinements of the segmentation's masks and labels (src/segment/
- * segment.c steps 1, 3a-3d: items 1-10 below), pure functions of their
+ * segment.c steps 1, 3a-3d: items 1-11 below), pure functions of their
  * inputs, serial within a slice (the callers own every buffer), except
  * psp_seg_zfill_stack (item 9: parallel over slices, from a copy). What
  * each item did to which data, and what was tried and not kept: "refine.c
@@ -66,6 +66,13 @@
  *    and a fatty streak touching the fat outside leaves a bite that neither
  *    the hole filling nor item 5 bridges, at fine pixels above all.
  *
+ * 11. drop_lean_pieces (psp_seg_refine_outlines, after 10, before 8): an
+ *    erector spinae with a mean FF of LEAN_GATE or more loses the pieces of
+ *    its outline leaner than LEAN_FRAC of that mean (LEAN_MIN_MM2 or more,
+ *    LEAN_OUT_SHARE of their edges outside it), with the fat plane's voxels
+ *    next to them: lean muscle of another kind joined through a plane
+ *    thinner than a voxel, whose partial volume reads as fatty muscle.
+ *
  * What remains on phantom02/03 (erector area, multifidus FF at the border)
  * and a bound for any voxel-wise rule: "refine.c: what remains".
  */
@@ -87,8 +94,12 @@
 #define OUTLINE_OTHER 0.05 /* ... and the other muscles' share below this */
 #define CLOSE_MM 5.0       /* radius of the outline closing (step 10) */
 #define PIECE_SHARE 0.3    /* of fat - the erector's level: a ridge that sets its pieces apart */
-#define PIECE_FRAC 0.3   /* of the largest piece: a smaller one beyond a ridge leaves the erector */
-#define PIECE_MIN_VOX 20 /* erector voxels on the slice: fewer, no pieces looked for */
+#define PIECE_FRAC 0.3 /* of the largest piece: a smaller one beyond a ridge leaves the erector */
+#define LEAN_GATE 0.25 /* mean FF: a fatty erector spinae, whose lean pieces leave it */
+#define LEAN_FRAC 0.5  /* of the erector's mean FF: a lean voxel */
+#define LEAN_MIN_MM2 30.0      /* a smaller lean piece stays */
+#define LEAN_OUT_SHARE 0.3     /* of a lean piece's outer edges at least, outside the erector */
+#define PIECE_MIN_VOX 20       /* erector voxels on the slice: fewer, no pieces looked for */
 #define ZFILL_PASSES_MAX 10    /* step 9 repeats until no voxel changes, at most this often */
 #define FATTY_ES_MF_SHARE 0.05 /* of the side: the lean multifidus seed beside a fatty erector */
 
@@ -496,6 +507,88 @@ static bool drop_es_pieces(const float *ff, float *lab, int64_t nx, int64_t ny, 
   return ok;
 }
 
+/* Item 11: an erector spinae of fatty muscle (mean FF at least LEAN_GATE)
+ * loses the lean pieces on its outline: 4-connected voxels leaner than
+ * LEAN_FRAC of its mean FF, at least LEAN_MIN_MM2 in area, with at least
+ * LEAN_OUT_SHARE of their outer edges on voxels outside the erector (a
+ * lean bundle inside a fatty muscle touches the outline along a short
+ * stretch and stays); with them the erector's voxels 8-next to them and
+ * fattier than its mean (the fat plane between, in partial volume). They
+ * are lean muscle of another kind (the back wall, latissimus, gluteus)
+ * joined through a fat plane thinner than a voxel, which a fatty erector
+ * does not set apart by its FF: the plane's partial volume reads as fatty
+ * muscle. old: nx * ny scratch. */
+static bool drop_lean_pieces(const float *ff, float *lab, int64_t nx, int64_t ny, double px_mm2,
+                             const int64_t bx[4], uint8_t *old) {
+  const int64_t box[4] = {bx[0] > 1 ? bx[0] - 1 : 1, bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2,
+                          bx[2] > 1 ? bx[2] - 1 : 1, bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2};
+  if (box[0] > box[1] || box[2] > box[3]) return true;
+  const float es[2] = {PSP_LABEL_ES_LEFT, PSP_LABEL_ES_RIGHT};
+  const float gone = -2.0f, plane = -3.0f; /* marks, reset to 0 at the end */
+  const int64_t min_vox = (int64_t)ceil(LEAN_MIN_MM2 / px_mm2);
+  int32_t *cc = NULL;
+  int64_t *st = NULL;
+  bool ok = true;
+  for (int e = 0; ok && e < 2; e++) {
+    double sum = 0;
+    int64_t cnt = 0;
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
+        if (lab[p] == es[e] && !isnan(ff[p])) sum += ff[p], cnt++;
+    if (cnt < PIECE_MIN_VOX || sum / (double)cnt < LEAN_GATE) continue;
+    const double mean = sum / (double)cnt, lean = LEAN_FRAC * mean;
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
+        old[p] = lab[p] == es[e] && (double)ff[p] < lean;
+    if (!cc && !(cc = malloc((size_t)(2 * nx * ny + 1) * sizeof *cc))) {
+      ok = false;
+      break;
+    }
+    int32_t nl = psp_cc_label_box(old, nx, box, false, cc, cc + nx * ny);
+    if (nl < 1) continue;
+    /* per piece c: st[3c] voxels, st[3c + 1] edges to outside the
+     * erector, st[3c + 2] edges to the rest of the erector */
+    if (!(st = calloc(3 * ((size_t)nl + 1), sizeof *st))) {
+      ok = false;
+      break;
+    }
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++) {
+        if (!old[p]) continue;
+        int64_t *s = st + 3 * cc[p];
+        s[0]++;
+        const int64_t nb[4] = {p - 1, p + 1, p - nx, p + nx};
+        for (int q = 0; q < 4; q++)
+          if (!old[nb[q]]) s[lab[nb[q]] == es[e] ? 2 : 1]++;
+      }
+    bool any = false;
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++) {
+        if (!old[p]) continue;
+        const int64_t *s = st + 3 * cc[p];
+        if (s[0] >= min_vox && (double)s[1] >= LEAN_OUT_SHARE * (double)(s[1] + s[2]))
+          lab[p] = gone, any = true;
+      }
+    free(st);
+    st = NULL;
+    if (!any) continue;
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++) {
+        if (lab[p] != es[e] || !((double)ff[p] > mean)) continue;
+        bool next = false;
+        for (int64_t dj = -nx; dj <= nx; dj += nx)
+          for (int64_t di = -1; di <= 1; di++)
+            next |= lab[p + dj + di] == gone;
+        if (next) lab[p] = plane;
+      }
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
+        if (lab[p] == gone || lab[p] == plane) lab[p] = 0.0f;
+  }
+  free(cc);
+  return ok;
+}
+
 /* The muscles' outlines closed: per muscle, an unlabelled voxel that a
  * disc of radius r_mm cannot reach from outside the muscle's r_mm
  * dilation (the morphological closing), with a signal and none of its 8
@@ -590,7 +683,7 @@ static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, 
   return true;
 }
 
-/* Steps 3b (smooth_labels), 4, 5, 10 and 8 of the DESIGN comment, on the
+/* Steps 3b (smooth_labels), 4, 5, 10, 11 and 8 of the DESIGN comment, on the
  * final labels of one slice. */
 bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, double sx,
                              double sy, const int64_t bx[4], double muscle, double fat,
@@ -599,6 +692,7 @@ bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny
   unlabel_es_ridge(ff, lab, nx, ny, bx, RIDGE_SHARE * (fat - muscle), old);
   return smooth_outlines(ff, lab, nx, ny, sx, sy, bx, OUTLINE_MM, OUTLINE_KEEP) &&
          close_outlines(ff, lab, nx, ny, sx, sy, bx, CLOSE_MM, old) &&
+         drop_lean_pieces(ff, lab, nx, ny, sx * sy, bx, old) &&
          drop_es_pieces(ff, lab, nx, ny, bx, fat, old);
 }
 

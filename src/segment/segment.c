@@ -58,8 +58,9 @@
  *     (fattier than T) unlabelled. See "segment.c step 3".
  *  3b. Voxel-scale smoothing (refine.c item 3; "segment.c step 3b"). 3c. An
  *     erector voxel on a ridge towards the multifidus leaves it, outlines
- *     smoothed at 6 mm, closed at 5 mm, the erector's small pieces beyond a
- *     ridge dropped (psp_seg_refine_outlines, refine.c items 4, 5, 10, 8);
+ *     smoothed at 6 mm, closed at 5 mm, a fatty erector's lean pieces on
+ *     its outline and its small pieces beyond a ridge dropped
+ *     (psp_seg_refine_outlines, refine.c items 4, 5, 10, 11, 8);
  *     3d. outlines follow the neighbouring slices' majority (item 9).
  *  4. Flags (slice left empty, reason recorded; muscles within PSP_SEG_EDGE_MM of
  *     the image's edge: cut_off, align.c): no body / no spine; below sacrum;

@@ -729,6 +729,62 @@ static void test_es_pieces(void **state) {
   }
 }
 
+/* psp_seg_refine_outlines, the lean pieces of a fatty erector (refine.c,
+ * drop_lean_pieces): an erector 17 x 14 voxels of 3 mm (FF 0.4 in fat of
+ * 0.9), its last column at FF 0.3, with 3 columns of lean muscle beyond
+ * (FF 0.05, the back wall's layer) labelled with it (no ridge, so
+ * drop_es_pieces keeps them): the strip leaves the erector (case 0), but
+ * not beside a lean erector (FF 0.12, case 1: the rule is for fatty muscle
+ * only). Without the strip, lean voxels in the last column: 3 (27 mm^2,
+ * below 30) stay (case 2), 4 leave (case 3). In every case a lean bundle
+ * 4 x 4 touching the erector's back edge along 4 voxels (a quarter of its
+ * edges) stays. */
+static void test_es_lean_pieces(void **state) {
+  (void)state;
+  enum { NX = 40, NY = 34 };
+  static float ff[NX * NY], lab[NX * NY];
+  static uint8_t old[NX * NY];
+  for (int c = 0; c < 4; c++) {
+    const float muscle = c == 1 ? 0.12f : 0.4f;
+    /* the lean piece at the tip: columns i0..i1, rows j0..j1 */
+    const int i0 = c < 2 ? 27 : 26, i1 = c < 2 ? 29 : 26, j0 = c < 2 ? 10 : 15,
+              j1 = c < 2    ? 23
+                   : c == 2 ? 17
+                            : 18;
+    for (int q = 0; q < NX * NY; q++) {
+      ff[q] = 0.9f;
+      lab[q] = 0;
+    }
+    for (int j = 10; j <= 23; j++)
+      for (int i = 10; i <= 29; i++) {
+        bool piece = i >= i0 && i <= i1 && j >= j0 && j <= j1;
+        bool bundle = i >= 14 && i <= 17 && j >= 20;
+        if (i >= 27 && !piece) continue;
+        ff[j * NX + i] = piece || bundle ? 0.05f : i == 26 ? 0.3f : muscle;
+        lab[j * NX + i] = PSP_LABEL_ES_LEFT;
+      }
+    const int64_t bx[4] = {10, 29, 10, 23};
+    assert_true(psp_seg_refine_outlines(ff, lab, NX, NY, 3.0, 3.0, bx, muscle, 0.9, old));
+    int piece = 0, bundle = 0, rest = 0;
+    for (int j = 10; j <= 23; j++)
+      for (int i = 10; i <= 29; i++) {
+        bool es = lab[j * NX + i] == PSP_LABEL_ES_LEFT;
+        if (i >= i0 && i <= i1 && j >= j0 && j <= j1)
+          piece += es;
+        else if (i >= 14 && i <= 17 && j >= 20)
+          bundle += es;
+        else if (i >= 12 && i <= 24 && j >= 12 && j <= 21)
+          rest += es;
+      }
+    const int n_piece = (i1 - i0 + 1) * (j1 - j0 + 1);
+    print_message("case %d: lean piece %d of %d voxels, bundle %d of 16, inside %d of 122\n", c,
+                  piece, n_piece, bundle, rest);
+    assert_int_equal(piece, c == 0 || c == 3 ? 0 : n_piece);
+    assert_int_equal(bundle, 16);
+    assert_int_equal(rest, 122); /* the inner 13 x 10, less the bundle's 8 in it */
+  }
+}
+
 /* psp_seg_refine_outlines, the outline closing (refine.c, close_outlines,
  * 5 mm): a multifidus 40 x 40 voxels of 1 mm (FF 0.4 in fat of 0.9) with a
  * bite of fat 8 deep from its back edge: 4 voxels wide (a fatty streak
@@ -965,6 +1021,7 @@ int main(void) {
       cmocka_unit_test(test_es_rise_table),
       cmocka_unit_test(test_void_area),
       cmocka_unit_test(test_es_pieces),
+      cmocka_unit_test(test_es_lean_pieces),
       cmocka_unit_test(test_close),
       cmocka_unit_test(test_zfill),
       cmocka_unit_test(test_muscle_limit),
