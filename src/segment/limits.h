@@ -150,7 +150,9 @@ void psp_seg_unlabel_plane(const float *ff, const uint8_t *comp, float *lab, int
  * unlabelled, then the muscles' outlines smoothed at OUTLINE_MM (see
  * there) and closed (close_outlines), then a fatty erector's lean pieces on
  * its outline (drop_lean_pieces) and its pieces beyond a ridge of FF below
- * a share of its largest piece dropped (drop_es_pieces); muscle, fat: the slice's FF
+ * a share of its largest piece dropped (drop_es_pieces), then the
+ * multifidus's ring on a one-voxel step to fat joined (join_step_ring);
+ * muscle, fat: the slice's FF
  * levels; old: nx * ny scratch.
  * Returns false on OOM. */
 bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, double sx,

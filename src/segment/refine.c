@@ -1,6 +1,6 @@
 /*
  * DESIGN: refinements of the segmentation's masks and labels (src/segment/
- * segment.c steps 1, 3a-3d: items 1-11 below), pure functions of their
+ * segment.c steps 1, 3a-3d: items 1-12 below), pure functions of their
  * inputs, serial within a slice (the callers own every buffer), except
  * psp_seg_zfill_stack (item 9: parallel over slices, from a copy). What
  * each item did to which data, and what was tried and not kept: "refine.c
@@ -72,6 +72,10 @@
  *    LEAN_OUT_SHARE of their edges outside it), with the fat plane's voxels
  *    next to them: lean muscle of another kind joined through a plane
  *    thinner than a voxel, whose partial volume reads as fatty muscle.
+ * 12. join_step_ring (psp_seg_refine_outlines, last): an unlabelled voxel
+ *    on a one-voxel step from a multifidus to fat joins it when it reads
+ *    below the muscle's own midpoint to fat (the truth's rule at a sharp
+ *    edge); on a real scan's ramp of several voxels nothing joins.
  *
  * What remains on phantom02/03 (erector area, multifidus FF at the border)
  * and a bound for any voxel-wise rule: "refine.c: what remains".
@@ -100,6 +104,8 @@
 #define LEAN_MIN_MM2 30.0      /* a smaller lean piece stays */
 #define LEAN_OUT_SHARE 0.3     /* of a lean piece's outer edges at least, outside the erector */
 #define PIECE_MIN_VOX 20       /* erector voxels on the slice: fewer, no pieces looked for */
+#define STEP_MID_SHARE 0.5     /* of fat - a multifidus's mean FF: a step ring voxel below joins */
+#define STEP_FAT_SHARE 0.8     /* ... when the next voxel out reads at least this: fat */
 #define ZFILL_PASSES_MAX 10    /* step 9 repeats until no voxel changes, at most this often */
 #define FATTY_ES_MF_SHARE 0.05 /* of the side: the lean multifidus seed beside a fatty erector */
 
@@ -683,7 +689,54 @@ static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, 
   return true;
 }
 
-/* Steps 3b (smooth_labels), 4, 5, 10, 11 and 8 of the DESIGN comment, on the
+/* Item 12: an unlabelled voxel on a one-voxel step from a multifidus to
+ * fat joins it: 4-next to the muscle, with the next voxel out on that line
+ * fat (FF at least its mean + STEP_FAT_SHARE (fat - mean)) and its own FF
+ * below the muscle's midpoint to fat (mean + STEP_MID_SHARE (fat - mean));
+ * no other muscle among its 8 neighbours, nor two muscles taking it.
+ * Decided on the labels before (old: nx * ny scratch). At a sharp edge,
+ * a voxel over half muscle reads below that midpoint; on a ramp of several
+ * voxels (a real scan's fascia at 1 mm) the next voxel out is not yet fat,
+ * and nothing joins. */
+static void join_step_ring(const float *ff, float *lab, int64_t nx, int64_t ny, const int64_t bx[4],
+                           double fat, uint8_t *old) {
+  /* the voxels decided: bx grown by one, off the image's edge; old holds
+   * the labels one voxel further out */
+  const int64_t box[4] = {bx[0] > 1 ? bx[0] - 1 : 1, bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2,
+                          bx[2] > 1 ? bx[2] - 1 : 1, bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2};
+  if (box[0] > box[1] || box[2] > box[3]) return;
+  double sum[3] = {0, 0, 0}, cnt[3] = {0, 0, 0};
+  for (int64_t j = box[2] - 1; j <= box[3] + 1; j++)
+    for (int64_t p = j * nx + box[0] - 1; p <= j * nx + box[1] + 1; p++) {
+      int c = (int)lab[p];
+      old[p] = (uint8_t)(c > 0 ? c : 0);
+      if ((c == PSP_LABEL_MF_LEFT || c == PSP_LABEL_MF_RIGHT) && !isnan(ff[p]))
+        sum[c] += ff[p], cnt[c]++;
+    }
+  const int64_t d4[4] = {1, -1, nx, -nx};
+  for (int64_t j = box[2]; j <= box[3]; j++)
+    for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++) {
+      if (old[p] || isnan(ff[p])) continue;
+      int take = 0;
+      for (int q = 0; q < 4; q++) {
+        int c = old[p - d4[q]];
+        if ((c != PSP_LABEL_MF_LEFT && c != PSP_LABEL_MF_RIGHT) || cnt[c] < 1) continue;
+        double m = sum[c] / cnt[c];
+        if (!((double)ff[p] < m + STEP_MID_SHARE * (fat - m)) ||
+            !((double)ff[p + d4[q]] >= m + STEP_FAT_SHARE * (fat - m)))
+          continue;
+        take = take && take != c ? -1 : c;
+      }
+      if (take <= 0) continue;
+      bool other = false;
+      for (int64_t dj = -nx; dj <= nx; dj += nx)
+        for (int64_t di = -1; di <= 1; di++)
+          other |= old[p + dj + di] && old[p + dj + di] != take;
+      if (!other) lab[p] = (float)take;
+    }
+}
+
+/* Steps 3b (smooth_labels), 4, 5, 10, 11, 8 and 12 of the DESIGN comment, on the
  * final labels of one slice. */
 bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, double sx,
                              double sy, const int64_t bx[4], double muscle, double fat,
@@ -693,7 +746,8 @@ bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny
   return smooth_outlines(ff, lab, nx, ny, sx, sy, bx, OUTLINE_MM, OUTLINE_KEEP) &&
          close_outlines(ff, lab, nx, ny, sx, sy, bx, CLOSE_MM, old) &&
          drop_lean_pieces(ff, lab, nx, ny, sx * sy, bx, old) &&
-         drop_es_pieces(ff, lab, nx, ny, bx, fat, old);
+         drop_es_pieces(ff, lab, nx, ny, bx, fat, old) &&
+         (join_step_ring(ff, lab, nx, ny, bx, fat, old), true);
 }
 
 /* Step 9 of the DESIGN comment on one slice (see limits.h). A muscle that

@@ -59,8 +59,9 @@
  *  3b. Voxel-scale smoothing (refine.c item 3; "segment.c step 3b"). 3c. An
  *     erector voxel on a ridge towards the multifidus leaves it, outlines
  *     smoothed at 6 mm, closed at 5 mm, a fatty erector's lean pieces on
- *     its outline and its small pieces beyond a ridge dropped
- *     (psp_seg_refine_outlines, refine.c items 4, 5, 10, 11, 8);
+ *     its outline and its small pieces beyond a ridge dropped, a
+ *     multifidus's ring on a one-voxel step to fat joined
+ *     (psp_seg_refine_outlines, refine.c items 4, 5, 10, 11, 8, 12);
  *     3d. outlines follow the neighbouring slices' majority (item 9).
  *  4. Flags (slice left empty, reason recorded; muscles within PSP_SEG_EDGE_MM of
  *     the image's edge: cut_off, align.c): no body / no spine; below sacrum;

@@ -4,9 +4,11 @@
 # less 0.005, and each muscle's FF within a bound. Reached (MF L / MF R /
 # ES L / ES R, all):
 #   phantom01 0.981 / 0.981 / 0.972 / 0.975, 0.978 (FF within 0.3 pp)
-#   phantom02 0.961 / 0.949 / 0.949 / 0.951, 0.954 (FF MF R -1.35 pp: the
-#             issue's 1 pp is not reached there, fatty streaks at the border)
-#   phantom03 0.970 / 0.955 / 0.959 / 0.954, 0.961 (FF within 0.7 pp)
+#   phantom02 0.964 / 0.950 / 0.949 / 0.951, 0.955 (FF within 1 pp: MF R
+#             -0.98; the bound 1.1)
+#   phantom03 0.970 / 0.955 / 0.959 / 0.954, 0.961 (FF within 0.4 pp)
+# (before the multifidus's ring on a one-voxel step joined it, refine.c item
+# 12: phantom02's multifidus 0.961 / 0.949, FF -0.74 / -1.35 pp)
 # (before a fatty erector's lean pieces at its outline left it, refine.c
 # item 11: phantom02's erector spinae 0.947 / 0.943, phantom03's 0.956 /
 # 0.941, the back wall's lean layer joined at the lowest slices)
@@ -21,7 +23,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$S"
 P="$SRC/sample_scans"
 for spec in "01 0.976 0.976 0.967 0.970 0.973 0.5" \
-  "02 0.956 0.944 0.944 0.946 0.949 1.4" \
+  "02 0.959 0.945 0.944 0.946 0.950 1.1" \
   "03 0.965 0.950 0.954 0.949 0.956 0.9"; do
   set -- $spec
   compare_phantom "$1" "p$1" --water "$P/phantom$1_water.nii.gz" --fat "$P/phantom$1_fat.nii.gz"

@@ -785,6 +785,44 @@ static void test_es_lean_pieces(void **state) {
   }
 }
 
+/* psp_seg_refine_outlines, the multifidus's ring on a one-voxel step
+ * (refine.c, join_step_ring): a multifidus 20 x 20 voxels of 3 mm (FF 0.4)
+ * with an erector beside it across a column of FF 0.6, and a ring of
+ * FF 0.6 (over half muscle) round the rest. With fat (0.9) just beyond the
+ * ring, its 60 voxels on the three free sides join; with a ramp (0.75,
+ * then fat) none does, nor in either case the column between the two
+ * muscles. */
+static void test_step_ring(void **state) {
+  (void)state;
+  enum { NX = 50, NY = 40 };
+  static float ff[NX * NY], lab[NX * NY];
+  static uint8_t old[NX * NY];
+  for (int ramp = 0; ramp < 2; ramp++) {
+    for (int j = 0; j < NY; j++)
+      for (int i = 0; i < NX; i++) {
+        int q = j * NX + i;
+        bool mf = i >= 10 && i <= 29 && j >= 10 && j <= 29,
+             es = i >= 31 && i <= 40 && j >= 10 && j <= 29;
+        bool ring = !mf && !es && i >= 9 && i <= 30 && j >= 9 && j <= 30;
+        bool ring2 = !mf && !es && !ring && i >= 8 && i <= 31 && j >= 8 && j <= 31;
+        ff[q] = mf || es ? 0.4f : ring ? 0.6f : ring2 && ramp ? 0.75f : 0.9f;
+        lab[q] = mf ? (float)PSP_LABEL_MF_LEFT : es ? (float)PSP_LABEL_ES_LEFT : 0.0f;
+      }
+    const int64_t bx[4] = {10, 40, 10, 29};
+    assert_true(psp_seg_refine_outlines(ff, lab, NX, NY, 3.0, 3.0, bx, 0.4, 0.9, old));
+    int joined = 0, between = 0;
+    for (int k = 10; k <= 29; k++) {
+      joined += (lab[k * NX + 9] == PSP_LABEL_MF_LEFT) + (lab[9 * NX + k] == PSP_LABEL_MF_LEFT) +
+                (lab[30 * NX + k] == PSP_LABEL_MF_LEFT);
+      between += lab[k * NX + 30] != 0.0f;
+    }
+    print_message("%s: %d of 60 ring voxels joined, %d of 20 between the muscles labelled\n",
+                  ramp ? "ramp" : "step", joined, between);
+    assert_int_equal(joined, ramp ? 0 : 60);
+    assert_int_equal(between, 0);
+  }
+}
+
 /* psp_seg_refine_outlines, the outline closing (refine.c, close_outlines,
  * 5 mm): a multifidus 40 x 40 voxels of 1 mm (FF 0.4 in fat of 0.9) with a
  * bite of fat 8 deep from its back edge: 4 voxels wide (a fatty streak
@@ -1022,6 +1060,7 @@ int main(void) {
       cmocka_unit_test(test_void_area),
       cmocka_unit_test(test_es_pieces),
       cmocka_unit_test(test_es_lean_pieces),
+      cmocka_unit_test(test_step_ring),
       cmocka_unit_test(test_close),
       cmocka_unit_test(test_zfill),
       cmocka_unit_test(test_muscle_limit),
