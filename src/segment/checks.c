@@ -146,7 +146,10 @@ static double label_ff(const float *ff, const float *lab, int64_t nx, const int6
  * Otherwise the slice is flagged and emptied (the reason says when the
  * smaller side's place reads much fattier than the other side). */
 void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
-                         int64_t ny, const int64_t bx[4], const double sp[2], double muscle) {
+                         int64_t ny, const int64_t box[4], const double sp[2], double muscle) {
+  /* the refined labels lie inside box grown by one voxel */
+  const int64_t bx[4] = {box[0] > 0 ? box[0] - 1 : 0, box[1] < nx - 1 ? box[1] + 1 : nx - 1,
+                         box[2] > 0 ? box[2] - 1 : 0, box[3] < ny - 1 ? box[3] + 1 : ny - 1};
   const double px = sp[0] * sp[1];
   const int64_t ei = (int64_t)ceil(PSP_SEG_EDGE_MM / sp[0]),
                 ej = (int64_t)ceil(PSP_SEG_EDGE_MM / sp[1]);

@@ -202,9 +202,10 @@ int64_t psp_seg_flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_ou
 /* A muscle this near the image's edge is cut by the field of view
  * (src/segment/align.c, flag_cut_off). */
 #define PSP_SEG_EDGE_MM 8.0
-/* The last check of a labelled slice (ff, lab: its FF and labels, nx x ny;
- * sp: the pixel size, mm; muscle: the slice's muscle FF level): flags it
- * and empties its labels when implausible. */
+/* The last check of a labelled slice (ff, lab: its FF and labels, nx x ny,
+ * all of them inside bx grown by one voxel, as psp_seg_refine_outlines
+ * leaves them; sp: the pixel size, mm; muscle: the slice's muscle FF
+ * level): flags it and empties its labels when implausible. */
 void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
                          int64_t ny, const int64_t bx[4], const double sp[2], double muscle);
 /* The evidence for each side's multifidus/erector spinae boundary on a

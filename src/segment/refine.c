@@ -564,8 +564,8 @@ static bool drop_lean_pieces(const float *ff, float *lab, int64_t nx, int64_t ny
         int64_t *s = st + 3 * cc[p];
         s[0]++;
         const int64_t nb[4] = {p - 1, p + 1, p - nx, p + nx};
-        for (int q = 0; q < 4; q++)
-          if (!old[nb[q]]) s[lab[nb[q]] == es[e] ? 2 : 1]++;
+        for (int q = 0; q < 4; q++) /* lab and ff, not old: old is stale beyond box */
+          if (!(lab[nb[q]] == es[e] && (double)ff[nb[q]] < lean)) s[lab[nb[q]] == es[e] ? 2 : 1]++;
       }
     bool any = false;
     for (int64_t j = box[2]; j <= box[3]; j++)

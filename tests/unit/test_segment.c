@@ -729,6 +729,39 @@ static void test_es_pieces(void **state) {
   }
 }
 
+/* psp_seg_check_areas empties a flagged slice over bx grown by one voxel,
+ * where psp_seg_refine_outlines may leave labels (its smoothing and the
+ * multifidus's step ring decide one voxel beyond bx): three muscles inside
+ * bx and the right erector missing, with a multifidus voxel one beyond bx
+ * on each side; the slice is flagged and no label is left. */
+static void test_check_areas_box(void **state) {
+  (void)state;
+  enum { NX = 40, NY = 30 };
+  static float ff[NX * NY], lab[NX * NY];
+  for (int q = 0; q < NX * NY; q++)
+    ff[q] = 0.1f, lab[q] = 0;
+  for (int j = 10; j <= 19; j++)
+    for (int i = 10; i <= 29; i++)
+      lab[j * NX + i] = (float)(i < 20   ? PSP_LABEL_MF_LEFT
+                                : i < 25 ? PSP_LABEL_MF_RIGHT
+                                         : PSP_LABEL_ES_LEFT);
+  lab[15 * NX + 9] = PSP_LABEL_MF_LEFT;   /* one beyond bx[0] */
+  lab[20 * NX + 22] = PSP_LABEL_MF_RIGHT; /* one beyond bx[3] */
+  const int64_t bx[4] = {10, 29, 10, 19};
+  psp_slice_landmarks lm;
+  memset(&lm, 0, sizeof lm);
+  lm.status = PSP_SLICE_OK;
+  lm.midline_i = 20.0;
+  const double sp[2] = {2.0, 2.0};
+  psp_seg_check_areas(&lm, ff, lab, NX, NY, bx, sp, 0.1);
+  int left = 0;
+  for (int q = 0; q < NX * NY; q++)
+    left += lab[q] != 0.0f;
+  print_message("status %d (%s), %d labels left\n", (int)lm.status, lm.reason, left);
+  assert_int_equal(lm.status, PSP_SLICE_IMPLAUSIBLE);
+  assert_int_equal(left, 0);
+}
+
 /* psp_seg_refine_outlines, the lean pieces of a fatty erector (refine.c,
  * drop_lean_pieces): an erector 17 x 14 voxels of 3 mm (FF 0.4 in fat of
  * 0.9), its last column at FF 0.3, with 3 columns of lean muscle beyond
@@ -1059,6 +1092,7 @@ int main(void) {
       cmocka_unit_test(test_es_rise_table),
       cmocka_unit_test(test_void_area),
       cmocka_unit_test(test_es_pieces),
+      cmocka_unit_test(test_check_areas_box),
       cmocka_unit_test(test_es_lean_pieces),
       cmocka_unit_test(test_step_ring),
       cmocka_unit_test(test_close),
