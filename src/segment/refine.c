@@ -447,6 +447,18 @@ static bool smooth_outlines(const float *ff, float *lab, int64_t nx, int64_t ny,
   return true;
 }
 
+/* The sum of the FF of label l's voxels inside box (NaN ones left out);
+ * *cnt: how many. */
+static double label_ff_sum(const float *ff, const float *lab, int64_t nx, const int64_t box[4],
+                           float l, int64_t *cnt) {
+  double sum = 0;
+  *cnt = 0;
+  for (int64_t j = box[2]; j <= box[3]; j++)
+    for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
+      if (lab[p] == l && !isnan(ff[p])) sum += ff[p], (*cnt)++;
+  return sum;
+}
+
 /* The erector spinae's pieces beyond a plane of fat in partial volume: its
  * voxels on a ridge of FF (fattier than both neighbours along a row, a
  * column or a diagonal by more than PIECE_SHARE (fat - the erector's mean
@@ -467,11 +479,8 @@ static bool drop_es_pieces(const float *ff, float *lab, int64_t nx, int64_t ny, 
   const float es[2] = {PSP_LABEL_ES_LEFT, PSP_LABEL_ES_RIGHT};
   for (int e = 0; ok && e < 2; e++) {
     /* old: 1 an erector voxel off the ridge (its ridge voxels: lab, not old) */
-    double sum = 0;
-    int64_t cnt = 0;
-    for (int64_t j = box[2]; j <= box[3]; j++)
-      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
-        if (lab[p] == es[e] && !isnan(ff[p])) sum += ff[p], cnt++;
+    int64_t cnt;
+    const double sum = label_ff_sum(ff, lab, nx, box, es[e], &cnt);
     double need = cnt >= PIECE_MIN_VOX ? PIECE_SHARE * (fat - sum / (double)cnt) : NAN;
     if (!(need > 0)) continue;
     for (int64_t j = box[2]; j <= box[3]; j++)
@@ -536,11 +545,8 @@ static bool drop_lean_pieces(const float *ff, float *lab, int64_t nx, int64_t ny
   int64_t *st = NULL;
   bool ok = true;
   for (int e = 0; ok && e < 2; e++) {
-    double sum = 0;
-    int64_t cnt = 0;
-    for (int64_t j = box[2]; j <= box[3]; j++)
-      for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++)
-        if (lab[p] == es[e] && !isnan(ff[p])) sum += ff[p], cnt++;
+    int64_t cnt;
+    const double sum = label_ff_sum(ff, lab, nx, box, es[e], &cnt);
     if (cnt < PIECE_MIN_VOX || sum / (double)cnt < LEAN_GATE) continue;
     const double mean = sum / (double)cnt, lean = LEAN_FRAC * mean;
     for (int64_t j = box[2]; j <= box[3]; j++)
