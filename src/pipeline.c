@@ -313,6 +313,38 @@ static void name_map_inputs(psp_result *r, bool wf, bool ipop, psp_error **err) 
     psp_error_prefix(err, "%s", slot_path(r, PSP_GEOM_FF));
 }
 
+/* In-phase/opposed-phase magnitudes give a signal fat fraction: a
+ * T1-weighted sequence (the usual in/opposed-phase T1 of an abdominal
+ * protocol, at a high flip angle) raises lean muscle's several-fold, as
+ * fatty infiltration would. When the muscles' median FF reads at least
+ * IPOP_MUSCLE_FF_WARN the run says so (ipop-chaos11, a 1.5 T T1-DUAL
+ * series: 28-33 %; dixon-tum01 made in-phase/opposed-phase: 12-15 %). */
+#define IPOP_MUSCLE_FF_WARN 0.20
+static void warn_ipop_muscle_ff(const psp_result *r, psp_context *ctx) {
+  if (strcmp(psp_ffmap_source(r->ffmap), "inphase+opposed-phase") != 0) return;
+  double v[PSP_LABEL_COUNT];
+  int n = 0;
+  for (int l = 1; l < PSP_LABEL_COUNT; l++) {
+    const psp_region_metrics *row = psp_measurements_volume_row(r->meas, l);
+    if (row && row->n_voxels > 0 && !isnan(row->ff_median)) v[n++] = row->ff_median;
+  }
+  if (n == 0) return;
+  for (int i = 1; i < n; i++) /* at most four: insertion sort */
+    for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+      double t = v[j];
+      v[j] = v[j - 1];
+      v[j - 1] = t;
+    }
+  double med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  if (med >= IPOP_MUSCLE_FF_WARN)
+    psp_warn(ctx,
+             "in-phase/opposed-phase: the muscles' median FF reads %.0f %%. Either they are fatty, "
+             "or the sequence is T1-weighted (an in/opposed-phase T1 at a high flip angle), which "
+             "raises the signal fat fraction of lean muscle several-fold; FF from two-point "
+             "magnitudes is a signal fat fraction, not PDFF: compare it within one protocol only",
+             100.0 * med);
+}
+
 psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_error **err) {
   bool ffin = opt->ff_path != NULL;
   /* an FF map may come with a water image (image edges for the segmentation) */
@@ -473,6 +505,7 @@ psp_result *psp_analyze(const psp_analysis_options *opt, psp_context *ctx, psp_e
   t0 = psp_now();
   r->meas = psp_measure(r->labels, r->ffmap, ctx, err);
   if (!r->meas) goto fail;
+  warn_ipop_muscle_ff(r, ctx);
   psp_context_add_time(ctx, "measure", psp_now() - t0);
   psp_info(ctx, "assigning vertebral levels");
   t0 = psp_now();

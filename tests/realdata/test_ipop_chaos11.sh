@@ -33,6 +33,10 @@ tr -d ' \t\n' < seg/report.json | grep -q '"spine_axis":{"angle_deg":-2.5,"align
 # show on two slices.)
 grep -q "automatic segmentation: no sacrum or iliac crest in view" seg.txt ||
   fail "no warning that the multifidus/erector split has no height anchor"
+# a T1-DUAL series: its muscles read about 31 % FF, a signal fat fraction
+# raised by the T1 weighting (or fatty muscle); the run must say so
+grep -q "in-phase/opposed-phase: the muscles' median FF reads 3[0-9] %" seg.txt ||
+  fail "no warning that the muscles' FF reads high (T1-weighted signal fat fraction)"
 # left and right multifidus per slice: median ratio of the larger to the
 # smaller area <= 1.2, none beyond 1.6 (aligned: 1.13 / 1.36; in the image's
 # frame 1.23 / 1.92)
