@@ -318,7 +318,7 @@ static void name_map_inputs(psp_result *r, bool wf, bool ipop, psp_error **err) 
  * protocol, at a high flip angle) raises lean muscle's several-fold, as
  * fatty infiltration would. When the muscles' median FF reads at least
  * IPOP_MUSCLE_FF_WARN the run says so (ipop-chaos11, a 1.5 T T1-DUAL
- * series: 28-33 %; dixon-tum01 made in-phase/opposed-phase: 12-15 %). */
+ * series: 31 %; dixon-tum01 made in-phase/opposed-phase: 8-11 %). */
 #define IPOP_MUSCLE_FF_WARN 0.20
 static void warn_ipop_muscle_ff(const psp_result *r, psp_context *ctx) {
   if (strcmp(psp_ffmap_source(r->ffmap), "inphase+opposed-phase") != 0) return;

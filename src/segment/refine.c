@@ -48,7 +48,7 @@
  *    between a fatty multifidus and the lean erector, or between the lean
  *    multifidus (at least FATTY_ES_MF_SHARE = 5 % of the side: 5-10 % at
  *    the upper lumbar levels) and a fatty erector spinae.
- * 8. drop_es_pieces (psp_seg_refine_outlines, last): the erector's voxels on
+ * 8. drop_es_pieces (psp_seg_refine_outlines, after 11, before 12): the erector's voxels on
  *    a ridge of FF (fattier than both neighbours by PIECE_SHARE (fat - its
  *    mean FF)) set aside, its pieces below PIECE_FRAC of the largest leave
  *    it (the back wall's lean layer at the lateral tip, joined through a
@@ -616,7 +616,7 @@ static bool close_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, 
   if (bx[1] < bx[0] || bx[3] < bx[2] || !(r_mm > 0)) return true;
   enum { NM = PSP_LABEL_COUNT - 1 };
   const int64_t gx = (int64_t)ceil(r_mm / sx) + 1, gy = (int64_t)ceil(r_mm / sy) + 1;
-  /* each muscle's box (the labels lie inside bx) */
+  /* each muscle's box (the labels lie inside bx grown by one voxel) */
   int64_t mb[NM + 1][4];
   for (int c = 1; c <= NM; c++)
     mb[c][0] = bx[1] + 1, mb[c][1] = bx[0] - 1, mb[c][2] = bx[3] + 1, mb[c][3] = bx[2] - 1;

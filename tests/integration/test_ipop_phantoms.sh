@@ -26,11 +26,14 @@
 # FF then reads +3.2 / +3.1 pp on phantom03, from +2.3 / +2.4: the lean
 # voxels it lost had offset the fat planes' partial volume it keeps, so
 # the bound is 3.5 pp (the FF of the voxels left out, from water and fat:
-# 0-0.4).
+# 0-0.4). With the multifidus's ring on a one-voxel step to fat joined
+# (refine.c item 12): phantom01 0.896, phantom02 0.896 (multifidus 0.845 /
+# 0.845 -> 0.857 / 0.858), phantom03 0.871 (erector 0.850 / 0.838, area
+# +7 / +8 %, FF +3.2 / +3.1 pp); the minima are these less 0.005.
 source "$(dirname "$0")/lib.sh"
 cd "$S"
 P="$SRC/sample_scans"
-for spec in "01 0.892" "02 0.885" "03 0.864"; do
+for spec in "01 0.891" "02 0.891" "03 0.866"; do
   set -- $spec
   compare_phantom "$1" "p$1" --inphase "$P/phantom$1_inphase.nii.gz" \
     --outphase "$P/phantom$1_outphase.nii.gz"
