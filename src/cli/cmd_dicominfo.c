@@ -143,6 +143,8 @@ int psp_cmd_dicominfo(int argc, char **argv) {
     printf("    ImageType %s", st->image_type[0] ? st->image_type : "(none)");
     if (st->image_type_text[0]) printf(", ImageTypeText %s", st->image_type_text);
     if (!isnan(st->echo_time)) printf(", TE %.4g ms", st->echo_time);
+    if (!isnan(in->repetition_time)) printf(", TR %.4g ms", in->repetition_time);
+    if (!isnan(in->flip_angle)) printf(", flip angle %.3g deg", in->flip_angle);
     if (!isnan(in->field_strength)) printf(", %.3g T", in->field_strength);
     printf("\n");
     if (st->geometry_status == PSP_OK) {

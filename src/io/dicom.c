@@ -721,6 +721,10 @@ static psp_dicom_source *make_source(const psp_dicom_scan *s, const psp_dicom_st
   CP(referring_physician);
   CP(study_description);
 #undef CP
+  src->field_strength_t = in->field_strength;
+  src->echo_time_ms = st->echo_time;
+  src->repetition_time_ms = in->repetition_time;
+  src->flip_angle_deg = in->flip_angle;
   src->n_files = n_files;
   psp_orientation o = psp_volume_orientation(v);
   int64_t dims[3];

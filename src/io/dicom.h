@@ -42,6 +42,8 @@ typedef struct psp_dicom_source {
   char accession_number[17];
   char referring_physician[325];
   char study_description[65];
+  /* Acquisition (NaN when absent): of the stack's first instance */
+  double field_strength_t, echo_time_ms, repetition_time_ms, flip_angle_deg;
   /* One SOP Instance UID per internal slice k (k = 0 inferior), and for
    * enhanced multi-frame sources the frame number (1-based; 0 = single
    * frame). Owned by the source. */

@@ -275,6 +275,9 @@ int read_header(const char *path, bool toolkit_log, psp_dcm_instance *inst,
                                                                  : 0;
   inst->field_strength = NAN;
   get_f64(ds, DCM_MagneticFieldStrength, &inst->field_strength);
+  inst->repetition_time = inst->flip_angle = NAN;
+  get_f64(ds, DCM_RepetitionTime, &inst->repetition_time);
+  get_f64(ds, DCM_FlipAngle, &inst->flip_angle);
   get_str(ds, DCM_PatientName, inst->patient_name, sizeof inst->patient_name, true);
   get_str(ds, DCM_PatientID, inst->patient_id, sizeof inst->patient_id);
   get_str(ds, DCM_PatientBirthDate, inst->patient_birth_date, sizeof inst->patient_birth_date);
@@ -309,6 +312,11 @@ int read_header(const char *path, bool toolkit_log, psp_dcm_instance *inst,
                   "items",
                   path, inst->n_frames, per_frame->card());
     return -1;
+  }
+  if (enhanced) {
+    DcmItem *tm = fg_item(per_frame->getItem(0), shared, DCM_MRTimingAndRelatedParametersSequence);
+    if (std::isnan(inst->repetition_time)) get_f64(tm, DCM_RepetitionTime, &inst->repetition_time);
+    if (std::isnan(inst->flip_angle)) get_f64(tm, DCM_FlipAngle, &inst->flip_angle);
   }
   /* native (not encapsulated) pixel data shorter than the frames it declares:
    * refused before one plane per declared frame is built (a 1 KB file can

@@ -36,6 +36,9 @@ typedef struct psp_dcm_instance {
   int32_t bits_allocated, bits_stored, high_bit, pixel_representation, samples_per_pixel;
   int float_pixels;      /* 0 integer PixelData, 32 FloatPixelData, 64 DoubleFloatPixelData */
   double field_strength; /* tesla; NaN when absent */
+  /* ms and degrees; NaN when absent (enhanced MR: the first frame's MR
+   * Timing and Related Parameters) */
+  double repetition_time, flip_angle;
   /* patient and study modules */
   char patient_name[325], patient_id[65], patient_birth_date[9], patient_sex[17];
   char study_date[9], study_time[17], study_id[17], accession_number[17];

@@ -408,6 +408,13 @@ static void dicom_input_json(cJSON *o, const psp_dicom_source *d, const psp_anal
   cJSON_AddStringToObject(o, "series_description", d->series_description);
   cJSON_AddStringToObject(o, "manufacturer", d->manufacturer);
   cJSON_AddNumberToObject(o, "n_files", (double)d->n_files);
+  /* what the FF depends on besides the tissue: T1 weighting (flip angle,
+   * repetition time) and T2* decay (echo time) bias a signal fat fraction */
+  cJSON *acq = cJSON_AddObjectToObject(o, "acquisition");
+  cJSON_AddItemToObject(acq, "field_strength_t", jnum(d->field_strength_t, 3));
+  cJSON_AddItemToObject(acq, "echo_time_ms", jnum(d->echo_time_ms, 3));
+  cJSON_AddItemToObject(acq, "repetition_time_ms", jnum(d->repetition_time_ms, 3));
+  cJSON_AddItemToObject(acq, "flip_angle_deg", jnum(d->flip_angle_deg, 2));
   if (!opt->keep_identifiers) return;
   cJSON *p = cJSON_AddObjectToObject(o, "identifiers");
   cJSON_AddStringToObject(p, "patient_name", d->patient_name);

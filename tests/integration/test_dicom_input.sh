@@ -57,6 +57,10 @@ while read -r ph style extra; do
   grep -q '"format":	"dicom"' "out$i/report.json" || fail "$style: report.json does not mark the DICOM input"
   grep -q '"role":	"water"' "out$i/report.json" || fail "$style: no water input in report.json"
   grep -q '"dicom_selection"' "out$i/report.json" || fail "$style: no dicom_selection in report.json"
+  # the acquisition the FF depends on (the writer's TR 6.5 ms, flip angle 10;
+  # enhanced styles hold them in the MR Timing and Related Parameters)
+  tr -d ' \t\n' < "out$i/report.json" | grep -q '"repetition_time_ms":6.5,"flip_angle_deg":10' ||
+    fail "$style: report.json lacks the acquisition's repetition time and flip angle"
   no_ids "out$i" "err$i"
   echo "ok: $ph $style $extra"
 done <<'EOF'
@@ -69,6 +73,10 @@ phantom03 ge --rotate 90 --signed-rescale --images water,fat,inphase,outphase
 phantom02 ge-ideal --rotate 180
 phantom01 siemens --rotate 270 --rle
 EOF
+# dicominfo prints the acquisition of each stack
+"$PSP" dicominfo dcm1 > info1.txt 2>&1 || fail "dicominfo dcm1: exit $?"
+grep -q "TE 2.46 ms, TR 6.5 ms, flip angle 10 deg, 3 T" info1.txt ||
+  fail "dicominfo does not print the repetition time and flip angle"
 grep -q '"n_files":	20' out1/report.json || fail "report.json: n_files of the water series is not 20"
 [ -f out1/report.html ] && [ -d out1/qc ] || fail "the run with QC wrote no report.html / qc/"
 

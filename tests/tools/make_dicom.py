@@ -320,6 +320,8 @@ def main():
                     ds.add_new(0x00210011, "LO", "SIEMENS MR SDI 02")
                     ds.add_new(0x00211175, "CS", itt)
                 ds.EchoTime = fmt_ds(te)
+                ds.RepetitionTime = "6.5"
+                ds.FlipAngle = "10"
                 ds.InstanceNumber = str(numbers[z] + (1000 if tag == "conflict" else 0))
                 ds.ImagePositionPatient = ds_list(geo.ipp(z, a.tilt))
                 ds.ImageOrientationPatient = geo.iop()
@@ -362,6 +364,10 @@ def main():
             set_rescale(pvt, a)
             pvt.RescaleType = "US"
             shared.PixelValueTransformationSequence = Sequence([pvt])
+            tm = Dataset()
+            tm.RepetitionTime = "6.5"
+            tm.FlipAngle = "10"
+            shared.MRTimingAndRelatedParametersSequence = Sequence([tm])
             ds.SharedFunctionalGroupsSequence = Sequence([shared])
             per, pix = [], []
             for k, z in frames:
