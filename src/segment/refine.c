@@ -711,14 +711,13 @@ static void join_step_ring(const float *ff, float *lab, int64_t nx, int64_t ny, 
   const int64_t box[4] = {bx[0] > 1 ? bx[0] - 1 : 1, bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2,
                           bx[2] > 1 ? bx[2] - 1 : 1, bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2};
   if (box[0] > box[1] || box[2] > box[3]) return;
-  double sum[3] = {0, 0, 0}, cnt[3] = {0, 0, 0};
   for (int64_t j = box[2] - 1; j <= box[3] + 1; j++)
-    for (int64_t p = j * nx + box[0] - 1; p <= j * nx + box[1] + 1; p++) {
-      int c = (int)lab[p];
-      old[p] = (uint8_t)(c > 0 ? c : 0);
-      if ((c == PSP_LABEL_MF_LEFT || c == PSP_LABEL_MF_RIGHT) && !isnan(ff[p]))
-        sum[c] += ff[p], cnt[c]++;
-    }
+    for (int64_t p = j * nx + box[0] - 1; p <= j * nx + box[1] + 1; p++)
+      old[p] = (uint8_t)(lab[p] > 0.0f ? lab[p] : 0.0f);
+  double sum[3] = {0, 0, 0};
+  int64_t cnt[3] = {0, 0, 0};
+  for (int c = PSP_LABEL_MF_LEFT; c <= PSP_LABEL_MF_RIGHT; c++)
+    sum[c] = label_ff_sum(ff, lab, nx, box, (float)c, &cnt[c]);
   const int64_t d4[4] = {1, -1, nx, -nx};
   for (int64_t j = box[2]; j <= box[3]; j++)
     for (int64_t p = j * nx + box[0]; p <= j * nx + box[1]; p++) {
@@ -727,7 +726,7 @@ static void join_step_ring(const float *ff, float *lab, int64_t nx, int64_t ny, 
       for (int q = 0; q < 4; q++) {
         int c = old[p - d4[q]];
         if ((c != PSP_LABEL_MF_LEFT && c != PSP_LABEL_MF_RIGHT) || cnt[c] < 1) continue;
-        double m = sum[c] / cnt[c];
+        double m = sum[c] / (double)cnt[c];
         if (!((double)ff[p] < m + STEP_MID_SHARE * (fat - m)) ||
             !((double)ff[p + d4[q]] >= m + STEP_FAT_SHARE * (fat - m)))
           continue;
