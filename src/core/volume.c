@@ -251,6 +251,16 @@ static psp_volume *from_file_order(const float *file_data, float **take, const i
       return NULL;
     }
   }
+  /* voxel axes (nearly) parallel: no grid, and a voxel volume of 0 (found
+   * by fuzzing: a sform whose three columns lie in one plane) */
+  double sine = fabs(det3(fa)) / (col_norm(fa, 0) * col_norm(fa, 1) * col_norm(fa, 2));
+  if (!(sine >= 1e-3)) {
+    psp_error_set(err, PSP_ERR_GEOMETRY,
+                  "%s: the voxel-to-world matrix is degenerate: its three voxel axes (nearly) lie "
+                  "in one plane (|det| / product of spacings = %.3g)",
+                  name, sine);
+    return NULL;
+  }
   /* Assign each file axis to the world axis it is most aligned with, largest
    * components first, so that the assignment is a permutation. */
   double w[3][3]; /* w[f][x] = |direction cosine| */
