@@ -145,7 +145,9 @@ void psp_seg_unlabel_plane(const float *ff, const uint8_t *comp, float *lab, int
                            const int64_t bx[4], int side, double t, uint8_t *old);
 
 /* refine.c: on the final labels lab of one slice (inside the rectangle bx
- * grown by one voxel): one pass of voxel-scale smoothing (smooth_labels),
+ * grown by one voxel; pixels sx x sy mm): at coarse pixels the erector's
+ * fatty rim trimmed (trim_es_rim), one pass of voxel-scale smoothing
+ * (smooth_labels),
  * the erector spinae's plane towards the multifidus (a ridge of FF)
  * unlabelled, then the muscles' outlines smoothed at OUTLINE_MM (see
  * there) and closed (close_outlines), then a fatty erector's lean pieces on
@@ -202,6 +204,10 @@ int64_t psp_seg_flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_ou
 /* A muscle this near the image's edge is cut by the field of view
  * (src/segment/align.c, flag_cut_off). */
 #define PSP_SEG_EDGE_MM 8.0
+/* Pixels this size or coarser (mm): segment.c's strict mask is not opened
+ * (one voxel removes structures 6-10 mm wide) and refine.c item 13 trims
+ * the erector's fatty rim. */
+#define PSP_SEG_COARSE_MM 2.0
 /* The last check of a labelled slice (ff, lab: its FF and labels, nx x ny,
  * all of them inside bx grown by one voxel, as psp_seg_refine_outlines
  * leaves them; sp: the pixel size, mm; muscle: the slice's muscle FF

@@ -1,6 +1,6 @@
 /*
  * DESIGN: refinements of the segmentation's masks and labels (src/segment/
- * segment.c steps 1, 3a-3d: items 1-12 below), pure functions of their
+ * segment.c steps 1, 3a-3d: items 1-13 below), pure functions of their
  * inputs, serial within a slice (the callers own every buffer), except
  * psp_seg_zfill_stack (item 9: parallel over slices, from a copy). What
  * each item did to which data, and what was tried and not kept: "refine.c
@@ -76,6 +76,12 @@
  *    on a one-voxel step from a multifidus to fat joins it when it reads
  *    below the muscle's own midpoint to fat (the truth's rule at a sharp
  *    edge); on a real scan's ramp of several voxels nothing joins.
+ * 13. trim_es_rim (psp_seg_refine_outlines, first; pixels of
+ *    PSP_SEG_COARSE_MM or more): an erector voxel 4-next to an unlabelled
+ *    one and reading its mean FF + TRIM_SHARE (fat - mean) or more leaves
+ *    it, unless a multifidus lies within TRIM_MF_VOX voxels: over half fat,
+ *    the epimuscular fat in partial volume, which items 3, 5 and 10 would
+ *    otherwise keep on the outline at 3 mm pixels.
  *
  * What remains on phantom02/03 (erector area, multifidus FF at the border)
  * and a bound for any voxel-wise rule: "refine.c: what remains".
@@ -108,6 +114,8 @@
 #define STEP_FAT_SHARE 0.8     /* ... when the next voxel out reads at least this: fat */
 #define ZFILL_PASSES_MAX 10    /* step 9 repeats until no voxel changes, at most this often */
 #define FATTY_ES_MF_SHARE 0.05 /* of the side: the lean multifidus seed beside a fatty erector */
+#define TRIM_SHARE 0.5 /* of fat - the erector's mean FF: a rim voxel this fatty leaves it */
+#define TRIM_MF_VOX 2  /* a rim voxel this near a multifidus (voxels) stays */
 
 /* Integral images of the FF of a mask's voxels and of their count, over
  * the mask's bounding box (the mask is empty outside it). */
@@ -741,11 +749,64 @@ static void join_step_ring(const float *ff, float *lab, int64_t nx, int64_t ny, 
     }
 }
 
-/* Steps 3b (smooth_labels), 4, 5, 10, 11, 8 and 12 of the DESIGN comment, on the
+/* Item 13: at coarse pixels (PSP_SEG_COARSE_MM or more) an erector
+ * spinae voxel 4-next to an unlabelled voxel and reading at least its
+ * mean FF + TRIM_SHARE (fat - mean) leaves it, unless a multifidus lies
+ * within TRIM_MF_VOX voxels (the plane between the two muscles is items 2,
+ * 4 and 8's). Such a voxel is over half fat: the epimuscular fat in
+ * partial volume on the outline, which the labels' majority smoothing and
+ * the closing take in at 3 mm pixels. Needs PIECE_MIN_VOX erector voxels;
+ * decided on the labels before (old: nx * ny scratch), inside bx grown by
+ * one voxel. */
+static void trim_es_rim(const float *ff, float *lab, int64_t nx, int64_t ny, const int64_t bx[4],
+                        double fat, uint8_t *old) {
+  const int64_t box[4] = {bx[0] > 1 ? bx[0] - 1 : 1, bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2,
+                          bx[2] > 1 ? bx[2] - 1 : 1, bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2};
+  if (box[0] > box[1] || box[2] > box[3]) return;
+  for (int64_t j = box[2] - 1; j <= box[3] + 1; j++)
+    for (int64_t p = j * nx + box[0] - 1; p <= j * nx + box[1] + 1; p++)
+      old[p] = (uint8_t)(lab[p] > 0.0f ? lab[p] : 0.0f);
+  const float es[2] = {PSP_LABEL_ES_LEFT, PSP_LABEL_ES_RIGHT};
+  const int64_t d4[4] = {1, -1, nx, -nx};
+  for (int e = 0; e < 2; e++) {
+    int64_t cnt;
+    const double sum = label_ff_sum(ff, lab, nx, box, es[e], &cnt);
+    if (cnt < PIECE_MIN_VOX) continue;
+    const double m = sum / (double)cnt, cut = m + TRIM_SHARE * (fat - m);
+    if (!(fat > m)) continue;
+    for (int64_t j = box[2]; j <= box[3]; j++)
+      for (int64_t i = box[0]; i <= box[1]; i++) {
+        const int64_t p = j * nx + i;
+        if (old[p] != (uint8_t)es[e] || !((double)ff[p] >= cut)) continue;
+        bool rim = false;
+        for (int q = 0; q < 4; q++)
+          rim |= old[p + d4[q]] == 0;
+        if (!rim) continue;
+        bool near_mf = false;
+        const int64_t i0 = i - TRIM_MF_VOX > 0 ? i - TRIM_MF_VOX : 0,
+                      i1 = i + TRIM_MF_VOX < nx - 1 ? i + TRIM_MF_VOX : nx - 1,
+                      j0 = j - TRIM_MF_VOX > 0 ? j - TRIM_MF_VOX : 0,
+                      j1 = j + TRIM_MF_VOX < ny - 1 ? j + TRIM_MF_VOX : ny - 1;
+        for (int64_t jj = j0; !near_mf && jj <= j1; jj++)
+          for (int64_t ii = i0; ii <= i1; ii++) {
+            const float l = lab[jj * nx + ii];
+            if (l == PSP_LABEL_MF_LEFT || l == PSP_LABEL_MF_RIGHT) {
+              near_mf = true;
+              break;
+            }
+          }
+        if (!near_mf) lab[p] = 0.0f;
+      }
+  }
+}
+
+/* Items 13 (coarse pixels), 3 (smooth_labels), 4, 5, 10, 11, 8 and 12 of the DESIGN comment, on the
  * final labels of one slice. */
 bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, double sx,
                              double sy, const int64_t bx[4], double muscle, double fat,
                              uint8_t *old) {
+  if (sx >= PSP_SEG_COARSE_MM && sy >= PSP_SEG_COARSE_MM)
+    trim_es_rim(ff, lab, nx, ny, bx, fat, old);
   smooth_labels(ff, lab, nx, ny, bx, old);
   unlabel_es_ridge(ff, lab, nx, ny, bx, RIDGE_SHARE * (fat - muscle), old);
   return smooth_outlines(ff, lab, nx, ny, sx, sy, bx, OUTLINE_MM, OUTLINE_KEEP) &&

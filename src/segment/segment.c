@@ -56,12 +56,13 @@
  *     smooth along the spine), once both sides'
  *     when left and right differ by over MAX_LR_RATIO in area; plane voxels
  *     (fattier than T) unlabelled. See "segment.c step 3".
- *  3b. Voxel-scale smoothing (refine.c item 3; "segment.c step 3b"). 3c. An
+ *  3b. At coarse pixels the erector's fatty rim trimmed (refine.c item
+ *     13), voxel-scale smoothing (refine.c item 3; "segment.c step 3b"). 3c. An
  *     erector voxel on a ridge towards the multifidus leaves it, outlines
  *     smoothed at 6 mm, closed at 5 mm, a fatty erector's lean pieces on
  *     its outline and its small pieces beyond a ridge dropped, a
  *     multifidus's ring on a one-voxel step to fat joined
- *     (psp_seg_refine_outlines, refine.c items 4, 5, 10, 11, 8, 12);
+ *     (psp_seg_refine_outlines, refine.c items 13, 4, 5, 10, 11, 8, 12);
  *     3d. outlines follow the neighbouring slices' majority (item 9).
  *  4. Flags (slice left empty, reason recorded; muscles within PSP_SEG_EDGE_MM of
  *     the image's edge: cut_off, align.c): no body / no spine; below sacrum;
@@ -278,8 +279,8 @@ static int64_t build_compartment(const float *ff, const float *sm, const float *
   /* opening: a square about OPEN_MM wide (at least 3 x 3); none at coarse
    * pixels (>= 2 mm), where one voxel already removes structures 6-10 mm
    * wide */
-  int ro = sx < 2.0 ? (int)((psp_seg_vox(OPEN_MM, sx) - 1) / 2) : 0;
-  if (sx < 2.0 && ro < 1) ro = 1;
+  int ro = sx < PSP_SEG_COARSE_MM ? (int)((psp_seg_vox(OPEN_MM, sx) - 1) / 2) : 0;
+  if (sx < PSP_SEG_COARSE_MM && ro < 1) ro = 1;
   psp_mask_erode(strict, nx, ny, ro, w);
   psp_mask_dilate(strict, nx, ny, ro, w);
   if (ro == 0) {

@@ -4,9 +4,11 @@
 # less 0.005, and each muscle's FF within a bound. Reached (MF L / MF R /
 # ES L / ES R, all):
 #   phantom01 0.981 / 0.981 / 0.972 / 0.975, 0.978 (FF within 0.3 pp)
-#   phantom02 0.964 / 0.950 / 0.949 / 0.951, 0.955 (FF within 1 pp: MF R
+#   phantom02 0.965 / 0.950 / 0.953 / 0.950, 0.956 (FF within 1 pp: MF R
 #             -0.98; the bound 1.1)
-#   phantom03 0.970 / 0.955 / 0.959 / 0.954, 0.961 (FF within 0.4 pp)
+#   phantom03 0.970 / 0.955 / 0.959 / 0.953, 0.961 (FF within 0.4 pp)
+# (before the erector's fatty rim at coarse pixels left it, refine.c item
+# 13: phantom02's erector spinae 0.949 / 0.951, phantom03's 0.959 / 0.954)
 # (before the multifidus's ring on a one-voxel step joined it, refine.c item
 # 12: phantom02's multifidus 0.961 / 0.949, FF -0.74 / -1.35 pp)
 # (before a fatty erector's lean pieces at its outline left it, refine.c
@@ -23,8 +25,8 @@ source "$(dirname "$0")/lib.sh"
 cd "$S"
 P="$SRC/sample_scans"
 for spec in "01 0.976 0.976 0.967 0.970 0.973 0.5" \
-  "02 0.959 0.945 0.944 0.946 0.950 1.1" \
-  "03 0.965 0.950 0.954 0.949 0.956 0.9"; do
+  "02 0.960 0.945 0.948 0.945 0.951 1.1" \
+  "03 0.965 0.950 0.954 0.948 0.956 0.9"; do
   set -- $spec
   compare_phantom "$1" "p$1" --water "$P/phantom$1_water.nii.gz" --fat "$P/phantom$1_fat.nii.gz"
   dice_minima "p$1.txt" "MF_L=$2 MF_R=$3 ES_L=$4 ES_R=$5 all=$6" ||

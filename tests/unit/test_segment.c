@@ -57,8 +57,10 @@
 #define MIN_DICE_ES 0.96
 #define MAX_FF_DIFF_PP 0.9
 /* Reached on the fatty phantom (test_fatty_phantom_accuracy, = sample_scans/
- * phantom02), all slices: MF 0.964 / 0.950, ES 0.947 / 0.951, FF -0.66 /
- * -0.98 / +0.20 / -0.26 pp (with a fatty erector's lean pieces dropped and
+ * phantom02), all slices: MF 0.965 / 0.950, ES 0.954 / 0.950, FF -0.65 /
+ * -0.98 / -0.35 / -0.43 pp (with the erector's fatty rim trimmed at coarse
+ * pixels, refine.c item 13; before: ES 0.947 / 0.951, FF ES +0.20 / -0.26
+ * pp) (with a fatty erector's lean pieces dropped and
  * the multifidus's step ring joined, refine.c items 11, 12; before: MF
  * 0.960 / 0.946, ES 0.948 / 0.943, FF -0.80 / -1.54 / +0.18 / -0.50 pp)
  * (with the labels' majority along the stack;
@@ -75,9 +77,9 @@
  * one-voxel plane cut at coarse pixels: ES 0.845 / 0.860; the issue's 1 pp is reached here, its
  * 0.95 but for the left erector spinae: the border ring and a posterior rim cut off by fatty
  * streaks). v1 reached 0.68-0.71 with 6 of 20 slices flagged. */
-#define MIN_DICE_MF_FATTY 0.92
-#define MIN_DICE_ES_FATTY 0.92
-#define MAX_FF_DIFF_PP_FATTY 2.0
+#define MIN_DICE_MF_FATTY 0.945
+#define MIN_DICE_ES_FATTY 0.945
+#define MAX_FF_DIFF_PP_FATTY 1.1
 
 /* The default phantom (seed 4) rolled by 14 degrees (test_rolled_phantom):
  * MF 0.978 / 0.976, ES 0.980 / 0.971, FF -1.09 / -0.87 / -0.30 / -0.19 pp,
@@ -823,6 +825,47 @@ static void test_es_lean_pieces(void **state) {
   }
 }
 
+/* psp_seg_refine_outlines, the erector's fatty rim at coarse pixels
+ * (refine.c item 13, trim_es_rim): an erector 20 x 20 voxels of 3 mm (FF
+ * 0.3 in fat of 0.9) whose lateral column reads 0.7 (over half fat: the
+ * epimuscular fat in partial volume) loses it; its medial column, as
+ * fatty, stays, within 2 voxels of the multifidus beyond a plane one voxel
+ * wide (that plane is the other items'); its bottom row at 0.55 (below its
+ * mean + half way to fat, 0.63) stays. */
+static void test_es_rim(void **state) {
+  (void)state;
+  enum { NX = 50, NY = 40 };
+  static float ff[NX * NY], lab[NX * NY];
+  static uint8_t old[NX * NY];
+  for (int j = 0; j < NY; j++)
+    for (int i = 0; i < NX; i++) {
+      const int q = j * NX + i;
+      const bool mf = i >= 6 && i <= 16 && j >= 10 && j <= 29,
+                 es = i >= 18 && i <= 37 && j >= 10 && j <= 29;
+      ff[q] = 0.9f;
+      lab[q] = 0.0f;
+      if (mf) ff[q] = 0.3f, lab[q] = (float)PSP_LABEL_MF_LEFT;
+      if (es) {
+        ff[q] = i == 18 || i == 37 ? 0.7f : j == 29 ? 0.55f : 0.3f;
+        lab[q] = (float)PSP_LABEL_ES_LEFT;
+      }
+    }
+  const int64_t bx[4] = {6, 37, 10, 29};
+  assert_true(psp_seg_refine_outlines(ff, lab, NX, NY, 3.0, 3.0, bx, 0.3, 0.9, old));
+  int lateral = 0, medial = 0, bottom = 0;
+  for (int j = 10; j <= 29; j++) {
+    lateral += lab[j * NX + 37] == PSP_LABEL_ES_LEFT;
+    medial += lab[j * NX + 18] == PSP_LABEL_ES_LEFT;
+  }
+  for (int i = 19; i <= 36; i++)
+    bottom += lab[29 * NX + i] == PSP_LABEL_ES_LEFT;
+  print_message("lateral rim %d of 20, medial column %d of 20, bottom row %d of 18 kept\n", lateral,
+                medial, bottom);
+  assert_int_equal(lateral, 0);
+  assert_int_equal(medial, 20);
+  assert_int_equal(bottom, 18);
+}
+
 /* psp_seg_refine_outlines, the multifidus's ring on a one-voxel step
  * (refine.c, join_step_ring): a multifidus 20 x 20 voxels of 3 mm (FF 0.4)
  * with an erector beside it across a column of FF 0.6, and a ring of
@@ -1100,6 +1143,7 @@ int main(void) {
       cmocka_unit_test(test_check_areas_box),
       cmocka_unit_test(test_es_lean_pieces),
       cmocka_unit_test(test_step_ring),
+      cmocka_unit_test(test_es_rim),
       cmocka_unit_test(test_close),
       cmocka_unit_test(test_zfill),
       cmocka_unit_test(test_muscle_limit),
