@@ -205,8 +205,7 @@ int64_t psp_seg_flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_ou
  * (src/segment/align.c, flag_cut_off). */
 #define PSP_SEG_EDGE_MM 8.0
 /* Pixels this size or coarser (mm): segment.c's strict mask is not opened
- * (one voxel removes structures 6-10 mm wide) and refine.c item 13 trims
- * the erector's fatty rim. */
+ * (one voxel removes structures 6-10 mm wide). */
 #define PSP_SEG_COARSE_MM 2.0
 /* The last check of a labelled slice (ff, lab: its FF and labels, nx x ny,
  * all of them inside bx grown by one voxel, as psp_seg_refine_outlines

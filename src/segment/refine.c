@@ -77,11 +77,12 @@
  *    below the muscle's own midpoint to fat (the truth's rule at a sharp
  *    edge); on a real scan's ramp of several voxels nothing joins.
  * 13. trim_es_rim (psp_seg_refine_outlines, first; pixels of
- *    PSP_SEG_COARSE_MM or more): an erector voxel 4-next to an unlabelled
- *    one and reading its mean FF + TRIM_SHARE (fat - mean) or more leaves
- *    it, unless a multifidus lies within TRIM_MF_VOX voxels: over half fat,
- *    the epimuscular fat in partial volume, which items 3, 5 and 10 would
- *    otherwise keep on the outline at 3 mm pixels.
+ *    TRIM_MIN_MM = 2.5 mm or more, beyond the 0.5-2 mm of real scans): an
+ *    erector voxel 4-next to an unlabelled one and reading its mean FF +
+ *    TRIM_SHARE (fat - mean) or more leaves it, unless a multifidus lies
+ *    within TRIM_MF_VOX voxels: over half fat, the epimuscular fat in
+ *    partial volume, which items 3, 5 and 10 would otherwise keep on the
+ *    outline at 3 mm pixels.
  *
  * What remains on phantom02/03 (erector area, multifidus FF at the border)
  * and a bound for any voxel-wise rule: "refine.c: what remains".
@@ -114,8 +115,9 @@
 #define STEP_FAT_SHARE 0.8     /* ... when the next voxel out reads at least this: fat */
 #define ZFILL_PASSES_MAX 10    /* step 9 repeats until no voxel changes, at most this often */
 #define FATTY_ES_MF_SHARE 0.05 /* of the side: the lean multifidus seed beside a fatty erector */
-#define TRIM_SHARE 0.5 /* of fat - the erector's mean FF: a rim voxel this fatty leaves it */
-#define TRIM_MF_VOX 2  /* a rim voxel this near a multifidus (voxels) stays */
+#define TRIM_SHARE 0.5  /* of fat - the erector's mean FF: a rim voxel this fatty leaves it */
+#define TRIM_MF_VOX 2   /* a rim voxel this near a multifidus (voxels) stays */
+#define TRIM_MIN_MM 2.5 /* item 13 at pixels this coarse or coarser only */
 
 /* Integral images of the FF of a mask's voxels and of their count, over
  * the mask's bounding box (the mask is empty outside it). */
@@ -749,7 +751,7 @@ static void join_step_ring(const float *ff, float *lab, int64_t nx, int64_t ny, 
     }
 }
 
-/* Item 13: at coarse pixels (PSP_SEG_COARSE_MM or more) an erector
+/* Item 13: at coarse pixels (TRIM_MIN_MM or more) an erector
  * spinae voxel 4-next to an unlabelled voxel and reading at least its
  * mean FF + TRIM_SHARE (fat - mean) leaves it, unless a multifidus lies
  * within TRIM_MF_VOX voxels (the plane between the two muscles is items 2,
@@ -805,8 +807,7 @@ static void trim_es_rim(const float *ff, float *lab, int64_t nx, int64_t ny, con
 bool psp_seg_refine_outlines(const float *ff, float *lab, int64_t nx, int64_t ny, double sx,
                              double sy, const int64_t bx[4], double muscle, double fat,
                              uint8_t *old) {
-  if (sx >= PSP_SEG_COARSE_MM && sy >= PSP_SEG_COARSE_MM)
-    trim_es_rim(ff, lab, nx, ny, bx, fat, old);
+  if (sx >= TRIM_MIN_MM && sy >= TRIM_MIN_MM) trim_es_rim(ff, lab, nx, ny, bx, fat, old);
   smooth_labels(ff, lab, nx, ny, bx, old);
   unlabel_es_ridge(ff, lab, nx, ny, bx, RIDGE_SHARE * (fat - muscle), old);
   return smooth_outlines(ff, lab, nx, ny, sx, sy, bx, OUTLINE_MM, OUTLINE_KEEP) &&
