@@ -457,6 +457,24 @@ static bool smooth_outlines(const float *ff, float *lab, int64_t nx, int64_t ny,
   return true;
 }
 
+/* box = bx grown by one voxel, kept one voxel off the image's edge (where
+ * the labels are, and every 8-neighbour inside the image); false when
+ * empty. */
+static bool grown_box(const int64_t bx[4], int64_t nx, int64_t ny, int64_t box[4]) {
+  box[0] = bx[0] > 1 ? bx[0] - 1 : 1;
+  box[1] = bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2;
+  box[2] = bx[2] > 1 ? bx[2] - 1 : 1;
+  box[3] = bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2;
+  return box[0] <= box[1] && box[2] <= box[3];
+}
+
+/* old = the labels (0 where none) inside box grown by one voxel. */
+static void snapshot_labels(const float *lab, int64_t nx, const int64_t box[4], uint8_t *old) {
+  for (int64_t j = box[2] - 1; j <= box[3] + 1; j++)
+    for (int64_t p = j * nx + box[0] - 1; p <= j * nx + box[1] + 1; p++)
+      old[p] = (uint8_t)(lab[p] > 0.0f ? lab[p] : 0.0f);
+}
+
 /* The sum of the FF of label l's voxels inside box (NaN ones left out);
  * *cnt: how many. */
 static double label_ff_sum(const float *ff, const float *lab, int64_t nx, const int64_t box[4],
@@ -479,9 +497,8 @@ static double label_ff_sum(const float *ff, const float *lab, int64_t nx, const 
  * on OOM. */
 static bool drop_es_pieces(const float *ff, float *lab, int64_t nx, int64_t ny, const int64_t bx[4],
                            double fat, uint8_t *old) {
-  const int64_t box[4] = {bx[0] > 1 ? bx[0] - 1 : 1, bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2,
-                          bx[2] > 1 ? bx[2] - 1 : 1, bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2};
-  if (box[0] > box[1] || box[2] > box[3]) return true;
+  int64_t box[4];
+  if (!grown_box(bx, nx, ny, box)) return true;
   int32_t *cc = malloc((size_t)(2 * nx * ny + 1) * sizeof *cc), *parent = cc + nx * ny;
   int64_t *size = NULL;
   bool ok = cc != NULL;
@@ -545,9 +562,8 @@ static bool drop_es_pieces(const float *ff, float *lab, int64_t nx, int64_t ny, 
  * muscle. old: nx * ny scratch. */
 static bool drop_lean_pieces(const float *ff, float *lab, int64_t nx, int64_t ny, double px_mm2,
                              const int64_t bx[4], uint8_t *old) {
-  const int64_t box[4] = {bx[0] > 1 ? bx[0] - 1 : 1, bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2,
-                          bx[2] > 1 ? bx[2] - 1 : 1, bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2};
-  if (box[0] > box[1] || box[2] > box[3]) return true;
+  int64_t box[4];
+  if (!grown_box(bx, nx, ny, box)) return true;
   const float es[2] = {PSP_LABEL_ES_LEFT, PSP_LABEL_ES_RIGHT};
   const float gone = -2.0f, plane = -3.0f; /* marks, reset to 0 at the end */
   const int64_t min_vox = (int64_t)ceil(LEAN_MIN_MM2 / px_mm2);
@@ -718,12 +734,9 @@ static void join_step_ring(const float *ff, float *lab, int64_t nx, int64_t ny, 
                            double fat, uint8_t *old) {
   /* the voxels decided: bx grown by one, off the image's edge; old holds
    * the labels one voxel further out */
-  const int64_t box[4] = {bx[0] > 1 ? bx[0] - 1 : 1, bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2,
-                          bx[2] > 1 ? bx[2] - 1 : 1, bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2};
-  if (box[0] > box[1] || box[2] > box[3]) return;
-  for (int64_t j = box[2] - 1; j <= box[3] + 1; j++)
-    for (int64_t p = j * nx + box[0] - 1; p <= j * nx + box[1] + 1; p++)
-      old[p] = (uint8_t)(lab[p] > 0.0f ? lab[p] : 0.0f);
+  int64_t box[4];
+  if (!grown_box(bx, nx, ny, box)) return;
+  snapshot_labels(lab, nx, box, old);
   double sum[3] = {0, 0, 0};
   int64_t cnt[3] = {0, 0, 0};
   for (int c = PSP_LABEL_MF_LEFT; c <= PSP_LABEL_MF_RIGHT; c++)
@@ -762,12 +775,9 @@ static void join_step_ring(const float *ff, float *lab, int64_t nx, int64_t ny, 
  * one voxel. */
 static void trim_es_rim(const float *ff, float *lab, int64_t nx, int64_t ny, const int64_t bx[4],
                         double fat, uint8_t *old) {
-  const int64_t box[4] = {bx[0] > 1 ? bx[0] - 1 : 1, bx[1] + 1 < nx - 1 ? bx[1] + 1 : nx - 2,
-                          bx[2] > 1 ? bx[2] - 1 : 1, bx[3] + 1 < ny - 1 ? bx[3] + 1 : ny - 2};
-  if (box[0] > box[1] || box[2] > box[3]) return;
-  for (int64_t j = box[2] - 1; j <= box[3] + 1; j++)
-    for (int64_t p = j * nx + box[0] - 1; p <= j * nx + box[1] + 1; p++)
-      old[p] = (uint8_t)(lab[p] > 0.0f ? lab[p] : 0.0f);
+  int64_t box[4];
+  if (!grown_box(bx, nx, ny, box)) return;
+  snapshot_labels(lab, nx, box, old);
   const float es[2] = {PSP_LABEL_ES_LEFT, PSP_LABEL_ES_RIGHT};
   const int64_t d4[4] = {1, -1, nx, -nx};
   for (int e = 0; e < 2; e++) {
