@@ -88,6 +88,12 @@ typedef struct psp_slice_landmarks {
    * flags the slice unless that muscle is cut by the field of view. */
   uint8_t lr_edge_pair;
   double lr_edge_ratio;
+  /* Left and right of a muscle more than MAX_LR_RATIO apart in area, away
+   * from the frame's edge, on the slice's own labels: the check waits for
+   * the stack's majority on the outlines (src/segment/segment.c step 3d,
+   * which counts the slice as unmeasured for its neighbours) and is made
+   * again after it; 0 on other slices and after that. */
+  uint8_t lr_pending;
 } psp_slice_landmarks;
 
 /* The two sides' multifidus levels (muscle_side_ff) lie more than this

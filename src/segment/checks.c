@@ -13,7 +13,10 @@
  *    waits for flag_cut_off in src/segment/align.c, which flags the slice
  *    the same way unless that muscle is cut by the field of view:
  *    dixon-tum01 cut through its left erector spinae had 2 of 29 slices
- *    flagged here, none now); the reason says when the smaller side's
+ *    flagged here, none now; elsewhere it waits for the stack's majority on
+ *    the outlines, segment.c step 3d, and is made again after it: a
+ *    boundary misplaced on one slice moves back to its neighbours', as on
+ *    phantom02's configuration at seed 4, slice 1); the reason says when the smaller side's
  *    place reads ASYM_FF fattier than the other side's muscle (a one-sided
  *    fatty atrophy, too fatty to tell from fat).
  *  - Each multifidus against its place (psp_seg_check_areas): the other
@@ -146,7 +149,8 @@ static double label_ff(const float *ff, const float *lab, int64_t nx, const int6
  * Otherwise the slice is flagged and emptied (the reason says when the
  * smaller side's place reads much fattier than the other side). */
 void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
-                         int64_t ny, const int64_t box[4], const double sp[2], double muscle) {
+                         int64_t ny, const int64_t box[4], const double sp[2], double muscle,
+                         bool defer) {
   /* the refined labels lie inside box grown by one voxel */
   const int64_t bx[4] = {box[0] > 0 ? box[0] - 1 : 0, box[1] < nx - 1 ? box[1] + 1 : nx - 1,
                          box[2] > 0 ? box[2] - 1 : 0, box[3] < ny - 1 ? box[3] + 1 : ny - 1};
@@ -190,6 +194,11 @@ void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, i
       rmf = 1.0;
     }
     ratio = fmax(rmf, res);
+    lm->lr_pending = 0;
+    if (ratio > MAX_LR_RATIO && defer) {
+      lm->lr_pending = 1; /* decided again after the stack's majority */
+      return;
+    }
     if (ratio > MAX_LR_RATIO) {
       psp_seg_flag(lm, PSP_SLICE_IMPLAUSIBLE, PSP_SEG_LR_REASON, ratio, MAX_LR_RATIO);
       small = rmf >= res ? (a[1] < a[2] ? 1 : 2) : (a[3] < a[4] ? 3 : 4);

@@ -210,9 +210,13 @@ int64_t psp_seg_flag_swapped(psp_slice_landmarks *lm, int64_t nz, double *med_ou
 /* The last check of a labelled slice (ff, lab: its FF and labels, nx x ny,
  * all of them inside bx grown by one voxel, as psp_seg_refine_outlines
  * leaves them; sp: the pixel size, mm; muscle: the slice's muscle FF
- * level): flags it and empties its labels when implausible. */
+ * level): flags it and empties its labels when implausible. With defer,
+ * left and right too far apart (away from the image's edge) only set
+ * lm->lr_pending, labels and status kept, for the call without defer
+ * after the stack's majority (segment.c step 3d). */
 void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
-                         int64_t ny, const int64_t bx[4], const double sp[2], double muscle);
+                         int64_t ny, const int64_t bx[4], const double sp[2], double muscle,
+                         bool defer);
 /* The evidence for each side's multifidus/erector spinae boundary on a
  * labelled slice (nx x ny, pixels sx x sy mm; muscle[side]: the side's
  * muscle FF level, fat: the slice's fat level): share[side] (0 left, 1

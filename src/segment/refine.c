@@ -883,8 +883,10 @@ bool psp_seg_zfill_stack(float *labels, const psp_slice_landmarks *lm, const flo
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t k = 1; k < nz - 1; k++) {
       changed[k] = 0;
+      /* a slice whose left/right check waits for this (lr_pending) takes
+       * its neighbours' majority but gives none */
       if (lm[k - 1].status != PSP_SLICE_OK || lm[k].status != PSP_SLICE_OK ||
-          lm[k + 1].status != PSP_SLICE_OK)
+          lm[k + 1].status != PSP_SLICE_OK || lm[k - 1].lr_pending || lm[k + 1].lr_pending)
         continue;
       /* where the slice's labels are, or both neighbours' */
       const int64_t *b0 = box + 4 * (k - 1), *b = box + 4 * k, *b1 = box + 4 * (k + 1);

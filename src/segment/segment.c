@@ -63,7 +63,10 @@
  *     its outline and its small pieces beyond a ridge dropped, a
  *     multifidus's ring on a one-voxel step to fat joined
  *     (psp_seg_refine_outlines, refine.c items 13, 4, 5, 10, 11, 8, 12);
- *     3d. outlines follow the neighbouring slices' majority (item 9).
+ *     3d. outlines follow the neighbouring slices' majority (item 9); the
+ *     left/right area check of a slice that failed it (step 4) is made
+ *     again after this (lr_pending: the slice takes its neighbours'
+ *     majority but gives none).
  *  4. Flags (slice left empty, reason recorded; muscles within PSP_SEG_EDGE_MM of
  *     the image's edge: cut_off, align.c): no body / no spine; below sacrum;
  *     implausible (muscle not distinct from fat; a canal over 130 mm in
@@ -1270,7 +1273,7 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
       if (bx[1] >= bx[0] && !psp_seg_refine_outlines(ff, lab, nx, ny, sp[0], sp[1], bx,
                                                      lv[3 * k].muscle, lv[3 * k].fat, w->m3))
         oom = true;
-      psp_seg_check_areas(&s->lm[k], ff, lab, nx, ny, bx, sp, lv[3 * k].muscle);
+      psp_seg_check_areas(&s->lm[k], ff, lab, nx, ny, bx, sp, lv[3 * k].muscle, true);
       if (s->lm[k].status == PSP_SLICE_OK) {
         s->lm[k].void_mm2 = psp_seg_void_area(ff, lab, nx, ny, bx, sp[0] * sp[1], w->queue, w->m0);
         for (int side = 0; side < 2; side++)
@@ -1289,6 +1292,12 @@ psp_segmentation *psp_seg_run(const psp_ffmap *ffm, psp_seg_bottom_fn bottom, vo
   bool zok = tz && psp_seg_zfill_stack(s->labels->data, s->lm, ffv->data, nx, ny, nz, tz, err);
   free(tz);
   if (!zok) goto fail;
+  /* the left/right check that waited for the stack's majority (checks.c) */
+  const int64_t whole[4] = {0, nx - 1, 0, ny - 1};
+  for (int64_t k = 0; k < nz; k++)
+    if (s->lm[k].lr_pending)
+      psp_seg_check_areas(&s->lm[k], ffv->data + k * nx * ny, s->labels->data + k * nx * ny, nx, ny,
+                          whole, sp, lv[3 * k].muscle, false);
   int64_t nok = psp_segmentation_ok_count(s);
   psp_info(ctx, "segmentation: %lld of %lld slices segmented", (long long)nok, (long long)nz);
   psp_seg_warn_voids(s->lm, s->nz, ffv, ctx);

@@ -759,7 +759,7 @@ static void test_check_areas_box(void **state) {
   lm.status = PSP_SLICE_OK;
   lm.midline_i = 20.0;
   const double sp[2] = {2.0, 2.0};
-  psp_seg_check_areas(&lm, ff, lab, NX, NY, bx, sp, 0.1);
+  psp_seg_check_areas(&lm, ff, lab, NX, NY, bx, sp, 0.1, false);
   int left = 0;
   for (int q = 0; q < NX * NY; q++)
     left += lab[q] != 0.0f;
