@@ -56,7 +56,7 @@
  *     smooth along the spine), once both sides'
  *     when left and right differ by over MAX_LR_RATIO in area; plane voxels
  *     (fattier than T) unlabelled. See "segment.c step 3".
- *  3b. At coarse pixels the erector's fatty rim trimmed (refine.c item
+ *  3b. At pixels of 2.5 mm or more the erector's fatty rim trimmed (refine.c item
  *     13), voxel-scale smoothing (refine.c item 3; "segment.c step 3b"). 3c. An
  *     erector voxel on a ridge towards the multifidus leaves it, outlines
  *     smoothed at 6 mm, closed at 5 mm, a fatty erector's lean pieces on
