@@ -151,6 +151,7 @@ static double label_ff(const float *ff, const float *lab, int64_t nx, const int6
 void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, int64_t nx,
                          int64_t ny, const int64_t box[4], const double sp[2], double muscle,
                          bool defer) {
+  lm->lr_pending = 0;
   /* the refined labels lie inside box grown by one voxel */
   const int64_t bx[4] = {box[0] > 0 ? box[0] - 1 : 0, box[1] < nx - 1 ? box[1] + 1 : nx - 1,
                          box[2] > 0 ? box[2] - 1 : 0, box[3] < ny - 1 ? box[3] + 1 : ny - 1};
@@ -194,7 +195,6 @@ void psp_seg_check_areas(psp_slice_landmarks *lm, const float *ff, float *lab, i
       rmf = 1.0;
     }
     ratio = fmax(rmf, res);
-    lm->lr_pending = 0;
     if (ratio > MAX_LR_RATIO && defer) {
       lm->lr_pending = 1; /* decided again after the stack's majority */
       return;
